@@ -1,0 +1,60 @@
+# Marketplace — developer entry points. `make` (or `make help`) lists them.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Shared build cache outside the work tree, so fresh clones (CI) reuse the
+# compiled dependencies instead of rebuilding them. Override as usual:
+#   make test CARGO_TARGET_DIR=target
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/marketplace/target
+
+# make's recipe shells are non-login shells; rustup's PATH may be missing.
+CARGO_BIN := $(HOME)/.cargo/bin
+ifeq ($(filter $(CARGO_BIN),$(subst :, ,$(PATH))),)
+export PATH := $(PATH):$(CARGO_BIN)
+endif
+
+.PHONY: help up down restart status logs infra build test fmt lint
+
+help: ## List the targets
+	@echo "usage: make <target>"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN { FS = ":.*## " } { printf "  %-9s %s\n", $$1, $$2 }'
+
+up: ## Start deps, build, run all services in the background, seed
+	bash scripts/fleet.sh up
+
+down: ## Stop the services (PostgreSQL/Redis/RabbitMQ keep running)
+	bash scripts/fleet.sh down
+
+restart: ## down, then up (picks up a new build)
+	bash scripts/fleet.sh restart
+
+status: ## Services and dependencies: state, pid, port, readiness
+	bash scripts/fleet.sh status
+
+# FLEET_STATE_DIR: the same override scripts/fleet.sh honours.
+LOG_DIR = $${FLEET_STATE_DIR:-.local}/logs
+
+logs: ## Follow all service logs
+	@compgen -G "$(LOG_DIR)/*.log" >/dev/null || { echo "make: no logs in $(LOG_DIR) yet; run 'make up'" >&2; exit 1; }
+	tail -f $(LOG_DIR)/*.log
+
+infra: ## Install/start PostgreSQL, Redis, RabbitMQ; create the database
+	bash scripts/infra.sh ensure
+
+build: ## Build the release binaries
+	cargo build --release --bins
+
+test: ## Run the whole test suite with cargo-nextest (starts deps first)
+	bash scripts/infra.sh ensure
+	cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
+	cargo nextest run --workspace --no-fail-fast
+
+fmt: ## Format the code
+	cargo fmt --all
+
+lint: ## Check formatting and run clippy with warnings as errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings

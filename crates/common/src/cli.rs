@@ -1,0 +1,116 @@
+//! The command line every service binary shares:
+//! `<service> [serve]`, `<service> migrate`, `<service> dlq list|redrive`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mp_events::dlq::{self, Selection};
+use mp_events::{Broker, Service};
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServiceConfig;
+use crate::runtime::{connect_db, shutdown_on_signal};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A Marketplace service. Every option can also be set by its environment variable."
+)]
+struct Cli<C: clap::Args> {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: C,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Create the schema and apply migrations, then exit.
+    Migrate,
+    /// Inspect and redrive this service's dead-lettered events.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Print dead letters as JSON lines (they stay in the queue).
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Move dead letters back into the service's queue.
+    Redrive {
+        /// Redrive only the message with this id (the event id).
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        message_id: Option<String>,
+        /// Redrive every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// Parses the command line and runs the service's `run` or a maintenance command.
+pub fn main<C, F, Fut>(service: Service, migrations: &'static Migrator, run: F) -> ExitCode
+where
+    C: ServiceConfig,
+    F: FnOnce(C, TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let cli = Cli::<C>::parse();
+    crate::telemetry::init(&cli.config.common().log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let result = runtime.block_on(async move {
+        let common = cli.config.common().clone();
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => {
+                let addr = common.listen_addr(service);
+                let listener = TcpListener::bind(addr).await?;
+                run(cli.config, listener, shutdown_on_signal()).await
+            }
+            Command::Migrate => {
+                let schema = common.schema(service);
+                connect_db(&common, &schema, migrations).await?;
+                println!("{service}: schema {schema} is migrated");
+                Ok(())
+            }
+            Command::Dlq { action } => {
+                let broker = Broker::new(common.amqp_url.clone(), common.topology(), Some(service));
+                match action {
+                    DlqAction::List { limit } => {
+                        for letter in dlq::list(&broker, service, limit).await? {
+                            println!("{}", serde_json::to_string(&letter)?);
+                        }
+                    }
+                    DlqAction::Redrive { message_id, all: _ } => {
+                        let selection = message_id.map_or(Selection::All, Selection::MessageId);
+                        let n = dlq::redrive(&broker, service, &selection).await?;
+                        println!(
+                            "redrove {n} message(s) into {}",
+                            broker.topology().queue(service)
+                        );
+                    }
+                }
+                broker.close().await;
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{service} failed");
+            eprintln!("{service}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

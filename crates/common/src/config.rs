@@ -1,0 +1,163 @@
+//! Settings shared by every service. Each has a default that works on a developer
+//! machine with PostgreSQL, RabbitMQ and Redis on localhost; every one can be set by an
+//! environment variable (or a command-line flag: run a service with `--help`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mp_events::topology::QueueType;
+use mp_events::{Service, Topology};
+
+/// Development signing secret: fine on a laptop, replaced in any real deployment.
+pub const DEV_JWT_SECRET: &str = "marketplace-development-secret-change-me-0123456789";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonConfig {
+    /// Address to listen on [default: 0.0.0.0:<the service's port>].
+    #[arg(long, env = "LISTEN_ADDR")]
+    pub listen_addr: Option<SocketAddr>,
+
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/marketplace"
+    )]
+    pub database_url: String,
+
+    /// PostgreSQL schema the service owns [default: the service's schema].
+    #[arg(long, env = "DB_SCHEMA")]
+    pub db_schema: Option<String>,
+
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+
+    /// Prefix of exchange and queue names.
+    #[arg(long, env = "AMQP_PREFIX", default_value = "marketplace")]
+    pub amqp_prefix: String,
+
+    /// `quorum` (replicated, the default) or `classic`.
+    #[arg(long, env = "AMQP_QUEUE_TYPE", default_value = "quorum")]
+    pub amqp_queue_type: QueueType,
+
+    /// Deliveries a consumer handles at once.
+    #[arg(long, env = "AMQP_PREFETCH", default_value_t = 64)]
+    pub amqp_prefetch: u16,
+
+    /// Backoff before each retry of a failed event, in milliseconds.
+    #[arg(
+        long,
+        env = "RETRY_DELAYS_MS",
+        value_delimiter = ',',
+        default_value = "1000,5000,30000,120000"
+    )]
+    pub retry_delays_ms: Vec<u64>,
+
+    /// Delete queues unused this long (milliseconds); for throw-away test prefixes only.
+    #[arg(long, env = "AMQP_QUEUE_EXPIRES_MS")]
+    pub amqp_queue_expires_ms: Option<u64>,
+
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "mp")]
+    pub redis_prefix: String,
+
+    /// HMAC secret that signs access and service tokens (at least 32 bytes).
+    #[arg(long, env = "JWT_SECRET", default_value = DEV_JWT_SECRET, hide_default_value = true)]
+    pub jwt_secret: String,
+
+    /// Key id of `JWT_SECRET`, written in each token's header.
+    #[arg(long, env = "JWT_KID", default_value = "k1")]
+    pub jwt_kid: String,
+
+    /// Older keys still accepted during a rotation: `kid=secret,kid=secret`.
+    #[arg(
+        long,
+        env = "JWT_PREVIOUS_KEYS",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub jwt_previous_keys: String,
+
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]
+    pub access_token_ttl_secs: u64,
+
+    /// Longest a request may take, in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 15)]
+    pub request_timeout_secs: u64,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 256 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Time given to in-flight work at shutdown, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+
+    /// `json` (default) or `pretty`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "json")]
+    pub log_format: String,
+}
+
+impl CommonConfig {
+    /// Defaults overridden by the environment, without reading command-line arguments.
+    pub fn from_env() -> Self {
+        from_env()
+    }
+
+    pub fn schema(&self, service: Service) -> String {
+        self.db_schema
+            .clone()
+            .unwrap_or_else(|| service.default_schema().to_owned())
+    }
+
+    pub fn listen_addr(&self, service: Service) -> SocketAddr {
+        self.listen_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], service.default_port())))
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology {
+            prefix: self.amqp_prefix.clone(),
+            queue_type: self.amqp_queue_type,
+            retry_delays: self
+                .retry_delays_ms
+                .iter()
+                .copied()
+                .map(Duration::from_millis)
+                .collect(),
+            queue_expires: self.amqp_queue_expires_ms.map(Duration::from_millis),
+        }
+    }
+}
+
+/// A service's own configuration: the common part plus its own settings.
+pub trait ServiceConfig: clap::Args + Send + 'static {
+    fn common(&self) -> &CommonConfig;
+}
+
+impl ServiceConfig for CommonConfig {
+    fn common(&self) -> &CommonConfig {
+        self
+    }
+}
+
+/// Any settings struct with its defaults overridden by the environment, ignoring the
+/// command line (for tests and tools).
+pub fn from_env<A: clap::Args>() -> A {
+    #[derive(clap::Parser)]
+    struct Only<A: clap::Args> {
+        #[command(flatten)]
+        args: A,
+    }
+    <Only<A> as clap::Parser>::parse_from(["service"]).args
+}

@@ -1,0 +1,194 @@
+//! The HTTP layers every service runs: request context (correlation id, trace),
+//! metrics, access log, timeouts, body limit, panics and bare error statuses turned
+//! into problem+json, plus the health, metrics and API-doc routes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use mp_events::EventContext;
+use mp_events::envelope::{new_trace_id, parse_trace_id};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+use utoipa::openapi::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::health::{self, Health};
+use crate::metrics::Metrics;
+use crate::problem::Problem;
+
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+#[derive(Clone)]
+struct Observe {
+    service: &'static str,
+    metrics: Metrics,
+}
+
+/// Accepts a sane client correlation id, or makes one.
+fn correlation_id(req: &Request) -> String {
+    req.headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_owned();
+    let method = req.method().clone();
+    let correlation_id = correlation_id(&req);
+    let trace_id = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_trace_id)
+        .unwrap_or_else(new_trace_id);
+    let span = tracing::info_span!(
+        "http",
+        service = o.service,
+        method = %method,
+        route = %route,
+        correlation_id = %correlation_id,
+        trace_id = %trace_id,
+    );
+    let ctx = EventContext {
+        correlation_id: correlation_id.clone(),
+        causation_id: None,
+        trace_id: trace_id.clone(),
+    };
+    o.metrics.http_in_flight.inc();
+    let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
+    o.metrics.http_in_flight.dec();
+
+    let status = response.status();
+    if status.as_u16() >= 400 && !response.headers().contains_key(header::CONTENT_TYPE) {
+        // A bare status from a layer or the router (405, 408, 413): give it a body.
+        let detail = match status {
+            StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this resource.",
+            StatusCode::REQUEST_TIMEOUT => "The request took too long.",
+            StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.",
+            _ => status.canonical_reason().unwrap_or("Error"),
+        };
+        let headers = std::mem::take(response.headers_mut());
+        response = Problem::new(status, detail).into_response();
+        for (k, v) in headers.iter() {
+            response.headers_mut().entry(k).or_insert_with(|| v.clone());
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert("x-trace-id", v);
+    }
+
+    let elapsed = started.elapsed();
+    let class = format!("{}xx", status.as_u16() / 100);
+    o.metrics
+        .http_requests
+        .with_label_values(&[method.as_str(), &route, &class])
+        .inc();
+    o.metrics
+        .http_duration
+        .with_label_values(&[method.as_str(), &route])
+        .observe(elapsed.as_secs_f64());
+    if !route.starts_with("/health") && route != "/metrics" {
+        let _enter = span.enter();
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), latency_ms, "request failed");
+        } else {
+            tracing::info!(status = status.as_u16(), latency_ms, "request");
+        }
+    }
+    response
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("Resource")
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
+    let error_id = uuid::Uuid::new_v4();
+    tracing::error!(%error_id, "handler panicked");
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "An internal error occurred; quote error_id when reporting it.",
+    )
+    .kind("internal")
+    .with("error_id", error_id)
+    .into_response()
+}
+
+/// Adds the bearer scheme and the service's title to its OpenAPI document.
+pub fn finish_openapi(mut doc: OpenApi, service: &str) -> OpenApi {
+    doc.info.title = format!("Marketplace {service} service");
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+    doc
+}
+
+/// The whole application: the service's API plus the common routes and layers.
+pub fn app(
+    service: &'static str,
+    api: Router,
+    openapi: OpenApi,
+    health: Health,
+    metrics: Metrics,
+    request_timeout: Duration,
+    body_limit: usize,
+) -> Router {
+    let openapi = finish_openapi(openapi, service);
+    let metrics_route = {
+        let metrics = metrics.clone();
+        Arc::new(move || metrics.render())
+    };
+    let common = Router::new()
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .with_state(health)
+        .route(
+            "/metrics",
+            get(move || {
+                let render = metrics_route.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        render(),
+                    )
+                }
+            }),
+        );
+    Router::new()
+        .merge(api)
+        .merge(common)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            Observe { service, metrics },
+            observe,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+}

@@ -1,0 +1,28 @@
+//! What every service shares apart from events: configuration, telemetry, metrics,
+//! problem+json errors, token verification, service-to-service calls, the connection
+//! pools, and the start-up and shutdown sequence ([`runtime`]).
+//!
+//! Error policy: handlers return [`ApiError`]. Client mistakes are [`Problem`]s with a
+//! status and a clear message; a dependency that is down is a 503; anything else is an
+//! internal error that is logged with its cause chain and shown to the client only as an
+//! opaque `error_id`.
+
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod problem;
+pub mod redis;
+pub mod runtime;
+pub mod serde_ext;
+pub mod telemetry;
+
+pub use auth::{AuthUser, Authenticator, ServiceCaller, TokenKeys};
+pub use config::CommonConfig;
+pub use problem::{
+    ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, FieldError, Problem, Validation,
+};
+pub use runtime::{Infra, serve};

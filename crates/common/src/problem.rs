@@ -1,0 +1,412 @@
+//! problem+json errors (RFC 9457), the JSON/path/query extractors that produce them,
+//! and field-by-field validation.
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One invalid field.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct FieldError {
+    /// Path of the field in the request, e.g. `price.currency`.
+    pub field: String,
+    pub message: String,
+}
+
+/// An error response: `{type, title, status, detail, errors?, ...extensions}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// Extra members, such as `available` for insufficient stock.
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub extensions: Map<String, Value>,
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub headers: HeaderMap,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            extensions: Map::new(),
+            headers: HeaderMap::new(),
+        }
+    }
+
+    /// Names the kind of problem: `/problems/<slug>`.
+    pub fn kind(mut self, slug: &str) -> Self {
+        self.kind = format!("/problems/{slug}");
+        self
+    }
+
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.title = title.into();
+        self
+    }
+
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.extensions.insert(
+            key.into(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
+        self
+    }
+
+    pub fn header(mut self, name: header::HeaderName, value: impl AsRef<str>) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail).kind("bad-request")
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut p = Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+            .kind("validation")
+            .title("Invalid request");
+        p.errors = errors;
+        p
+    }
+
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, format!("{what} not found")).kind("not-found")
+    }
+
+    pub fn conflict(slug: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, detail).kind(slug)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, detail)
+            .kind("unauthorized")
+            .header(header::WWW_AUTHENTICATE, "Bearer")
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, detail).kind("forbidden")
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
+            .kind("unavailable")
+            .header(header::RETRY_AFTER, "1")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut response = (status, [(header::CONTENT_TYPE, PROBLEM_JSON)], body).into_response();
+        response.headers_mut().extend(self.headers);
+        response
+    }
+}
+
+/// What a handler returns when it fails.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The client's mistake or a domain rule: shown as it is.
+    #[error("{} {}", .0.status, .0.detail)]
+    Problem(Problem),
+    /// A dependency is down: 503, retry later.
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure: logged with its cause, shown as an opaque id.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        Self::Problem(p)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(format!("PostgreSQL: {e}")),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<redis::RedisError> for ApiError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_timeout()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+        {
+            Self::Unavailable(format!("Redis: {e}"))
+        } else {
+            Self::Internal(e.into())
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Problem(p) => p.into_response(),
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(cause = %cause, "dependency unavailable");
+                Problem::unavailable("A dependency is unavailable; try again shortly.")
+                    .into_response()
+            }
+            ApiError::Internal(e) => {
+                let error_id = uuid::Uuid::new_v4();
+                tracing::error!(%error_id, error = ?e, "internal error");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "An internal error occurred; quote error_id when reporting it.",
+                )
+                .kind("internal")
+                .with("error_id", error_id)
+                .into_response()
+            }
+        }
+    }
+}
+
+/// Collects field errors, then fails with one 422 listing them all.
+#[derive(Debug, Default)]
+pub struct Validation(Vec<FieldError>);
+
+impl Validation {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn check(&mut self, ok: bool, field: &str, message: &str) -> &mut Self {
+        if !ok {
+            self.error(field, message);
+        }
+        self
+    }
+
+    pub fn error(&mut self, field: &str, message: impl Into<String>) -> &mut Self {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+        self
+    }
+
+    pub fn finish(self) -> Result<(), Problem> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Problem::validation(self.0))
+        }
+    }
+}
+
+/// A JSON body whose failures are problem+json: 415 without a JSON content type, 400
+/// for malformed JSON, 413 when too large, 422 naming the field for missing, unknown
+/// or mistyped fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| {
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Expected a body with Content-Type: application/json.",
+            )
+            .kind("unsupported-media-type"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The request body is too large.",
+                )
+                .kind("too-large")
+            } else {
+                Problem::bad_request(format!("Could not read the request body: {e}"))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON document into `T` with problem+json failures.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de);
+    if value.is_ok() {
+        de.end().map_err(|e| {
+            Problem::bad_request(format!("The body is not valid JSON: {e}")).kind("malformed-json")
+        })?;
+    }
+    value.map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return Problem::bad_request(format!("The body is not valid JSON: {inner}"))
+                .kind("malformed-json");
+        }
+        let message = strip_position(&inner.to_string());
+        let field = match message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            Some(missing) if path == "." => missing.to_owned(),
+            Some(missing) => format!("{path}.{missing}"),
+            None if path == "." => "body".to_owned(),
+            None => path,
+        };
+        Problem::validation(vec![FieldError { field, message }])
+    })
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Path parameters whose failures (an id that is not a UUID) are problem+json.
+#[derive(Debug, Clone, Copy, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Problem))]
+pub struct ApiPath<T>(pub T);
+
+impl From<PathRejection> for Problem {
+    fn from(e: PathRejection) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid path: {}", e.body_text()),
+        )
+        .kind("bad-path")
+    }
+}
+
+/// Query parameters whose failures are problem+json.
+#[derive(Debug, Clone, Copy, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Problem))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<QueryRejection> for Problem {
+    fn from(e: QueryRejection) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid query: {}", e.body_text()),
+        )
+        .kind("bad-query")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only parsed")]
+    struct Body {
+        email: String,
+        price: Price,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code, reason = "only parsed")]
+    struct Price {
+        amount: i64,
+    }
+
+    #[test]
+    fn malformed_json_is_a_400() {
+        let p = parse_json::<Body>(b"{\"email\": ").unwrap_err();
+        assert_eq!(p.status, 400);
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        let p = parse_json::<Body>(br#"{"price": {"amount": 1}}"#).unwrap_err();
+        assert_eq!(p.status, 422);
+        assert_eq!(p.errors[0].field, "email");
+        let p = parse_json::<Body>(br#"{"email": "a", "price": {}}"#).unwrap_err();
+        assert_eq!(p.errors[0].field, "price.amount");
+    }
+
+    #[test]
+    fn mistyped_and_unknown_fields_are_named() {
+        let p = parse_json::<Body>(br#"{"email": "a", "price": {"amount": "x"}}"#).unwrap_err();
+        assert_eq!(p.errors[0].field, "price.amount");
+        let p = parse_json::<Body>(br#"{"email": "a", "price": {"amount": 1}, "admin": true}"#)
+            .unwrap_err();
+        assert_eq!(p.status, 422);
+        assert!(
+            p.errors[0].message.contains("unknown field `admin`"),
+            "{:?}",
+            p.errors
+        );
+    }
+}

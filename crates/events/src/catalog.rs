@@ -1,0 +1,489 @@
+//! The event catalog: every event's Rust type, its publisher and its consumers.
+//!
+//! Topology (which queue is bound to which routing key) and the AsyncAPI document are
+//! derived from [`catalog()`]; nothing about events is written down anywhere else.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use schemars::r#gen::SchemaGenerator;
+use schemars::schema::Schema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The six services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    Customer,
+    Order,
+    Notification,
+    Inventory,
+    Vendor,
+    Cart,
+}
+
+impl Service {
+    pub const ALL: [Service; 6] = [
+        Service::Customer,
+        Service::Order,
+        Service::Notification,
+        Service::Inventory,
+        Service::Vendor,
+        Service::Cart,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Customer => "customer",
+            Service::Order => "order",
+            Service::Notification => "notification",
+            Service::Inventory => "inventory",
+            Service::Vendor => "vendor",
+            Service::Cart => "cart",
+        }
+    }
+
+    /// The port the service listens on by default.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Service::Customer => 5000,
+            Service::Order => 5001,
+            Service::Notification => 5002,
+            Service::Inventory => 5003,
+            Service::Vendor => 5004,
+            Service::Cart => 5005,
+        }
+    }
+
+    /// The PostgreSQL schema the service owns by default.
+    pub fn default_schema(self) -> &'static str {
+        match self {
+            Service::Order => "orders",
+            other => other.as_str(),
+        }
+    }
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A typed event of the catalog.
+pub trait Event: Serialize + DeserializeOwned + JsonSchema + Clone + Send + Sync + 'static {
+    /// The event type, which is also the routing key.
+    const TYPE: &'static str;
+    /// Version of the payload schema.
+    const VERSION: u32 = 1;
+}
+
+/// An amount of money in minor units of an ISO 4217 currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[schema(example = json!({"amount": 1999, "currency": "EUR"}))]
+#[serde(deny_unknown_fields)]
+pub struct Money {
+    /// Minor units (cents for EUR).
+    pub amount: i64,
+    /// ISO 4217 code, upper case, e.g. `EUR`.
+    pub currency: String,
+}
+
+impl Money {
+    pub fn new(amount: i64, currency: &str) -> Self {
+        Self {
+            amount,
+            currency: currency.to_owned(),
+        }
+    }
+
+    /// Whether `currency` is an ISO 4217 code written in upper case.
+    pub fn is_valid_currency(currency: &str) -> bool {
+        currency.len() == 3
+            && currency.bytes().all(|b| b.is_ascii_uppercase())
+            && iso_currency::Currency::from_code(currency).is_some()
+    }
+}
+
+macro_rules! events {
+    ($($ty:ident => $name:literal),* $(,)?) => {
+        $(impl Event for $ty { const TYPE: &'static str = $name; })*
+    };
+}
+
+events! {
+    CustomerCreated => "customer.created",
+    CustomerUpdated => "customer.updated",
+    VendorCreated => "vendor.created",
+    VendorProductCreated => "vendor.product.created",
+    VendorProductUpdated => "vendor.product.updated",
+    CartCreated => "cart.created",
+    CartItemAdded => "cart.item.added",
+    CartItemRemoved => "cart.item.removed",
+    CartCheckout => "cart.checkout",
+    OrderCreated => "order.created",
+    OrderUpdated => "order.updated",
+    OrderShipped => "order.shipped",
+    InventoryCreated => "inventory.created",
+    InventoryUpdated => "inventory.updated",
+    InventoryLowStock => "inventory.low_stock",
+}
+
+/// A customer registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomerCreated {
+    pub customer_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub phone: Option<String>,
+}
+
+/// A customer's profile changed; carries the whole new profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CustomerUpdated {
+    pub customer_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub phone: Option<String>,
+}
+
+/// A vendor was created; its creator is the owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VendorCreated {
+    pub vendor_id: Uuid,
+    /// The customer who created the vendor and became its owner.
+    pub owner_id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+}
+
+/// A product was listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VendorProductCreated {
+    pub product_id: Uuid,
+    pub vendor_id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub price: Money,
+    pub active: bool,
+    pub initial_stock: i64,
+    pub low_stock_threshold: i64,
+    /// Starts at 1, grows by one with every change: consumers ignore older revisions.
+    pub revision: i64,
+}
+
+/// A product changed; carries the whole new state and its revision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VendorProductUpdated {
+    pub product_id: Uuid,
+    pub vendor_id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub price: Money,
+    pub active: bool,
+    pub low_stock_threshold: i64,
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CartCreated {
+    pub cart_id: Uuid,
+    pub customer_id: Uuid,
+}
+
+/// An item was added to a cart or its quantity changed; `quantity` is the new total.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CartItemAdded {
+    pub cart_id: Uuid,
+    pub customer_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CartItemRemoved {
+    pub cart_id: Uuid,
+    pub customer_id: Uuid,
+    pub product_id: Uuid,
+}
+
+/// A line of a cart or an order, priced when the cart was checked out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct LineItem {
+    pub product_id: Uuid,
+    pub vendor_id: Uuid,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+}
+
+/// A customer checked out a cart: the order service takes it from here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CartCheckout {
+    pub cart_id: Uuid,
+    pub customer_id: Uuid,
+    /// Chosen by the cart service so the client gets it in the 202.
+    pub order_id: Uuid,
+    pub idempotency_key: String,
+    pub items: Vec<LineItem>,
+    pub subtotal: Money,
+    pub tax: Money,
+    pub total: Money,
+    pub payment_token: String,
+    pub shipping_address: serde_json::Value,
+}
+
+/// An order was paid: inventory commits its stock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderCreated {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub cart_id: Uuid,
+    pub items: Vec<LineItem>,
+    pub total: Money,
+}
+
+/// Order statuses of the order state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Pending,
+    Paid,
+    Confirmed,
+    Shipped,
+    Delivered,
+    Cancelled,
+    PaymentFailed,
+    Rejected,
+}
+
+/// An order changed status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderUpdated {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub cart_id: Uuid,
+    pub status: OrderStatus,
+    pub previous_status: Option<OrderStatus>,
+    pub reason: Option<String>,
+    /// Whether inventory had committed stock for the order before this change; a
+    /// failed or cancelled order with committed stock gets it back.
+    pub stock_committed: bool,
+    pub items: Vec<LineItem>,
+    pub total: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OrderShipped {
+    pub order_id: Uuid,
+    pub customer_id: Uuid,
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
+/// Stock figures of one product after a change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StockLevel {
+    pub product_id: Uuid,
+    pub vendor_id: Uuid,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+}
+
+/// A stock item was created for a new product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryCreated {
+    pub level: StockLevel,
+    pub low_stock_threshold: i64,
+}
+
+/// Why stock changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StockChange {
+    /// A member or admin adjusted on-hand stock.
+    Adjustment,
+    /// An order's reservations became a sale.
+    OrderCommitted,
+    /// An order could not be committed (not enough stock); nothing changed.
+    OrderRejected,
+    /// A failed or cancelled order's stock came back.
+    OrderReleased,
+}
+
+/// A product for which an order wanted more than there was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Shortage {
+    pub product_id: Uuid,
+    pub requested: i64,
+    pub available: i64,
+}
+
+/// Stock changed, or an order's stock commit was rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryUpdated {
+    pub change: StockChange,
+    /// The order concerned, for order commits, rejections and releases.
+    pub order_id: Option<Uuid>,
+    pub levels: Vec<StockLevel>,
+    /// Set for `order_rejected`: what was short.
+    #[serde(default)]
+    pub shortages: Vec<Shortage>,
+}
+
+/// Available stock fell to or below the threshold (once per crossing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InventoryLowStock {
+    pub product_id: Uuid,
+    pub vendor_id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub available: i64,
+    pub low_stock_threshold: i64,
+    pub at: DateTime<Utc>,
+}
+
+/// One entry of the catalog.
+pub struct EventSpec {
+    pub event_type: &'static str,
+    pub version: u32,
+    pub summary: &'static str,
+    pub publisher: Service,
+    /// `(service, handler)` pairs; the handler name is also the inbox key.
+    pub consumers: &'static [(Service, &'static str)],
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
+}
+
+fn spec<E: Event>(
+    summary: &'static str,
+    publisher: Service,
+    consumers: &'static [(Service, &'static str)],
+) -> EventSpec {
+    EventSpec {
+        event_type: E::TYPE,
+        version: E::VERSION,
+        summary,
+        publisher,
+        consumers,
+        schema: |g| g.subschema_for::<crate::Envelope<E>>(),
+    }
+}
+
+/// Every event, in catalog order.
+pub fn catalog() -> Vec<EventSpec> {
+    use Service::*;
+    vec![
+        spec::<CustomerCreated>(
+            "A customer registered.",
+            Customer,
+            &[(Notification, "notification.contact")],
+        ),
+        spec::<CustomerUpdated>(
+            "A customer's profile changed.",
+            Customer,
+            &[(Notification, "notification.contact")],
+        ),
+        spec::<VendorCreated>(
+            "A vendor was created.",
+            Vendor,
+            &[
+                (Customer, "customer.vendor_membership"),
+                (Notification, "notification.contact"),
+            ],
+        ),
+        spec::<VendorProductCreated>(
+            "A product was listed.",
+            Vendor,
+            &[(Inventory, "inventory.create")],
+        ),
+        spec::<VendorProductUpdated>(
+            "A product changed.",
+            Vendor,
+            &[
+                (Inventory, "inventory.update"),
+                (Cart, "cart.price_refresh"),
+            ],
+        ),
+        spec::<CartCreated>("A cart was opened.", Cart, &[]),
+        spec::<CartItemAdded>(
+            "An item was added to a cart.",
+            Cart,
+            &[(Inventory, "inventory.check")],
+        ),
+        spec::<CartItemRemoved>(
+            "An item was removed from a cart.",
+            Cart,
+            &[(Inventory, "inventory.release")],
+        ),
+        spec::<CartCheckout>("A cart was checked out.", Cart, &[(Order, "order.create")]),
+        spec::<OrderCreated>(
+            "An order was paid.",
+            Order,
+            &[(Inventory, "inventory.commit")],
+        ),
+        spec::<OrderUpdated>(
+            "An order changed status.",
+            Order,
+            &[
+                (Notification, "notification.order"),
+                (Inventory, "inventory.restock"),
+            ],
+        ),
+        spec::<OrderShipped>(
+            "An order was shipped.",
+            Order,
+            &[(Notification, "notification.order")],
+        ),
+        spec::<InventoryCreated>(
+            "A stock item was created.",
+            Inventory,
+            &[(Vendor, "vendor.stock")],
+        ),
+        spec::<InventoryUpdated>(
+            "Stock changed or an order's stock commit was rejected.",
+            Inventory,
+            &[(Order, "order.stock"), (Vendor, "vendor.stock")],
+        ),
+        spec::<InventoryLowStock>(
+            "Available stock crossed the low-stock threshold.",
+            Inventory,
+            &[(Notification, "notification.vendor")],
+        ),
+    ]
+}
+
+/// The routing keys a service's queue is bound to.
+pub fn subscriptions(service: Service) -> Vec<&'static str> {
+    catalog()
+        .into_iter()
+        .filter(|s| s.consumers.iter().any(|(svc, _)| *svc == service))
+        .map(|s| s.event_type)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn currencies_must_be_iso_4217_upper_case() {
+        assert!(Money::is_valid_currency("EUR"));
+        assert!(Money::is_valid_currency("USD"));
+        for bad in ["eur", "EURO", "XXQ", "", "€"] {
+            assert!(!Money::is_valid_currency(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_event_type_appears_once() {
+        let mut types: Vec<_> = catalog().iter().map(|s| s.event_type).collect();
+        let n = types.len();
+        types.sort();
+        types.dedup();
+        assert_eq!(types.len(), n);
+        assert_eq!(n, 15);
+    }
+}

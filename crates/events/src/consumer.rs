@@ -1,0 +1,498 @@
+//! The consumer runner.
+//!
+//! A [`Consumer`] reads its service's queue and dispatches each delivery to the handlers
+//! registered for its type. Each handler runs in its own PostgreSQL transaction that
+//! first records `(event id, handler)` in the inbox, so a redelivered event has one
+//! effect. The delivery is acked only after every handler's transaction committed (or
+//! found the event already handled).
+//!
+//! A handler's [`HandlerError::Transient`] sends the message to the retry queue of the
+//! next backoff step; once the steps are used up, or on [`HandlerError::Permanent`], or
+//! when the message is not a valid envelope, it goes to the dead-letter queue with the
+//! reason in its headers, and the messages behind it keep flowing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
+use sqlx::{PgConnection, PgPool};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::catalog::{Event, Service, catalog};
+use crate::envelope::Envelope;
+use crate::metrics::EventMetrics;
+use crate::outbox::sleep_or_cancel;
+
+pub const ATTEMPTS_HEADER: &str = "x-attempts";
+pub const REASON_HEADER: &str = "x-dead-letter-reason";
+pub const HANDLER_HEADER: &str = "x-dead-letter-handler";
+pub const DEAD_LETTERED_AT_HEADER: &str = "x-dead-lettered-at";
+pub const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
+
+/// Why a handler did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying later (a dependency was down, a serialization conflict).
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
+    /// Will never succeed (invalid payload, broken invariant): dead-letter at once.
+    #[error("{0:#}")]
+    Permanent(anyhow::Error),
+}
+
+impl HandlerError {
+    pub fn permanent(msg: impl std::fmt::Display) -> Self {
+        Self::Permanent(anyhow::anyhow!("{msg}"))
+    }
+    pub fn transient(msg: impl std::fmt::Display) -> Self {
+        Self::Transient(anyhow::anyhow!("{msg}"))
+    }
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        let transient = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => true,
+            // Class 40: serialization failure, deadlock; 53: insufficient resources;
+            // 57: operator intervention (e.g. admin shutdown).
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|c| c.starts_with("40") || c.starts_with("53") || c.starts_with("57")),
+            _ => false,
+        };
+        if transient {
+            Self::Transient(e.into())
+        } else {
+            Self::Permanent(e.into())
+        }
+    }
+}
+
+impl From<redis::RedisError> for HandlerError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
+/// A handler of one event type. `NAME` is its inbox key, as listed in the catalog.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    type Event: Event;
+    const NAME: &'static str;
+
+    /// Applies the event through `conn`, inside the transaction that also records it in
+    /// the inbox. Side effects outside PostgreSQL must be idempotent.
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &Envelope<Self::Event>,
+    ) -> Result<(), HandlerError>;
+}
+
+#[async_trait]
+trait ErasedHandler: Send + Sync {
+    fn name(&self) -> &'static str;
+    async fn handle_raw(&self, conn: &mut PgConnection, raw: &Envelope)
+    -> Result<(), HandlerError>;
+}
+
+struct Typed<H>(H);
+
+#[async_trait]
+impl<H: EventHandler> ErasedHandler for Typed<H> {
+    fn name(&self) -> &'static str {
+        H::NAME
+    }
+    async fn handle_raw(
+        &self,
+        conn: &mut PgConnection,
+        raw: &Envelope,
+    ) -> Result<(), HandlerError> {
+        let event = raw.decode::<H::Event>().map_err(|e| {
+            HandlerError::permanent(format!("invalid {} payload: {e}", H::Event::TYPE))
+        })?;
+        self.0.handle(conn, &event).await
+    }
+}
+
+enum Outcome {
+    Done,
+    Duplicate,
+}
+
+pub struct Consumer {
+    service: Service,
+    broker: Broker,
+    pool: PgPool,
+    metrics: EventMetrics,
+    handlers: HashMap<&'static str, Vec<Arc<dyn ErasedHandler>>>,
+    /// Deliveries handled at once.
+    pub prefetch: u16,
+}
+
+impl Consumer {
+    pub fn new(service: Service, broker: Broker, pool: PgPool, metrics: EventMetrics) -> Self {
+        Self {
+            service,
+            broker,
+            pool,
+            metrics,
+            handlers: HashMap::new(),
+            prefetch: 32,
+        }
+    }
+
+    /// Registers a handler. Panics if the catalog does not list it for this service,
+    /// because the queue would not be bound to its events.
+    pub fn handle<H: EventHandler>(mut self, handler: H) -> Self {
+        let listed = catalog().iter().any(|s| {
+            s.event_type == H::Event::TYPE && s.consumers.contains(&(self.service, H::NAME))
+        });
+        assert!(
+            listed,
+            "the catalog does not list handler {} of {} for {}",
+            H::NAME,
+            H::Event::TYPE,
+            self.service
+        );
+        self.handlers
+            .entry(H::Event::TYPE)
+            .or_default()
+            .push(Arc::new(Typed(handler)));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+
+    /// Consumes until `shutdown`, reconnecting after broker failures. In-flight
+    /// deliveries finish before it returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match this.clone().consume(&shutdown).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, service = %this.service, "consumer lost its channel; reconnecting");
+                    sleep_or_cancel(&shutdown, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn consume(self: Arc<Self>, shutdown: &CancellationToken) -> Result<(), lapin::Error> {
+        let topology = self.broker.topology();
+        let channel = self.broker.confirm_channel().await?;
+        channel
+            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .await?;
+        let tag = format!("{}-{}", self.service, uuid::Uuid::new_v4());
+        let mut deliveries = channel
+            .basic_consume(
+                &topology.queue(self.service),
+                &tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut in_flight = JoinSet::new();
+        let mut dlq_probe = tokio::time::interval(Duration::from_secs(10));
+        let result = loop {
+            while in_flight.try_join_next().is_some() {}
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = channel.basic_cancel(&tag, BasicCancelOptions::default()).await;
+                    break Ok(());
+                }
+                _ = dlq_probe.tick() => {
+                    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+                    if let Ok(q) = channel.queue_declare(&topology.dead_letter_queue(self.service), passive, FieldTable::default()).await {
+                        self.metrics.dead_letters.set(i64::from(q.message_count()));
+                    }
+                }
+                next = deliveries.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let this = self.clone();
+                        let channel = channel.clone();
+                        in_flight.spawn(async move { this.process(&channel, delivery).await });
+                    }
+                    Some(Err(e)) => break Err(e),
+                    None => break Err(lapin::Error::InvalidChannelState(lapin::ChannelState::Closed)),
+                }
+            }
+        };
+        while in_flight.join_next().await.is_some() {}
+        if result.is_ok() {
+            let _ = channel.close(200, "consumer stopped").await;
+        }
+        result
+    }
+
+    async fn process(&self, channel: &Channel, delivery: Delivery) {
+        let attempts = header_u32(&delivery.properties, ATTEMPTS_HEADER).unwrap_or(0) + 1;
+        let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
+            Ok(e) => e,
+            Err(e) => {
+                let key = delivery.routing_key.to_string();
+                self.metrics
+                    .consumed
+                    .with_label_values(&[&key, "", "dead_lettered"])
+                    .inc();
+                tracing::error!(error = %e, routing_key = %key, "malformed message; dead-lettering");
+                self.dead_letter(
+                    channel,
+                    &delivery,
+                    attempts,
+                    None,
+                    &format!("malformed envelope: {e}"),
+                )
+                .await;
+                return;
+            }
+        };
+        let ctx = envelope.context();
+        let span = tracing::info_span!(
+            "event",
+            service = %self.service,
+            event_type = %envelope.event_type,
+            event_id = %envelope.id,
+            correlation_id = %envelope.correlation_id,
+            trace_id = %ctx.trace_id,
+            attempt = attempts,
+        );
+        ctx.scope(
+            self.dispatch(channel, &delivery, &envelope, attempts)
+                .instrument(span),
+        )
+        .await;
+    }
+
+    async fn dispatch(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        envelope: &Envelope,
+        attempts: u32,
+    ) {
+        let Some(handlers) = self.handlers.get(envelope.event_type.as_str()) else {
+            self.metrics
+                .consumed
+                .with_label_values(&[&envelope.event_type, "", "unhandled"])
+                .inc();
+            tracing::warn!("no handler for this event type; acking");
+            ack(delivery).await;
+            return;
+        };
+        for handler in handlers {
+            let started = Instant::now();
+            let result = self.run_handler(handler.as_ref(), envelope).await;
+            self.metrics
+                .handler_seconds
+                .with_label_values(&[handler.name()])
+                .observe(started.elapsed().as_secs_f64());
+            let labels = |outcome| [envelope.event_type.as_str(), handler.name(), outcome];
+            match result {
+                Ok(Outcome::Done) => {
+                    self.metrics.consumed.with_label_values(&labels("ok")).inc();
+                    let hop = (Utc::now() - envelope.occurred_at)
+                        .num_microseconds()
+                        .unwrap_or(0) as f64
+                        / 1e6;
+                    self.metrics
+                        .hop_seconds
+                        .with_label_values(&[&envelope.event_type])
+                        .observe(hop.max(0.0));
+                }
+                Ok(Outcome::Duplicate) => {
+                    self.metrics
+                        .consumed
+                        .with_label_values(&labels("duplicate"))
+                        .inc();
+                    tracing::info!(handler = handler.name(), "already handled; skipping");
+                }
+                Err(HandlerError::Transient(e))
+                    if attempts < self.broker.topology().max_attempts() =>
+                {
+                    self.metrics
+                        .consumed
+                        .with_label_values(&labels("retried"))
+                        .inc();
+                    tracing::warn!(handler = handler.name(), error = %format!("{e:#}"), "transient failure; retrying later");
+                    self.retry(channel, delivery, attempts).await;
+                    return;
+                }
+                Err(e) => {
+                    self.metrics
+                        .consumed
+                        .with_label_values(&labels("dead_lettered"))
+                        .inc();
+                    let reason = match &e {
+                        HandlerError::Transient(err) => {
+                            format!("gave up after {attempts} attempts: {err:#}")
+                        }
+                        HandlerError::Permanent(err) => format!("{err:#}"),
+                    };
+                    tracing::error!(handler = handler.name(), reason = %reason, "dead-lettering");
+                    self.dead_letter(channel, delivery, attempts, Some(handler.name()), &reason)
+                        .await;
+                    return;
+                }
+            }
+        }
+        ack(delivery).await;
+    }
+
+    async fn run_handler(
+        &self,
+        handler: &dyn ErasedHandler,
+        envelope: &Envelope,
+    ) -> Result<Outcome, HandlerError> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = sqlx::query(
+            "insert into inbox (event_id, handler) values ($1, $2) on conflict do nothing",
+        )
+        .bind(envelope.id)
+        .bind(handler.name())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            return Ok(Outcome::Duplicate);
+        }
+        handler.handle_raw(&mut tx, envelope).await?;
+        tx.commit().await?;
+        Ok(Outcome::Done)
+    }
+
+    async fn retry(&self, channel: &Channel, delivery: &Delivery, attempts: u32) {
+        let topology = self.broker.topology();
+        let step = topology
+            .retry_step(attempts)
+            .unwrap_or(topology.retry_delays.len().saturating_sub(1));
+        let mut headers = headers_of(&delivery.properties);
+        headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempts));
+        let props = delivery.properties.clone().with_headers(headers);
+        republish(
+            channel,
+            delivery,
+            &topology.retry_queue(self.service, step),
+            props,
+        )
+        .await;
+    }
+
+    async fn dead_letter(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        attempts: u32,
+        handler: Option<&str>,
+        reason: &str,
+    ) {
+        let mut headers = headers_of(&delivery.properties);
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempts));
+        headers.insert(
+            REASON_HEADER.into(),
+            text(&reason.chars().take(2000).collect::<String>()),
+        );
+        headers.insert(HANDLER_HEADER.into(), text(handler.unwrap_or("")));
+        headers.insert(
+            DEAD_LETTERED_AT_HEADER.into(),
+            text(&Utc::now().to_rfc3339()),
+        );
+        headers.insert(
+            ROUTING_KEY_HEADER.into(),
+            text(delivery.routing_key.as_str()),
+        );
+        let props = delivery.properties.clone().with_headers(headers);
+        republish(
+            channel,
+            delivery,
+            &self.broker.topology().dead_letter_queue(self.service),
+            props,
+        )
+        .await;
+    }
+}
+
+/// Publishes a copy of the delivery to `queue` and acks the original once the broker
+/// confirmed the copy; if that fails the original is requeued instead, so nothing is lost.
+async fn republish(channel: &Channel, delivery: &Delivery, queue: &str, props: BasicProperties) {
+    let confirmed = match channel
+        .basic_publish(
+            "",
+            queue,
+            BasicPublishOptions::default(),
+            &delivery.data,
+            props,
+        )
+        .await
+    {
+        Ok(confirm) => matches!(confirm.await, Ok(Confirmation::Ack(_))),
+        Err(_) => false,
+    };
+    if confirmed {
+        ack(delivery).await;
+    } else {
+        tracing::warn!(queue, "could not move the message; requeueing it");
+        let _ = delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await;
+    }
+}
+
+async fn ack(delivery: &Delivery) {
+    if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+        // The channel died: the broker redelivers the message and the inbox absorbs it.
+        tracing::warn!(error = %e, "ack failed; the message will be redelivered");
+    }
+}
+
+pub(crate) fn headers_of(props: &BasicProperties) -> FieldTable {
+    props.headers().clone().unwrap_or_default()
+}
+
+pub(crate) fn header_u32(props: &BasicProperties, name: &str) -> Option<u32> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongUInt(v) => Some(*v),
+        AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortUInt(v) => Some(u32::from(*v)),
+        _ => None,
+    }
+}
+
+pub(crate) fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,198 @@
+//! Exchange and queue names, and their declaration.
+//!
+//! One durable topic exchange carries every event, routing key = event type. Each service
+//! has one main queue bound to the events it consumes, one delayed-retry queue per backoff
+//! step (messages wait there for the step's TTL, then dead-letter back into the main
+//! queue), and a dead-letter queue for messages that cannot be handled.
+//!
+//! Every service declares the main queues of *all* services when it connects, so an event
+//! published before its consumer ever started still waits in that consumer's queue.
+
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::catalog::{Service, subscriptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    /// Replicated, durable: what production runs.
+    Quorum,
+    /// Single-node, cheaper to declare.
+    Classic,
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "quorum" => Ok(QueueType::Quorum),
+            "classic" => Ok(QueueType::Classic),
+            other => Err(format!("unknown queue type {other:?} (quorum or classic)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Prefix of every exchange and queue name; tests use their own.
+    pub prefix: String,
+    pub queue_type: QueueType,
+    /// Backoff before each retry; a message that failed `retry_delays.len() + 1` times
+    /// goes to the dead-letter queue.
+    pub retry_delays: Vec<Duration>,
+    /// Delete queues left unused this long (for test prefixes; `None` in production).
+    pub queue_expires: Option<Duration>,
+}
+
+impl Topology {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            queue_type: QueueType::Quorum,
+            retry_delays: [1, 5, 30, 120].map(Duration::from_secs).to_vec(),
+            queue_expires: None,
+        }
+    }
+
+    pub fn exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    pub fn queue(&self, service: Service) -> String {
+        format!("{}.{}", self.prefix, service)
+    }
+
+    pub fn retry_queue(&self, service: Service, step: usize) -> String {
+        format!("{}.{}.retry.{}", self.prefix, service, step)
+    }
+
+    pub fn dead_letter_queue(&self, service: Service) -> String {
+        format!("{}.{}.dlq", self.prefix, service)
+    }
+
+    /// Deliveries a message gets before it is dead-lettered.
+    pub fn max_attempts(&self) -> u32 {
+        self.retry_delays.len() as u32 + 1
+    }
+
+    /// The retry queue for a message that has failed `attempts` times (1-based).
+    pub fn retry_step(&self, attempts: u32) -> Option<usize> {
+        let step = attempts.checked_sub(1)? as usize;
+        (step < self.retry_delays.len()).then_some(step)
+    }
+
+    fn queue_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        if self.queue_type == QueueType::Quorum {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString(LongString::from("quorum")),
+            );
+        }
+        if let Some(expires) = self.queue_expires {
+            args.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(expires.as_millis() as i64),
+            );
+        }
+        args
+    }
+
+    /// Declares the exchange, every service's main queue and bindings, and `own`'s retry
+    /// and dead-letter queues. Idempotent.
+    pub async fn declare(
+        &self,
+        channel: &Channel,
+        own: Option<Service>,
+    ) -> Result<(), lapin::Error> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                &self.exchange(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        for service in Service::ALL {
+            let keys = subscriptions(service);
+            if keys.is_empty() {
+                continue;
+            }
+            let queue = self.queue(service);
+            channel
+                .queue_declare(&queue, durable, self.queue_args())
+                .await?;
+            for key in keys {
+                channel
+                    .queue_bind(
+                        &queue,
+                        &self.exchange(),
+                        key,
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+            }
+        }
+        if let Some(service) = own {
+            for (step, delay) in self.retry_delays.iter().enumerate() {
+                let mut args = self.queue_args();
+                args.insert(
+                    "x-message-ttl".into(),
+                    AMQPValue::LongLongInt(delay.as_millis() as i64),
+                );
+                args.insert(
+                    "x-dead-letter-exchange".into(),
+                    AMQPValue::LongString(LongString::from("")),
+                );
+                args.insert(
+                    "x-dead-letter-routing-key".into(),
+                    AMQPValue::LongString(LongString::from(self.queue(service))),
+                );
+                if self.queue_type == QueueType::Quorum {
+                    // At-least-once dead-lettering: a message leaves the retry queue only
+                    // once the main queue has confirmed it.
+                    args.insert(
+                        "x-dead-letter-strategy".into(),
+                        AMQPValue::LongString(LongString::from("at-least-once")),
+                    );
+                    args.insert(
+                        "x-overflow".into(),
+                        AMQPValue::LongString(LongString::from("reject-publish")),
+                    );
+                }
+                channel
+                    .queue_declare(&self.retry_queue(service, step), durable, args)
+                    .await?;
+            }
+            channel
+                .queue_declare(&self.dead_letter_queue(service), durable, self.queue_args())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_steps_follow_the_delays_then_stop() {
+        let t = Topology::new("x");
+        assert_eq!(t.max_attempts(), 5);
+        assert_eq!(t.retry_step(1), Some(0));
+        assert_eq!(t.retry_step(4), Some(3));
+        assert_eq!(t.retry_step(5), None);
+    }
+}

@@ -1,0 +1,246 @@
+//! Test environments against the real PostgreSQL, RabbitMQ and Redis.
+//!
+//! A [`TestEnv`] gives one test its own PostgreSQL schemas (`t_<id>_<service>`), its own
+//! RabbitMQ names (`t_<id>.*`, deleted by the broker once unused) and its own Redis key
+//! prefix, so the whole suite runs in parallel. Services run in-process on port 0
+//! through their `run(config, listener, shutdown)`. Dropping the env stops nothing by
+//! itself; [`TestService`]s stop when dropped, and the env drops its schemas and keys.
+
+use std::time::{Duration, Instant};
+
+use mp_common::CommonConfig;
+use mp_events::Service;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use mp_events;
+
+pub struct TestEnv {
+    pub id: String,
+    base: CommonConfig,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let mut base = CommonConfig::from_env();
+        base.amqp_prefix = format!("t_{id}");
+        base.redis_prefix = format!("t_{id}");
+        base.retry_delays_ms = vec![50, 100, 200];
+        base.amqp_queue_expires_ms = Some(120_000);
+        base.db_max_connections = 5;
+        base.shutdown_grace_secs = 5;
+        Self { id, base }
+    }
+
+    /// The configuration of `service` in this environment.
+    pub fn config(&self, service: Service) -> CommonConfig {
+        let mut c = self.base.clone();
+        c.db_schema = Some(self.schema(service));
+        c
+    }
+
+    pub fn schema(&self, service: Service) -> String {
+        format!("t_{}_{}", self.id, service)
+    }
+
+    /// Changes the base configuration for services spawned afterwards.
+    pub fn configure(&mut self, f: impl FnOnce(&mut CommonConfig)) {
+        f(&mut self.base)
+    }
+
+    /// Starts a service in this process and waits until it is ready.
+    pub async fn spawn<F, Fut>(&self, service: Service, run: F) -> TestService
+    where
+        F: FnOnce(CommonConfig, TcpListener, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(run(self.config(service), listener, shutdown.clone()));
+        let svc = TestService {
+            service,
+            base_url,
+            shutdown,
+            handle: Some(handle),
+            http: reqwest::Client::new(),
+        };
+        svc.wait_ready(Duration::from_secs(20)).await;
+        svc
+    }
+
+    /// A database pool on `service`'s schema in this environment.
+    pub async fn db(&self, service: Service) -> sqlx::PgPool {
+        let options: sqlx::postgres::PgConnectOptions =
+            self.base.database_url.parse().expect("DATABASE_URL");
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(3)
+            .connect_with(options.options([("search_path", self.schema(service).as_str())]))
+            .await
+            .expect("connect to PostgreSQL")
+    }
+
+    pub async fn redis(&self) -> redis::aio::ConnectionManager {
+        mp_common::redis::connect(&self.base.redis_url)
+            .await
+            .expect("connect to Redis")
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let (url, redis_url, id) = (
+            self.base.database_url.clone(),
+            self.base.redis_url.clone(),
+            self.id.clone(),
+        );
+        // Drop runs outside async context; clean up on a thread with its own runtime.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+                    let schemas: Vec<String> = sqlx::query_scalar(
+                        "select nspname::text from pg_namespace where nspname like $1",
+                    )
+                    .bind(format!("t\\_{id}\\_%"))
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_default();
+                    for schema in schemas {
+                        let _ = sqlx::query(&format!("drop schema if exists {schema} cascade"))
+                            .execute(&pool)
+                            .await;
+                    }
+                    pool.close().await;
+                }
+                if let Ok(client) = redis::Client::open(redis_url)
+                    && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("t_{id}:*"))
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<(), _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    }
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// A service running inside the test process.
+pub struct TestService {
+    pub service: Service,
+    pub base_url: String,
+    pub shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    http: reqwest::Client,
+}
+
+impl TestService {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    async fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = self.http.get(self.url("/health/ready")).send().await
+                && r.status() == StatusCode::OK
+            {
+                return;
+            }
+            if let Some(h) = &self.handle
+                && h.is_finished()
+            {
+                panic!("{} exited before becoming ready", self.service);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} not ready within {timeout:?}",
+                self.service
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends a request; returns the status and the JSON body (`Null` when empty).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body read");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Stops the service gracefully and returns how its `run` ended.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(h) => h.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestService {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `probe` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

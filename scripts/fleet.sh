@@ -1,0 +1,450 @@
+#!/usr/bin/env bash
+# fleet.sh — run the six Marketplace services locally, in the background.
+#
+#   bash scripts/fleet.sh up       dependencies + release build + start what is
+#                                  not running + wait until ready + seed
+#   bash scripts/fleet.sh down     stop the services (dependencies keep running)
+#   bash scripts/fleet.sh status   services and dependencies at a glance
+#   bash scripts/fleet.sh restart  down, then up
+#
+# State lives in .local/ (gitignored): logs/<svc>.log, run/<svc>.pid and
+# admin.env (generated admin credentials and JWT secret, mode 600).
+#
+# Environment knobs (all optional):
+#   CARGO_TARGET_DIR     where the release binaries are (same default as the Makefile)
+#   FLEET_SKIP_BUILD=1   don't run cargo build (use the binaries already built)
+#   FLEET_SKIP_MIGRATE=1 don't run '<svc> migrate' before starting a service
+#   FLEET_BIND_HOST      interface the services listen on (default 0.0.0.0)
+#   FLEET_STATE_DIR      instead of .local/ (e.g. for a throwaway run)
+#   FLEET_READY_TIMEOUT  seconds to wait for readiness (default 60)
+# Anything else the services read (DATABASE_URL, RUST_LOG, LOG_FORMAT, ...)
+# is passed through from the caller's environment.
+
+set -euo pipefail
+
+FLEET_SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+FLEET_ROOT=$(cd "$FLEET_SCRIPT_DIR/.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=infra.sh
+. "$FLEET_SCRIPT_DIR/infra.sh"
+
+# name:port, in start order.
+SERVICES=(customer:5000 order:5001 notification:5002 inventory:5003 vendor:5004 cart:5005)
+
+STATE_DIR=${FLEET_STATE_DIR:-$FLEET_ROOT/.local}
+LOG_DIR=$STATE_DIR/logs
+RUN_DIR=$STATE_DIR/run
+ADMIN_ENV=$STATE_DIR/admin.env
+ADMIN_EMAIL_DEFAULT=admin@marketplace.local
+READY_TIMEOUT=${FLEET_READY_TIMEOUT:-60} # seconds, for all services together
+STOP_TIMEOUT=20  # seconds between SIGTERM and SIGKILL
+BIND_HOST=${FLEET_BIND_HOST:-0.0.0.0}
+
+# Same default as the Makefile, so 'make up' and 'bash scripts/fleet.sh up'
+# find the same binaries. A relative value is taken from the repo root, as
+# cargo (run from there) would.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/marketplace/target}
+case $CARGO_TARGET_DIR in
+/*) BIN_DIR=$CARGO_TARGET_DIR/release ;;
+*) BIN_DIR=$FLEET_ROOT/$CARGO_TARGET_DIR/release ;;
+esac
+
+say() { printf 'fleet: %s\n' "$*"; }
+warn() { printf 'fleet: WARNING: %s\n' "$*" >&2; }
+die() {
+    printf 'fleet: ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+svc_name() { printf '%s' "${1%%:*}"; }
+svc_port() { printf '%s' "${1##*:}"; }
+pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
+log_file() { printf '%s/%s.log' "$LOG_DIR" "$1"; }
+
+# --------------------------------------------------------------- processes
+
+# Alive and not a zombie: in containers PID 1 may never reap orphans, and a
+# zombie still answers kill -0.
+pid_alive() {
+    local pid=$1 stat state
+    kill -0 "$pid" 2>/dev/null || return 1
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    state=${stat##*) }
+    [[ ${state%% *} != Z ]]
+}
+
+# Alive and running our binary, so a recycled pid from a stale pidfile is not
+# mistaken for (or killed as) a service. argv[1] is checked too because a
+# program run through an interpreter shows the interpreter as argv[0].
+pid_is_ours() {
+    local pid=$1 svc=$2 args=()
+    pid_alive "$pid" || return 1
+    mapfile -d '' -t args <"/proc/$pid/cmdline" 2>/dev/null || return 1
+    [[ ${args[0]:-} == */"$svc" || ${args[0]:-} == "$svc" || ${args[1]:-} == */"$svc" ]]
+}
+
+# Pid recorded for a service, if the pidfile holds a number.
+read_pid() {
+    local f pid
+    f=$(pid_file "$1")
+    [[ -f $f ]] || return 0
+    pid=$(<"$f")
+    [[ $pid =~ ^[0-9]+$ ]] && printf '%s' "$pid"
+    return 0
+}
+
+port_listening() { infra_port_open 127.0.0.1 "$1"; }
+
+ready() {
+    curl -fs -o /dev/null --max-time 2 "http://127.0.0.1:$1/health/ready" 2>/dev/null
+}
+
+# Prints "<state> <pid or ->" where state is one of:
+#   running   our process is alive and its port listens
+#   starting  our process is alive but its port does not listen (yet)
+#   external  the port listens but not for a process we started
+#   stopped   none of the above
+svc_state() {
+    local svc=$1 port=$2 pid
+    pid=$(read_pid "$svc")
+    if [[ -n $pid ]] && pid_is_ours "$pid" "$svc"; then
+        if port_listening "$port"; then echo "running $pid"; else echo "starting $pid"; fi
+    elif port_listening "$port"; then
+        echo "external -"
+    else
+        echo "stopped -"
+    fi
+}
+
+# SIGTERM the given pids, SIGKILL whatever is left after STOP_TIMEOUT.
+stop_pids() {
+    local pid deadline left
+    (($# > 0)) || return 0
+    kill -TERM "$@" 2>/dev/null || true
+    deadline=$((SECONDS + STOP_TIMEOUT))
+    while :; do
+        left=()
+        for pid in "$@"; do pid_alive "$pid" && left+=("$pid"); done
+        ((${#left[@]} == 0)) && return 0
+        ((SECONDS >= deadline)) && break
+        sleep 0.5
+    done
+    warn "still running after ${STOP_TIMEOUT}s, sending SIGKILL to pid ${left[*]}"
+    kill -KILL "${left[@]}" 2>/dev/null || true
+}
+
+# -------------------------------------------------------------------- setup
+
+ensure_cargo() {
+    # A non-login shell (CI, make) may not have rustup's PATH yet.
+    if ! command -v cargo >/dev/null 2>&1 && [[ -f $HOME/.cargo/env ]]; then
+        # shellcheck source=/dev/null
+        . "$HOME/.cargo/env"
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo not found; install Rust (rustup) first"
+}
+
+build() {
+    if [[ ${FLEET_SKIP_BUILD:-0} == 1 ]]; then
+        say "FLEET_SKIP_BUILD=1: not building, using $BIN_DIR"
+    else
+        ensure_cargo
+        say "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+        (cd "$FLEET_ROOT" && cargo build --release --bins)
+    fi
+    local entry missing=()
+    for entry in "${SERVICES[@]}"; do
+        [[ -x $BIN_DIR/$(svc_name "$entry") ]] || missing+=("$(svc_name "$entry")")
+    done
+    ((${#missing[@]} == 0)) || die "no binary for: ${missing[*]} (looked in $BIN_DIR)"
+}
+
+prepare_state_dir() {
+    mkdir -p "$LOG_DIR" "$RUN_DIR"
+    # Belt and braces next to the repo's .gitignore: admin.env holds secrets.
+    [[ -f $STATE_DIR/.gitignore ]] || printf '*\n' >"$STATE_DIR/.gitignore"
+}
+
+# N random letters and digits: safe unquoted in env files, URLs and shells.
+random_alnum() {
+    local n=$1 s=""
+    while ((${#s} < n)); do
+        if command -v openssl >/dev/null 2>&1; then
+            s+=$(openssl rand -base64 96 | tr -dc 'A-Za-z0-9')
+        else
+            s+=$(head -c 96 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+        fi
+    done
+    printf '%s' "${s:0:n}"
+}
+
+# Generated once, then reused: a new JWT secret on every 'up' would log
+# everyone out, and a new password would break saved demo logins.
+ensure_admin_env() {
+    if [[ ! -s $ADMIN_ENV ]]; then
+        local tmp
+        tmp=$(umask 077 && mktemp "$STATE_DIR/admin.env.XXXXXX")
+        {
+            echo "# Generated by scripts/fleet.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ). Delete to regenerate."
+            echo "ADMIN_EMAIL=$ADMIN_EMAIL_DEFAULT"
+            echo "ADMIN_PASSWORD=$(random_alnum 24)"
+            echo "JWT_SECRET=$(random_alnum 64)"
+        } >"$tmp"
+        mv "$tmp" "$ADMIN_ENV"
+        say "generated admin credentials and JWT secret in $ADMIN_ENV"
+    fi
+    chmod 600 "$ADMIN_ENV"
+    local key
+    for key in ADMIN_EMAIL ADMIN_PASSWORD JWT_SECRET; do
+        grep -q "^$key=." "$ADMIN_ENV" || die "$ADMIN_ENV has no $key; delete the file to regenerate it"
+    done
+}
+
+load_admin_env() {
+    set -a
+    # shellcheck source=/dev/null
+    . "$ADMIN_ENV"
+    set +a
+}
+
+# ------------------------------------------------------------- start / wait
+
+print_log_tail() {
+    local log
+    log=$(log_file "$1")
+    echo "---- last 20 lines of $log ----" >&2
+    tail -n 20 "$log" >&2 2>/dev/null || echo "(no log)" >&2
+    echo "----" >&2
+}
+
+# Start one service detached; the pidfile is written by the launched process
+# itself. setsid: own session, so the service is not in our process group or
+# terminal and survives this shell and Ctrl-C; nohup: ignores SIGHUP too.
+start_svc() {
+    local svc=$1 port=$2 bin log pidf tries=50
+    bin=$BIN_DIR/$svc
+    log=$(log_file "$svc")
+    pidf=$(pid_file "$svc")
+    printf '\n==== %s fleet: starting %s on %s:%s ====\n' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$svc" "$BIND_HOST" "$port" >>"$log"
+
+    if [[ ${FLEET_SKIP_MIGRATE:-0} != 1 ]]; then
+        # Idempotent; bounded so a hung database can't stall 'up' forever.
+        if ! LISTEN_ADDR=$BIND_HOST:$port timeout 120 "$bin" migrate >>"$log" 2>&1 </dev/null; then
+            warn "$svc: '$svc migrate' failed"
+            return 1
+        fi
+    fi
+
+    rm -f "$pidf"
+    # LISTEN_ADDR is set per service: an inherited one would make all six
+    # fight over one port. $$ of the wrapper is the service's pid after exec.
+    # shellcheck disable=SC2016 # $$, $1, $2 are for the inner bash
+    LISTEN_ADDR=$BIND_HOST:$port setsid nohup bash -c 'echo $$ >"$1" && exec "$2" serve' \
+        fleet-launch "$pidf" "$bin" >>"$log" 2>&1 </dev/null &
+    while [[ ! -s $pidf ]] && ((tries-- > 0)); do sleep 0.1; done
+    if [[ ! -s $pidf ]]; then
+        warn "$svc: process did not start"
+        return 1
+    fi
+    say "started $svc (pid $(<"$pidf"), port $port)"
+}
+
+# --------------------------------------------------------------- commands
+
+# Run scripts/seed.sh, once everything is ready, if someone has written it.
+# It gets the admin credentials (already exported) and <SVC>_URL variables.
+run_seed() {
+    local seed=$FLEET_ROOT/scripts/seed.sh entry svc rc log
+    [[ -x $seed ]] || return 0
+    for entry in "${SERVICES[@]}"; do
+        svc=$(svc_name "$entry")
+        export "${svc^^}_URL=http://127.0.0.1:$(svc_port "$entry")"
+    done
+    log=$LOG_DIR/seed.log
+    say "seeding the demo catalog (scripts/seed.sh, output also in $log)"
+    set +e
+    "$seed" 2>&1 | tee "$log" | sed 's/^/  seed: /'
+    rc=${PIPESTATUS[0]}
+    set -e
+    ((rc == 0)) && return 0
+    # A second 'up' seeds again; an already seeded catalog is not an error.
+    if grep -qi 'already seeded' "$log"; then
+        say "catalog already seeded"
+        return 0
+    fi
+    warn "scripts/seed.sh failed (exit $rc); see $log"
+    return 1
+}
+
+cmd_up() {
+    infra_ensure
+    infra_need_cmd curl curl
+    build
+    prepare_state_dir
+    ensure_admin_env
+    load_admin_env
+
+    local entry svc port state pid
+    local -A status=() ours=() external=()
+    for entry in "${SERVICES[@]}"; do
+        svc=$(svc_name "$entry")
+        port=$(svc_port "$entry")
+        read -r state pid < <(svc_state "$svc" "$port")
+        case $state in
+        running)
+            say "$svc already running (pid $pid, port $port)"
+            ours[$svc]=$pid
+            ;;
+        external)
+            warn "$svc: port $port is in use by a process fleet did not start (see: ss -ltnp 'sport = :$port'); leaving it alone"
+            external[$svc]=1
+            ;;
+        starting)
+            # Alive but not listening: wedged, or died half-way. Replace it
+            # rather than leave an orphan behind a new pidfile.
+            say "$svc (pid $pid) is not listening on $port; restarting it"
+            stop_pids "$pid"
+            ;&
+        stopped)
+            if start_svc "$svc" "$port"; then
+                ours[$svc]=$(read_pid "$svc")
+            else
+                status[$svc]=failed
+            fi
+            ;;
+        esac
+    done
+
+    # Wait for /health/ready of every service not failed yet, all under one
+    # deadline; a process that dies meanwhile fails at once.
+    local deadline=$((SECONDS + READY_TIMEOUT)) pending
+    while :; do
+        pending=0
+        for entry in "${SERVICES[@]}"; do
+            svc=$(svc_name "$entry")
+            [[ -z ${status[$svc]:-} ]] || continue
+            if ready "$(svc_port "$entry")"; then
+                status[$svc]=ready
+            elif [[ -n ${ours[$svc]:-} ]] && ! pid_alive "${ours[$svc]}"; then
+                status[$svc]="exited before becoming ready"
+            else
+                pending=$((pending + 1))
+            fi
+        done
+        ((pending == 0)) && break
+        if ((SECONDS >= deadline)); then
+            for entry in "${SERVICES[@]}"; do
+                svc=$(svc_name "$entry")
+                [[ -n ${status[$svc]:-} ]] || status[$svc]="not ready after ${READY_TIMEOUT}s"
+            done
+            break
+        fi
+        sleep 1
+    done
+
+    local failed=()
+    for entry in "${SERVICES[@]}"; do
+        svc=$(svc_name "$entry")
+        [[ ${status[$svc]} == ready ]] || failed+=("$svc")
+    done
+
+    local seed_ok=1
+    if ((${#failed[@]} == 0)); then
+        run_seed || seed_ok=0
+    fi
+
+    echo
+    printf '%-13s %-24s %-29s %s\n' SERVICE URL DOCS STATUS
+    for entry in "${SERVICES[@]}"; do
+        svc=$(svc_name "$entry")
+        port=$(svc_port "$entry")
+        printf '%-13s %-24s %-29s %s%s\n' "$svc" "http://localhost:$port" \
+            "http://localhost:$port/docs" "${status[$svc]}" \
+            "${external[$svc]:+ (not started by fleet)}"
+    done
+    echo
+    say "logs: $LOG_DIR/<service>.log (make logs to follow them)"
+    say "admin: $ADMIN_EMAIL; password and JWT secret are in $ADMIN_ENV"
+
+    if ((${#failed[@]} > 0)); then
+        for svc in "${failed[@]}"; do
+            warn "$svc: ${status[$svc]}"
+            print_log_tail "$svc"
+        done
+        die "${#failed[@]} service(s) not ready: ${failed[*]}"
+    fi
+    ((seed_ok)) || die "services are up, but seeding failed"
+    say "all ${#SERVICES[@]} services are ready"
+}
+
+cmd_down() {
+    local entry svc pid pids=() pidfs=()
+    for entry in "${SERVICES[@]}"; do
+        svc=$(svc_name "$entry")
+        pid=$(read_pid "$svc")
+        if [[ -n $pid ]] && pid_is_ours "$pid" "$svc"; then
+            say "stopping $svc (pid $pid)"
+            pids+=("$pid")
+        elif [[ -f $(pid_file "$svc") ]]; then
+            say "$svc is not running (removing stale pidfile)"
+        else
+            say "$svc is not running"
+        fi
+        pidfs+=("$(pid_file "$svc")")
+    done
+    stop_pids "${pids[@]}"
+    rm -f "${pidfs[@]}"
+    say "services stopped; PostgreSQL, Redis and RabbitMQ keep running"
+}
+
+cmd_status() {
+    local entry svc port state pid readiness
+    printf '%-13s %-9s %-8s %-6s %s\n' SERVICE STATE PID PORT READY
+    for entry in "${SERVICES[@]}"; do
+        svc=$(svc_name "$entry")
+        port=$(svc_port "$entry")
+        read -r state pid < <(svc_state "$svc" "$port")
+        if ! command -v curl >/dev/null 2>&1; then
+            readiness="unknown (no curl)"
+        elif ready "$port"; then
+            readiness=ready
+        else
+            readiness="not ready"
+        fi
+        printf '%-13s %-9s %-8s %-6s %s\n' "$svc" "$state" "$pid" "$port" "$readiness"
+    done
+    echo
+    echo "dependencies:"
+    infra_status || true
+}
+
+usage() {
+    cat <<'EOF'
+usage: bash scripts/fleet.sh <command>
+  up       ensure PostgreSQL/Redis/RabbitMQ, build, start the services that
+           are not running, wait until ready, run scripts/seed.sh if present
+  down     stop the services (SIGTERM, SIGKILL after 20 s)
+  status   state, pid, port and readiness of each service, plus dependencies
+  restart  down, then up
+EOF
+}
+
+main() {
+    cd "$FLEET_ROOT"
+    case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    restart)
+        cmd_down
+        cmd_up
+        ;;
+    -h | --help | help) usage ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,23 @@
+//! The cart service (port 5005): carts, items, price calculation and checkout requests.
+//!
+//! Its domain arrives in a later issue; until then it runs the common parts (health,
+//! metrics, API docs, outbox relay) on its own schema.
+
+use mp_common::CommonConfig;
+use mp_events::Service;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub static MIGRATOR: Migrator = Migrator::DEFAULT;
+
+pub type Config = CommonConfig;
+
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    mp_common::runtime::serve_without_domain(Service::Cart, &config, &MIGRATOR, listener, shutdown)
+        .await
+}

@@ -1,0 +1,164 @@
+//! Customer data that cannot be invalid once parsed.
+
+use argon2::password_hash::SaltString;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+
+/// A syntactically valid email address, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let trimmed = raw.trim();
+        if trimmed.len() > 254
+            || !email_address::EmailAddress::is_valid(trimmed)
+            || !trimmed.contains('.')
+        {
+            return Err("must be a valid email address");
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form uniqueness and login compare: lower case.
+    pub fn normalized(&self) -> String {
+        normalize_email(&self.0)
+    }
+}
+
+pub fn normalize_email(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+pub const PASSWORD_MIN: usize = 10;
+pub const PASSWORD_MAX: usize = 128;
+
+/// Length is what makes a password strong (NIST SP 800-63B); we also refuse passwords
+/// that are a single repeated character, contain the email's local part, or are on a
+/// short list of the most common ones.
+pub fn check_password(password: &str, email: Option<&str>) -> Result<(), String> {
+    let len = password.chars().count();
+    if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&len) {
+        return Err(format!(
+            "must be {PASSWORD_MIN} to {PASSWORD_MAX} characters long"
+        ));
+    }
+    let mut distinct: Vec<char> = password.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 4 {
+        return Err("is too easy to guess: use more different characters".into());
+    }
+    const COMMON: [&str; 8] = [
+        "password12",
+        "password123",
+        "1234567890",
+        "qwertyuiop",
+        "0123456789",
+        "letmein123",
+        "iloveyou12",
+        "welcome123",
+    ];
+    if COMMON.contains(&password.to_lowercase().as_str()) {
+        return Err("is one of the most common passwords".into());
+    }
+    if let Some(local) = email
+        .and_then(|e| e.split('@').next())
+        .filter(|l| l.len() >= 4)
+        && password.to_lowercase().contains(&local.to_lowercase())
+    {
+        return Err("must not contain your email address".into());
+    }
+    Ok(())
+}
+
+/// A display name: trimmed, 1 to 100 characters, no control characters.
+pub fn parse_name(raw: &str) -> Result<String, &'static str> {
+    let name = raw.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err("must be 1 to 100 characters");
+    }
+    Ok(name.to_owned())
+}
+
+/// A phone number in E.164 form: `+` and 8 to 15 digits; spaces, dashes, dots and
+/// brackets are accepted and dropped.
+pub fn parse_phone(raw: &str) -> Result<String, &'static str> {
+    let compact: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let digits = compact
+        .strip_prefix('+')
+        .ok_or("must be in international form, like +4930123456")?;
+    if !(8..=15).contains(&digits.len())
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || digits.starts_with('0')
+    {
+        return Err("must be in international form, like +4930123456");
+    }
+    Ok(compact)
+}
+
+/// Hashes with Argon2id (the crate's defaults: 19 MiB, 2 passes).
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_string())
+}
+
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_validated_and_normalized() {
+        let e = Email::parse("  Ada.Lovelace@Example.ORG ").unwrap();
+        assert_eq!(e.as_str(), "Ada.Lovelace@Example.ORG");
+        assert_eq!(e.normalized(), "ada.lovelace@example.org");
+        for bad in ["", "no-at-sign", "a@b", "@example.org", "a b@example.org"] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_with_a_reason() {
+        assert!(check_password("short", None).is_err());
+        assert!(check_password("aaaaaaaaaaaa", None).is_err());
+        assert!(check_password("Password123", None).is_err());
+        assert!(check_password("ada.lovelace-rocks", Some("ada.lovelace@example.org")).is_err());
+        assert!(check_password(&"x1".repeat(65), None).is_err());
+        assert!(check_password("correct horse battery", Some("ada@example.org")).is_ok());
+    }
+
+    #[test]
+    fn phones_must_be_international() {
+        assert_eq!(parse_phone("+49 (30) 123-456").unwrap(), "+4930123456");
+        for bad in ["030123456", "+12", "+49abc12345", "+0123456789"] {
+            assert!(parse_phone(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hashes_verify_only_the_right_password() {
+        let h = hash_password("correct horse battery").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("wrong horse battery", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+}

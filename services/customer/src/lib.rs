@@ -1,0 +1,147 @@
+//! The customer service (port 5000): accounts, credentials, profiles, roles and login
+//! sessions. It issues the access tokens every other service verifies.
+
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod routes;
+pub mod sessions;
+
+use std::time::Duration;
+
+use mp_common::config::ServiceConfig;
+use mp_common::{CommonConfig, Infra};
+use mp_events::Service;
+use mp_events::catalog::CustomerCreated;
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/customer");
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Email of the administrator ensured at start-up (with ADMIN_PASSWORD).
+    #[arg(long, env = "ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Lifetime of a login session (refresh token), in seconds.
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 14 * 24 * 3600)]
+    pub refresh_token_ttl_secs: u64,
+    /// Failed logins per email before logins are refused for a while.
+    #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
+    pub login_max_failures: u32,
+    /// How long failed logins are remembered, in seconds.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900)]
+    pub login_failure_window_secs: u64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    #[command(flatten)]
+    pub common: CommonConfig,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+impl Config {
+    /// `common` with this service's settings from the environment.
+    pub fn with_common(common: CommonConfig) -> Self {
+        Self {
+            common,
+            settings: mp_common::config::from_env(),
+        }
+    }
+}
+
+impl ServiceConfig for Config {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
+
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let infra = Infra::connect(Service::Customer, &config.common, &MIGRATOR, &shutdown).await?;
+    let s = &config.settings;
+    if let (Some(email), Some(password)) = (&s.admin_email, &s.admin_password) {
+        ensure_admin(&infra, email, password).await?;
+    }
+    let state = routes::AppState {
+        db: infra.db.clone(),
+        auth: infra.auth.clone(),
+        tokens: infra.tokens.clone(),
+        sessions: sessions::Sessions::new(
+            infra.redis.clone(),
+            infra.redis_keys.clone(),
+            Duration::from_secs(s.refresh_token_ttl_secs),
+            infra.auth.clone(),
+        ),
+        throttle: routes::LoginThrottle {
+            redis: infra.redis.clone(),
+            keys: infra.redis_keys.clone(),
+            max_failures: s.login_max_failures,
+            window_secs: s.login_failure_window_secs,
+        },
+    };
+    let consumer = infra.consumer().handle(events::GrantVendorMembership);
+    mp_common::serve(
+        infra,
+        routes::router(state),
+        routes::ApiDoc::openapi(),
+        Some(consumer),
+        listener,
+        shutdown,
+    )
+    .await
+}
+
+/// Makes sure the configured administrator exists, is an admin and has the configured
+/// password. Replicas starting together may race: the unique email settles it.
+async fn ensure_admin(infra: &Infra, email: &str, password: &str) -> anyhow::Result<()> {
+    let email = domain::Email::parse(email).map_err(|m| anyhow::anyhow!("ADMIN_EMAIL {m}"))?;
+    domain::check_password(password, Some(email.as_str()))
+        .map_err(|m| anyhow::anyhow!("ADMIN_PASSWORD {m}"))?;
+    let mut tx = infra.db.begin().await?;
+    let existing = db::by_email(&mut tx, &email.normalized()).await?;
+    match existing {
+        Some(row) if row.is_admin && domain::verify_password(password, &row.password_hash) => {
+            return Ok(());
+        }
+        Some(row) => db::promote_admin(&mut tx, row.id, &domain::hash_password(password)?).await?,
+        None => {
+            let row = db::insert(
+                &mut tx,
+                &db::NewCustomer {
+                    id: uuid::Uuid::now_v7(),
+                    email: email.as_str(),
+                    email_normalized: &email.normalized(),
+                    password_hash: &domain::hash_password(password)?,
+                    name: "Administrator",
+                    phone: None,
+                    is_admin: true,
+                },
+            )
+            .await?;
+            mp_events::enqueue(
+                &mut tx,
+                Service::Customer,
+                CustomerCreated {
+                    customer_id: row.id,
+                    email: row.email,
+                    name: row.name,
+                    phone: None,
+                },
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    tracing::info!(email = email.as_str(), "administrator ensured");
+    Ok(())
+}

@@ -1,0 +1,458 @@
+//! The customer API: registration, login, token refresh, logout, profiles.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, State};
+use axum::http::{StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use mp_common::auth::{ROLE_ADMIN, ROLE_CUSTOMER, ROLE_VENDOR};
+use mp_common::serde_ext::double_option;
+use mp_common::{
+    ApiError, ApiJson, ApiPath, ApiResult, AuthUser, Authenticator, Problem, TokenKeys, Validation,
+};
+use mp_events::Service;
+use mp_events::catalog::{CustomerCreated, CustomerUpdated};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::db::{self, CustomerRow};
+use crate::domain::{self, Email};
+use crate::sessions::{Refresh, Sessions};
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub db: PgPool,
+    pub auth: Authenticator,
+    pub tokens: Arc<TokenKeys>,
+    pub sessions: Sessions,
+    pub throttle: LoginThrottle,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/customers", post(register_customer))
+        .route("/api/customers/me", get(get_me).patch(update_me))
+        .route("/api/customers/{id}", get(get_customer))
+        .route("/api/auth/login", post(login))
+        .route("/api/auth/refresh", post(refresh))
+        .route("/api/auth/logout", post(logout))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(register_customer, get_me, update_me, get_customer, login, refresh, logout),
+    components(schemas(Problem, mp_common::FieldError)),
+    tags((name = "customers", description = "Accounts and profiles"), (name = "auth", description = "Login sessions and tokens"))
+)]
+pub struct ApiDoc;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    #[schema(example = "ada@example.org")]
+    pub email: String,
+    /// 10 to 128 characters.
+    #[schema(example = "correct horse battery")]
+    pub password: String,
+    #[schema(example = "Ada Lovelace")]
+    pub name: String,
+    /// International form, e.g. `+4930123456`.
+    #[serde(default)]
+    #[schema(example = "+4930123456")]
+    pub phone: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProfile {
+    pub name: Option<String>,
+    /// `null` removes the phone number.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub phone: Option<Option<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    /// Single use: each refresh returns a new one.
+    pub refresh_token: String,
+    #[schema(example = "Bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerResponse {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub phone: Option<String>,
+    pub roles: Vec<String>,
+    /// Vendors this customer is a member of.
+    pub vendor_ids: Vec<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn roles(row: &CustomerRow, vendor_ids: &[Uuid]) -> Vec<String> {
+    let mut roles = vec![ROLE_CUSTOMER.to_owned()];
+    if !vendor_ids.is_empty() {
+        roles.push(ROLE_VENDOR.to_owned());
+    }
+    if row.is_admin {
+        roles.push(ROLE_ADMIN.to_owned());
+    }
+    roles
+}
+
+fn customer_response(row: CustomerRow, vendor_ids: Vec<Uuid>) -> CustomerResponse {
+    CustomerResponse {
+        roles: roles(&row, &vendor_ids),
+        id: row.id,
+        email: row.email,
+        name: row.name,
+        phone: row.phone,
+        vendor_ids,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+async fn load_customer(db: &PgPool, id: Uuid) -> ApiResult<CustomerResponse> {
+    let mut conn = db.acquire().await?;
+    let row = db::by_id(&mut conn, id)
+        .await?
+        .ok_or_else(|| Problem::not_found("Customer"))?;
+    let vendors = db::vendor_ids(&mut conn, id).await?;
+    Ok(customer_response(row, vendors))
+}
+
+pub(crate) async fn hash_password(password: String) -> ApiResult<String> {
+    tokio::task::spawn_blocking(move || domain::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+        .map_err(ApiError::Internal)
+}
+
+/// Register a customer.
+#[utoipa::path(post, path = "/api/customers", tag = "customers", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = CustomerResponse),
+        (status = 409, description = "The email is taken (in any letter case)", body = Problem),
+        (status = 422, description = "Invalid fields, listed one by one", body = Problem),
+    ))]
+async fn register_customer(
+    State(db): State<PgPool>,
+    ApiJson(body): ApiJson<RegisterRequest>,
+) -> ApiResult<(
+    StatusCode,
+    [(header::HeaderName, String); 1],
+    Json<CustomerResponse>,
+)> {
+    let mut v = Validation::new();
+    let email = Email::parse(&body.email)
+        .map_err(|m| v.error("email", m))
+        .ok();
+    if let Err(m) = domain::check_password(&body.password, email.as_ref().map(Email::as_str)) {
+        v.error("password", m);
+    }
+    let name = domain::parse_name(&body.name)
+        .map_err(|m| v.error("name", m))
+        .ok();
+    let phone = match body.phone.as_deref() {
+        None => None,
+        Some(p) => domain::parse_phone(p).map_err(|m| v.error("phone", m)).ok(),
+    };
+    v.finish()?;
+    let (email, name) = (email.expect("validated"), name.expect("validated"));
+    let password_hash = hash_password(body.password).await?;
+
+    let mut tx = db.begin().await?;
+    let row = db::insert(
+        &mut tx,
+        &db::NewCustomer {
+            id: Uuid::now_v7(),
+            email: email.as_str(),
+            email_normalized: &email.normalized(),
+            password_hash: &password_hash,
+            name: &name,
+            phone: phone.as_deref(),
+            is_admin: false,
+        },
+    )
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.constraint() == Some(db::EMAIL_UNIQUE) => ApiError::from(
+            Problem::conflict("email-taken", "An account with this email already exists."),
+        ),
+        _ => e.into(),
+    })?;
+    mp_events::enqueue(
+        &mut tx,
+        Service::Customer,
+        CustomerCreated {
+            customer_id: row.id,
+            email: row.email.clone(),
+            name: row.name.clone(),
+            phone: row.phone.clone(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(customer_id = %row.id, "customer registered");
+    let location = format!("/api/customers/{}", row.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(customer_response(row, vec![])),
+    ))
+}
+
+/// The caller's profile.
+#[utoipa::path(get, path = "/api/customers/me", tag = "customers", security(("bearer" = [])),
+    responses((status = 200, body = CustomerResponse), (status = 401, body = Problem)))]
+async fn get_me(State(db): State<PgPool>, user: AuthUser) -> ApiResult<Json<CustomerResponse>> {
+    Ok(Json(load_customer(&db, user.id).await?))
+}
+
+/// Change the caller's name or phone.
+#[utoipa::path(patch, path = "/api/customers/me", tag = "customers", security(("bearer" = [])), request_body = UpdateProfile,
+    responses((status = 200, body = CustomerResponse), (status = 401, body = Problem), (status = 422, body = Problem)))]
+async fn update_me(
+    State(db): State<PgPool>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<UpdateProfile>,
+) -> ApiResult<Json<CustomerResponse>> {
+    let mut v = Validation::new();
+    let name = body
+        .name
+        .as_deref()
+        .map(domain::parse_name)
+        .transpose()
+        .map_err(|m| v.error("name", m))
+        .ok()
+        .flatten();
+    let phone = match &body.phone {
+        Some(Some(p)) => domain::parse_phone(p)
+            .map(Some)
+            .map_err(|m| v.error("phone", m))
+            .ok(),
+        Some(None) => Some(None),
+        None => None,
+    };
+    v.finish()?;
+
+    let mut tx = db.begin().await?;
+    let current = sqlx::query_as::<_, CustomerRow>(
+        "select id, email, password_hash, name, phone, is_admin, created_at, updated_at
+         from customers where id = $1 for update",
+    )
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| Problem::not_found("Customer"))?;
+    let new_name = name.unwrap_or_else(|| current.name.clone());
+    let new_phone = phone.unwrap_or_else(|| current.phone.clone());
+    let row = if new_name == current.name && new_phone == current.phone {
+        current
+    } else {
+        let row = db::update_profile(&mut tx, user.id, &new_name, new_phone.as_deref()).await?;
+        mp_events::enqueue(
+            &mut tx,
+            Service::Customer,
+            CustomerUpdated {
+                customer_id: row.id,
+                email: row.email.clone(),
+                name: row.name.clone(),
+                phone: row.phone.clone(),
+            },
+        )
+        .await?;
+        row
+    };
+    let vendors = db::vendor_ids(&mut tx, user.id).await?;
+    tx.commit().await?;
+    Ok(Json(customer_response(row, vendors)))
+}
+
+/// A customer's profile: the customer themself or an admin.
+#[utoipa::path(get, path = "/api/customers/{id}", tag = "customers", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Customer id")),
+    responses((status = 200, body = CustomerResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+async fn get_customer(
+    State(db): State<PgPool>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<CustomerResponse>> {
+    if id != user.id && !user.is_admin() {
+        return Err(Problem::forbidden("You may only read your own profile.").into());
+    }
+    Ok(Json(load_customer(&db, id).await?))
+}
+
+/// Counts failed logins per email in Redis; past the limit, logins for that email are
+/// refused with 429 until the window ends.
+#[derive(Clone)]
+pub struct LoginThrottle {
+    pub redis: ConnectionManager,
+    pub keys: mp_common::redis::RedisKeys,
+    pub max_failures: u32,
+    pub window_secs: u64,
+}
+
+impl LoginThrottle {
+    fn key(&self, email: &str) -> String {
+        self.keys.key(format_args!("auth:login-failures:{email}"))
+    }
+
+    async fn check(&self, email: &str) -> ApiResult<()> {
+        let mut redis = self.redis.clone();
+        let failures: Option<u32> = redis.get(self.key(email)).await?;
+        if failures.unwrap_or(0) >= self.max_failures {
+            let ttl: i64 = redis.ttl(self.key(email)).await?;
+            return Err(Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed logins; try again later.",
+            )
+            .kind("too-many-logins")
+            .header(header::RETRY_AFTER, ttl.max(1).to_string())
+            .into());
+        }
+        Ok(())
+    }
+
+    async fn failed(&self, email: &str) -> ApiResult<()> {
+        let key = self.key(email);
+        redis::pipe()
+            .incr(&key, 1)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(self.window_secs)
+            .arg("NX")
+            .query_async::<()>(&mut self.redis.clone())
+            .await?;
+        Ok(())
+    }
+
+    async fn succeeded(&self, email: &str) -> ApiResult<()> {
+        self.redis.clone().del::<_, ()>(self.key(email)).await?;
+        Ok(())
+    }
+}
+
+async fn tokens_for(
+    state: &AppState,
+    customer_id: Uuid,
+    sid: Uuid,
+    refresh_token: String,
+) -> ApiResult<TokenResponse> {
+    let mut conn = state.db.acquire().await?;
+    let row = db::by_id(&mut conn, customer_id)
+        .await?
+        .ok_or_else(|| Problem::unauthorized("The account no longer exists."))?;
+    let vendors = db::vendor_ids(&mut conn, customer_id).await?;
+    let (access_token, expires_in) =
+        state
+            .tokens
+            .user_token(customer_id, sid, roles(&row, &vendors), vendors);
+    Ok(TokenResponse {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in,
+    })
+}
+
+/// Log in with email and password.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, body = TokenResponse),
+        (status = 401, description = "Wrong email or password (the same answer for both)", body = Problem),
+        (status = 429, description = "Too many failed attempts for this email", body = Problem),
+    ))]
+async fn login(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let email = domain::normalize_email(&body.email);
+    state.throttle.check(&email).await?;
+    let row = db::by_email(&mut *state.db.acquire().await?, &email).await?;
+    // Verify against a real hash even for an unknown email, so timing tells nothing.
+    let hash = row
+        .as_ref()
+        .map_or_else(|| DUMMY_HASH.clone(), |r| r.password_hash.clone());
+    let password = body.password;
+    let ok = tokio::task::spawn_blocking(move || domain::verify_password(&password, &hash))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let Some(row) = row.filter(|_| ok) else {
+        state.throttle.failed(&email).await?;
+        return Err(Problem::unauthorized("Invalid email or password.").into());
+    };
+    state.throttle.succeeded(&email).await?;
+    let (sid, refresh_token) = state.sessions.open(row.id).await?;
+    Ok(Json(tokens_for(&state, row.id, sid, refresh_token).await?))
+}
+
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    domain::hash_password("dummy password for timing").expect("hashing works")
+});
+
+/// Exchange a refresh token for new tokens. Each refresh token works once; presenting
+/// one that was already used ends the whole session.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, body = Problem)))]
+async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    match state.sessions.refresh(&body.refresh_token).await? {
+        Refresh::Rotated {
+            customer_id,
+            session_id,
+            refresh_token,
+        } => Ok(Json(
+            tokens_for(&state, customer_id, session_id, refresh_token).await?,
+        )),
+        Refresh::Invalid => {
+            Err(Problem::unauthorized("The refresh token is invalid or expired.").into())
+        }
+        Refresh::Reused => {
+            tracing::warn!("refresh token reused; session revoked");
+            Err(Problem::unauthorized(
+                "This refresh token was already used; the session has been ended.",
+            )
+            .into())
+        }
+    }
+}
+
+/// End the caller's session: its access and refresh tokens stop working at once.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "Logged out"), (status = 401, body = Problem)))]
+async fn logout(State(sessions): State<Sessions>, user: AuthUser) -> ApiResult<StatusCode> {
+    sessions.close(user.session_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,5 @@
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    mp_common::cli::main(mp_events::Service::Vendor, &vendor::MIGRATOR, vendor::run)
+}
