@@ -105,6 +105,13 @@ pub trait EventHandler: Send + Sync + 'static {
         conn: &mut PgConnection,
         event: &Envelope<Self::Event>,
     ) -> Result<(), HandlerError>;
+
+    /// Runs after the transaction of [`handle`](Self::handle) committed, and again when
+    /// a redelivery finds the event already in the inbox (its effect committed, but the
+    /// process may have stopped before this ran). For idempotent follow-ups outside
+    /// PostgreSQL that must see the committed state, such as refreshing a cache. The
+    /// delivery is acked whatever happens here, so failures are the handler's to log.
+    async fn after_commit(&self, _event: &Envelope<Self::Event>) {}
 }
 
 #[async_trait]
@@ -112,6 +119,7 @@ trait ErasedHandler: Send + Sync {
     fn name(&self) -> &'static str;
     async fn handle_raw(&self, conn: &mut PgConnection, raw: &Envelope)
     -> Result<(), HandlerError>;
+    async fn after_commit_raw(&self, raw: &Envelope);
 }
 
 struct Typed<H>(H);
@@ -130,6 +138,11 @@ impl<H: EventHandler> ErasedHandler for Typed<H> {
             HandlerError::permanent(format!("invalid {} payload: {e}", H::Event::TYPE))
         })?;
         self.0.handle(conn, &event).await
+    }
+    async fn after_commit_raw(&self, raw: &Envelope) {
+        if let Ok(event) = raw.decode::<H::Event>() {
+            self.0.after_commit(&event).await;
+        }
     }
 }
 
@@ -379,10 +392,13 @@ impl Consumer {
         .rows_affected()
             == 1;
         if !fresh {
+            drop(tx);
+            handler.after_commit_raw(envelope).await;
             return Ok(Outcome::Duplicate);
         }
         handler.handle_raw(&mut tx, envelope).await?;
         tx.commit().await?;
+        handler.after_commit_raw(envelope).await;
         Ok(Outcome::Done)
     }
 

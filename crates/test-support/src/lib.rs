@@ -89,7 +89,11 @@ impl TestEnv {
             self.base.database_url.parse().expect("DATABASE_URL");
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(3)
-            .connect_with(options.options([("search_path", self.schema(service).as_str())]))
+            .connect_with(
+                options
+                    .options([("search_path", self.schema(service).as_str())])
+                    .application_name(&format!("t_{}_test", self.id)),
+            )
             .await
             .expect("connect to PostgreSQL")
     }
@@ -116,13 +120,25 @@ impl Drop for TestEnv {
                 .expect("runtime");
             rt.block_on(async move {
                 if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+                    // The services of this env may still hold transactions on the test's
+                    // runtime, which is blocked in this drop: end their sessions first
+                    // (pools name their connections after their schema).
+                    let pattern = format!("t\\_{id}\\_%");
+                    let _ = sqlx::query(
+                        "select pg_terminate_backend(pid) from pg_stat_activity
+                         where application_name like $1 and pid <> pg_backend_pid()",
+                    )
+                    .bind(&pattern)
+                    .execute(&pool)
+                    .await;
                     let schemas: Vec<String> = sqlx::query_scalar(
                         "select nspname::text from pg_namespace where nspname like $1",
                     )
-                    .bind(format!("t\\_{id}\\_%"))
+                    .bind(&pattern)
                     .fetch_all(&pool)
                     .await
                     .unwrap_or_default();
+                    let _ = sqlx::query("set lock_timeout = '5s'").execute(&pool).await;
                     for schema in schemas {
                         let _ = sqlx::query(&format!("drop schema if exists {schema} cascade"))
                             .execute(&pool)
