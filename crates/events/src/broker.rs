@@ -32,7 +32,12 @@ struct Inner {
 impl Broker {
     /// A broker handle; nothing connects until a channel is asked for.
     pub fn new(url: impl Into<String>, topology: Topology, own: Option<Service>) -> Self {
-        let name = own.map_or("marketplace-tool", Service::as_str).to_owned();
+        // Named after prefix and service, so an operator (or a test) can find it.
+        let name = format!(
+            "{}.{}",
+            topology.prefix,
+            own.map_or("tool", Service::as_str)
+        );
         Self {
             inner: Arc::new(Inner {
                 url: url.into(),

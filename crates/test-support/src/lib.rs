@@ -98,6 +98,82 @@ impl TestEnv {
             .expect("connect to PostgreSQL")
     }
 
+    /// A command that runs a service binary as its own process in this environment,
+    /// and the base URL it will listen on.
+    pub fn command(&self, service: Service, program: &str) -> (std::process::Command, String) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let c = self.config(service);
+        let mut cmd = std::process::Command::new(program);
+        cmd.env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &c.database_url)
+            .env("DB_SCHEMA", c.db_schema.as_deref().unwrap_or_default())
+            .env("AMQP_URL", &c.amqp_url)
+            .env("AMQP_PREFIX", &c.amqp_prefix)
+            .env("REDIS_URL", &c.redis_url)
+            .env("REDIS_PREFIX", &c.redis_prefix)
+            .env(
+                "RETRY_DELAYS_MS",
+                c.retry_delays_ms
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+            .env(
+                "AMQP_QUEUE_EXPIRES_MS",
+                c.amqp_queue_expires_ms.unwrap_or(120_000).to_string(),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        (cmd, format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Forces RabbitMQ to close `service`'s connection in this environment, as a broker
+    /// restart would (other tests' connections are untouched).
+    pub async fn drop_broker_connection(&self, service: Service) {
+        let name = format!("\"{}.{}\"", self.base.amqp_prefix, service);
+        let out = tokio::task::spawn_blocking(|| {
+            std::process::Command::new("rabbitmqctl")
+                .args([
+                    "list_connections",
+                    "pid",
+                    "client_properties",
+                    "-q",
+                    "--no-table-headers",
+                ])
+                .output()
+        })
+        .await
+        .expect("join")
+        .expect("rabbitmqctl runs");
+        let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+        let pids: Vec<String> = listing
+            .lines()
+            .filter(|l| l.contains(&name))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
+        assert!(!pids.is_empty(), "no RabbitMQ connection named {name}");
+        for pid in pids {
+            let status = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("rabbitmqctl")
+                    .args(["close_connection", &pid, "test: broker restart"])
+                    .output()
+            })
+            .await
+            .expect("join")
+            .expect("rabbitmqctl runs");
+            assert!(
+                status.status.success(),
+                "{}",
+                String::from_utf8_lossy(&status.stderr)
+            );
+        }
+    }
+
     pub async fn redis(&self) -> redis::aio::ConnectionManager {
         mp_common::redis::connect(&self.base.redis_url)
             .await
@@ -240,6 +316,21 @@ impl Drop for TestService {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Waits until a service at `base_url` reports ready.
+pub async fn wait_ready(base_url: &str, timeout: Duration) {
+    let http = reqwest::Client::new();
+    eventually(&format!("{base_url} to be ready"), timeout, || {
+        let req = http.get(format!("{base_url}/health/ready")).send();
+        async move {
+            req.await
+                .ok()
+                .filter(|r| r.status() == StatusCode::OK)
+                .map(drop)
+        }
+    })
+    .await;
 }
 
 /// Polls `probe` until it returns `Some`, or panics after `timeout` naming `what`.
