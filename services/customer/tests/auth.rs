@@ -602,3 +602,49 @@ async fn vendor_created_grants_membership_that_new_tokens_carry() {
     assert_eq!(claims.vendors, vec![vendor_id]);
     assert!(claims.roles.contains(&"vendor".to_owned()));
 }
+
+#[tokio::test]
+async fn the_correlation_id_is_echoed_and_carried_into_the_events_a_request_causes() {
+    let env = TestEnv::new();
+    let svc = spawn(&env).await;
+    let resp = svc
+        .http()
+        .post(svc.url("/api/customers"))
+        .header("x-correlation-id", "checkout-7f3a")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&json!({"email": "judy@example.org", "password": PASSWORD, "name": "Judy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()["x-correlation-id"], "checkout-7f3a");
+    assert_eq!(
+        resp.headers()["x-trace-id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+
+    let envelope: Value = sqlx::query_scalar("select envelope from outbox where event_type = 'customer.created' and envelope->'payload'->>'email' = 'judy@example.org'")
+        .fetch_one(&env.db(Service::Customer).await)
+        .await
+        .unwrap();
+    assert_eq!(envelope["correlation_id"], "checkout-7f3a");
+    assert!(
+        envelope["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    );
+    assert_eq!(envelope["source"], "customer");
+
+    // Without a header, one is generated and still echoed.
+    let resp = svc
+        .http()
+        .get(svc.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!resp.headers()["x-correlation-id"].is_empty());
+}
