@@ -68,19 +68,28 @@ impl TestEnv {
         F: FnOnce(CommonConfig, TcpListener, CancellationToken) -> Fut,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
+        let svc = self.start(service, run).await;
+        svc.wait_ready(Duration::from_secs(20)).await;
+        svc
+    }
+
+    /// Starts a service in this process without waiting for readiness.
+    pub async fn start<F, Fut>(&self, service: Service, run: F) -> TestService
+    where
+        F: FnOnce(CommonConfig, TcpListener, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let base_url = format!("http://{}", listener.local_addr().expect("local addr"));
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(run(self.config(service), listener, shutdown.clone()));
-        let svc = TestService {
+        TestService {
             service,
             base_url,
             shutdown,
             handle: Some(handle),
             http: reqwest::Client::new(),
-        };
-        svc.wait_ready(Duration::from_secs(20)).await;
-        svc
+        }
     }
 
     /// A database pool on `service`'s schema in this environment.
