@@ -216,6 +216,11 @@ impl Authenticator {
         self.redis.clone().exists(self.revoked_key(sid)).await
     }
 
+    /// Verified claims of the request's bearer token for `audience`.
+    fn claims(&self, parts: &Parts, audience: &str) -> Result<Claims, Problem> {
+        self.keys.verify(Self::bearer(parts)?, audience)
+    }
+
     fn bearer(parts: &Parts) -> Result<&str, Problem> {
         let value = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             Problem::unauthorized("Send an access token: Authorization: Bearer <token>.")
@@ -271,9 +276,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let auth = Authenticator::from_ref(state);
-        let claims = auth
-            .keys
-            .verify(Authenticator::bearer(parts)?, USER_AUDIENCE)?;
+        let claims = auth.claims(parts, USER_AUDIENCE)?;
         let id = claims
             .sub
             .parse()
@@ -306,10 +309,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let auth = Authenticator::from_ref(state);
-        let claims = auth
-            .keys
-            .verify(Authenticator::bearer(parts)?, SERVICE_AUDIENCE)?;
+        let claims = Authenticator::from_ref(state).claims(parts, SERVICE_AUDIENCE)?;
         if !claims.roles.iter().any(|r| r == ROLE_SERVICE) {
             return Err(Problem::forbidden("Only services may call this endpoint.").into());
         }

@@ -145,6 +145,31 @@ pub trait ServiceConfig: clap::Args + Send + 'static {
     fn common(&self) -> &CommonConfig;
 }
 
+/// The configuration of a service with settings of its own (`S`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config<S: clap::Args> {
+    #[command(flatten)]
+    pub common: CommonConfig,
+    #[command(flatten)]
+    pub settings: S,
+}
+
+impl<S: clap::Args> Config<S> {
+    /// `common` with the service's settings from the environment (for tests and tools).
+    pub fn with_common(common: CommonConfig) -> Self {
+        Self {
+            common,
+            settings: from_env(),
+        }
+    }
+}
+
+impl<S: clap::Args + Send + 'static> ServiceConfig for Config<S> {
+    fn common(&self) -> &CommonConfig {
+        &self.common
+    }
+}
+
 impl ServiceConfig for CommonConfig {
     fn common(&self) -> &CommonConfig {
         self

@@ -124,13 +124,7 @@ async fn not_found() -> Problem {
 fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
     let error_id = uuid::Uuid::new_v4();
     tracing::error!(%error_id, "handler panicked");
-    Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "An internal error occurred; quote error_id when reporting it.",
-    )
-    .kind("internal")
-    .with("error_id", error_id)
-    .into_response()
+    Problem::internal(error_id).into_response()
 }
 
 /// Adds the bearer scheme and the service's title to its OpenAPI document.

@@ -126,6 +126,16 @@ impl Problem {
         Self::new(StatusCode::FORBIDDEN, detail).kind("forbidden")
     }
 
+    /// A 500 that shows the client only an id to quote; the cause goes to the log.
+    pub fn internal(error_id: uuid::Uuid) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "An internal error occurred; quote error_id when reporting it.",
+        )
+        .kind("internal")
+        .with("error_id", error_id)
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, detail)
             .kind("unavailable")
@@ -203,13 +213,7 @@ impl IntoResponse for ApiError {
             ApiError::Internal(e) => {
                 let error_id = uuid::Uuid::new_v4();
                 tracing::error!(%error_id, error = ?e, "internal error");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "An internal error occurred; quote error_id when reporting it.",
-                )
-                .kind("internal")
-                .with("error_id", error_id)
-                .into_response()
+                Problem::internal(error_id).into_response()
             }
         }
     }

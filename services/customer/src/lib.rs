@@ -9,8 +9,7 @@ pub mod sessions;
 
 use std::time::Duration;
 
-use mp_common::config::ServiceConfig;
-use mp_common::{CommonConfig, Infra};
+use mp_common::Infra;
 use mp_events::Service;
 use mp_events::catalog::CustomerCreated;
 use sqlx::migrate::Migrator;
@@ -38,29 +37,7 @@ pub struct Settings {
     pub login_failure_window_secs: u64,
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct Config {
-    #[command(flatten)]
-    pub common: CommonConfig,
-    #[command(flatten)]
-    pub settings: Settings,
-}
-
-impl Config {
-    /// `common` with this service's settings from the environment.
-    pub fn with_common(common: CommonConfig) -> Self {
-        Self {
-            common,
-            settings: mp_common::config::from_env(),
-        }
-    }
-}
-
-impl ServiceConfig for Config {
-    fn common(&self) -> &CommonConfig {
-        &self.common
-    }
-}
+pub type Config = mp_common::config::Config<Settings>;
 
 pub async fn run(
     config: Config,
