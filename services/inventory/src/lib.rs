@@ -1,29 +1,101 @@
-//! The inventory service (port 5003): stock levels, the stock movement ledger, reservations and low-stock alerts.
+//! The inventory service (port 5003): stock levels, the stock movement ledger,
+//! reservations and low-stock alerts.
 //!
-//! Its domain arrives in a later issue; until then it runs the common parts (health,
-//! metrics, API docs, outbox relay) on its own schema.
+//! * PostgreSQL is the source of truth: `stock_items.on_hand` (never negative, changed
+//!   only with a guard) and the `stock_movements` ledger, written together, so on-hand
+//!   always equals the sum of the ledger and no commit can oversell.
+//! * Redis holds reservations and a mirror of on-hand ([`store`]), checked and changed
+//!   atomically by Lua scripts. It is soft state: reservations are also written to
+//!   PostgreSQL, and [`reconcile`] rebuilds Redis from there at start-up, periodically,
+//!   and on demand whenever a script finds the mirror missing.
+//! * Events in ([`events`]): product created/updated make and update stock items, cart
+//!   items confirm and release reservations, orders commit and release stock. Events
+//!   out, through the outbox: `inventory.created`, `inventory.updated`,
+//!   `inventory.low_stock`.
+//!
+//! Layout: [`routes`] (HTTP), [`events`] (consumed events), [`stock`] (operations both
+//! share), [`domain`] (rules), [`db`] (queries), [`store`] (Redis), [`reconcile`],
+//! [`metrics`].
 
-use mp_common::CommonConfig;
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod metrics;
+pub mod reconcile;
+pub mod routes;
+pub mod stock;
+pub mod store;
+
+use std::time::Duration;
+
+use mp_common::Infra;
 use mp_events::Service;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
 
-pub static MIGRATOR: Migrator = Migrator::DEFAULT;
+pub use stock::Inventory;
 
-pub type Config = CommonConfig;
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// How long a reservation holds stock unless renewed, in seconds.
+    #[arg(long, env = "RESERVATION_TTL_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub reservation_ttl_secs: u64,
+    /// How often Redis is reconciled with PostgreSQL, in milliseconds (also at start).
+    #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub reconcile_interval_ms: u64,
+}
+
+pub type Config = mp_common::config::Config<Settings>;
 
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    mp_common::runtime::serve_without_domain(
-        Service::Inventory,
-        &config,
-        &MIGRATOR,
+    let infra = Infra::connect(Service::Inventory, &config.common, &MIGRATOR, &shutdown).await?;
+    let s = &config.settings;
+    let inventory = Inventory {
+        db: infra.db.clone(),
+        store: store::Store::new(
+            infra.redis.clone(),
+            infra.redis_keys.clone(),
+            Duration::from_secs(s.reservation_ttl_secs),
+        ),
+        metrics: metrics::InventoryMetrics::new(&infra.metrics.registry)?,
+    };
+    let consumer = infra
+        .consumer()
+        .handle(events::CreateStockItem(inventory.clone()))
+        .handle(events::UpdateStockItem(inventory.clone()))
+        .handle(events::CheckReservation(inventory.clone()))
+        .handle(events::ReleaseReservation(inventory.clone()))
+        .handle(events::CommitOrder(inventory.clone()))
+        .handle(events::RestockOrder(inventory.clone()));
+    let reconciler = tokio::spawn(reconcile::run(
+        inventory.clone(),
+        Duration::from_millis(s.reconcile_interval_ms),
+        shutdown.clone(),
+    ));
+    let state = routes::AppState {
+        inventory,
+        auth: infra.auth.clone(),
+    };
+    let served = mp_common::serve(
+        infra,
+        routes::router(state),
+        routes::ApiDoc::openapi(),
+        Some(consumer),
         listener,
-        shutdown,
+        shutdown.clone(),
     )
-    .await
+    .await;
+    shutdown.cancel();
+    let _ = reconciler.await;
+    served
 }

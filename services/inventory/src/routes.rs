@@ -1,0 +1,466 @@
+//! The inventory API.
+//!
+//! * Stock reads, adjustments and the ledger are for the product's vendor members and
+//!   admins (401 without a token, 403 for anyone else, 404 for an unknown product).
+//!   Stock is not public: the public sees it through the vendor's catalog, which
+//!   `inventory.created` / `inventory.updated` keep informed.
+//! * Reservations are service-to-service only (a service token; user tokens get 401).
+//!
+//! Every failure is problem+json; insufficient stock is a 409 carrying `available`.
+
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use mp_common::{
+    ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Authenticator, Problem, ServiceCaller,
+    Validation,
+};
+use mp_events::Service;
+use mp_events::catalog::{InventoryUpdated, StockChange, StockLevel};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::db::{self, NewMovement, StockItem};
+use crate::domain::{self, MovementKind};
+use crate::stock::Inventory;
+use crate::store::Reserve;
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub inventory: Inventory,
+    pub auth: Authenticator,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/inventory/{product_id}", get(get_stock))
+        .route(
+            "/api/inventory/{product_id}/adjustments",
+            post(adjust_stock),
+        )
+        .route("/api/inventory/{product_id}/movements", get(list_movements))
+        .route("/api/reservations", post(create_reservation))
+        .route(
+            "/api/reservations/{cart_id}/{product_id}",
+            delete(delete_reservation),
+        )
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(get_stock, adjust_stock, list_movements, create_reservation, delete_reservation),
+    components(schemas(Problem, mp_common::FieldError)),
+    tags(
+        (name = "inventory", description = "Stock levels, adjustments and the movement ledger"),
+        (name = "reservations", description = "Stock held for carts (service-to-service)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// A product's stock.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StockResponse {
+    pub product_id: Uuid,
+    pub vendor_id: Uuid,
+    pub sku: String,
+    pub name: String,
+    pub active: bool,
+    /// Units in stock: the sum of the ledger.
+    pub on_hand: i64,
+    /// Units held by unexpired cart reservations.
+    pub reserved: i64,
+    /// Units free to reserve: `on_hand - reserved`, never below 0.
+    pub available: i64,
+    pub low_stock_threshold: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn stock_response(item: &StockItem, level: &StockLevel) -> StockResponse {
+    StockResponse {
+        product_id: item.product_id,
+        vendor_id: item.vendor_id,
+        sku: item.sku.clone(),
+        name: item.name.clone(),
+        active: item.active,
+        on_hand: level.on_hand,
+        reserved: level.reserved,
+        available: level.available,
+        low_stock_threshold: item.low_stock_threshold,
+        updated_at: item.updated_at,
+    }
+}
+
+/// A change of on-hand stock.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustmentRequest {
+    /// Units added (positive) or removed (negative); not zero.
+    #[schema(example = -2)]
+    pub delta: i64,
+    /// Why, 1 to 200 characters.
+    #[schema(example = "two units damaged in the warehouse")]
+    pub reason: String,
+}
+
+/// One ledger movement.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MovementResponse {
+    pub id: Uuid,
+    pub product_id: Uuid,
+    pub kind: MovementKind,
+    pub delta: i64,
+    pub reason: String,
+    /// The order id for order movements.
+    pub reference: Option<String>,
+    /// Who made an adjustment.
+    pub actor_id: Option<Uuid>,
+    pub on_hand_after: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<db::Movement> for MovementResponse {
+    fn from(m: db::Movement) -> Self {
+        Self {
+            id: m.id,
+            product_id: m.product_id,
+            kind: MovementKind::parse(&m.kind).unwrap_or(MovementKind::Adjustment),
+            delta: m.delta,
+            reason: m.reason,
+            reference: m.reference,
+            actor_id: m.actor_id,
+            on_hand_after: m.on_hand_after,
+            created_at: m.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AdjustmentResponse {
+    pub movement: MovementResponse,
+    pub stock: StockResponse,
+}
+
+/// A page of the ledger, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MovementPage {
+    pub items: Vec<MovementResponse>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct MovementsQuery {
+    /// 1 to 200, default 50.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Sets what a cart holds of a product.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationRequest {
+    pub cart_id: Uuid,
+    pub product_id: Uuid,
+    /// The cart's whole quantity of the product (not an increment), at least 1.
+    #[schema(example = 2)]
+    pub quantity: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationResponse {
+    pub cart_id: Uuid,
+    pub product_id: Uuid,
+    pub quantity: i64,
+    /// When the reservation lapses unless renewed; its stock then returns by itself.
+    pub expires_at: DateTime<Utc>,
+    /// Units of the product still free for other carts.
+    pub available: i64,
+}
+
+/// Loads the item and checks that `user` may manage its stock.
+async fn managed_item(inv: &Inventory, user: &AuthUser, product_id: Uuid) -> ApiResult<StockItem> {
+    let item = db::item(&mut *inv.db.acquire().await?, product_id)
+        .await?
+        .ok_or_else(|| Problem::not_found("Stock item"))?;
+    if !user.can_manage_vendor(item.vendor_id) {
+        return Err(
+            Problem::forbidden("Only the vendor's members and admins manage this stock.").into(),
+        );
+    }
+    Ok(item)
+}
+
+/// A product's stock: on hand, reserved, available and the low-stock threshold.
+#[utoipa::path(get, path = "/api/inventory/{product_id}", tag = "inventory", security(("bearer" = [])),
+    params(("product_id" = Uuid, Path, description = "Product id")),
+    responses(
+        (status = 200, body = StockResponse),
+        (status = 401, body = Problem),
+        (status = 403, description = "Not a member of the product's vendor", body = Problem),
+        (status = 404, body = Problem),
+    ))]
+async fn get_stock(
+    State(inv): State<Inventory>,
+    user: AuthUser,
+    ApiPath(product_id): ApiPath<Uuid>,
+) -> ApiResult<Json<StockResponse>> {
+    let item = managed_item(&inv, &user, product_id).await?;
+    let level = inv.current_level(&item).await?;
+    Ok(Json(stock_response(&item, &level)))
+}
+
+/// Change on-hand stock, with a reason; recorded in the ledger.
+#[utoipa::path(post, path = "/api/inventory/{product_id}/adjustments", tag = "inventory", security(("bearer" = [])),
+    params(("product_id" = Uuid, Path, description = "Product id")),
+    request_body = AdjustmentRequest,
+    responses(
+        (status = 201, description = "Adjusted", body = AdjustmentResponse),
+        (status = 401, body = Problem),
+        (status = 403, description = "Not a member of the product's vendor", body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, description = "On hand would fall below zero; carries `on_hand` and `available`", body = Problem),
+        (status = 422, description = "Invalid fields, listed one by one", body = Problem),
+    ))]
+async fn adjust_stock(
+    State(inv): State<Inventory>,
+    user: AuthUser,
+    ApiPath(product_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<AdjustmentRequest>,
+) -> ApiResult<(StatusCode, Json<AdjustmentResponse>)> {
+    let mut v = Validation::new();
+    let delta = domain::check_delta(body.delta)
+        .map_err(|m| v.error("delta", m))
+        .ok();
+    let reason = domain::parse_reason(&body.reason)
+        .map_err(|m| v.error("reason", m))
+        .ok();
+    v.finish()?;
+    let (delta, reason) = (delta.expect("validated"), reason.expect("validated"));
+
+    let mut tx = inv.db.begin().await?;
+    let item = db::item_for_update(&mut tx, product_id)
+        .await?
+        .ok_or_else(|| Problem::not_found("Stock item"))?;
+    if !user.can_manage_vendor(item.vendor_id) {
+        return Err(
+            Problem::forbidden("Only the vendor's members and admins manage this stock.").into(),
+        );
+    }
+    let movement = NewMovement {
+        kind: MovementKind::Adjustment,
+        delta,
+        reason: &reason,
+        reference: None,
+        actor_id: Some(user.id),
+    };
+    let Some((item, movement)) = inv
+        .apply_movement(&mut tx, product_id, &movement, None)
+        .await?
+    else {
+        let level = inv.level(&item, None).await;
+        return Err(Problem::conflict(
+            "insufficient-stock",
+            format!(
+                "On hand is {}; removing {} would take it below zero.",
+                item.on_hand,
+                delta.unsigned_abs()
+            ),
+        )
+        .title("Insufficient stock")
+        .with("on_hand", item.on_hand)
+        .with("available", level.available)
+        .into());
+    };
+    let level = inv.level(&item, None).await;
+    mp_events::enqueue(
+        &mut tx,
+        Service::Inventory,
+        InventoryUpdated {
+            change: StockChange::Adjustment,
+            order_id: None,
+            levels: vec![level.clone()],
+            shortages: vec![],
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    inv.refresh_logged(&[product_id]).await;
+    tracing::info!(%product_id, delta, on_hand = item.on_hand, "stock adjusted");
+    Ok((
+        StatusCode::CREATED,
+        Json(AdjustmentResponse {
+            movement: movement.into(),
+            stock: stock_response(&item, &level),
+        }),
+    ))
+}
+
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 200;
+
+/// The product's stock ledger, newest first.
+#[utoipa::path(get, path = "/api/inventory/{product_id}/movements", tag = "inventory", security(("bearer" = [])),
+    params(("product_id" = Uuid, Path, description = "Product id"), MovementsQuery),
+    responses(
+        (status = 200, body = MovementPage),
+        (status = 401, body = Problem),
+        (status = 403, description = "Not a member of the product's vendor", body = Problem),
+        (status = 404, body = Problem),
+        (status = 422, description = "Invalid limit or cursor", body = Problem),
+    ))]
+async fn list_movements(
+    State(inv): State<Inventory>,
+    user: AuthUser,
+    ApiPath(product_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<MovementsQuery>,
+) -> ApiResult<Json<MovementPage>> {
+    let mut v = Validation::new();
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    v.check(
+        (1..=MAX_PAGE).contains(&limit),
+        "limit",
+        "must be between 1 and 200",
+    );
+    let before = match query.cursor.as_deref() {
+        None => None,
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|&n| n > 0)
+            .map(Some)
+            .unwrap_or_else(|| {
+                v.error("cursor", "is not a cursor this API returned");
+                None
+            }),
+    };
+    v.finish()?;
+    managed_item(&inv, &user, product_id).await?;
+    let mut rows =
+        db::movements(&mut *inv.db.acquire().await?, product_id, before, limit + 1).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|m| m.seq.to_string())
+    } else {
+        None
+    };
+    Ok(Json(MovementPage {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+/// Set a cart's reservation of a product to `quantity` (service-to-service). Setting
+/// it again changes only the difference; the same quantity twice just renews it.
+#[utoipa::path(post, path = "/api/reservations", tag = "reservations", security(("bearer" = [])),
+    request_body = ReservationRequest,
+    responses(
+        (status = 201, description = "Reserved until `expires_at`", body = ReservationResponse),
+        (status = 401, description = "No service token", body = Problem),
+        (status = 404, description = "No stock item for the product", body = Problem),
+        (status = 409, description = "Not enough stock, or the product is inactive; `available` is the most this cart could hold", body = Problem),
+        (status = 422, description = "Invalid fields", body = Problem),
+    ))]
+async fn create_reservation(
+    State(inv): State<Inventory>,
+    caller: ServiceCaller,
+    ApiJson(body): ApiJson<ReservationRequest>,
+) -> ApiResult<(StatusCode, Json<ReservationResponse>)> {
+    let quantity =
+        domain::check_quantity(body.quantity).map_err(|m| Problem::invalid_field("quantity", m))?;
+    let (cart_id, product_id) = (body.cart_id, body.product_id);
+    let outcome = inv
+        .reserve(product_id, cart_id, quantity)
+        .await?
+        .ok_or_else(|| Problem::not_found("Stock item"))?;
+    let (previous, previous_expires_ms, available, expires_at) = match outcome {
+        Reserve::Reserved {
+            previous,
+            previous_expires_ms,
+            available,
+            expires_at,
+        } => (previous, previous_expires_ms, available, expires_at),
+        Reserve::Insufficient { available } => {
+            inv.metrics
+                .reservations
+                .with_label_values(&["insufficient"])
+                .inc();
+            return Err(Problem::conflict(
+                "insufficient-stock",
+                format!("Only {available} available; {quantity} requested."),
+            )
+            .title("Insufficient stock")
+            .with("available", available)
+            .with("requested", quantity)
+            .into());
+        }
+        Reserve::Inactive => {
+            inv.metrics
+                .reservations
+                .with_label_values(&["inactive"])
+                .inc();
+            return Err(Problem::conflict(
+                "product-inactive",
+                "The product is not for sale at the moment.",
+            )
+            .title("Product inactive")
+            .with("available", 0)
+            .with("requested", quantity)
+            .into());
+        }
+    };
+    // The durable copy, from which reservations come back if Redis loses them. If it
+    // cannot be written, undo the change so that both agree, and say so.
+    let written = async {
+        let mut conn = inv.db.acquire().await?;
+        db::upsert_reservation(&mut conn, product_id, cart_id, quantity, expires_at).await
+    }
+    .await;
+    if let Err(e) = written {
+        if let Err(undo) = inv
+            .store
+            .put_back(product_id, cart_id, previous, previous_expires_ms)
+            .await
+        {
+            tracing::warn!(error = %undo, %cart_id, %product_id, "could not undo a reservation; it will expire");
+        }
+        return Err(e.into());
+    }
+    inv.metrics
+        .reservations
+        .with_label_values(&["reserved"])
+        .inc();
+    tracing::debug!(%cart_id, %product_id, quantity, caller = %caller.service, "reserved");
+    Ok((
+        StatusCode::CREATED,
+        Json(ReservationResponse {
+            cart_id,
+            product_id,
+            quantity,
+            expires_at,
+            available,
+        }),
+    ))
+}
+
+/// Release a cart's reservation of a product (service-to-service). Idempotent.
+#[utoipa::path(delete, path = "/api/reservations/{cart_id}/{product_id}", tag = "reservations", security(("bearer" = [])),
+    params(("cart_id" = Uuid, Path, description = "Cart id"), ("product_id" = Uuid, Path, description = "Product id")),
+    responses(
+        (status = 204, description = "Released (or there was nothing to release)"),
+        (status = 401, description = "No service token", body = Problem),
+    ))]
+async fn delete_reservation(
+    State(inv): State<Inventory>,
+    _caller: ServiceCaller,
+    ApiPath((cart_id, product_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<StatusCode> {
+    inv.store.release(product_id, cart_id).await?;
+    db::delete_reservations(&mut *inv.db.acquire().await?, cart_id, &[product_id]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,393 @@
+//! One inventory service in its own environment, with tokens signed by the
+//! environment's keys, a publisher for the events other services would send, and views
+//! of the service's database, outbox and Redis keys.
+
+use std::time::{Duration, Instant};
+
+use inventory::{Config, Settings};
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use mp_common::TokenKeys;
+use mp_events::catalog::{LineItem, OrderCreated, OrderStatus, OrderUpdated, VendorProductCreated};
+use mp_events::topology::QueueType;
+use mp_events::{Broker, Envelope, Event, Money, Service};
+use mp_test_support::{TestEnv, TestService, eventually};
+use reqwest::{Method, StatusCode, header};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Settings for tests: the default TTL, and reconciliation only at start-up unless a
+/// test asks for more.
+pub fn settings() -> Settings {
+    Settings {
+        reservation_ttl_secs: 900,
+        reconcile_interval_ms: 3_600_000,
+    }
+}
+
+pub struct Harness {
+    // The service first: it stops before the environment drops its schema and keys.
+    pub svc: TestService,
+    pub db: PgPool,
+    pub keys: TokenKeys,
+    broker: Broker,
+    pub env: TestEnv,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(settings()).await
+    }
+
+    pub async fn start_with(settings: Settings) -> Self {
+        let mut env = TestEnv::new();
+        // Classic queues: cheap for the broker to declare and expire, and nothing here
+        // depends on replication. (Hundreds of throw-away quorum queues from parallel
+        // test runs stall a single RabbitMQ node for seconds at a time.)
+        env.configure(|c| c.amqp_queue_type = QueueType::Classic);
+        let svc = env
+            .spawn(Service::Inventory, move |common, listener, shutdown| {
+                inventory::run(Config { common, settings }, listener, shutdown)
+            })
+            .await;
+        let config = env.config(Service::Inventory);
+        let keys = TokenKeys::from_config(&config).expect("token keys");
+        let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
+        let db = env.db(Service::Inventory).await;
+        Self {
+            svc,
+            db,
+            keys,
+            broker,
+            env,
+        }
+    }
+
+    /// A token of the cart service.
+    pub fn service_token(&self) -> String {
+        self.keys.service_token(Service::Cart).0
+    }
+
+    fn user(&self, roles: &[&str], vendors: Vec<Uuid>) -> String {
+        let roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.keys
+            .user_token(Uuid::now_v7(), Uuid::new_v4(), roles, vendors)
+            .0
+    }
+
+    pub fn member_token(&self, vendor_id: Uuid) -> String {
+        self.user(&["customer", "vendor"], vec![vendor_id])
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.user(&["customer", "admin"], vec![])
+    }
+
+    pub fn customer_token(&self) -> String {
+        self.user(&["customer"], vec![])
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.svc.call(method, path, token, body).await
+    }
+
+    /// A request with a raw body; returns status, content type and JSON body.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, String, Value) {
+        let resp = self
+            .svc
+            .http()
+            .request(method, self.svc.url(path))
+            .bearer_auth(token)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = resp.text().await.expect("body read");
+        (
+            status,
+            ct,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Publishes an event on this environment's exchange, as its publisher would.
+    pub async fn publish_envelope<E: Event>(&self, envelope: &Envelope<E>) {
+        let started = Instant::now();
+        let channel = loop {
+            match self.broker.confirm_channel().await {
+                Ok(channel) => break channel,
+                Err(e) if started.elapsed() < WAIT => {
+                    eprintln!("publisher: RabbitMQ not reachable yet ({e}); retrying");
+                }
+                Err(e) => panic!("RabbitMQ unreachable for {WAIT:?}: {e}"),
+            }
+        };
+        channel
+            .basic_publish(
+                &self.broker.topology().exchange(),
+                E::TYPE,
+                BasicPublishOptions::default(),
+                &serde_json::to_vec(envelope).expect("envelope serializes"),
+                BasicProperties::default()
+                    .with_message_id(envelope.id.to_string().into())
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        let _ = channel.close(200, "done").await;
+    }
+
+    pub async fn publish<E: Event>(&self, source: Service, payload: E) -> Envelope<E> {
+        let envelope = Envelope::new(source, payload);
+        self.publish_envelope(&envelope).await;
+        envelope
+    }
+
+    /// Lists a product through `vendor.product.created` and waits for its stock item.
+    pub async fn product(&self, vendor_id: Uuid, initial_stock: i64, threshold: i64) -> Uuid {
+        let created = product_created(vendor_id, initial_stock, threshold);
+        let product_id = created.product_id;
+        self.publish(Service::Vendor, created).await;
+        self.wait_for_item(product_id).await;
+        product_id
+    }
+
+    /// Waits until the stock item exists with its initial stock recorded.
+    pub async fn wait_for_item(&self, product_id: Uuid) -> Duration {
+        let started = Instant::now();
+        eventually("the stock item", WAIT, || async {
+            sqlx::query_scalar::<_, bool>(
+                "select initial_stock_recorded from stock_items where product_id = $1",
+            )
+            .bind(product_id)
+            .fetch_optional(&self.db)
+            .await
+            .unwrap()
+            .filter(|recorded| *recorded)
+        })
+        .await;
+        started.elapsed()
+    }
+
+    /// The stock as an admin reads it.
+    pub async fn stock(&self, product_id: Uuid) -> Value {
+        let (status, body) = self
+            .call(
+                Method::GET,
+                &format!("/api/inventory/{product_id}"),
+                Some(&self.admin_token()),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    pub async fn on_hand(&self, product_id: Uuid) -> i64 {
+        sqlx::query_scalar("select on_hand from stock_items where product_id = $1")
+            .bind(product_id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn reserve(
+        &self,
+        cart_id: Uuid,
+        product_id: Uuid,
+        quantity: i64,
+    ) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            "/api/reservations",
+            Some(&self.service_token()),
+            Some(json!({"cart_id": cart_id, "product_id": product_id, "quantity": quantity})),
+        )
+        .await
+    }
+
+    pub async fn release(&self, cart_id: Uuid, product_id: Uuid) -> StatusCode {
+        self.call(
+            Method::DELETE,
+            &format!("/api/reservations/{cart_id}/{product_id}"),
+            Some(&self.service_token()),
+            None,
+        )
+        .await
+        .0
+    }
+
+    pub async fn adjust(&self, token: &str, product_id: Uuid, delta: i64) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            &format!("/api/inventory/{product_id}/adjustments"),
+            Some(token),
+            Some(json!({"delta": delta, "reason": "stock count"})),
+        )
+        .await
+    }
+
+    /// Payloads of the events of `event_type` in the service's outbox, oldest first.
+    pub async fn outbox(&self, event_type: &str) -> Vec<Value> {
+        sqlx::query_scalar(
+            "select envelope -> 'payload' from outbox where event_type = $1 order by seq",
+        )
+        .bind(event_type)
+        .fetch_all(&self.db)
+        .await
+        .unwrap()
+    }
+
+    /// Waits until the outbox holds at least `n` events of `event_type`.
+    pub async fn wait_outbox(&self, event_type: &str, n: usize) -> Vec<Value> {
+        eventually(&format!("{n} {event_type} event(s)"), WAIT, || async {
+            let events = self.outbox(event_type).await;
+            (events.len() >= n).then_some(events)
+        })
+        .await
+    }
+
+    /// Every item's on_hand equals the sum of its ledger, and each movement's
+    /// on_hand_after is the running sum.
+    pub async fn assert_ledger_matches(&self) {
+        let mismatched: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+            "select i.product_id, i.on_hand, coalesce(sum(m.delta), 0)::bigint
+             from stock_items i left join stock_movements m using (product_id)
+             group by i.product_id, i.on_hand
+             having i.on_hand <> coalesce(sum(m.delta), 0)",
+        )
+        .fetch_all(&self.db)
+        .await
+        .unwrap();
+        assert!(
+            mismatched.is_empty(),
+            "on_hand differs from the ledger: {mismatched:?}"
+        );
+        let broken_runs: i64 = sqlx::query_scalar(
+            "select count(*) from (
+                 select on_hand_after,
+                        sum(delta) over (partition by product_id order by seq) as running
+                 from stock_movements) m
+             where on_hand_after <> running",
+        )
+        .fetch_one(&self.db)
+        .await
+        .unwrap();
+        assert_eq!(broken_runs, 0, "on_hand_after is not the running sum");
+    }
+
+    /// What FLUSHALL would do to this service, limited to this environment's keys so
+    /// that tests running in parallel keep theirs.
+    pub async fn flush_redis(&self) {
+        let mut redis = self.env.redis().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("t_{}:*", self.env.id))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(!keys.is_empty(), "this environment had keys to lose");
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    }
+
+    /// The value of a metric line starting with `prefix` (0 if absent).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self
+            .svc
+            .http()
+            .get(self.svc.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+pub fn product_created(
+    vendor_id: Uuid,
+    initial_stock: i64,
+    threshold: i64,
+) -> VendorProductCreated {
+    let product_id = Uuid::now_v7();
+    VendorProductCreated {
+        product_id,
+        vendor_id,
+        sku: format!("SKU-{}", &product_id.simple().to_string()[..8]),
+        name: "Teapot".into(),
+        price: Money::new(1999, "EUR"),
+        active: true,
+        initial_stock,
+        low_stock_threshold: threshold,
+        revision: 1,
+    }
+}
+
+pub fn line(product_id: Uuid, quantity: i64) -> LineItem {
+    LineItem {
+        product_id,
+        vendor_id: Uuid::nil(),
+        name: "Teapot".into(),
+        quantity,
+        unit_price: Money::new(1999, "EUR"),
+    }
+}
+
+pub fn order_created(cart_id: Uuid, items: Vec<LineItem>) -> OrderCreated {
+    OrderCreated {
+        order_id: Uuid::now_v7(),
+        customer_id: Uuid::now_v7(),
+        cart_id,
+        items,
+        total: Money::new(1999, "EUR"),
+    }
+}
+
+pub fn order_updated(order: &OrderCreated, status: OrderStatus) -> OrderUpdated {
+    OrderUpdated {
+        order_id: order.order_id,
+        customer_id: order.customer_id,
+        cart_id: order.cart_id,
+        status,
+        previous_status: Some(OrderStatus::Paid),
+        reason: None,
+        stock_committed: true,
+        items: order.items.clone(),
+        total: order.total.clone(),
+    }
+}

@@ -1,0 +1,415 @@
+//! Reservations: atomic check-and-reserve under concurrency, quantity changes, expiry,
+//! release, cart events, authentication and bad input.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use mp_events::catalog::{CartItemAdded, CartItemRemoved};
+use mp_events::{Envelope, Service};
+use mp_test_support::eventually;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::harness::{Harness, WAIT, settings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_reservations_of_one_unit_on_ten_in_stock_let_exactly_ten_through() {
+    let h = Harness::start().await;
+    let product_id = h.product(Uuid::now_v7(), 10, 0).await;
+
+    let started = Instant::now();
+    let results = join_all((0..50).map(|_| h.reserve(Uuid::now_v7(), product_id, 1))).await;
+    let elapsed = started.elapsed();
+
+    let reserved: Vec<_> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .collect();
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CONFLICT)
+        .collect();
+    println!(
+        "50 concurrent reservations on stock 10: {} reserved, {} refused with 409, in {elapsed:?}",
+        reserved.len(),
+        refused.len()
+    );
+    assert_eq!(reserved.len(), 10);
+    assert_eq!(refused.len(), 40);
+    for (_, body) in &refused {
+        assert_eq!(body["type"], "/problems/insufficient-stock", "{body}");
+        assert_eq!(body["available"], 0, "{body}");
+    }
+    for (_, body) in &reserved {
+        assert_eq!(body["quantity"], 1);
+        assert!(body["expires_at"].is_string());
+    }
+
+    let stock = h.stock(product_id).await;
+    assert_eq!(stock["on_hand"], 10);
+    assert_eq!(stock["reserved"], 10);
+    assert_eq!(stock["available"], 0);
+    let sum = stock["reserved"].as_i64().unwrap() + stock["available"].as_i64().unwrap();
+    assert_eq!(sum, 10, "reserved and available add up to on hand");
+    let durable: i64 =
+        sqlx::query_scalar("select coalesce(sum(quantity), 0)::bigint from reservations")
+            .fetch_one(&h.db)
+            .await
+            .unwrap();
+    assert_eq!(durable, 10, "every reservation has its durable copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_a_reservation_takes_only_the_difference_and_repeating_it_changes_nothing() {
+    let h = Harness::start().await;
+    let product_id = h.product(Uuid::now_v7(), 10, 0).await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+
+    let (status, body) = h.reserve(a, product_id, 3).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["available"], 7);
+    assert_eq!(body["cart_id"], a.to_string());
+    assert_eq!(body["product_id"], product_id.to_string());
+    let first_expiry: DateTime<Utc> = body["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(first_expiry > Utc::now() + chrono::Duration::seconds(800));
+
+    let (status, body) = h.reserve(a, product_id, 3).await;
+    assert_eq!(
+        (status, body["available"].clone()),
+        (StatusCode::CREATED, json!(7))
+    );
+    let (_, body) = h.reserve(a, product_id, 5).await;
+    assert_eq!(body["available"], 5);
+    let (_, body) = h.reserve(a, product_id, 2).await;
+    assert_eq!(body["available"], 8);
+
+    let (status, body) = h.reserve(b, product_id, 9).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["available"], 8, "the most cart b could hold");
+    let (status, _) = h.reserve(b, product_id, 8).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Cart b may lower what it holds even with nothing left to take.
+    let (status, body) = h.reserve(b, product_id, 4).await;
+    assert_eq!(
+        (status, body["available"].clone()),
+        (StatusCode::CREATED, json!(4))
+    );
+
+    let stock = h.stock(product_id).await;
+    assert_eq!(
+        (stock["reserved"].clone(), stock["available"].clone()),
+        (json!(6), json!(4))
+    );
+
+    assert_eq!(h.release(a, product_id).await, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.release(a, product_id).await,
+        StatusCode::NO_CONTENT,
+        "idempotent"
+    );
+    assert_eq!(
+        h.release(Uuid::now_v7(), Uuid::now_v7()).await,
+        StatusCode::NO_CONTENT
+    );
+    let stock = h.stock(product_id).await;
+    assert_eq!(
+        (stock["reserved"].clone(), stock["available"].clone()),
+        (json!(4), json!(6))
+    );
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as("select cart_id, quantity from reservations")
+        .fetch_all(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![(b, 4)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_reservations_return_their_stock_by_themselves() {
+    let mut s = settings();
+    s.reservation_ttl_secs = 1;
+    let h = Harness::start_with(s).await;
+    let product_id = h.product(Uuid::now_v7(), 5, 0).await;
+
+    let (status, _) = h.reserve(Uuid::now_v7(), product_id, 5).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = h.reserve(Uuid::now_v7(), product_id, 1).await;
+    assert_eq!(
+        (status, body["available"].clone()),
+        (StatusCode::CONFLICT, json!(0))
+    );
+
+    eventually(
+        "the reservation to expire",
+        Duration::from_secs(5),
+        || async {
+            let stock = h.stock(product_id).await;
+            (stock["available"] == 5 && stock["reserved"] == 0).then_some(())
+        },
+    )
+    .await;
+    let (status, body) = h.reserve(Uuid::now_v7(), product_id, 5).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cart_item_events_confirm_and_release_reservations_without_undoing_later_calls() {
+    let h = Harness::start().await;
+    let product_id = h.product(Uuid::now_v7(), 10, 0).await;
+    let cart_id = Uuid::now_v7();
+    let customer_id = Uuid::now_v7();
+    let expiry = || async {
+        sqlx::query_scalar::<_, DateTime<Utc>>(
+            "select expires_at from reservations where cart_id = $1 and product_id = $2",
+        )
+        .bind(cart_id)
+        .bind(product_id)
+        .fetch_optional(&h.db)
+        .await
+        .unwrap()
+    };
+    let added = |quantity| CartItemAdded {
+        cart_id,
+        customer_id,
+        product_id,
+        quantity,
+    };
+    let removed = CartItemRemoved {
+        cart_id,
+        customer_id,
+        product_id,
+    };
+
+    let (status, _) = h.reserve(cart_id, product_id, 2).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let reserved_until = expiry().await.unwrap();
+
+    // The cart's event for that call confirms it and extends it.
+    h.publish(Service::Cart, added(2)).await;
+    eventually("the reservation extended", WAIT, || async {
+        expiry().await.filter(|e| *e > reserved_until)
+    })
+    .await;
+    // A stale event for a quantity the cart no longer has changes nothing.
+    h.publish(Service::Cart, added(7)).await;
+    // A removal that happened before a later reservation leaves that reservation.
+    let early_removal = Envelope::new(Service::Cart, removed.clone());
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (status, _) = h.reserve(cart_id, product_id, 3).await;
+    assert_eq!(status, StatusCode::CREATED);
+    h.publish_envelope(&early_removal).await;
+    eventually("both events handled", WAIT, || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from inbox where handler in ('inventory.check', 'inventory.release')",
+        )
+        .fetch_one(&h.db)
+        .await
+        .unwrap();
+        (n == 3).then_some(())
+    })
+    .await;
+    let stock = h.stock(product_id).await;
+    assert_eq!(stock["reserved"], 3);
+
+    // A current removal releases it.
+    h.publish(Service::Cart, removed).await;
+    eventually("the reservation released", WAIT, || async {
+        let stock = h.stock(product_id).await;
+        (stock["reserved"] == 0 && stock["available"] == 10).then_some(())
+    })
+    .await;
+    assert_eq!(expiry().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmation_that_finds_no_stock_is_counted_and_not_retried_forever() {
+    let mut s = settings();
+    s.reservation_ttl_secs = 1;
+    let h = Harness::start_with(s).await;
+    let product_id = h.product(Uuid::now_v7(), 2, 0).await;
+    let (slow, quick) = (Uuid::now_v7(), Uuid::now_v7());
+
+    let (status, _) = h.reserve(slow, product_id, 2).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Its reservation lapses and another cart takes the stock before its event arrives.
+    eventually(
+        "the slow cart's reservation to lapse",
+        Duration::from_secs(5),
+        || async { (h.reserve(quick, product_id, 2).await.0 == StatusCode::CREATED).then_some(()) },
+    )
+    .await;
+    h.publish(
+        Service::Cart,
+        CartItemAdded {
+            cart_id: slow,
+            customer_id: Uuid::now_v7(),
+            product_id,
+            quantity: 2,
+        },
+    )
+    .await;
+    eventually("the shortfall counted", WAIT, || async {
+        (h.metric("inventory_reservation_check_shortfalls_total")
+            .await
+            == 1.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(h.metric("events_consumed_total{event_type=\"cart.item.added\",handler=\"inventory.check\",outcome=\"ok\"}").await, 1.0);
+    assert_eq!(
+        h.stock(product_id).await["reserved"],
+        2,
+        "the other cart keeps its stock"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_are_for_services_only() {
+    let h = Harness::start().await;
+    let product_id = h.product(Uuid::now_v7(), 3, 0).await;
+    let body = json!({"cart_id": Uuid::now_v7(), "product_id": product_id, "quantity": 1});
+    for token in [None, Some(h.admin_token()), Some("not-a-token".to_owned())] {
+        let (status, problem) = h
+            .call(
+                Method::POST,
+                "/api/reservations",
+                token.as_deref(),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
+        let (status, _) = h
+            .call(
+                Method::DELETE,
+                &format!("/api/reservations/{}/{product_id}", Uuid::now_v7()),
+                token.as_deref(),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(h.stock(product_id).await["reserved"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_reservation_requests_are_problems_and_change_nothing() {
+    let h = Harness::start().await;
+    let product_id = h.product(Uuid::now_v7(), 3, 0).await;
+    let inactive = crate::harness::product_created(Uuid::now_v7(), 3, 0);
+    let inactive_id = inactive.product_id;
+    h.publish(
+        Service::Vendor,
+        mp_events::catalog::VendorProductCreated {
+            active: false,
+            ..inactive
+        },
+    )
+    .await;
+    h.wait_for_item(inactive_id).await;
+    let token = h.service_token();
+    let cart = Uuid::now_v7();
+    let cases = [
+        (
+            json!({"cart_id": cart, "product_id": product_id, "quantity": 0}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation",
+        ),
+        (
+            json!({"cart_id": cart, "product_id": product_id, "quantity": -2}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation",
+        ),
+        (
+            json!({"cart_id": cart, "product_id": product_id, "quantity": 4}).to_string(),
+            StatusCode::CONFLICT,
+            "/problems/insufficient-stock",
+        ),
+        (
+            json!({"cart_id": cart, "product_id": inactive_id, "quantity": 1}).to_string(),
+            StatusCode::CONFLICT,
+            "/problems/product-inactive",
+        ),
+        (
+            json!({"cart_id": cart, "product_id": Uuid::now_v7(), "quantity": 1}).to_string(),
+            StatusCode::NOT_FOUND,
+            "/problems/not-found",
+        ),
+        (
+            json!({"cart_id": cart, "product_id": product_id, "quantity": 1, "note": "x"})
+                .to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation",
+        ),
+        (
+            json!({"cart_id": "cart-1", "product_id": product_id, "quantity": 1}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation",
+        ),
+        (
+            json!({"cart_id": cart, "product_id": product_id, "quantity": 1.5}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation",
+        ),
+        (
+            json!({"cart_id": cart, "product_id": product_id}).to_string(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "/problems/validation",
+        ),
+        (
+            "{\"cart_id\": ".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "/problems/malformed-json",
+        ),
+    ];
+    for (body, status, kind) in cases {
+        let (got, content_type, problem) = h
+            .raw(
+                Method::POST,
+                "/api/reservations",
+                &token,
+                "application/json",
+                &body,
+            )
+            .await;
+        assert_eq!(got, status, "{body}: {problem}");
+        assert_eq!(content_type, "application/problem+json", "{body}");
+        assert_eq!(problem["type"], kind, "{body}: {problem}");
+    }
+    let (status, content_type, _) = h
+        .raw(
+            Method::POST,
+            "/api/reservations",
+            &token,
+            "text/plain",
+            "quantity=1",
+        )
+        .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/problem+json"
+        )
+    );
+    let (status, problem) = h
+        .call(
+            Method::DELETE,
+            "/api/reservations/nope/also-nope",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+
+    let stock = h.stock(product_id).await;
+    assert_eq!(
+        (stock["reserved"].clone(), stock["available"].clone()),
+        (json!(0), json!(3))
+    );
+    let rows: i64 = sqlx::query_scalar("select count(*) from reservations")
+        .fetch_one(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
