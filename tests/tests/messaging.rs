@@ -83,7 +83,7 @@ static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
 
 impl Rig {
     async fn new() -> Self {
-        let env = TestEnv::new();
+        let env = TestEnv::new().with_quorum_queues();
         let config = env.config(Service::Customer);
         let db = connect_db(&config, &env.schema(Service::Customer), &NO_MIGRATIONS)
             .await

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod contact;
 pub mod health;
 pub mod http;
 pub mod metrics;

@@ -116,6 +116,7 @@ events! {
     CustomerCreated => "customer.created",
     CustomerUpdated => "customer.updated",
     VendorCreated => "vendor.created",
+    VendorMemberAdded => "vendor.member.added",
     VendorProductCreated => "vendor.product.created",
     VendorProductUpdated => "vendor.product.updated",
     CartCreated => "cart.created",
@@ -157,6 +158,19 @@ pub struct VendorCreated {
     pub name: String,
     pub email: String,
     pub phone: Option<String>,
+}
+
+/// A customer became a member of a vendor after its creation.
+///
+/// Not in the original catalog: without it the customer service never learns of
+/// members added later, and their tokens would not carry the vendor, so the services
+/// that authorize by token (inventory adjustments) would refuse them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VendorMemberAdded {
+    pub vendor_id: Uuid,
+    pub customer_id: Uuid,
+    /// `owner` or `member`.
+    pub role: String,
 }
 
 /// A product was listed.
@@ -394,6 +408,11 @@ pub fn catalog() -> Vec<EventSpec> {
                 (Notification, "notification.contact"),
             ],
         ),
+        spec::<VendorMemberAdded>(
+            "A customer became a member of a vendor.",
+            Vendor,
+            &[(Customer, "customer.vendor_member")],
+        ),
         spec::<VendorProductCreated>(
             "A product was listed.",
             Vendor,
@@ -484,6 +503,6 @@ mod tests {
         types.sort();
         types.dedup();
         assert_eq!(types.len(), n);
-        assert_eq!(n, 15);
+        assert_eq!(n, 16);
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use mp_common::CommonConfig;
 use mp_events::Service;
+use mp_events::topology::QueueType;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -42,8 +43,18 @@ impl TestEnv {
         base.retry_delays_ms = vec![50, 100, 200];
         base.amqp_queue_expires_ms = Some(120_000);
         base.db_max_connections = 5;
+        // Classic queues: cheap for the broker to declare and expire. Hundreds of
+        // throw-away quorum queues from parallel tests stall a single RabbitMQ node for
+        // seconds. Tests of delivery guarantees switch back with `with_quorum_queues`.
+        base.amqp_queue_type = QueueType::Classic;
         base.shutdown_grace_secs = 5;
         Self { id, base }
+    }
+
+    /// Uses quorum queues, as production does (for tests of delivery guarantees).
+    pub fn with_quorum_queues(mut self) -> Self {
+        self.base.amqp_queue_type = QueueType::Quorum;
+        self
     }
 
     /// The configuration of `service` in this environment.

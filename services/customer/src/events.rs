@@ -1,7 +1,7 @@
 //! Handlers of consumed events.
 
 use async_trait::async_trait;
-use mp_events::catalog::VendorCreated;
+use mp_events::catalog::{VendorCreated, VendorMemberAdded};
 use mp_events::{Envelope, EventHandler, HandlerError};
 use sqlx::PgConnection;
 
@@ -28,6 +28,26 @@ impl EventHandler for GrantVendorMembership {
             "owner",
         )
         .await?;
+        Ok(())
+    }
+}
+
+/// `vendor.member.added`: a member added after the vendor's creation; access tokens
+/// issued from now on carry the membership.
+pub struct GrantAddedMembership;
+
+#[async_trait]
+impl EventHandler for GrantAddedMembership {
+    type Event = VendorMemberAdded;
+    const NAME: &'static str = "customer.vendor_member";
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &Envelope<VendorMemberAdded>,
+    ) -> Result<(), HandlerError> {
+        let p = &event.payload;
+        db::grant_membership(conn, p.customer_id, p.vendor_id, &p.role).await?;
         Ok(())
     }
 }

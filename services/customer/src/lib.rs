@@ -66,7 +66,10 @@ pub async fn run(
             window_secs: s.login_failure_window_secs,
         },
     };
-    let consumer = infra.consumer().handle(events::GrantVendorMembership);
+    let consumer = infra
+        .consumer()
+        .handle(events::GrantVendorMembership)
+        .handle(events::GrantAddedMembership);
     mp_common::serve(
         infra,
         routes::router(state),

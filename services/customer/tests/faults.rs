@@ -37,7 +37,7 @@ async fn publish_vendors(db: &PgPool, owner: Uuid, n: usize) {
 
 #[tokio::test]
 async fn a_service_killed_mid_stream_loses_no_event_and_applies_each_once() {
-    let env = TestEnv::new();
+    let env = TestEnv::new().with_quorum_queues();
     let (mut cmd, url) = env.command(Service::Customer, env!("CARGO_BIN_EXE_customer"));
     let mut first = cmd.spawn().unwrap();
     wait_ready(&url, Duration::from_secs(20)).await;
@@ -83,7 +83,7 @@ async fn a_service_killed_mid_stream_loses_no_event_and_applies_each_once() {
 
 #[tokio::test]
 async fn a_dropped_broker_connection_heals_and_loses_no_event() {
-    let env = TestEnv::new();
+    let env = TestEnv::new().with_quorum_queues();
     let svc = env
         .spawn(Service::Customer, |common, listener, shutdown| {
             customer::run(customer::Config::with_common(common), listener, shutdown)

@@ -9,7 +9,6 @@ use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use mp_common::TokenKeys;
 use mp_events::catalog::{LineItem, OrderCreated, OrderStatus, OrderUpdated, VendorProductCreated};
-use mp_events::topology::QueueType;
 use mp_events::{Broker, Envelope, Event, Money, Service};
 use mp_test_support::{TestEnv, TestService, eventually};
 use reqwest::{Method, StatusCode, header};
@@ -43,11 +42,7 @@ impl Harness {
     }
 
     pub async fn start_with(settings: Settings) -> Self {
-        let mut env = TestEnv::new();
-        // Classic queues: cheap for the broker to declare and expire, and nothing here
-        // depends on replication. (Hundreds of throw-away quorum queues from parallel
-        // test runs stall a single RabbitMQ node for seconds at a time.)
-        env.configure(|c| c.amqp_queue_type = QueueType::Classic);
+        let env = TestEnv::new();
         let svc = env
             .spawn(Service::Inventory, move |common, listener, shutdown| {
                 inventory::run(Config { common, settings }, listener, shutdown)

@@ -1,0 +1,247 @@
+//! Vendor and product rules: what a valid name, SKU, price or stock figure is, and the
+//! opaque cursors of paged lists. No axum, no sqlx: every check returns a message that
+//! the API attaches to the field it came from.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mp_events::Money;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Largest price accepted, in minor units (ten billion of the major unit): far above any
+/// real article, far below where cart and order totals could overflow.
+pub const PRICE_MAX: i64 = 1_000_000_000_000;
+/// Largest stock figure or threshold accepted.
+pub const QUANTITY_MAX: i64 = 1_000_000_000;
+pub const SKU_MAX: usize = 64;
+pub const PRODUCT_NAME_MAX: usize = 200;
+pub const DESCRIPTION_MAX: usize = 5000;
+pub const VENDOR_NAME_MAX: usize = 120;
+/// Longest catalog search text.
+pub const QUERY_MAX: usize = 200;
+
+/// A member's role in a vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Manages products and members.
+    Owner,
+    /// Manages products.
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+fn single_line(raw: &str, max: usize) -> Result<String, String> {
+    let s = raw.trim();
+    if s.is_empty() || s.chars().count() > max || s.chars().any(char::is_control) {
+        return Err(format!("must be 1 to {max} characters, on one line"));
+    }
+    Ok(s.to_owned())
+}
+
+pub fn parse_vendor_name(raw: &str) -> Result<String, String> {
+    single_line(raw, VENDOR_NAME_MAX)
+}
+
+pub fn parse_product_name(raw: &str) -> Result<String, String> {
+    single_line(raw, PRODUCT_NAME_MAX)
+}
+
+/// Free text; line breaks and tabs allowed, other control characters not.
+pub fn parse_description(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    if s.chars().count() > DESCRIPTION_MAX
+        || s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(format!(
+            "must be at most {DESCRIPTION_MAX} characters without control characters"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// Letters, digits and `-_./`, 1 to 64 of them. Kept as written; uniqueness ignores case.
+pub fn parse_sku(raw: &str) -> Result<String, String> {
+    let s = raw.trim();
+    if s.is_empty()
+        || s.len() > SKU_MAX
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+    {
+        return Err(format!(
+            "must be 1 to {SKU_MAX} letters, digits or -_./ characters"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+pub use mp_common::contact::{parse_email, parse_phone};
+
+/// Field errors of a price, as `(sub-field, message)`.
+pub fn price_errors(price: &Money) -> Vec<(&'static str, String)> {
+    let mut errors = Vec::new();
+    if price.amount <= 0 {
+        errors.push((
+            "amount",
+            "must be greater than zero (minor units, e.g. 1999 for 19.99)".to_owned(),
+        ));
+    } else if price.amount > PRICE_MAX {
+        errors.push(("amount", format!("must be at most {PRICE_MAX}")));
+    }
+    if !Money::is_valid_currency(&price.currency) {
+        errors.push((
+            "currency",
+            "must be an ISO 4217 code in upper case, like EUR".to_owned(),
+        ));
+    }
+    errors
+}
+
+/// A stock figure or threshold: 0 to [`QUANTITY_MAX`].
+pub fn check_quantity(value: i64) -> Result<(), String> {
+    if !(0..=QUANTITY_MAX).contains(&value) {
+        return Err(format!("must be between 0 and {QUANTITY_MAX}"));
+    }
+    Ok(())
+}
+
+/// Catalog search text: trimmed; empty means no filter.
+pub fn parse_query(raw: Option<&str>) -> Result<Option<String>, String> {
+    let Some(q) = raw.map(str::trim).filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    if q.chars().count() > QUERY_MAX || q.chars().any(char::is_control) {
+        return Err(format!(
+            "must be at most {QUERY_MAX} characters on one line"
+        ));
+    }
+    Ok(Some(q.to_owned()))
+}
+
+/// A `LIKE` pattern matching `q` anywhere, with its wildcards taken literally.
+pub fn contains_pattern(q: &str) -> String {
+    let mut p = String::with_capacity(q.len() + 2);
+    p.push('%');
+    for c in q.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+pub const LIMIT_DEFAULT: u32 = 20;
+pub const LIMIT_MAX: u32 = 100;
+
+/// A page size: 1 to [`LIMIT_MAX`], [`LIMIT_DEFAULT`] when absent.
+pub fn page_limit(raw: Option<u32>) -> Result<u32, String> {
+    match raw {
+        None => Ok(LIMIT_DEFAULT),
+        Some(n) if (1..=LIMIT_MAX).contains(&n) => Ok(n),
+        Some(_) => Err(format!("must be between 1 and {LIMIT_MAX}")),
+    }
+}
+
+/// Where a keyset page ends: the last id it returned. Opaque to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub Uuid);
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0.as_bytes())
+    }
+
+    pub fn decode(raw: &str) -> Result<Self, &'static str> {
+        const MESSAGE: &str = "is not a cursor this API returned";
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| MESSAGE)?;
+        Uuid::from_slice(&bytes).map(Cursor).map_err(|_| MESSAGE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skus_are_trimmed_and_limited_to_a_safe_alphabet() {
+        assert_eq!(parse_sku("  TSHIRT-RED/L ").unwrap(), "TSHIRT-RED/L");
+        for bad in ["", "   ", "a b", "ä", "x;y", &"A".repeat(65)] {
+            assert!(parse_sku(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prices_must_be_positive_in_a_real_upper_case_currency() {
+        assert!(price_errors(&Money::new(1, "EUR")).is_empty());
+        assert_eq!(price_errors(&Money::new(0, "EUR"))[0].0, "amount");
+        assert_eq!(price_errors(&Money::new(-5, "EUR"))[0].0, "amount");
+        assert_eq!(
+            price_errors(&Money::new(PRICE_MAX + 1, "EUR"))[0].0,
+            "amount"
+        );
+        assert_eq!(price_errors(&Money::new(100, "eur"))[0].0, "currency");
+        assert_eq!(price_errors(&Money::new(0, "XXQ")).len(), 2);
+    }
+
+    #[test]
+    fn quantities_are_between_zero_and_the_maximum() {
+        assert!(check_quantity(0).is_ok());
+        assert!(check_quantity(QUANTITY_MAX).is_ok());
+        assert!(check_quantity(-1).is_err());
+        assert!(check_quantity(QUANTITY_MAX + 1).is_err());
+    }
+
+    #[test]
+    fn search_patterns_take_wildcards_literally() {
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+        assert_eq!(parse_query(Some("  ")).unwrap(), None);
+        assert_eq!(parse_query(Some(" mug ")).unwrap().as_deref(), Some("mug"));
+        assert!(parse_query(Some(&"q".repeat(QUERY_MAX + 1))).is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip_and_reject_anything_else() {
+        let c = Cursor(Uuid::now_v7());
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        for bad in ["", "not-base64!", "AAAA", &c.encode()[1..]] {
+            assert!(Cursor::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn page_limits_default_and_stay_in_range() {
+        assert_eq!(page_limit(None).unwrap(), LIMIT_DEFAULT);
+        assert_eq!(page_limit(Some(100)).unwrap(), 100);
+        assert!(page_limit(Some(0)).is_err());
+        assert!(page_limit(Some(101)).is_err());
+    }
+
+    #[test]
+    fn phones_and_emails_are_checked() {
+        assert_eq!(parse_phone("+49 30 123456").unwrap(), "+4930123456");
+        assert!(parse_phone("030123456").is_err());
+        assert!(parse_email(" shop@example.org ").is_ok());
+        assert!(parse_email("shop@example").is_err());
+    }
+}

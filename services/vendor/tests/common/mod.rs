@@ -1,0 +1,276 @@
+//! A customer and a vendor service in one isolated test environment, with a typed way to
+//! get real users and tokens, vendors and products.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses its own part of these helpers"
+)]
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use mp_events::{Broker, Envelope, Event, Service};
+use mp_test_support::{TestEnv, TestService, eventually};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const ADMIN_EMAIL: &str = "root@marketplace.test";
+pub const ADMIN_PASSWORD: &str = "keys to the kingdom 42";
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A logged-in customer.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+    pub refresh_token: String,
+}
+
+pub struct Fleet {
+    // Services first: they stop before the environment drops their schemas.
+    pub customer: TestService,
+    pub vendor: TestService,
+    pub env: TestEnv,
+}
+
+impl Fleet {
+    pub async fn start() -> Self {
+        let env = TestEnv::new();
+        let customer = env
+            .spawn(Service::Customer, |common, listener, shutdown| {
+                let mut config = customer::Config::with_common(common);
+                config.settings.admin_email = Some(ADMIN_EMAIL.into());
+                config.settings.admin_password = Some(ADMIN_PASSWORD.into());
+                customer::run(config, listener, shutdown)
+            })
+            .await;
+        let vendor = env
+            .spawn(Service::Vendor, |common, listener, shutdown| {
+                vendor::run(vendor::Config::with_common(common), listener, shutdown)
+            })
+            .await;
+        Self {
+            customer,
+            vendor,
+            env,
+        }
+    }
+
+    /// Registers a customer and logs them in.
+    pub async fn customer(&self, name: &str) -> User {
+        let email = format!(
+            "{}-{}@shop.test",
+            name.to_lowercase(),
+            Uuid::new_v4().simple()
+        );
+        let (status, body) = self
+            .customer
+            .call(
+                Method::POST,
+                "/api/customers",
+                None,
+                Some(json!({"email": email, "password": PASSWORD, "name": name})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.login(&email, PASSWORD).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> User {
+        let (status, body) = self
+            .customer
+            .call(
+                Method::POST,
+                "/api/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        let (_, me) = self
+            .customer
+            .call(Method::GET, "/api/customers/me", Some(&token), None)
+            .await;
+        User {
+            id: me["id"].as_str().unwrap().parse().unwrap(),
+            email: email.to_owned(),
+            token,
+            refresh_token: body["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn admin(&self) -> User {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Creates a vendor owned by `owner`; returns its id.
+    pub async fn vendor_of(&self, owner: &User, name: &str) -> Uuid {
+        let (status, body) = self
+            .vendor
+            .call(
+                Method::POST,
+                "/api/vendors",
+                Some(&owner.token),
+                Some(json!({"name": name, "email": "orders@shop.test", "phone": "+4930123456"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// A new customer owning a new vendor. Their token does not carry the vendor yet.
+    pub async fn vendor_owner(&self, name: &str) -> (User, Uuid) {
+        let owner = self.customer(name).await;
+        let vendor_id = self.vendor_of(&owner, &format!("{name}'s shop")).await;
+        (owner, vendor_id)
+    }
+
+    /// Lists a product and returns it (asserting 201).
+    pub async fn product(&self, user: &User, vendor_id: Uuid, body: Value) -> Value {
+        let (status, product) = self
+            .vendor
+            .call(
+                Method::POST,
+                &format!("/api/vendors/{vendor_id}/products"),
+                Some(&user.token),
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{product}");
+        product
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.vendor.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.vendor
+            .call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    /// Sends a raw body with a JSON content type; returns status, content type and body.
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> (StatusCode, String, Value) {
+        let resp = self
+            .vendor
+            .http()
+            .request(method, self.vendor.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            content_type,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    pub async fn vendor_db(&self) -> sqlx::PgPool {
+        self.env.db(Service::Vendor).await
+    }
+
+    /// Event types in the vendor's outbox, oldest first.
+    pub async fn outbox(&self) -> Vec<(String, Value)> {
+        sqlx::query_as("select event_type, envelope from outbox order by seq")
+            .fetch_all(&self.vendor_db().await)
+            .await
+            .unwrap()
+    }
+
+    /// Publishes an event on this environment's exchange, as its publisher would.
+    pub async fn publish<E: Event>(&self, envelope: &Envelope<E>) {
+        let config = self.env.config(Service::Inventory);
+        let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
+        let channel = eventually("a RabbitMQ channel", Duration::from_secs(30), || async {
+            broker.confirm_channel().await.ok()
+        })
+        .await;
+        channel
+            .basic_publish(
+                &broker.topology().exchange(),
+                E::TYPE,
+                BasicPublishOptions::default(),
+                &serde_json::to_vec(envelope).unwrap(),
+                BasicProperties::default().with_message_id(envelope.id.to_string().into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        broker.close().await;
+    }
+
+    /// Waits for a message of `event_type` in `service`'s queue and returns its envelope.
+    pub async fn next_message(&self, service: Service, event_type: &str) -> Value {
+        let config = self.env.config(service);
+        let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
+        // A busy broker can take longer than one connection attempt allows.
+        let channel = eventually("a RabbitMQ channel", Duration::from_secs(30), || async {
+            broker.channel().await.ok()
+        })
+        .await;
+        let queue = broker.topology().queue(service);
+        let (channel, queue_ref) = (&channel, &queue);
+        let envelope = eventually(
+            &format!("{event_type} in {queue}"),
+            Duration::from_secs(10),
+            move || async move {
+                let got = channel
+                    .basic_get(queue_ref, BasicGetOptions { no_ack: true })
+                    .await
+                    .unwrap()?;
+                let envelope: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+                (envelope["type"] == event_type).then_some(envelope)
+            },
+        )
+        .await;
+        broker.close().await;
+        envelope
+    }
+}
+
+/// A valid product body with this SKU.
+pub fn product_body(sku: &str) -> Value {
+    json!({
+        "sku": sku,
+        "name": format!("Mug {sku}"),
+        "description": "Stoneware, 350 ml.",
+        "price": {"amount": 1299, "currency": "EUR"},
+        "initial_stock": 25,
+        "low_stock_threshold": 5,
+    })
+}
+
+/// Asserts a problem+json answer with `status`, naming `field` when given.
+pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, field: Option<&str>) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["status"], expected.as_u16(), "{body}");
+    assert!(body["detail"].is_string(), "{body}");
+    if let Some(field) = field {
+        let named = body["errors"]
+            .as_array()
+            .is_some_and(|errors| errors.iter().any(|e| e["field"] == field));
+        assert!(named, "expected an error on {field}: {body}");
+    }
+}
