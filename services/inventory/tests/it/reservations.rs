@@ -214,12 +214,14 @@ async fn cart_item_events_confirm_and_release_reservations_without_undoing_later
 
     // A current removal releases it.
     h.publish(Service::Cart, removed).await;
+    // Redis is released inside the handler's transaction, the durable copy at its
+    // commit: wait for both.
     eventually("the reservation released", WAIT, || async {
         let stock = h.stock(product_id).await;
-        (stock["reserved"] == 0 && stock["available"] == 10).then_some(())
+        let released = stock["reserved"] == 0 && stock["available"] == 10;
+        (released && expiry().await.is_none()).then_some(())
     })
     .await;
-    assert_eq!(expiry().await, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
