@@ -15,7 +15,7 @@ ifeq ($(filter $(CARGO_BIN),$(subst :, ,$(PATH))),)
 export PATH := $(PATH):$(CARGO_BIN)
 endif
 
-.PHONY: help up down restart status logs infra build test fmt lint
+.PHONY: help up down restart status logs infra build test bench fmt lint
 
 help: ## List the targets
 	@echo "usage: make <target>"
@@ -51,6 +51,9 @@ test: ## Run the whole test suite with cargo-nextest (starts deps first)
 	bash scripts/infra.sh ensure
 	cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
 	cargo nextest run --workspace --no-fail-fast
+
+bench: ## Load figures against the running fleet (run make up first)
+	bash scripts/bench.sh
 
 fmt: ## Format the code
 	cargo fmt --all
