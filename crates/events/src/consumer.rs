@@ -238,12 +238,7 @@ impl Consumer {
                     let _ = channel.basic_cancel(&tag, BasicCancelOptions::default()).await;
                     break Ok(());
                 }
-                _ = dlq_probe.tick() => {
-                    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-                    if let Ok(q) = channel.queue_declare(&topology.dead_letter_queue(self.service), passive, FieldTable::default()).await {
-                        self.metrics.dead_letters.set(i64::from(q.message_count()));
-                    }
-                }
+                _ = dlq_probe.tick() => self.probe_dead_letters().await,
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => {
                         let this = self.clone();
@@ -260,6 +255,26 @@ impl Consumer {
             let _ = channel.close(200, "consumer stopped").await;
         }
         result
+    }
+
+    /// Updates the dead-letter gauge. On a channel of its own: a failed passive declare
+    /// closes its channel, and that must never be the consuming one.
+    async fn probe_dead_letters(&self) {
+        let Ok(channel) = self.broker.channel().await else {
+            return;
+        };
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let queue = self.broker.topology().dead_letter_queue(self.service);
+        if let Ok(q) = channel
+            .queue_declare(&queue, passive, FieldTable::default())
+            .await
+        {
+            self.metrics.dead_letters.set(i64::from(q.message_count()));
+            let _ = channel.close(200, "probed").await;
+        }
     }
 
     async fn process(&self, channel: &Channel, delivery: Delivery) {
