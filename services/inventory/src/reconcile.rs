@@ -9,7 +9,6 @@
 //! expired are purged. Replicas may reconcile at the same time: the script applies a
 //! version only once and never moves a mirror backwards.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -39,7 +38,7 @@ impl Report {
             SyncState::Rebuilt => self.mirror_missing += 1,
             SyncState::Updated => self.on_hand_stale += 1,
             SyncState::Repaired => self.on_hand_mismatch += 1,
-            SyncState::InSync | SyncState::Newer => {}
+            SyncState::InSync | SyncState::Newer | SyncState::Missing => {}
         }
         self.reserved_recounted += u64::from(o.recounted);
         self.reservations_restored += o.restored.max(0) as u64;
@@ -60,28 +59,12 @@ pub async fn reconcile_once(inv: &Inventory) -> Result<Report, Error> {
     let mut report = Report::default();
     let mut after: Option<Uuid> = None;
     loop {
-        let (rows, reservations) = {
-            let mut conn = inv.db.acquire().await?;
-            let rows = db::mirror_page(&mut conn, after, PAGE).await?;
-            let ids: Vec<Uuid> = rows.iter().map(|r| r.product_id).collect();
-            let reservations = db::live_reservations(&mut conn, &ids).await?;
-            (rows, reservations)
-        };
+        let mut conn = inv.db.acquire().await?;
+        let rows = db::mirror_page(&mut conn, after, PAGE).await?;
         let Some(last) = rows.last() else { break };
         after = Some(last.product_id);
-        let mut held: HashMap<Uuid, Vec<&db::Reservation>> = HashMap::new();
-        for r in &reservations {
-            held.entry(r.product_id).or_default().push(r);
-        }
-        // A few scripts in flight at a time on the multiplexed connection.
-        for chunk in rows.chunks(32) {
-            let calls = chunk.iter().map(|row| {
-                let held = held.get(&row.product_id).map_or(&[][..], Vec::as_slice);
-                inv.store.sync(row, held, true)
-            });
-            for o in futures::future::try_join_all(calls).await? {
-                report.add(o);
-            }
+        for (_, outcome) in inv.sync_rows(&mut conn, &rows, true).await? {
+            report.add(outcome);
         }
         if (rows.len() as i64) < PAGE {
             break;

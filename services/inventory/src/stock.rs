@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::db::{self, Movement, NewMovement, StockItem};
 use crate::domain::{LowStock, low_stock};
 use crate::metrics::InventoryMetrics;
-use crate::store::{Reserve, Store, SyncOutcome};
+use crate::store::{Reserve, Store, SyncOutcome, SyncState};
 
 /// A failure of PostgreSQL or Redis.
 #[derive(Debug, thiserror::Error)]
@@ -204,17 +204,45 @@ impl Inventory {
         verify: bool,
     ) -> Result<Vec<(Uuid, SyncOutcome)>, Error> {
         let rows = db::mirror_rows(conn, product_ids).await?;
-        let reservations = db::live_reservations(conn, product_ids).await?;
+        self.sync_rows(conn, &rows, verify).await
+    }
+
+    /// Writes the mirrors of `rows`. Unexpired reservations are loaded and sent only
+    /// for mirrors that turn out to be missing, so a pass over intact mirrors never
+    /// ships every reservation through Redis.
+    pub async fn sync_rows(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[db::MirrorRow],
+        verify: bool,
+    ) -> Result<Vec<(Uuid, SyncOutcome)>, Error> {
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        for row in rows {
+            let outcome = self.store.sync(row, None, verify).await?;
+            if outcome.state == SyncState::Missing {
+                missing.push(row);
+            } else {
+                outcomes.push((row.product_id, outcome));
+            }
+        }
+        if missing.is_empty() {
+            return Ok(outcomes);
+        }
+        let ids: Vec<Uuid> = missing.iter().map(|r| r.product_id).collect();
+        let reservations = db::live_reservations(conn, &ids).await?;
         let mut by_product: HashMap<Uuid, Vec<&db::Reservation>> = HashMap::new();
         for r in &reservations {
             by_product.entry(r.product_id).or_default().push(r);
         }
-        let mut outcomes = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in missing {
             let held = by_product
                 .get(&row.product_id)
                 .map_or(&[][..], Vec::as_slice);
-            outcomes.push((row.product_id, self.store.sync(row, held, verify).await?));
+            outcomes.push((
+                row.product_id,
+                self.store.sync(row, Some(held), verify).await?,
+            ));
         }
         Ok(outcomes)
     }

@@ -163,18 +163,22 @@ if ARGV[1] ~= '' then mine = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0
 return {1, reserved, mine}
 "#;
 
-/// ARGV: on_hand, active (1/0), version, verify (1/0), then (cart, quantity, expiry ms)
-/// triples. Writes the mirror from PostgreSQL: a missing mirror is rebuilt with the
-/// given unexpired reservations (none already present is replaced); an existing one
-/// takes the values only from a newer version. With verify, also recounts `reserved`.
-/// Returns {state, restored, recounted}: state 0 in sync, 1 rebuilt, 2 updated from a
-/// newer version, 3 differed at the same version (repaired), 4 Redis is newer (kept).
+/// ARGV: on_hand, active (1/0), version, verify (1/0), with reservations (1/0), then
+/// (cart, quantity, expiry ms) triples. Writes the mirror from PostgreSQL: a missing
+/// mirror is rebuilt with the given unexpired reservations (none already present is
+/// replaced), or, when they were not sent, reported missing (5) so the caller loads and
+/// sends them: the common case (mirror present) never ships every reservation of a
+/// product through the script. An existing mirror takes the values only from a newer
+/// version. With verify, also recounts `reserved`. Returns {state, restored,
+/// recounted}: state 0 in sync, 1 rebuilt, 2 updated from a newer version, 3 differed
+/// at the same version (repaired), 4 Redis is newer (kept), 5 missing (resend).
 const SYNC: &str = r#"
 local now = now_ms()
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  if ARGV[5] ~= '1' then return {5, 0, 0} end
   redis.call('HSET', KEYS[1], 'on_hand', ARGV[1], 'active', ARGV[2], 'version', ARGV[3], 'reserved', 0)
   local restored = 0
-  for i = 5, #ARGV, 3 do
+  for i = 6, #ARGV, 3 do
     local exp = tonumber(ARGV[i + 2])
     if exp > now and redis.call('HEXISTS', KEYS[3], ARGV[i]) == 0 then
       redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
@@ -246,6 +250,8 @@ pub enum SyncState {
     Repaired,
     /// Redis already holds a newer version; nothing written.
     Newer,
+    /// The mirror is missing and no reservations were sent to rebuild it with.
+    Missing,
 }
 
 #[derive(Clone)]
@@ -370,11 +376,12 @@ impl Store {
         })
     }
 
-    /// Writes the mirror of one item from PostgreSQL (see `SYNC`).
+    /// Writes the mirror of one item from PostgreSQL (see `SYNC`). Without
+    /// `reservations`, a missing mirror comes back as [`SyncState::Missing`].
     pub async fn sync(
         &self,
         row: &MirrorRow,
-        reservations: &[&Reservation],
+        reservations: Option<&[&Reservation]>,
         verify: bool,
     ) -> redis::RedisResult<SyncOutcome> {
         let keys = self.product_keys(row.product_id);
@@ -382,8 +389,9 @@ impl Store {
         call.arg(row.on_hand)
             .arg(i64::from(row.active))
             .arg(row.version)
-            .arg(i64::from(verify));
-        for r in reservations {
+            .arg(i64::from(verify))
+            .arg(i64::from(reservations.is_some()));
+        for r in reservations.unwrap_or_default() {
             call.arg(r.cart_id.to_string())
                 .arg(r.quantity)
                 .arg(r.expires_at.timestamp_millis());
@@ -394,6 +402,7 @@ impl Store {
             Some(2) => SyncState::Updated,
             Some(3) => SyncState::Repaired,
             Some(4) => SyncState::Newer,
+            Some(5) => SyncState::Missing,
             _ => SyncState::InSync,
         };
         Ok(SyncOutcome {

@@ -227,7 +227,9 @@ async fn cart_item_events_confirm_and_release_reservations_without_undoing_later
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirmation_that_finds_no_stock_is_counted_and_not_retried_forever() {
     let mut s = settings();
-    s.reservation_ttl_secs = 1;
+    // Short enough to lapse quickly, long enough for the other cart's reservation to
+    // outlive the checks below on a loaded machine.
+    s.reservation_ttl_secs = 2;
     let h = Harness::start_with(s).await;
     let product_id = h.product(Uuid::now_v7(), 2, 0).await;
     let (slow, quick) = (Uuid::now_v7(), Uuid::now_v7());
