@@ -148,15 +148,12 @@ impl Inventory {
         cart_id: Uuid,
         quantity: i64,
     ) -> Result<Option<Reserve>, Error> {
-        for _ in 0..3 {
-            if let Some(outcome) = self.store.reserve(product_id, cart_id, quantity).await? {
-                return Ok(Some(outcome));
-            }
-            if self.refresh(&[product_id], false).await?.is_empty() {
-                return Ok(None);
-            }
+        if let Some(outcome) = self.store.reserve(product_id, cart_id, quantity).await? {
+            return Ok(Some(outcome));
         }
-        Err(mirror_unstable())
+        let mut conn = self.db.acquire().await?;
+        self.reserve_in(&mut conn, product_id, cart_id, quantity)
+            .await
     }
 
     /// [`Inventory::reserve`] for an event handler, loading through its transaction's
