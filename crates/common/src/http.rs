@@ -2,7 +2,6 @@
 //! metrics, access log, timeouts, body limit, panics and bare error statuses turned
 //! into problem+json, plus the health, metrics and API-doc routes.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -43,11 +42,9 @@ fn correlation_id(req: &Request) -> String {
 
 async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
+    // `MatchedPath` is a shared string: cloning it allocates nothing.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
     let correlation_id = correlation_id(&req);
     let trace_id = req
@@ -96,14 +93,20 @@ async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response
     }
 
     let elapsed = started.elapsed();
-    let class = format!("{}xx", status.as_u16() / 100);
+    let class = match status.as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
     o.metrics
         .http_requests
-        .with_label_values(&[method.as_str(), &route, &class])
+        .with_label_values(&[method.as_str(), route, class])
         .inc();
     o.metrics
         .http_duration
-        .with_label_values(&[method.as_str(), &route])
+        .with_label_values(&[method.as_str(), route])
         .observe(elapsed.as_secs_f64());
     if !route.starts_with("/health") && route != "/metrics" {
         let _enter = span.enter();
@@ -150,10 +153,7 @@ pub fn app(
     body_limit: usize,
 ) -> Router {
     let openapi = finish_openapi(openapi, service);
-    let metrics_route = {
-        let metrics = metrics.clone();
-        Arc::new(move || metrics.render())
-    };
+    let scrape = metrics.clone();
     let common = Router::new()
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -161,13 +161,8 @@ pub fn app(
         .route(
             "/metrics",
             get(move || {
-                let render = metrics_route.clone();
-                async move {
-                    (
-                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        render(),
-                    )
-                }
+                let body = scrape.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body) }
             }),
         );
     Router::new()

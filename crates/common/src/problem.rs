@@ -219,6 +219,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A database error, or `problem` when it violated the named constraint (a unique
+/// email, a duplicate SKU).
+pub fn on_constraint(
+    e: sqlx::Error,
+    constraint: &str,
+    problem: impl FnOnce() -> Problem,
+) -> ApiError {
+    match &e {
+        sqlx::Error::Database(d) if d.constraint() == Some(constraint) => problem().into(),
+        _ => e.into(),
+    }
+}
+
 /// Collects field errors, then fails with one 422 listing them all.
 #[derive(Debug, Default)]
 pub struct Validation(Vec<FieldError>);
@@ -241,6 +254,11 @@ impl Validation {
             message: message.into(),
         });
         self
+    }
+
+    /// The value of a parse, or `None` after recording its error against `field`.
+    pub fn field<T, M: Into<String>>(&mut self, field: &str, parsed: Result<T, M>) -> Option<T> {
+        parsed.map_err(|m| self.error(field, m)).ok()
     }
 
     pub fn finish(self) -> Result<(), Problem> {

@@ -24,14 +24,23 @@ pub enum QueueType {
     Classic,
 }
 
+impl QueueType {
+    /// The name `AMQP_QUEUE_TYPE` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Quorum => "quorum",
+            QueueType::Classic => "classic",
+        }
+    }
+}
+
 impl std::str::FromStr for QueueType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "quorum" => Ok(QueueType::Quorum),
-            "classic" => Ok(QueueType::Classic),
-            other => Err(format!("unknown queue type {other:?} (quorum or classic)")),
-        }
+        [QueueType::Quorum, QueueType::Classic]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown queue type {s:?} (quorum or classic)"))
     }
 }
 

@@ -132,6 +132,7 @@ impl TestEnv {
             .env("DB_SCHEMA", c.db_schema.as_deref().unwrap_or_default())
             .env("AMQP_URL", &c.amqp_url)
             .env("AMQP_PREFIX", &c.amqp_prefix)
+            .env("AMQP_QUEUE_TYPE", c.amqp_queue_type.as_str())
             .env("REDIS_URL", &c.redis_url)
             .env("REDIS_PREFIX", &c.redis_prefix)
             .env(

@@ -53,6 +53,19 @@ pub async fn by_id(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Option<Cus
         .await
 }
 
+/// The row, locked until the transaction ends (for read-modify-write).
+pub async fn by_id_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<CustomerRow>> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from customers where id = $1 for update"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+}
+
 pub async fn by_email(
     conn: &mut PgConnection,
     normalized: &str,

@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use mp_common::auth::{ROLE_ADMIN, ROLE_CUSTOMER, ROLE_VENDOR};
+use mp_common::problem::on_constraint;
 use mp_common::serde_ext::double_option;
 use mp_common::{
     ApiError, ApiJson, ApiPath, ApiResult, AuthUser, Authenticator, Problem, TokenKeys, Validation,
@@ -172,19 +173,15 @@ async fn register_customer(
     Json<CustomerResponse>,
 )> {
     let mut v = Validation::new();
-    let email = Email::parse(&body.email)
-        .map_err(|m| v.error("email", m))
-        .ok();
+    let email = v.field("email", Email::parse(&body.email));
     if let Err(m) = domain::check_password(&body.password, email.as_ref().map(Email::as_str)) {
         v.error("password", m);
     }
-    let name = domain::parse_name(&body.name)
-        .map_err(|m| v.error("name", m))
-        .ok();
-    let phone = match body.phone.as_deref() {
-        None => None,
-        Some(p) => domain::parse_phone(p).map_err(|m| v.error("phone", m)).ok(),
-    };
+    let name = v.field("name", domain::parse_name(&body.name));
+    let phone = body
+        .phone
+        .as_deref()
+        .and_then(|p| v.field("phone", domain::parse_phone(p)));
     v.finish()?;
     let (email, name) = (email.expect("validated"), name.expect("validated"));
     let password_hash = hash_password(body.password).await?;
@@ -203,11 +200,10 @@ async fn register_customer(
         },
     )
     .await
-    .map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.constraint() == Some(db::EMAIL_UNIQUE) => ApiError::from(
-            Problem::conflict("email-taken", "An account with this email already exists."),
-        ),
-        _ => e.into(),
+    .map_err(|e| {
+        on_constraint(e, db::EMAIL_UNIQUE, || {
+            Problem::conflict("email-taken", "An account with this email already exists.")
+        })
     })?;
     mp_events::enqueue(
         &mut tx,
@@ -249,30 +245,18 @@ async fn update_me(
     let name = body
         .name
         .as_deref()
-        .map(domain::parse_name)
-        .transpose()
-        .map_err(|m| v.error("name", m))
-        .ok()
-        .flatten();
+        .and_then(|n| v.field("name", domain::parse_name(n)));
     let phone = match &body.phone {
-        Some(Some(p)) => domain::parse_phone(p)
-            .map(Some)
-            .map_err(|m| v.error("phone", m))
-            .ok(),
+        Some(Some(p)) => v.field("phone", domain::parse_phone(p)).map(Some),
         Some(None) => Some(None),
         None => None,
     };
     v.finish()?;
 
     let mut tx = db.begin().await?;
-    let current = sqlx::query_as::<_, CustomerRow>(
-        "select id, email, password_hash, name, phone, is_admin, created_at, updated_at
-         from customers where id = $1 for update",
-    )
-    .bind(user.id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| Problem::not_found("Customer"))?;
+    let current = db::by_id_for_update(&mut tx, user.id)
+        .await?
+        .ok_or_else(|| Problem::not_found("Customer"))?;
     let new_name = name.unwrap_or_else(|| current.name.clone());
     let new_phone = phone.unwrap_or_else(|| current.phone.clone());
     let row = if new_name == current.name && new_phone == current.phone {

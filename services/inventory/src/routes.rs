@@ -234,12 +234,8 @@ async fn adjust_stock(
     ApiJson(body): ApiJson<AdjustmentRequest>,
 ) -> ApiResult<(StatusCode, Json<AdjustmentResponse>)> {
     let mut v = Validation::new();
-    let delta = domain::check_delta(body.delta)
-        .map_err(|m| v.error("delta", m))
-        .ok();
-    let reason = domain::parse_reason(&body.reason)
-        .map_err(|m| v.error("reason", m))
-        .ok();
+    let delta = v.field("delta", domain::check_delta(body.delta));
+    let reason = v.field("reason", domain::parse_reason(&body.reason));
     v.finish()?;
     let (delta, reason) = (delta.expect("validated"), reason.expect("validated"));
 

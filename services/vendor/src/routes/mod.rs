@@ -17,7 +17,7 @@ pub mod vendors;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
-use mp_common::{ApiError, ApiResult, AuthUser, Authenticator, Problem};
+use mp_common::{ApiResult, AuthUser, Authenticator, Problem};
 use sqlx::{PgConnection, PgPool};
 use utoipa::OpenApi;
 use uuid::Uuid;
@@ -108,27 +108,6 @@ pub(crate) async fn require_owner(
         return Ok(());
     }
     Err(Problem::forbidden("Only the vendor's owners or an administrator may do this.").into())
-}
-
-/// A database error, or `problem` when it violated the named constraint.
-pub(crate) fn on_constraint(
-    e: sqlx::Error,
-    constraint: &str,
-    problem: impl FnOnce() -> Problem,
-) -> ApiError {
-    match &e {
-        sqlx::Error::Database(d) if d.constraint() == Some(constraint) => problem().into(),
-        _ => e.into(),
-    }
-}
-
-/// `Some(value)` of a parse, or `None` after recording its error against `field`.
-pub(crate) fn field<T, M: Into<String>>(
-    v: &mut mp_common::Validation,
-    field: &str,
-    parsed: Result<T, M>,
-) -> Option<T> {
-    parsed.map_err(|m| v.error(field, m)).ok()
 }
 
 #[cfg(test)]

@@ -20,10 +20,11 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{AppState, field, on_constraint, require_member};
+use super::{AppState, require_member};
 use crate::cache::ProductCache;
 use crate::db::{self, ProductFilter, ProductRow, ProductView};
 use crate::domain::{self, Cursor};
+use mp_common::problem::on_constraint;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -210,21 +211,12 @@ pub async fn create_product(
     require_member(&mut tx, &user, vendor_id).await?;
 
     let mut v = Validation::new();
-    let sku = field(&mut v, "sku", domain::parse_sku(&body.sku));
-    let name = field(&mut v, "name", domain::parse_product_name(&body.name));
-    let description = field(
-        &mut v,
-        "description",
-        domain::parse_description(&body.description),
-    );
+    let sku = v.field("sku", domain::parse_sku(&body.sku));
+    let name = v.field("name", domain::parse_product_name(&body.name));
+    let description = v.field("description", domain::parse_description(&body.description));
     check_price(&mut v, "price", &body.price);
-    field(
-        &mut v,
-        "initial_stock",
-        domain::check_quantity(body.initial_stock),
-    );
-    field(
-        &mut v,
+    v.field("initial_stock", domain::check_quantity(body.initial_stock));
+    v.field(
         "low_stock_threshold",
         domain::check_quantity(body.low_stock_threshold),
     );
@@ -344,22 +336,18 @@ pub async fn update_product(
     let mut v = Validation::new();
     let name = match body.name.as_deref() {
         None => Some(current.name.clone()),
-        Some(n) => field(&mut v, "name", domain::parse_product_name(n)),
+        Some(n) => v.field("name", domain::parse_product_name(n)),
     };
     let description = match body.description.as_deref() {
         None => Some(current.description.clone()),
-        Some(d) => field(&mut v, "description", domain::parse_description(d)),
+        Some(d) => v.field("description", domain::parse_description(d)),
     };
     let price = body.price.unwrap_or_else(|| money(&current));
     check_price(&mut v, "price", &price);
     let threshold = body
         .low_stock_threshold
         .unwrap_or(current.low_stock_threshold);
-    field(
-        &mut v,
-        "low_stock_threshold",
-        domain::check_quantity(threshold),
-    );
+    v.field("low_stock_threshold", domain::check_quantity(threshold));
     v.finish()?;
     let (name, description) = (name.expect("validated"), description.expect("validated"));
     let active = body.active.unwrap_or(current.active);
@@ -429,11 +417,11 @@ fn parse_listing(
     cursor: Option<&str>,
 ) -> Result<Listing, Problem> {
     let mut v = Validation::new();
-    let q = field(&mut v, "q", domain::parse_query(q));
-    let limit = field(&mut v, "limit", domain::page_limit(limit));
+    let q = v.field("q", domain::parse_query(q));
+    let limit = v.field("limit", domain::page_limit(limit));
     let after = match cursor {
         None => Some(None),
-        Some(c) => field(&mut v, "cursor", Cursor::decode(c)).map(|c| Some(c.0)),
+        Some(c) => v.field("cursor", Cursor::decode(c)).map(|c| Some(c.0)),
     };
     v.finish()?;
     Ok(Listing {

@@ -13,9 +13,10 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{field, on_constraint, require_member, require_owner};
+use super::{require_member, require_owner};
 use crate::db::{self, MemberRow, VendorRow};
 use crate::domain::{self, Cursor, Role};
+use mp_common::problem::on_constraint;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -136,11 +137,11 @@ pub async fn create_vendor(
     Json<VendorResponse>,
 )> {
     let mut v = Validation::new();
-    let name = field(&mut v, "name", domain::parse_vendor_name(&body.name));
-    let email = field(&mut v, "email", domain::parse_email(&body.email));
+    let name = v.field("name", domain::parse_vendor_name(&body.name));
+    let email = v.field("email", domain::parse_email(&body.email));
     let phone = match body.phone.as_deref() {
         None => Some(None),
-        Some(p) => field(&mut v, "phone", domain::parse_phone(p)).map(Some),
+        Some(p) => v.field("phone", domain::parse_phone(p)).map(Some),
     };
     v.finish()?;
     let (name, email, phone) = (
@@ -212,16 +213,16 @@ pub async fn update_vendor(
     let mut v = Validation::new();
     let name = match body.name.as_deref() {
         None => Some(current.name.clone()),
-        Some(n) => field(&mut v, "name", domain::parse_vendor_name(n)),
+        Some(n) => v.field("name", domain::parse_vendor_name(n)),
     };
     let email = match body.email.as_deref() {
         None => Some(current.email.clone()),
-        Some(e) => field(&mut v, "email", domain::parse_email(e)),
+        Some(e) => v.field("email", domain::parse_email(e)),
     };
     let phone = match &body.phone {
         None => Some(current.phone.clone()),
         Some(None) => Some(None),
-        Some(Some(p)) => field(&mut v, "phone", domain::parse_phone(p)).map(Some),
+        Some(Some(p)) => v.field("phone", domain::parse_phone(p)).map(Some),
     };
     v.finish()?;
     let (name, email, phone) = (
@@ -259,10 +260,10 @@ pub async fn list_members(
     require_member(&mut conn, &user, id).await?;
 
     let mut v = Validation::new();
-    let limit = field(&mut v, "limit", domain::page_limit(page.limit));
+    let limit = v.field("limit", domain::page_limit(page.limit));
     let after = match page.cursor.as_deref() {
         None => Some(None),
-        Some(c) => field(&mut v, "cursor", Cursor::decode(c)).map(|c| Some(c.0)),
+        Some(c) => v.field("cursor", Cursor::decode(c)).map(|c| Some(c.0)),
     };
     v.finish()?;
     let (limit, after) = (limit.expect("validated"), after.expect("validated"));
