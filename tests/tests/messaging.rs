@@ -129,7 +129,7 @@ impl Rig {
             self.metrics.clone(),
         )
         .handle(Recorder(self.script.clone()));
-        tokio::spawn(consumer.run(self.shutdown.clone()));
+        tokio::spawn(std::sync::Arc::new(consumer).run(self.shutdown.clone()));
     }
 
     async fn enqueue(&self, name: &str) -> Uuid {

@@ -302,6 +302,21 @@ pub struct ServiceCaller {
     pub service: String,
 }
 
+impl ServiceCaller {
+    /// 403 unless the caller is one of `allowed`: each internal endpoint names the
+    /// services that may call it.
+    pub fn allow(&self, allowed: &[Service]) -> Result<(), Problem> {
+        if allowed.iter().any(|s| s.as_str() == self.service) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!(
+                "The {} service may not call this endpoint.",
+                self.service
+            )))
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for ServiceCaller
 where
     Authenticator: FromRef<S>,

@@ -12,6 +12,8 @@ use redis::aio::ConnectionManager;
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::supervisor::WorkerStatus;
+
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
@@ -20,6 +22,7 @@ pub struct Health {
     pub broker: Broker,
     pub redis: ConnectionManager,
     pub service: &'static str,
+    pub workers: WorkerStatus,
 }
 
 pub async fn live(State(h): State<Health>) -> impl IntoResponse {
@@ -54,9 +57,11 @@ pub async fn ready(State(h): State<Health>) -> impl IntoResponse {
         ("rabbitmq", verdict(amqp)),
         ("redis", verdict(rd)),
     ];
-    let ok = checks.iter().all(|(_, r)| r.is_ok());
+    let workers = h.workers.snapshot();
+    let ok = checks.iter().all(|(_, r)| r.is_ok()) && workers.iter().all(|(_, r)| r.is_ok());
     let body: serde_json::Map<String, serde_json::Value> = checks
         .into_iter()
+        .chain(workers)
         .map(|(name, r)| {
             (
                 name.to_owned(),

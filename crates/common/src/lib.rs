@@ -15,15 +15,19 @@ pub mod contact;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod problem;
 pub mod redis;
 pub mod runtime;
 pub mod serde_ext;
+pub mod supervisor;
 pub mod telemetry;
 
 pub use auth::{AuthUser, Authenticator, ServiceCaller, TokenKeys};
 pub use config::CommonConfig;
+pub use page::{Page, PageQuery, PageRequest};
 pub use problem::{
     ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, FieldError, Problem, Validation,
 };
 pub use runtime::{Infra, serve};
+pub use supervisor::Worker;

@@ -18,7 +18,6 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use utoipa::openapi::OpenApi;
 
@@ -27,6 +26,7 @@ use crate::config::CommonConfig;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::redis::RedisKeys;
+use crate::supervisor::{Supervisor, Worker};
 
 /// Everything a service's handlers and workers need from the outside world.
 #[derive(Clone)]
@@ -171,19 +171,25 @@ impl Infra {
 }
 
 /// Runs the service until `shutdown` fires, then stops it gracefully.
+///
+/// Besides the HTTP server it runs, each under the [`Supervisor`], the outbox relay, the
+/// consumer (when it has handlers) and the service's own `workers`.
 pub async fn serve(
     infra: Infra,
     api: Router,
     openapi: OpenApi,
     consumer: Option<Consumer>,
+    workers: Vec<Worker>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut supervisor = Supervisor::new(&infra.metrics.registry)?;
     let health = Health {
         db: infra.db.clone(),
         broker: infra.broker.clone(),
         redis: infra.redis.clone(),
         service: infra.service.as_str(),
+        workers: supervisor.status(),
     };
     let app = crate::http::app(
         infra.service.as_str(),
@@ -195,16 +201,28 @@ pub async fn serve(
         infra.config.body_limit_bytes,
     );
 
-    let mut workers = JoinSet::new();
-    let relay = Relay::new(
-        infra.db.clone(),
-        infra.broker.clone(),
-        infra.schema.clone(),
-        infra.event_metrics.clone(),
-    );
-    workers.spawn(relay.run(shutdown.clone()));
+    let relay = {
+        let infra = infra.clone();
+        Worker::infallible("relay", move |token| {
+            Relay::new(
+                infra.db.clone(),
+                infra.broker.clone(),
+                infra.schema.clone(),
+                infra.event_metrics.clone(),
+            )
+            .run(token)
+        })
+    };
+    supervisor.spawn(relay, shutdown.clone());
     if let Some(consumer) = consumer.filter(|c| !c.is_empty()) {
-        workers.spawn(consumer.run(shutdown.clone()));
+        let consumer = Arc::new(consumer);
+        supervisor.spawn(
+            Worker::infallible("consumer", move |token| consumer.clone().run(token)),
+            shutdown.clone(),
+        );
+    }
+    for worker in workers {
+        supervisor.spawn(worker, shutdown.clone());
     }
 
     tracing::info!(service = %infra.service, addr = %listener.local_addr()?, "listening");
@@ -213,12 +231,7 @@ pub async fn serve(
         .await?;
 
     let grace = Duration::from_secs(infra.config.shutdown_grace_secs);
-    if tokio::time::timeout(grace, async {
-        while workers.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
+    if !supervisor.join(grace).await {
         tracing::warn!("workers did not stop within the grace period");
     }
     infra.broker.close().await;
@@ -266,6 +279,7 @@ pub async fn serve_without_domain(
         Router::new(),
         OpenApi::default(),
         None,
+        Vec::new(),
         listener,
         shutdown,
     )

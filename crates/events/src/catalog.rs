@@ -117,6 +117,7 @@ events! {
     CustomerUpdated => "customer.updated",
     VendorCreated => "vendor.created",
     VendorMemberAdded => "vendor.member.added",
+    VendorUpdated => "vendor.updated",
     VendorProductCreated => "vendor.product.created",
     VendorProductUpdated => "vendor.product.updated",
     CartCreated => "cart.created",
@@ -171,6 +172,21 @@ pub struct VendorMemberAdded {
     pub customer_id: Uuid,
     /// `owner` or `member`.
     pub role: String,
+}
+
+/// A vendor's name or contact details changed; carries the whole new state.
+///
+/// Not in the original catalog: without it the notification service's copy of a vendor's
+/// contact would never change, and low-stock alerts would go to an old address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct VendorUpdated {
+    pub vendor_id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    /// Starts at 1 with `vendor.created`, grows by one with every change: consumers
+    /// ignore older revisions.
+    pub revision: i64,
 }
 
 /// A product was listed.
@@ -233,20 +249,35 @@ pub struct LineItem {
     pub unit_price: Money,
 }
 
+/// Where an order is shipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    pub country: String,
+}
+
 /// A customer checked out a cart: the order service takes it from here.
+///
+/// The payment token is not here: events carry no secrets. The cart hands it to the
+/// order service over an authenticated internal call before this event is committed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CartCheckout {
     pub cart_id: Uuid,
     pub customer_id: Uuid,
     /// Chosen by the cart service so the client gets it in the 202.
     pub order_id: Uuid,
-    pub idempotency_key: String,
     pub items: Vec<LineItem>,
     pub subtotal: Money,
     pub tax: Money,
     pub total: Money,
-    pub payment_token: String,
-    pub shipping_address: serde_json::Value,
+    pub shipping_address: ShippingAddress,
 }
 
 /// An order was paid: inventory commits its stock.
@@ -289,12 +320,19 @@ pub struct OrderUpdated {
     pub total: Money,
 }
 
+/// One vendor shipped its lines of an order (shipping is per vendor).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderShipped {
     pub order_id: Uuid,
     pub customer_id: Uuid,
+    pub shipment_id: Uuid,
+    pub vendor_id: Uuid,
     pub carrier: String,
     pub tracking_number: String,
+    /// The lines in this shipment.
+    pub items: Vec<LineItem>,
+    /// Whether every vendor of the order has now shipped (the order is `shipped`).
+    pub order_shipped: bool,
 }
 
 /// Stock figures of one product after a change.
@@ -305,6 +343,9 @@ pub struct StockLevel {
     pub on_hand: i64,
     pub reserved: i64,
     pub available: i64,
+    /// Grows by one with every change of this stock item; consumers keep the highest
+    /// version they saw, never the latest to arrive.
+    pub version: i64,
 }
 
 /// A stock item was created for a new product.
@@ -413,6 +454,11 @@ pub fn catalog() -> Vec<EventSpec> {
             Vendor,
             &[(Customer, "customer.vendor_member")],
         ),
+        spec::<VendorUpdated>(
+            "A vendor's name or contact details changed.",
+            Vendor,
+            &[(Notification, "notification.contact")],
+        ),
         spec::<VendorProductCreated>(
             "A product was listed.",
             Vendor,
@@ -503,6 +549,6 @@ mod tests {
         types.sort();
         types.dedup();
         assert_eq!(types.len(), n);
-        assert_eq!(n, 16);
+        assert_eq!(n, 17);
     }
 }

@@ -199,8 +199,8 @@ impl Consumer {
 
     /// Consumes until `shutdown`, reconnecting after broker failures. In-flight
     /// deliveries finish before it returns.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let this = Arc::new(self);
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let this = self;
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
             match this.clone().consume(&shutdown).await {

@@ -75,6 +75,7 @@ pub async fn run(
         routes::router(state),
         routes::ApiDoc::openapi(),
         Some(consumer),
+        Vec::new(),
         listener,
         shutdown,
     )

@@ -28,7 +28,7 @@ pub mod store;
 
 use std::time::Duration;
 
-use mp_common::Infra;
+use mp_common::{Infra, Worker};
 use mp_events::Service;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -77,25 +77,25 @@ pub async fn run(
         .handle(events::ReleaseReservation(inventory.clone()))
         .handle(events::CommitOrder(inventory.clone()))
         .handle(events::RestockOrder(inventory.clone()));
-    let reconciler = tokio::spawn(reconcile::run(
-        inventory.clone(),
-        Duration::from_millis(s.reconcile_interval_ms),
-        shutdown.clone(),
-    ));
+    let reconciler = {
+        let inventory = inventory.clone();
+        let interval = Duration::from_millis(s.reconcile_interval_ms);
+        Worker::infallible("reconciler", move |token| {
+            reconcile::run(inventory.clone(), interval, token)
+        })
+    };
     let state = routes::AppState {
         inventory,
         auth: infra.auth.clone(),
     };
-    let served = mp_common::serve(
+    mp_common::serve(
         infra,
         routes::router(state),
         routes::ApiDoc::openapi(),
         Some(consumer),
+        vec![reconciler],
         listener,
-        shutdown.clone(),
+        shutdown,
     )
-    .await;
-    shutdown.cancel();
-    let _ = reconciler.await;
-    served
+    .await
 }

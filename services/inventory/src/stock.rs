@@ -277,5 +277,6 @@ pub fn stock_level(item: &StockItem, reserved: i64) -> StockLevel {
         on_hand: item.on_hand,
         reserved,
         available: (item.on_hand - reserved).max(0),
+        version: item.version,
     }
 }

@@ -172,6 +172,7 @@ pub async fn refresh(db: &PgPool, cache: &ProductCache, id: Uuid) -> anyhow::Res
 }
 
 /// Listens for committed product changes and refreshes their cache entries.
+#[derive(Clone)]
 pub struct Refresher {
     pub db: PgPool,
     pub cache: ProductCache,

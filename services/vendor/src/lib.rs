@@ -18,7 +18,7 @@ pub mod routes;
 
 use std::time::Duration;
 
-use mp_common::Infra;
+use mp_common::{Infra, Worker};
 use mp_events::Service;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -49,15 +49,13 @@ pub async fn run(
         Duration::from_secs(config.settings.product_cache_ttl_secs),
         &infra.metrics.registry,
     )?;
-    let stop_refresher = shutdown.child_token();
-    let refresher = tokio::spawn(
-        cache::Refresher {
-            db: infra.db.clone(),
-            cache: cache.clone(),
-            channel: db::changes_channel(&infra.schema),
-        }
-        .run(stop_refresher.clone()),
-    );
+    let refresher = cache::Refresher {
+        db: infra.db.clone(),
+        cache: cache.clone(),
+        channel: db::changes_channel(&infra.schema),
+    };
+    let refresher =
+        Worker::infallible("cache_refresher", move |token| refresher.clone().run(token));
     let stock = events::Stock {
         db: infra.db.clone(),
         cache: cache.clone(),
@@ -71,16 +69,14 @@ pub async fn run(
         .consumer()
         .handle(events::StockCreated(stock.clone()))
         .handle(events::StockUpdated(stock));
-    let served = mp_common::serve(
+    mp_common::serve(
         infra,
         routes::router(state),
         routes::ApiDoc::openapi(),
         Some(consumer),
+        vec![refresher],
         listener,
         shutdown,
     )
-    .await;
-    stop_refresher.cancel();
-    let _ = refresher.await;
-    served
+    .await
 }

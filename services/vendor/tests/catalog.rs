@@ -183,6 +183,7 @@ fn level(product_id: &str, vendor_id: Uuid, on_hand: i64, reserved: i64) -> Stoc
         on_hand,
         reserved,
         available: on_hand - reserved,
+        version: 1,
     }
 }
 
