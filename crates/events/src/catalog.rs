@@ -230,6 +230,11 @@ pub struct CartItemAdded {
     pub customer_id: Uuid,
     pub product_id: Uuid,
     pub quantity: i64,
+    /// The `generation` inventory returned for the reservation this change made
+    /// (`POST /api/reservations`). Inventory confirms only that reservation, never a
+    /// newer one; ordering by generation, not by clocks. 0 when unknown.
+    #[serde(default)]
+    pub generation: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -237,6 +242,12 @@ pub struct CartItemRemoved {
     pub cart_id: Uuid,
     pub customer_id: Uuid,
     pub product_id: Uuid,
+    /// The `generation` of the last reservation the cart held for this line (from
+    /// inventory's reservation answer). Inventory releases a reservation only up to
+    /// this generation, so a removal that arrives late never releases a newer
+    /// reservation of the same cart. 0 when unknown.
+    #[serde(default)]
+    pub generation: i64,
 }
 
 /// A line of a cart or an order, priced when the cart was checked out.

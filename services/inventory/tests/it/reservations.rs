@@ -174,11 +174,13 @@ async fn cart_item_events_confirm_and_release_reservations_without_undoing_later
         customer_id,
         product_id,
         quantity,
+        generation: 0,
     };
     let removed = CartItemRemoved {
         cart_id,
         customer_id,
         product_id,
+        generation: 0,
     };
 
     let (status, _) = h.reserve(cart_id, product_id, 2).await;
@@ -250,6 +252,7 @@ async fn a_confirmation_that_finds_no_stock_is_counted_and_not_retried_forever()
             customer_id: Uuid::now_v7(),
             product_id,
             quantity: 2,
+            generation: 0,
         },
     )
     .await;
