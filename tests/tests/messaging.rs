@@ -227,13 +227,20 @@ async fn a_relay_that_dies_after_publishing_causes_a_duplicate_that_the_inbox_ab
     // A relay claims and publishes, then dies before marking the row sent.
     let relay = rig.relay();
     let channel = rig.broker.confirm_channel().await.unwrap();
-    let mut tx = rig.db.begin().await.unwrap();
-    let rows = Relay::claim(&mut tx, 10).await.unwrap();
+    let rows = Relay::claim(&rig.db, 10, Duration::from_millis(300))
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     relay.publish(&channel, &rows).await.unwrap();
-    drop(tx);
+    // While its claim lasts, no other relay takes the row.
+    assert!(
+        Relay::claim(&rig.db, 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
-    // The next relay publishes the row again.
+    // Once the lease is over, the next relay publishes the row again.
     rig.start_relay();
     eventually("the second delivery", Duration::from_secs(10), || async {
         (rig.outcome("duplicate") == 1).then_some(())
@@ -266,8 +273,8 @@ async fn two_relays_never_publish_the_same_row() {
     tx.commit().await.unwrap();
 
     let (mut a, mut b) = (rig.relay(), rig.relay());
-    a.batch_size = 7;
-    b.batch_size = 7;
+    a.settings.batch_size = 7;
+    b.settings.batch_size = 7;
     tokio::spawn(a.run(rig.shutdown.clone()));
     tokio::spawn(b.run(rig.shutdown.clone()));
 
@@ -399,14 +406,16 @@ async fn poison_messages_are_dead_lettered_with_their_reason_without_blocking_th
 
     // The cause is fixed; the operator redrives the poison event only.
     rig.script.lock().unwrap().permanent.clear();
-    let n = dlq::redrive(
+    let report = dlq::redrive(
         &rig.broker,
         Service::Customer,
         &Selection::MessageId(poison.to_string()),
+        Duration::from_secs(3600),
+        false,
     )
     .await
     .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(report.redriven, 1);
     rig.wait_for_effect("poison").await;
     assert_eq!(
         dlq::list(&rig.broker, Service::Customer, 10)

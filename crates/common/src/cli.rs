@@ -50,9 +50,12 @@ enum DlqAction {
         /// Redrive only the message with this id (the event id).
         #[arg(long, conflicts_with = "all", required_unless_present = "all")]
         message_id: Option<String>,
-        /// Redrive every dead letter.
+        /// Redrive every dead letter present when the redrive starts.
         #[arg(long)]
         all: bool,
+        /// Also redrive events older than the inbox retention (they could apply twice).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -91,13 +94,28 @@ where
                             println!("{}", serde_json::to_string(&letter)?);
                         }
                     }
-                    DlqAction::Redrive { message_id, all: _ } => {
+                    DlqAction::Redrive {
+                        message_id,
+                        all: _,
+                        force,
+                    } => {
                         let selection = message_id.map_or(Selection::All, Selection::MessageId);
-                        let n = dlq::redrive(&broker, service, &selection).await?;
+                        let report = dlq::redrive(
+                            &broker,
+                            service,
+                            &selection,
+                            common.inbox_retention(),
+                            force,
+                        )
+                        .await?;
                         println!(
-                            "redrove {n} message(s) into {}",
+                            "redrove {} message(s) into {}",
+                            report.redriven,
                             broker.topology().queue(service)
                         );
+                        for (id, why) in &report.refused {
+                            println!("refused {}: {why}", id.as_deref().unwrap_or("(no id)"));
+                        }
                     }
                 }
                 broker.close().await;

@@ -59,6 +59,30 @@ pub struct CommonConfig {
     )]
     pub retry_delays_ms: Vec<u64>,
 
+    /// Deliveries of one message before RabbitMQ itself dead-letters it (quorum queues):
+    /// a message that keeps crashing consumers ends in the DLQ instead of looping.
+    #[arg(long, env = "AMQP_DELIVERY_LIMIT", default_value_t = 10)]
+    pub amqp_delivery_limit: u32,
+
+    /// Longest wait for RabbitMQ to confirm a relay batch, in milliseconds. A broker
+    /// that blocks publishers (memory or disk alarm) then shows in readiness and lag.
+    #[arg(long, env = "PUBLISH_TIMEOUT_MS", default_value_t = 5000)]
+    pub publish_timeout_ms: u64,
+
+    /// How long published outbox rows are kept, in seconds (for inspection only).
+    #[arg(long, env = "OUTBOX_RETENTION_SECS", default_value_t = 600)]
+    pub outbox_retention_secs: u64,
+
+    /// How long the inbox remembers handled events, in hours. A redelivery or redrive
+    /// of an event older than this could apply it twice, so `dlq redrive` refuses
+    /// such events unless forced.
+    #[arg(long, env = "INBOX_RETENTION_HOURS", default_value_t = 168)]
+    pub inbox_retention_hours: u64,
+
+    /// Longest one event handler may run, in seconds; then it is retried.
+    #[arg(long, env = "HANDLER_TIMEOUT_SECS", default_value_t = 30)]
+    pub handler_timeout_secs: u64,
+
     /// Delete queues unused this long (milliseconds); for throw-away test prefixes only.
     #[arg(long, env = "AMQP_QUEUE_EXPIRES_MS")]
     pub amqp_queue_expires_ms: Option<u64>,
@@ -136,7 +160,22 @@ impl CommonConfig {
                 .map(Duration::from_millis)
                 .collect(),
             queue_expires: self.amqp_queue_expires_ms.map(Duration::from_millis),
+            delivery_limit: self.amqp_delivery_limit,
         }
+    }
+
+    /// The outbox relay's and housekeeping's settings.
+    pub fn relay_settings(&self) -> mp_events::outbox::RelaySettings {
+        mp_events::outbox::RelaySettings {
+            publish_timeout: Duration::from_millis(self.publish_timeout_ms),
+            outbox_retention: Duration::from_secs(self.outbox_retention_secs),
+            inbox_retention: self.inbox_retention(),
+            ..Default::default()
+        }
+    }
+
+    pub fn inbox_retention(&self) -> Duration {
+        Duration::from_secs(self.inbox_retention_hours * 3600)
     }
 }
 

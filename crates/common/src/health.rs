@@ -46,7 +46,11 @@ pub async fn ready(State(h): State<Health>) -> impl IntoResponse {
             sqlx::query("select 1").execute(&h.db).await.map(drop)
         }),
         tokio::time::timeout(CHECK_TIMEOUT, async {
-            h.broker.connection().await.map(drop)
+            h.broker.connection().await.map_err(|e| e.to_string())?;
+            match h.broker.publish_problem() {
+                Some(problem) => Err(problem),
+                None => Ok(()),
+            }
         }),
         tokio::time::timeout(CHECK_TIMEOUT, async {
             redis::cmd("PING").query_async::<()>(&mut redis).await

@@ -66,21 +66,25 @@ async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response
         causation_id: None,
         trace_id: trace_id.clone(),
     };
-    o.metrics.http_in_flight.inc();
+    let in_flight = InFlight::enter(&o.metrics.http_in_flight);
     let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
-    o.metrics.http_in_flight.dec();
+    drop(in_flight);
 
     let status = response.status();
     if status.as_u16() >= 400 && !response.headers().contains_key(header::CONTENT_TYPE) {
         // A bare status from a layer or the router (405, 408, 413): give it a body.
         let detail = match status {
             StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this resource.",
-            StatusCode::REQUEST_TIMEOUT => "The request took too long.",
+            StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+                "The request took too long and was stopped; it may or may not have taken effect. Quote the correlation id when asking about it."
+            }
             StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.",
             _ => status.canonical_reason().unwrap_or("Error"),
         };
         let headers = std::mem::take(response.headers_mut());
-        response = Problem::new(status, detail).into_response();
+        response = Problem::new(status, detail)
+            .with("correlation_id", correlation_id.as_str())
+            .into_response();
         for (k, v) in headers.iter() {
             response.headers_mut().entry(k).or_insert_with(|| v.clone());
         }
@@ -118,6 +122,23 @@ async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response
         }
     }
     response
+}
+
+/// Counts a request in flight for as long as it lives, however it ends (a response, a
+/// time-out or a panic unwinding through the layers).
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn not_found() -> Problem {
@@ -171,13 +192,15 @@ pub fn app(
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(
-            Observe { service, metrics },
-            observe,
-        ))
+        // Inside the observer: a time-out or a panic is a response it counts and logs
+        // like any other, and the in-flight gauge never leaks.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn_with_state(
+            Observe { service, metrics },
+            observe,
+        ))
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use mp_events::backoff::Delays;
+use mp_events::outbox::Housekeeping;
 use mp_events::{Broker, Consumer, EventMetrics, Relay, Service};
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
@@ -99,7 +101,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
 {
-    let mut backoff = Duration::from_millis(200);
+    let mut delays = Delays::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match attempt().await {
             Ok(v) => return Ok(v),
@@ -107,9 +109,8 @@ where
                 tracing::warn!(error = %format!("{e:#}"), "{what} not available yet; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => anyhow::bail!("shut down while waiting for {what}"),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delays.next_delay()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -166,6 +167,7 @@ impl Infra {
             self.event_metrics.clone(),
         );
         consumer.prefetch = self.config.amqp_prefetch;
+        consumer.handler_timeout = Duration::from_secs(self.config.handler_timeout_secs);
         consumer
     }
 }
@@ -201,8 +203,9 @@ pub async fn serve(
         infra.config.body_limit_bytes,
     );
 
+    let settings = infra.config.relay_settings();
     let relay = {
-        let infra = infra.clone();
+        let (infra, settings) = (infra.clone(), settings.clone());
         Worker::infallible("relay", move |token| {
             Relay::new(
                 infra.db.clone(),
@@ -210,10 +213,23 @@ pub async fn serve(
                 infra.schema.clone(),
                 infra.event_metrics.clone(),
             )
+            .with_settings(settings.clone())
             .run(token)
         })
     };
     supervisor.spawn(relay, shutdown.clone());
+    let housekeeping = {
+        let infra = infra.clone();
+        Worker::infallible("outbox_housekeeping", move |token| {
+            Housekeeping {
+                pool: infra.db.clone(),
+                metrics: infra.event_metrics.clone(),
+                settings: settings.clone(),
+            }
+            .run(token)
+        })
+    };
+    supervisor.spawn(housekeeping, shutdown.clone());
     if let Some(consumer) = consumer.filter(|c| !c.is_empty()) {
         let consumer = Arc::new(consumer);
         supervisor.spawn(

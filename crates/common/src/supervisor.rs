@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use mp_events::backoff::BackoffBuilder;
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -138,11 +138,7 @@ impl Supervisor {
         let up = self.up.with_label_values(&[worker.name]);
         let restarts = self.restarts.with_label_values(&[worker.name]);
         let max_delay = self.max_delay;
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_jitter()
-            .without_max_times();
+        let backoff = mp_events::backoff::policy(self.min_delay, self.max_delay);
         status.set(worker.name, Ok(()));
         self.tasks.spawn(async move {
             let mut delays = backoff.build();

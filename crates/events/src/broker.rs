@@ -27,6 +27,8 @@ struct Inner {
     own: Option<Service>,
     connection: Mutex<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
+    /// Why publishing fails right now (set by the relay), for readiness.
+    publish_problem: Mutex<Option<String>>,
 }
 
 impl Broker {
@@ -46,6 +48,7 @@ impl Broker {
                 own,
                 connection: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
+                publish_problem: Mutex::new(None),
             }),
         }
     }
@@ -68,6 +71,28 @@ impl Broker {
         self.current().is_some()
     }
 
+    /// Records why publishing fails now (`None` once it works again).
+    pub fn set_publish_problem(&self, problem: Option<String>) {
+        *self
+            .inner
+            .publish_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = problem;
+    }
+
+    /// What keeps events from being published, if anything: the broker blocking this
+    /// connection (a memory or disk alarm), or the relay's last failure.
+    pub fn publish_problem(&self) -> Option<String> {
+        if self.current().is_some_and(|c| c.status().blocked()) {
+            return Some("the broker blocks publishers (resource alarm)".into());
+        }
+        self.inner
+            .publish_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The live connection, connecting (and declaring the topology) if there is none.
     pub async fn connection(&self) -> Result<Arc<Connection>, lapin::Error> {
         if let Some(conn) = self.current() {
@@ -87,12 +112,7 @@ impl Broker {
                 .map_err(|_| {
                     lapin::Error::IOError(Arc::new(std::io::ErrorKind::TimedOut.into()))
                 })??;
-        let channel = conn.create_channel().await?;
-        self.inner
-            .topology
-            .declare(&channel, self.inner.own)
-            .await?;
-        let _ = channel.close(200, "topology declared").await;
+        self.inner.topology.declare(&conn, self.inner.own).await?;
         let conn = Arc::new(conn);
         *self
             .inner

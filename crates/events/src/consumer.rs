@@ -12,12 +12,13 @@
 //! reason in its headers, and the messages behind it keep flowing.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
@@ -27,10 +28,12 @@ use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backoff::{Delays, Retryable, policy};
 use crate::broker::Broker;
 use crate::catalog::{Event, Service, catalog};
 use crate::envelope::Envelope;
@@ -157,19 +160,34 @@ pub struct Consumer {
     pool: PgPool,
     metrics: EventMetrics,
     handlers: HashMap<&'static str, Vec<Arc<dyn ErasedHandler>>>,
-    /// Deliveries handled at once.
+    /// The catalog's publisher of each event type: anything else is not authentic.
+    publishers: HashMap<&'static str, Service>,
+    /// Deliveries taken from the broker at once (unacked).
     pub prefetch: u16,
+    /// Handlers running at once. Each holds a database connection for its transaction,
+    /// so this stays below the pool size and HTTP handlers always find connections.
+    pub concurrency: usize,
+    /// Longest one handler may run; then it counts as a transient failure.
+    pub handler_timeout: Duration,
 }
 
 impl Consumer {
     pub fn new(service: Service, broker: Broker, pool: PgPool, metrics: EventMetrics) -> Self {
+        // Half the pool, at least one: the other half serves HTTP requests.
+        let concurrency = (pool.options().get_max_connections() as usize / 2).max(1);
         Self {
             service,
             broker,
             pool,
             metrics,
             handlers: HashMap::new(),
+            publishers: catalog()
+                .iter()
+                .map(|s| (s.event_type, s.publisher))
+                .collect(),
             prefetch: 32,
+            concurrency,
+            handler_timeout: Duration::from_secs(30),
         }
     }
 
@@ -201,14 +219,13 @@ impl Consumer {
     /// deliveries finish before it returns.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let this = self;
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             match this.clone().consume(&shutdown).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, service = %this.service, "consumer lost its channel; reconnecting");
-                    sleep_or_cancel(&shutdown, backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    sleep_or_cancel(&shutdown, delays.next_delay()).await;
                 }
             }
         }
@@ -218,8 +235,9 @@ impl Consumer {
         let topology = self.broker.topology();
         let channel = self.broker.confirm_channel().await?;
         channel
-            .basic_qos(self.prefetch, BasicQosOptions::default())
+            .basic_qos(self.prefetch.max(1), BasicQosOptions::default())
             .await?;
+        let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let tag = format!("{}-{}", self.service, uuid::Uuid::new_v4());
         let mut deliveries = channel
             .basic_consume(
@@ -241,9 +259,15 @@ impl Consumer {
                 _ = dlq_probe.tick() => self.probe_dead_letters().await,
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => {
+                        let Ok(slot) = slots.clone().acquire_owned().await else {
+                            break Ok(());
+                        };
                         let this = self.clone();
                         let channel = channel.clone();
-                        in_flight.spawn(async move { this.process(&channel, delivery).await });
+                        in_flight.spawn(async move {
+                            this.process(&channel, delivery).await;
+                            drop(slot);
+                        });
                     }
                     Some(Err(e)) => break Err(e),
                     None => break Err(lapin::Error::InvalidChannelState(lapin::ChannelState::Closed)),
@@ -323,6 +347,22 @@ impl Consumer {
         envelope: &Envelope,
         attempts: u32,
     ) {
+        if let Some(&publisher) = self.publishers.get(envelope.event_type.as_str())
+            && publisher.as_str() != envelope.source
+        {
+            self.metrics
+                .consumed
+                .with_label_values(&[&envelope.event_type, "", "dead_lettered"])
+                .inc();
+            let reason = format!(
+                "not authentic: {} events are published by the {publisher} service, this one claims to come from {}",
+                envelope.event_type, envelope.source
+            );
+            tracing::error!(reason = %reason, "dead-lettering");
+            self.dead_letter(channel, delivery, attempts, None, &reason)
+                .await;
+            return;
+        }
         let Some(handlers) = self.handlers.get(envelope.event_type.as_str()) else {
             self.metrics
                 .consumed
@@ -334,7 +374,7 @@ impl Consumer {
         };
         for handler in handlers {
             let started = Instant::now();
-            let result = self.run_handler(handler.as_ref(), envelope).await;
+            let result = self.guarded(handler.as_ref(), envelope).await;
             self.metrics
                 .handler_seconds
                 .with_label_values(&[handler.name()])
@@ -389,6 +429,27 @@ impl Consumer {
             }
         }
         ack(delivery).await;
+    }
+
+    /// Runs a handler under the timeout, turning a panic into a transient failure, so a
+    /// delivery always ends acked, retried or dead-lettered, never leaked.
+    async fn guarded(
+        &self,
+        handler: &dyn ErasedHandler,
+        envelope: &Envelope,
+    ) -> Result<Outcome, HandlerError> {
+        let run = AssertUnwindSafe(self.run_handler(handler, envelope)).catch_unwind();
+        match tokio::time::timeout(self.handler_timeout, run).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(panic)) => Err(HandlerError::transient(format!(
+                "handler panicked: {}",
+                panic_message(&panic)
+            ))),
+            Err(_) => Err(HandlerError::transient(format!(
+                "handler timed out after {:?}",
+                self.handler_timeout
+            ))),
+        }
     }
 
     async fn run_handler(
@@ -470,31 +531,56 @@ impl Consumer {
 }
 
 /// Publishes a copy of the delivery to `queue` and acks the original once the broker
-/// confirmed the copy; if that fails the original is requeued instead, so nothing is lost.
+/// confirmed the copy. A failing publish is retried with backoff; if it still fails, the
+/// original is requeued after a pause (never at once, which would loop hot), so nothing
+/// is lost.
 async fn republish(channel: &Channel, delivery: &Delivery, queue: &str, props: BasicProperties) {
-    let confirmed = match channel
-        .basic_publish(
-            "",
-            queue,
-            BasicPublishOptions::default(),
-            &delivery.data,
-            props,
-        )
-        .await
-    {
-        Ok(confirm) => matches!(confirm.await, Ok(Confirmation::Ack(_))),
-        Err(_) => false,
+    let publish = || async {
+        let confirm = channel
+            .basic_publish(
+                "",
+                queue,
+                BasicPublishOptions::default(),
+                &delivery.data,
+                props.clone(),
+            )
+            .await?;
+        match tokio::time::timeout(REPUBLISH_TIMEOUT, confirm).await {
+            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
+            Ok(Ok(_)) => Err(anyhow::anyhow!("the broker refused the message")),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(anyhow::anyhow!("no confirm within {REPUBLISH_TIMEOUT:?}")),
+        }
     };
-    if confirmed {
-        ack(delivery).await;
+    let confirmed = publish
+        .retry(policy(Duration::from_millis(100), Duration::from_secs(2)).with_max_times(3))
+        .when(|_| channel.status().connected())
+        .await;
+    match confirmed {
+        Ok(()) => ack(delivery).await,
+        Err(e) => {
+            tracing::warn!(queue, error = %format!("{e:#}"), "could not move the message; requeueing it after a pause");
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await;
+        }
+    }
+}
+
+const REPUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEUE_PAUSE: Duration = Duration::from_secs(2);
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
     } else {
-        tracing::warn!(queue, "could not move the message; requeueing it");
-        let _ = delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await;
+        "(no message)".to_owned()
     }
 }
 

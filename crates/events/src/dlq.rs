@@ -2,8 +2,16 @@
 //!
 //! Messages are read with `basic.get` without acking; the ones not redriven return to the
 //! queue when the channel closes, so looking never loses anything.
+//!
+//! The redrive rule and the inbox retention go together: consumers are idempotent
+//! because the inbox remembers each (event, handler) for `INBOX_RETENTION_HOURS` (7 days
+//! by default). A dead letter older than that may have been handled after all (by a
+//! redelivered copy) and forgotten, so [`redrive`] refuses it unless forced.
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use std::time::Duration;
+
+use chrono::Utc;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
@@ -14,6 +22,7 @@ use crate::consumer::{
     ATTEMPTS_HEADER, DEAD_LETTERED_AT_HEADER, HANDLER_HEADER, REASON_HEADER, ROUTING_KEY_HEADER,
     header_str, header_u32, headers_of,
 };
+use crate::envelope::Envelope;
 
 /// A dead-lettered message as an operator sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -59,18 +68,44 @@ pub async fn list(
     Ok(out)
 }
 
+/// What a redrive did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RedriveReport {
+    /// Messages moved back into the service's queue.
+    pub redriven: usize,
+    /// Messages left in the dead-letter queue, with why.
+    pub refused: Vec<(Option<String>, String)>,
+}
+
 /// Moves the selected dead letters back into the service's queue with a fresh attempt
-/// count; returns how many were redriven.
+/// count.
+///
+/// Only the messages that were in the queue when the redrive started are looked at, so a
+/// message that fails again and comes back is not picked up in a loop. A message whose
+/// event is older than `inbox_retention` is refused unless `force`: the inbox may have
+/// forgotten that it was handled, and redriving it could apply it twice.
 pub async fn redrive(
     broker: &Broker,
     service: Service,
     selection: &Selection,
-) -> Result<usize, lapin::Error> {
+    inbox_retention: Duration,
+    force: bool,
+) -> Result<RedriveReport, lapin::Error> {
     let channel = broker.confirm_channel().await?;
     let topology = broker.topology();
     let queue = topology.dead_letter_queue(service);
-    let mut redriven = 0;
-    for _ in 0..MAX_SCAN {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let present = channel
+        .queue_declare(&queue, passive, FieldTable::default())
+        .await?
+        .message_count() as usize;
+    let mut report = RedriveReport::default();
+    let oldest_allowed =
+        Utc::now() - chrono::Duration::from_std(inbox_retention).unwrap_or(chrono::Duration::MAX);
+    for _ in 0..present.min(MAX_SCAN) {
         let Some(msg) = channel
             .basic_get(&queue, BasicGetOptions { no_ack: false })
             .await?
@@ -78,15 +113,32 @@ pub async fn redrive(
             break;
         };
         let delivery = msg.delivery;
+        let message_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string());
         let selected = match selection {
             Selection::All => true,
-            Selection::MessageId(id) => delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .is_some_and(|m| m.as_str() == id),
+            Selection::MessageId(id) => message_id.as_deref() == Some(id.as_str()),
         };
         if !selected {
+            continue;
+        }
+        let occurred_at = serde_json::from_slice::<Envelope>(&delivery.data)
+            .ok()
+            .map(|e| e.occurred_at);
+        if !force && occurred_at.is_some_and(|at| at < oldest_allowed) {
+            report.refused.push((
+                message_id,
+                format!(
+                    "the event is older than the inbox retention ({} h): the inbox may have forgotten it was handled, so redriving could apply it twice; check its effect and use --force to redrive it anyway",
+                    inbox_retention.as_secs() / 3600
+                ),
+            ));
+            if matches!(selection, Selection::MessageId(_)) {
+                break;
+            }
             continue;
         }
         let dead_letter_headers = [
@@ -94,6 +146,11 @@ pub async fn redrive(
             HANDLER_HEADER,
             DEAD_LETTERED_AT_HEADER,
             ROUTING_KEY_HEADER,
+            "x-death",
+            "x-first-death-exchange",
+            "x-first-death-queue",
+            "x-first-death-reason",
+            "x-delivery-count",
         ];
         let mut headers = FieldTable::default();
         for (k, v) in headers_of(&delivery.properties).inner() {
@@ -115,14 +172,14 @@ pub async fn redrive(
             .await?;
         if matches!(confirm, Confirmation::Ack(_)) {
             delivery.ack(BasicAckOptions::default()).await?;
-            redriven += 1;
+            report.redriven += 1;
         }
         if matches!(selection, Selection::MessageId(_)) {
             break;
         }
     }
     channel.close(200, "redriven").await?;
-    Ok(redriven)
+    Ok(report)
 }
 
 fn describe(delivery: &lapin::message::Delivery) -> DeadLetter {
@@ -134,7 +191,12 @@ fn describe(delivery: &lapin::message::Delivery) -> DeadLetter {
             .as_ref()
             .map(|s| s.to_string())
             .or_else(|| header_str(props, ROUTING_KEY_HEADER)),
-        reason: header_str(props, REASON_HEADER),
+        reason: header_str(props, REASON_HEADER).or_else(|| {
+            header_str(props, "x-first-death-reason").map(|r| match r.as_str() {
+                "delivery_limit" => "dead-lettered by RabbitMQ: delivered too many times without an ack (a consumer kept crashing on it)".to_owned(),
+                other => format!("dead-lettered by RabbitMQ: {other}"),
+            })
+        }),
         handler: header_str(props, HANDLER_HEADER).filter(|h| !h.is_empty()),
         attempts: header_u32(props, ATTEMPTS_HEADER).unwrap_or(0),
         dead_lettered_at: header_str(props, DEAD_LETTERED_AT_HEADER),

@@ -15,6 +15,7 @@
 //! * [`asyncapi`]: the AsyncAPI document generated from the catalog.
 
 pub mod asyncapi;
+pub mod backoff;
 pub mod broker;
 pub mod catalog;
 pub mod consumer;

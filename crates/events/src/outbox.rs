@@ -1,11 +1,14 @@
 //! Transactional outbox and its relay.
 //!
 //! [`enqueue`] writes an event into the `outbox` table through the caller's connection, so
-//! it commits or rolls back with the state change. The [`Relay`] publishes committed rows
-//! with publisher confirms and marks them sent in one transaction that holds the rows with
-//! `FOR UPDATE SKIP LOCKED`: any number of replicas can run relays, and no row is published
-//! by two of them at once. A relay that dies after publishing and before committing leaves
-//! the rows unsent; they are published again and the consumers' inbox absorbs the copy.
+//! it commits or rolls back with the state change. The [`Relay`] claims committed rows
+//! with a lease (`claimed_until`, in one short statement with `FOR UPDATE SKIP LOCKED`),
+//! publishes them with publisher confirms outside any transaction, every wait bounded by
+//! a timeout, and marks them sent. Any number of replicas can run relays. A relay that
+//! dies after publishing and before marking leaves the rows to be published again when
+//! the lease ends; the consumers' inbox absorbs the copy. [`Housekeeping`] (lag gauges,
+//! pruning published rows after minutes and the inbox after its retention) is a worker
+//! of its own.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +21,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::backoff::Delays;
 use crate::broker::Broker;
 use crate::catalog::{Event, Service};
 use crate::envelope::Envelope;
@@ -39,7 +43,7 @@ pub async fn enqueue<E: Event>(
     Ok(envelope.id)
 }
 
-/// An outbox row held by a relay transaction.
+/// An outbox row claimed by a relay.
 #[derive(Debug, sqlx::FromRow)]
 pub struct OutboxRow {
     pub seq: i64,
@@ -56,19 +60,54 @@ pub enum RelayError {
     Broker(#[from] lapin::Error),
     #[error("broker did not confirm event {0}")]
     NotConfirmed(Uuid),
+    #[error("broker did not confirm within {0:?} (is it blocking publishers?)")]
+    TimedOut(Duration),
 }
 
+/// How the relay and the outbox housekeeping behave.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub batch_size: i64,
+    /// How often to look for rows without a notification (a missed NOTIFY, a relay that
+    /// died holding a claim).
+    pub poll_interval: Duration,
+    /// Longest wait for a channel, and for RabbitMQ to confirm a batch.
+    pub publish_timeout: Duration,
+    /// How long a claim keeps other relays off its rows; longer than a publish can take.
+    pub lease: Duration,
+    /// How long published rows are kept for inspection.
+    pub outbox_retention: Duration,
+    /// How long the inbox remembers handled events (see `dlq redrive`).
+    pub inbox_retention: Duration,
+    /// How often housekeeping refreshes the lag gauges and prunes.
+    pub housekeeping_interval: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 200,
+            poll_interval: Duration::from_millis(500),
+            publish_timeout: Duration::from_secs(5),
+            lease: Duration::from_secs(30),
+            outbox_retention: Duration::from_secs(600),
+            inbox_retention: Duration::from_secs(7 * 24 * 3600),
+            housekeeping_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Publishes committed outbox rows. Rows are claimed with a lease in one short statement,
+/// published outside any transaction with every wait bounded, then marked sent. Any
+/// number of relays can run; a relay that dies after publishing and before marking
+/// leaves its rows to be published again when the lease ends, and the consumers' inbox
+/// absorbs the copy.
 pub struct Relay {
     pool: PgPool,
     broker: Broker,
     schema: String,
     metrics: EventMetrics,
-    pub batch_size: i64,
-    /// How often to look for rows without a notification (a missed NOTIFY, a relay that
-    /// died holding rows).
-    pub poll_interval: Duration,
-    /// How long published rows are kept for inspection.
-    pub retention: Duration,
+    pub settings: RelaySettings,
 }
 
 impl Relay {
@@ -83,21 +122,36 @@ impl Relay {
             broker,
             schema: schema.into(),
             metrics,
-            batch_size: 200,
-            poll_interval: Duration::from_millis(500),
-            retention: Duration::from_secs(7 * 24 * 3600),
+            settings: RelaySettings::default(),
         }
     }
 
-    /// Locks up to `limit` unsent rows, oldest first, skipping rows another relay holds.
-    pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
-        sqlx::query_as(
-            "select seq, id, event_type, envelope from outbox
-             where published_at is null order by seq limit $1 for update skip locked",
+    pub fn with_settings(mut self, settings: RelaySettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Claims up to `limit` unsent rows, oldest first, that no live claim holds, until
+    /// `lease` from now. One statement: its row locks last only as long as it runs.
+    pub async fn claim(
+        pool: &PgPool,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<OutboxRow>, sqlx::Error> {
+        let mut rows: Vec<OutboxRow> = sqlx::query_as(
+            "update outbox set claimed_until = now() + make_interval(secs => $2)
+             where seq in (
+                 select seq from outbox
+                 where published_at is null and (claimed_until is null or claimed_until < now())
+                 order by seq limit $1 for update skip locked)
+             returning seq, id, event_type, envelope",
         )
         .bind(limit)
-        .fetch_all(conn)
-        .await
+        .bind(lease.as_secs_f64())
+        .fetch_all(pool)
+        .await?;
+        rows.sort_by_key(|r| r.seq);
+        Ok(rows)
     }
 
     /// Publishes rows and waits for RabbitMQ to confirm every one.
@@ -126,29 +180,49 @@ impl Relay {
         Ok(())
     }
 
-    pub async fn mark_published(
-        conn: &mut PgConnection,
-        rows: &[OutboxRow],
-    ) -> Result<(), sqlx::Error> {
+    async fn mark_published(&self, rows: &[OutboxRow]) -> Result<(), sqlx::Error> {
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
-        sqlx::query("update outbox set published_at = now() where seq = any($1)")
-            .bind(&seqs)
-            .execute(conn)
-            .await?;
+        sqlx::query(
+            "update outbox set published_at = now(), claimed_until = null where seq = any($1)",
+        )
+        .bind(&seqs)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
-    /// One claim-publish-mark round; returns how many events went out.
+    /// Gives claimed rows back at once after a failed publish (else the lease would).
+    async fn unclaim(&self, rows: &[OutboxRow]) {
+        let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+        if let Err(e) = sqlx::query(
+            "update outbox set claimed_until = null where seq = any($1) and published_at is null",
+        )
+        .bind(&seqs)
+        .execute(&self.pool)
+        .await
+        {
+            tracing::warn!(error = %e, "could not release claimed outbox rows; their lease will");
+        }
+    }
+
+    /// One claim-publish-mark round on `channel`; returns how many events went out.
     pub async fn relay_batch(&self, channel: &Channel) -> Result<usize, RelayError> {
-        let mut tx = self.pool.begin().await?;
-        let rows = Self::claim(&mut tx, self.batch_size).await?;
+        let s = &self.settings;
+        let rows = Self::claim(&self.pool, s.batch_size, s.lease).await?;
         if rows.is_empty() {
             return Ok(0);
         }
         let started = Instant::now();
-        self.publish(channel, &rows).await?;
-        Self::mark_published(&mut tx, &rows).await?;
-        tx.commit().await?;
+        let published =
+            match tokio::time::timeout(s.publish_timeout, self.publish(channel, &rows)).await {
+                Ok(r) => r,
+                Err(_) => Err(RelayError::TimedOut(s.publish_timeout)),
+            };
+        if let Err(e) = published {
+            self.unclaim(&rows).await;
+            return Err(e);
+        }
+        self.mark_published(&rows).await?;
         self.metrics
             .outbox_publish_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -165,8 +239,103 @@ impl Relay {
         Some(listener)
     }
 
-    /// Refreshes the lag gauges and drops rows published longer ago than the retention.
-    async fn housekeeping(&self) -> Result<(), sqlx::Error> {
+    async fn open_channel(&self) -> Result<Channel, RelayError> {
+        match tokio::time::timeout(self.settings.publish_timeout, self.broker.confirm_channel())
+            .await
+        {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(RelayError::TimedOut(self.settings.publish_timeout)),
+        }
+    }
+
+    /// Publishes until `shutdown`, woken by NOTIFY and by a poll as a safety net.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut listener = None;
+        let mut channel: Option<Channel> = None;
+        let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(5));
+        while !shutdown.is_cancelled() {
+            if listener.is_none() {
+                listener = self.listen().await;
+            }
+            let batch = async {
+                let ch = match &channel {
+                    Some(ch) if ch.status().connected() => ch.clone(),
+                    _ => {
+                        let ch = self.open_channel().await?;
+                        channel = Some(ch.clone());
+                        ch
+                    }
+                };
+                self.relay_batch(&ch).await
+            };
+            match batch.await {
+                Ok(n) => {
+                    delays.reset();
+                    self.broker.set_publish_problem(None);
+                    if n as i64 == self.settings.batch_size {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    self.metrics.outbox_publish_failures.inc();
+                    tracing::warn!(error = %e, "relay batch failed; rows stay unsent");
+                    if !matches!(e, RelayError::Database(_)) {
+                        self.broker.set_publish_problem(Some(format!("relay: {e}")));
+                    }
+                    // A channel that timed out may be stuck behind a blocked connection:
+                    // never reuse it.
+                    if let Some(ch) = channel.take() {
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                ch.close(200, "relay batch failed"),
+                            )
+                            .await;
+                        });
+                    }
+                    sleep_or_cancel(&shutdown, delays.next_delay()).await;
+                    continue;
+                }
+            }
+            // Nothing (more) to send: wait for a commit's notification or the next poll.
+            let wait = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        if tokio::time::timeout(self.settings.poll_interval, l.recv())
+                            .await
+                            .is_ok_and(|r| r.is_err())
+                        {
+                            listener = None;
+                        }
+                    }
+                    None => tokio::time::sleep(self.settings.poll_interval).await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = wait => {}
+            }
+        }
+        if let Some(ch) = channel {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), ch.close(200, "relay stopped")).await;
+        }
+    }
+}
+
+/// Refreshes the outbox lag gauges and prunes published outbox rows and old inbox rows.
+/// Its own worker, so a relay stuck on the broker never freezes the lag metrics.
+pub struct Housekeeping {
+    pub pool: PgPool,
+    pub metrics: EventMetrics,
+    pub settings: RelaySettings,
+}
+
+impl Housekeeping {
+    /// Rows deleted per statement, so pruning never holds many locks for long.
+    const PRUNE_BATCH: i64 = 5000;
+
+    pub async fn once(&self) -> Result<(), sqlx::Error> {
         let (pending, oldest): (i64, Option<f64>) = sqlx::query_as(
             "select count(*), extract(epoch from now() - min(created_at))::float8
              from outbox where published_at is null",
@@ -177,86 +346,47 @@ impl Relay {
         self.metrics
             .outbox_oldest_pending_seconds
             .set(oldest.unwrap_or(0.0) as i64);
-        let retention = self.retention.as_secs_f64();
-        sqlx::query("delete from outbox where published_at < now() - make_interval(secs => $1)")
-            .bind(retention)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("delete from inbox where processed_at < now() - make_interval(secs => $1)")
-            .bind(retention * 4.0)
-            .execute(&self.pool)
-            .await?;
+        let outbox = self.settings.outbox_retention.as_secs_f64();
+        while sqlx::query(
+            "delete from outbox where seq in (
+                 select seq from outbox where published_at < now() - make_interval(secs => $1)
+                 limit $2)",
+        )
+        .bind(outbox)
+        .bind(Self::PRUNE_BATCH)
+        .execute(&self.pool)
+        .await?
+        .rows_affected() as i64
+            == Self::PRUNE_BATCH
+        {}
+        let inbox = self.settings.inbox_retention.as_secs_f64();
+        while sqlx::query(
+            "delete from inbox where ctid in (
+                 select ctid from inbox where processed_at < now() - make_interval(secs => $1)
+                 limit $2)",
+        )
+        .bind(inbox)
+        .bind(Self::PRUNE_BATCH)
+        .execute(&self.pool)
+        .await?
+        .rows_affected() as i64
+            == Self::PRUNE_BATCH
+        {}
         Ok(())
     }
 
-    /// Publishes until `shutdown`, woken by NOTIFY and by a poll as a safety net.
+    /// Runs [`once`](Self::once) every interval until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = None;
-        let mut channel: Option<Channel> = None;
-        let mut backoff = Duration::from_millis(100);
-        let mut last_housekeeping = Instant::now() - Duration::from_secs(3600);
-        while !shutdown.is_cancelled() {
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
-            if last_housekeeping.elapsed() > Duration::from_secs(15) {
-                last_housekeeping = Instant::now();
-                if let Err(e) = self.housekeeping().await {
-                    tracing::warn!(error = %e, "outbox housekeeping failed");
-                }
-            }
-            let ch = match &channel {
-                Some(ch) if ch.status().connected() => ch.clone(),
-                _ => match self.broker.confirm_channel().await {
-                    Ok(ch) => {
-                        channel = Some(ch.clone());
-                        ch
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "relay cannot reach RabbitMQ; retrying");
-                        sleep_or_cancel(&shutdown, backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                },
-            };
-            match self.relay_batch(&ch).await {
-                Ok(n) => {
-                    backoff = Duration::from_millis(100);
-                    if n as i64 == self.batch_size {
-                        continue;
-                    }
-                }
-                Err(e) => {
-                    self.metrics.outbox_publish_failures.inc();
-                    tracing::warn!(error = %e, "relay batch failed; rows stay unsent");
-                    channel = None;
-                    sleep_or_cancel(&shutdown, backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
-            // Nothing (more) to send: wait for a commit's notification or the next poll.
-            let wait = async {
-                match listener.as_mut() {
-                    Some(l) => {
-                        if tokio::time::timeout(self.poll_interval, l.recv())
-                            .await
-                            .is_ok_and(|r| r.is_err())
-                        {
-                            listener = None;
-                        }
-                    }
-                    None => tokio::time::sleep(self.poll_interval).await,
-                }
-            };
+        let mut tick = tokio::time::interval(self.settings.housekeeping_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = wait => {}
+                _ = tick.tick() => {}
             }
-        }
-        if let Some(ch) = channel {
-            let _ = ch.close(200, "relay stopped").await;
+            if let Err(e) = self.once().await {
+                tracing::warn!(error = %e, "outbox housekeeping failed");
+            }
         }
     }
 }

@@ -11,8 +11,9 @@
 use std::time::Duration;
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Connection, ExchangeKind};
 
 use crate::catalog::{Service, subscriptions};
 
@@ -54,6 +55,9 @@ pub struct Topology {
     pub retry_delays: Vec<Duration>,
     /// Delete queues left unused this long (for test prefixes; `None` in production).
     pub queue_expires: Option<Duration>,
+    /// Deliveries of one message from a main quorum queue before RabbitMQ dead-letters
+    /// it by itself (a message that crashes its consumer is never acked or rejected).
+    pub delivery_limit: u32,
 }
 
 impl Topology {
@@ -63,6 +67,7 @@ impl Topology {
             queue_type: QueueType::Quorum,
             retry_delays: [1, 5, 30, 120].map(Duration::from_secs).to_vec(),
             queue_expires: None,
+            delivery_limit: 10,
         }
     }
 
@@ -110,17 +115,50 @@ impl Topology {
         args
     }
 
+    /// A main queue: dead-letters into the service's DLQ, and (quorum) after
+    /// `delivery_limit` deliveries, so nothing that keeps failing is dropped or loops.
+    fn main_queue_args(&self, service: Service) -> FieldTable {
+        let mut args = self.queue_args();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(LongString::from("")),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(LongString::from(self.dead_letter_queue(service))),
+        );
+        if self.queue_type == QueueType::Quorum {
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+            );
+            args.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString(LongString::from("at-least-once")),
+            );
+            args.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString(LongString::from("reject-publish")),
+            );
+        }
+        args
+    }
+
     /// Declares the exchange, every service's main queue and bindings, and `own`'s retry
-    /// and dead-letter queues. Idempotent.
+    /// and dead-letter queues. Idempotent. A main queue that already exists with other
+    /// arguments (declared by an older version) is kept as it is, with a warning: its
+    /// settings can be changed with a RabbitMQ policy, and refusing to start would help
+    /// no one.
     pub async fn declare(
         &self,
-        channel: &Channel,
+        connection: &Connection,
         own: Option<Service>,
     ) -> Result<(), lapin::Error> {
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()
         };
+        let mut channel = connection.create_channel().await?;
         channel
             .exchange_declare(
                 &self.exchange(),
@@ -138,9 +176,18 @@ impl Topology {
                 continue;
             }
             let queue = self.queue(service);
-            channel
-                .queue_declare(&queue, durable, self.queue_args())
-                .await?;
+            match channel
+                .queue_declare(&queue, durable, self.main_queue_args(service))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_precondition_failed(&e) => {
+                    tracing::warn!(queue = %queue, error = %e, "queue exists with other arguments; keeping it (set dead-lettering and the delivery limit with a policy)");
+                    // The failed declare closed the channel.
+                    channel = connection.create_channel().await?;
+                }
+                Err(e) => return Err(e),
+            }
             for key in keys {
                 channel
                     .queue_bind(
@@ -188,8 +235,15 @@ impl Topology {
                 .queue_declare(&self.dead_letter_queue(service), durable, self.queue_args())
                 .await?;
         }
+        let _ = channel.close(200, "topology declared").await;
         Ok(())
     }
+}
+
+/// Whether RabbitMQ refused a declaration because the thing exists with other settings.
+pub fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e, lapin::Error::ProtocolError(p)
+        if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
 
 #[cfg(test)]

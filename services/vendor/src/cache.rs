@@ -22,6 +22,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
+use mp_events::backoff::Delays;
 use prometheus::{IntCounterVec, Opts, Registry};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
@@ -181,20 +182,19 @@ pub struct Refresher {
 
 impl Refresher {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             let mut listener = match self.listen().await {
                 Ok(l) => {
-                    backoff = Duration::from_millis(100);
+                    delays.reset();
                     l
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cache refresher cannot listen; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delays.next_delay()) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
