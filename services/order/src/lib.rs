@@ -1,23 +1,155 @@
-//! The order service (port 5001): orders, items, status history, payments and the checkout saga.
+//! The order service (port 5001): orders, items, status history, payments and the
+//! checkout saga.
 //!
-//! Its domain arrives in a later issue; until then it runs the common parts (health,
-//! metrics, API docs, outbox relay) on its own schema.
+//! * The cart hands over the payment token by an internal call
+//!   (`PUT /api/internal/orders/{id}/payment-method`), kept in `payment_methods` only
+//!   until the charge ends: it never enters an event, the outbox or a log.
+//! * `order.create` (on `cart.checkout`) creates the order `pending` with the saga's
+//!   first step, `charge`. The saga driver ([`saga`]), a supervised worker, claims due
+//!   orders with a lease, calls the [`payments`] gateway outside any transaction, and
+//!   records the outcome, the transition and its events in one transaction. The saga's
+//!   state is in the order row, so a killed service resumes where it stopped.
+//! * `order.stock` (on `inventory.updated`) confirms the order, or rejects it and
+//!   schedules the refund.
+//! * Orders waiting on a step past its soft timeout are counted by step and listed for
+//!   admins; past the hard timeout they are compensated.
+//!
+//! Layout: [`routes`] (HTTP) and [`events`] (consumed events) call [`orders`] (the
+//! operations both share) and [`saga`], which use [`db`] (queries) and [`domain`]
+//! (rules, no I/O); [`payments`] talks to the provider; [`metrics`].
 
-use mp_common::CommonConfig;
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod metrics;
+pub mod orders;
+pub mod payments;
+pub mod routes;
+pub mod saga;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mp_common::Infra;
 use mp_events::Service;
+use secrecy::SecretString;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
 
-pub static MIGRATOR: Migrator = Migrator::DEFAULT;
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/orders");
 
-pub type Config = CommonConfig;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GatewayKind {
+    /// The built-in test gateway (`tok_visa`, `tok_declined`, `tok_error`).
+    Test,
+    /// Stripe's PaymentIntents API at `STRIPE_API_URL` with `STRIPE_SECRET_KEY`.
+    Stripe,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Which payment gateway charges orders.
+    #[arg(long, env = "PAYMENT_GATEWAY", value_enum, default_value = "test")]
+    pub payment_gateway: GatewayKind,
+    /// Base URL of the Stripe-compatible API.
+    #[arg(long, env = "STRIPE_API_URL", default_value = "https://api.stripe.com")]
+    pub stripe_api_url: String,
+    /// Secret API key for the Stripe gateway.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true,
+          value_parser = |s: &str| Ok::<_, String>(SecretString::from(s.to_owned())))]
+    pub stripe_secret_key: Option<SecretString>,
+    /// Timeout of one payment provider call, in milliseconds.
+    #[arg(long, env = "PAYMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub payment_timeout_ms: u64,
+    /// Retries of a transiently failing payment call before it counts as declined.
+    #[arg(long, env = "PAYMENT_RETRIES", default_value_t = 3)]
+    pub payment_retries: usize,
+    /// First retry delay of a payment call, in milliseconds (doubling, with jitter).
+    #[arg(long, env = "PAYMENT_RETRY_MIN_MS", default_value_t = 200)]
+    pub payment_retry_min_ms: u64,
+    /// How often the saga driver looks for due work when nothing wakes it, in ms.
+    #[arg(long, env = "SAGA_POLL_MS", default_value_t = 500)]
+    pub saga_poll_ms: u64,
+    /// How long a driver holds a claimed order before another may take it over, in s.
+    #[arg(long, env = "SAGA_LEASE_SECS", default_value_t = 60)]
+    pub saga_lease_secs: u64,
+    /// An order waiting on a step longer than this is counted as stuck, in seconds.
+    #[arg(long, env = "SAGA_SOFT_TIMEOUT_SECS", default_value_t = 60)]
+    pub saga_soft_timeout_secs: u64,
+    /// Past this an order waiting on its charge or its stock is compensated, in s.
+    #[arg(long, env = "SAGA_HARD_TIMEOUT_SECS", default_value_t = 900)]
+    pub saga_hard_timeout_secs: u64,
+    /// Unused payment tokens are deleted after this many hours.
+    #[arg(long, env = "PAYMENT_METHOD_TTL_HOURS", default_value_t = 24)]
+    pub payment_method_ttl_hours: u64,
+}
+
+pub type Config = mp_common::config::Config<Settings>;
+
+fn gateway(s: &Settings) -> anyhow::Result<payments::Gateway> {
+    Ok(match s.payment_gateway {
+        GatewayKind::Test => Arc::new(payments::TestGateway),
+        GatewayKind::Stripe => {
+            let key = s
+                .stripe_secret_key
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("PAYMENT_GATEWAY=stripe needs STRIPE_SECRET_KEY"))?;
+            Arc::new(payments::StripeGateway::new(
+                &s.stripe_api_url,
+                key,
+                Duration::from_millis(s.payment_timeout_ms),
+            ))
+        }
+    })
+}
 
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    mp_common::runtime::serve_without_domain(Service::Order, &config, &MIGRATOR, listener, shutdown)
-        .await
+    let s = &config.settings;
+    let gateway = gateway(s)?;
+    let infra = Infra::connect(Service::Order, &config.common, &MIGRATOR, &shutdown).await?;
+    let orders = orders::Orders {
+        db: infra.db.clone(),
+        metrics: metrics::OrderMetrics::new(&infra.metrics.registry)?,
+        wake: Arc::default(),
+        timeouts: saga::Timeouts {
+            soft: Duration::from_secs(s.saga_soft_timeout_secs),
+            hard: Duration::from_secs(s.saga_hard_timeout_secs),
+        },
+    };
+    let driver = saga::Driver {
+        orders: orders.clone(),
+        gateway,
+        retry: payments::RetryPolicy {
+            min_delay: Duration::from_millis(s.payment_retry_min_ms),
+            max_delay: Duration::from_secs(5),
+            retries: s.payment_retries,
+        },
+        poll: Duration::from_millis(s.saga_poll_ms),
+        lease: Duration::from_secs(s.saga_lease_secs),
+        payment_method_ttl: Duration::from_secs(s.payment_method_ttl_hours * 3600),
+    };
+    let consumer = infra
+        .consumer()
+        .handle(events::CreateOrder(orders.clone()))
+        .handle(events::StockOutcome(orders.clone()));
+    let state = routes::AppState {
+        orders,
+        auth: infra.auth.clone(),
+    };
+    mp_common::serve(
+        infra,
+        routes::router(state),
+        routes::ApiDoc::openapi(),
+        Some(consumer),
+        vec![driver.worker()],
+        listener,
+        shutdown,
+    )
+    .await
 }

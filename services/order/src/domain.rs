@@ -1,0 +1,219 @@
+//! Order rules, without I/O: the status machine, the saga's steps and the checks of
+//! what clients send.
+
+use mp_events::catalog::OrderStatus;
+
+/// Every status, in the order the status machine walks them.
+pub const ALL: [OrderStatus; 8] = [
+    OrderStatus::Pending,
+    OrderStatus::Paid,
+    OrderStatus::Confirmed,
+    OrderStatus::Shipped,
+    OrderStatus::Delivered,
+    OrderStatus::Cancelled,
+    OrderStatus::PaymentFailed,
+    OrderStatus::Rejected,
+];
+
+pub fn status_name(s: OrderStatus) -> &'static str {
+    match s {
+        OrderStatus::Pending => "pending",
+        OrderStatus::Paid => "paid",
+        OrderStatus::Confirmed => "confirmed",
+        OrderStatus::Shipped => "shipped",
+        OrderStatus::Delivered => "delivered",
+        OrderStatus::Cancelled => "cancelled",
+        OrderStatus::PaymentFailed => "payment_failed",
+        OrderStatus::Rejected => "rejected",
+    }
+}
+
+pub fn parse_status(s: &str) -> Option<OrderStatus> {
+    ALL.into_iter().find(|st| status_name(*st) == s)
+}
+
+/// The statuses an order may move to from `from`.
+pub fn next_statuses(from: OrderStatus) -> &'static [OrderStatus] {
+    use OrderStatus::*;
+    match from {
+        Pending => &[Paid, PaymentFailed, Cancelled],
+        Paid => &[Confirmed, Rejected, Cancelled],
+        Confirmed => &[Shipped, Cancelled],
+        Shipped => &[Delivered],
+        Delivered | Cancelled | PaymentFailed | Rejected => &[],
+    }
+}
+
+/// An illegal transition: the current status and what it could become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IllegalTransition {
+    pub current: OrderStatus,
+    pub requested: OrderStatus,
+    pub allowed: &'static [OrderStatus],
+}
+
+impl std::fmt::Display for IllegalTransition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let allowed: Vec<&str> = self.allowed.iter().map(|s| status_name(*s)).collect();
+        write!(
+            f,
+            "The order is {}; it cannot become {} (allowed next: {}).",
+            status_name(self.current),
+            status_name(self.requested),
+            if allowed.is_empty() {
+                "none, the order is final".to_owned()
+            } else {
+                allowed.join(", ")
+            }
+        )
+    }
+}
+
+pub fn check_transition(from: OrderStatus, to: OrderStatus) -> Result<(), IllegalTransition> {
+    let allowed = next_statuses(from);
+    if allowed.contains(&to) {
+        Ok(())
+    } else {
+        Err(IllegalTransition {
+            current: from,
+            requested: to,
+            allowed,
+        })
+    }
+}
+
+pub fn is_final(s: OrderStatus) -> bool {
+    next_statuses(s).is_empty()
+}
+
+/// What the saga waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// The payment gateway's answer to the charge (the driver calls it).
+    Charge,
+    /// Inventory's answer to `order.created`.
+    Stock,
+    /// The gateway's answer to a refund (the driver calls it).
+    Refund,
+}
+
+impl Step {
+    pub const ALL: [Step; 3] = [Step::Charge, Step::Stock, Step::Refund];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Charge => "charge",
+            Step::Stock => "stock",
+            Step::Refund => "refund",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Step> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// Who changed an order, as the status history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    System,
+    Customer(uuid::Uuid),
+    Vendor(uuid::Uuid),
+    Admin(uuid::Uuid),
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::System => f.write_str("system"),
+            Actor::Customer(id) => write!(f, "customer:{id}"),
+            Actor::Vendor(id) => write!(f, "vendor:{id}"),
+            Actor::Admin(id) => write!(f, "admin:{id}"),
+        }
+    }
+}
+
+/// A payment token as the cart hands it over: 1 to 255 visible ASCII characters.
+pub fn check_payment_token(token: &str) -> Result<(), &'static str> {
+    if token.is_empty() || token.len() > 255 {
+        return Err("must be 1 to 255 characters");
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be visible ASCII characters without spaces");
+    }
+    Ok(())
+}
+
+/// A carrier name or tracking number: trimmed, 1 to `max` characters.
+pub fn parse_text(raw: &str, max: usize) -> Result<String, String> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if t.chars().count() > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    if t.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(t.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OrderStatus::*;
+
+    #[test]
+    fn the_happy_path_is_allowed_step_by_step() {
+        for (from, to) in [
+            (Pending, Paid),
+            (Paid, Confirmed),
+            (Confirmed, Shipped),
+            (Shipped, Delivered),
+        ] {
+            assert_eq!(check_transition(from, to), Ok(()), "{from:?} -> {to:?}");
+        }
+    }
+
+    #[test]
+    fn an_illegal_transition_names_the_current_status_and_the_allowed_ones() {
+        let err = check_transition(Shipped, Cancelled).unwrap_err();
+        assert_eq!(err.current, Shipped);
+        assert_eq!(err.allowed, &[Delivered]);
+        let text = err.to_string();
+        assert!(
+            text.contains("shipped") && text.contains("delivered"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn final_statuses_go_nowhere() {
+        for s in [Delivered, Cancelled, PaymentFailed, Rejected] {
+            assert!(is_final(s));
+            for to in ALL {
+                assert!(check_transition(s, to).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn statuses_and_steps_round_trip_through_their_names() {
+        for s in ALL {
+            assert_eq!(parse_status(status_name(s)), Some(s));
+        }
+        for s in Step::ALL {
+            assert_eq!(Step::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(parse_status("lost"), None);
+    }
+
+    #[test]
+    fn payment_tokens_are_short_visible_ascii() {
+        assert!(check_payment_token("tok_visa").is_ok());
+        assert!(check_payment_token("").is_err());
+        assert!(check_payment_token("tok visa").is_err());
+        assert!(check_payment_token(&"x".repeat(256)).is_err());
+    }
+}

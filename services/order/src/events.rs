@@ -1,0 +1,161 @@
+//! Handlers of consumed events. Each runs in the consumer's transaction with its inbox
+//! row, so an exact redelivery has no second effect; beyond that:
+//!
+//! * `order.create` (cart.checkout) creates the order once per cart and per order id;
+//!   a repeated checkout of the same cart changes nothing.
+//! * `order.stock` (inventory.updated) acts only on a `paid` order: a commit confirms
+//!   it, a rejection rejects it and schedules the refund. Anything else (an order
+//!   cancelled meanwhile, a second answer) is left alone: inventory releases by itself
+//!   what it holds for failed and cancelled orders.
+
+use async_trait::async_trait;
+use mp_events::catalog::{CartCheckout, InventoryUpdated, OrderStatus, StockChange};
+use mp_events::{Envelope, EventHandler, HandlerError, Money};
+use sqlx::PgConnection;
+
+use crate::db::{self, Change};
+use crate::domain::{Actor, Step};
+use crate::orders::{Orders, TransitionError, status_of};
+
+/// `cart.checkout`: the order, pending, waiting on its charge.
+pub struct CreateOrder(pub Orders);
+
+fn check_checkout(c: &CartCheckout) -> Result<(), String> {
+    if c.items.is_empty() {
+        return Err("a checkout without items".into());
+    }
+    let currency = &c.total.currency;
+    if !Money::is_valid_currency(currency) {
+        return Err(format!("unknown currency {currency:?}"));
+    }
+    let mut sum: i64 = 0;
+    for item in &c.items {
+        if item.quantity < 1 || item.unit_price.amount < 0 {
+            return Err(format!(
+                "line {} has a bad quantity or price",
+                item.product_id
+            ));
+        }
+        if &item.unit_price.currency != currency {
+            return Err(format!("line {} is in another currency", item.product_id));
+        }
+        sum = item
+            .quantity
+            .checked_mul(item.unit_price.amount)
+            .and_then(|l| l.checked_add(sum))
+            .ok_or("the line totals overflow")?;
+    }
+    if [&c.subtotal, &c.tax]
+        .iter()
+        .any(|m| &m.currency != currency)
+        || c.subtotal.amount != sum
+        || c.tax.amount < 0
+        || c.total.amount != c.subtotal.amount + c.tax.amount
+    {
+        return Err("subtotal, tax and total do not add up".into());
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EventHandler for CreateOrder {
+    type Event = CartCheckout;
+    const NAME: &'static str = "order.create";
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &Envelope<CartCheckout>,
+    ) -> Result<(), HandlerError> {
+        let c = &event.payload;
+        check_checkout(c).map_err(|e| {
+            HandlerError::permanent(format!("cart.checkout of cart {}: {e}", c.cart_id))
+        })?;
+        if db::insert_order(conn, c).await? {
+            tracing::info!(order_id = %c.order_id, cart_id = %c.cart_id, "order created");
+        } else {
+            tracing::info!(order_id = %c.order_id, cart_id = %c.cart_id, "order exists already");
+        }
+        Ok(())
+    }
+
+    async fn after_commit(&self, _event: &Envelope<CartCheckout>) {
+        self.0.wake.notify_one();
+    }
+}
+
+/// `inventory.updated` with an order's commit or rejection.
+pub struct StockOutcome(pub Orders);
+
+#[async_trait]
+impl EventHandler for StockOutcome {
+    type Event = InventoryUpdated;
+    const NAME: &'static str = "order.stock";
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &Envelope<InventoryUpdated>,
+    ) -> Result<(), HandlerError> {
+        let p = &event.payload;
+        let (Some(order_id), true) = (
+            p.order_id,
+            matches!(
+                p.change,
+                StockChange::OrderCommitted | StockChange::OrderRejected
+            ),
+        ) else {
+            return Ok(());
+        };
+        let Some(order) = db::order_for_update(conn, order_id).await? else {
+            tracing::warn!(%order_id, "stock outcome for an unknown order");
+            return Ok(());
+        };
+        if status_of(&order) != OrderStatus::Paid {
+            tracing::info!(%order_id, status = %order.status, "stock outcome for an order no longer paid; ignored");
+            return Ok(());
+        }
+        let shortages: Vec<String> = p
+            .shortages
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} ({} wanted, {} available)",
+                    s.product_id, s.requested, s.available
+                )
+            })
+            .collect();
+        let reason = format!("out of stock: {}", shortages.join(", "));
+        let (to, change) = match p.change {
+            StockChange::OrderCommitted => (
+                OrderStatus::Confirmed,
+                Change {
+                    reason: None,
+                    stock_committed: true,
+                    step: Some(None),
+                },
+            ),
+            _ => (
+                OrderStatus::Rejected,
+                Change {
+                    reason: Some(&reason),
+                    stock_committed: false,
+                    step: Some(Some(Step::Refund)),
+                },
+            ),
+        };
+        match self
+            .0
+            .transition(conn, &order, to, Actor::System, change)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(TransitionError::Db(e)) => Err(e.into()),
+            Err(e) => Err(HandlerError::transient(e)),
+        }
+    }
+
+    async fn after_commit(&self, _event: &Envelope<InventoryUpdated>) {
+        self.0.wake.notify_one();
+    }
+}

@@ -1,0 +1,77 @@
+//! The order service's own Prometheus metrics, registered beside the common ones.
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, exponential_buckets,
+};
+
+#[derive(Clone)]
+pub struct OrderMetrics {
+    /// Orders reaching a status through the saga or a user, by status.
+    pub outcomes: IntCounterVec,
+    /// Payment calls (charge, refund) by outcome (approved, declined, transient).
+    pub payments: IntCounterVec,
+    /// Time of one charge including its retries.
+    pub charge_seconds: Histogram,
+    /// Orders waiting on a step longer than its soft timeout, by step.
+    pub stuck: IntGaugeVec,
+    /// Orders compensated after the hard timeout, by step.
+    pub compensated: IntCounterVec,
+}
+
+impl OrderMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let outcomes = IntCounterVec::new(
+            Opts::new(
+                "order_checkout_outcomes_total",
+                "Orders reaching a status (paid, confirmed, payment_failed, rejected, \
+                 cancelled, shipped, delivered).",
+            ),
+            &["status"],
+        )?;
+        let payments = IntCounterVec::new(
+            Opts::new(
+                "order_payments_total",
+                "Payment gateway calls by operation (charge, refund) and outcome \
+                 (approved, declined, transient).",
+            ),
+            &["operation", "outcome"],
+        )?;
+        let charge_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "order_charge_duration_seconds",
+                "Time of one charge at the payment gateway, retries included.",
+            )
+            .buckets(exponential_buckets(0.001, 2.0, 16)?),
+        )?;
+        let stuck = IntGaugeVec::new(
+            Opts::new(
+                "order_saga_stuck",
+                "Orders waiting on a saga step (charge, stock, refund) longer than its \
+                 soft timeout.",
+            ),
+            &["step"],
+        )?;
+        let compensated = IntCounterVec::new(
+            Opts::new(
+                "order_saga_compensations_total",
+                "Orders compensated after waiting past the hard timeout, by step.",
+            ),
+            &["step"],
+        )?;
+        registry.register(Box::new(outcomes.clone()))?;
+        registry.register(Box::new(payments.clone()))?;
+        registry.register(Box::new(charge_seconds.clone()))?;
+        registry.register(Box::new(stuck.clone()))?;
+        registry.register(Box::new(compensated.clone()))?;
+        for step in crate::domain::Step::ALL {
+            stuck.with_label_values(&[step.as_str()]).set(0);
+        }
+        Ok(Self {
+            outcomes,
+            payments,
+            charge_seconds,
+            stuck,
+            compensated,
+        })
+    }
+}

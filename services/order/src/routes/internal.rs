@@ -1,0 +1,77 @@
+//! The cart's hand-off of a payment token, before it commits `cart.checkout`: the
+//! token reaches the order service only over this authenticated call, never in an
+//! event. Answers 204 when stored, and again for the same token; 409 for another
+//! token; 403 for any caller but the cart service.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use mp_common::{ApiJson, ApiPath, ApiResult, Problem, ServiceCaller, Validation};
+use mp_events::Service;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::db::{self, Stored};
+use crate::domain::{self, Step};
+use crate::orders::Orders;
+
+/// The payment method for an order the cart is about to check out.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentMethodRequest {
+    pub customer_id: Uuid,
+    pub cart_id: Uuid,
+    /// The provider's token for the card (`tok_visa` with the test gateway).
+    #[schema(value_type = String, example = "tok_visa")]
+    pub payment_token: SecretString,
+}
+
+/// Store the payment token for an order (cart service only).
+#[utoipa::path(put, path = "/api/internal/orders/{id}/payment-method", tag = "internal",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The order id the cart chose")),
+    request_body = PaymentMethodRequest,
+    responses(
+        (status = 204, description = "Stored (or the same token was stored before)"),
+        (status = 400, description = "Malformed JSON", body = Problem),
+        (status = 401, description = "No service token", body = Problem),
+        (status = 403, description = "A service other than cart", body = Problem),
+        (status = 409, description = "Another payment method is stored for the order", body = Problem),
+        (status = 422, description = "Invalid fields", body = Problem),
+    ))]
+pub async fn put_payment_method(
+    State(orders): State<Orders>,
+    caller: ServiceCaller,
+    ApiPath(order_id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<PaymentMethodRequest>,
+) -> ApiResult<StatusCode> {
+    caller.allow(&[Service::Cart])?;
+    let token = body.payment_token.expose_secret();
+    let mut v = Validation::new();
+    v.field("payment_token", domain::check_payment_token(token));
+    v.finish()?;
+    let mut conn = orders.db.acquire().await?;
+    if let Some(order) = db::order(&mut conn, order_id).await? {
+        if order.customer_id != body.customer_id || order.cart_id != body.cart_id {
+            return Err(conflict().into());
+        }
+        if order.saga_step.as_deref() != Some(Step::Charge.as_str()) {
+            // Charged (or failed) already: the token is no longer needed.
+            return Ok(StatusCode::NO_CONTENT);
+        }
+    }
+    match db::put_payment_method(&mut conn, order_id, body.customer_id, body.cart_id, token).await?
+    {
+        Stored::Same => Ok(StatusCode::NO_CONTENT),
+        Stored::Different => Err(conflict().into()),
+    }
+}
+
+fn conflict() -> Problem {
+    Problem::conflict(
+        "payment-method-exists",
+        "Another payment method is already stored for this order.",
+    )
+    .title("Payment method exists")
+}
