@@ -28,6 +28,14 @@ struct Script {
     transient_failures: HashMap<String, u32>,
     /// Fail permanently.
     permanent: Vec<String>,
+    /// Panic this many times before succeeding.
+    panics: HashMap<String, u32>,
+    /// Hang (longer than the handler timeout) this many times before succeeding.
+    hangs: HashMap<String, u32>,
+    /// Hold every handler this long (to measure concurrency).
+    hold: Option<Duration>,
+    running: usize,
+    max_running: usize,
     /// When each delivery of an event reached the handler.
     seen: HashMap<String, Vec<Instant>>,
 }
@@ -46,7 +54,7 @@ impl EventHandler for Recorder {
         event: &Envelope<VendorCreated>,
     ) -> Result<(), HandlerError> {
         let name = event.payload.name.clone();
-        {
+        let (hang, hold) = {
             let mut script = self.0.lock().unwrap();
             script
                 .seen
@@ -60,7 +68,25 @@ impl EventHandler for Recorder {
                 *n -= 1;
                 return Err(HandlerError::transient("dependency down"));
             }
+            if let Some(n) = script.panics.get_mut(&name).filter(|n| **n > 0) {
+                *n -= 1;
+                drop(script);
+                panic!("handler bug on {name}");
+            }
+            let hang = script.hangs.get_mut(&name).filter(|n| **n > 0).map(|n| {
+                *n -= 1;
+            });
+            script.running += 1;
+            script.max_running = script.max_running.max(script.running);
+            (hang.is_some(), script.hold)
+        };
+        if hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
         }
+        if let Some(hold) = hold {
+            tokio::time::sleep(hold).await;
+        }
+        self.0.lock().unwrap().running -= 1;
         sqlx::query("insert into effects (event_id, name) values ($1, $2)")
             .bind(event.id)
             .bind(&name)
@@ -122,14 +148,43 @@ impl Rig {
     }
 
     fn start_consumer(&self) {
-        let consumer = Consumer::new(
+        self.start_consumer_with(|_| {});
+    }
+
+    fn start_consumer_with(&self, tune: impl FnOnce(&mut Consumer)) {
+        let mut consumer = Consumer::new(
             Service::Customer,
             self.broker.clone(),
             self.db.clone(),
             self.metrics.clone(),
         )
         .handle(Recorder(self.script.clone()));
+        tune(&mut consumer);
         tokio::spawn(std::sync::Arc::new(consumer).run(self.shutdown.clone()));
+    }
+
+    async fn dead_letters(&self) -> Vec<dlq::DeadLetter> {
+        dlq::list(&self.broker, Service::Customer, 100)
+            .await
+            .unwrap()
+    }
+
+    /// Publishes raw bytes straight onto the exchange under `routing_key`.
+    async fn publish_raw(&self, routing_key: &str, body: &[u8], message_id: &str) {
+        let channel = self.broker.confirm_channel().await.unwrap();
+        channel
+            .basic_publish(
+                &self.broker.topology().exchange(),
+                routing_key,
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_message_id(message_id.into()),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        channel.close(200, "published").await.unwrap();
     }
 
     async fn enqueue(&self, name: &str) -> Uuid {
@@ -424,4 +479,238 @@ async fn poison_messages_are_dead_lettered_with_their_reason_without_blocking_th
             .len(),
         2
     );
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_or_hangs_is_retried_and_its_delivery_never_leaks() {
+    let rig = Rig::new().await;
+    {
+        let mut script = rig.script.lock().unwrap();
+        script.panics.insert("panicky".into(), 1);
+        script.hangs.insert("stuck".into(), 1);
+    }
+    rig.start_relay();
+    rig.start_consumer_with(|c| c.handler_timeout = Duration::from_millis(500));
+    rig.enqueue("panicky").await;
+    rig.enqueue("stuck").await;
+
+    rig.wait_for_effect("panicky").await;
+    rig.wait_for_effect("stuck").await;
+    assert_eq!(
+        rig.deliveries("panicky").len(),
+        2,
+        "a panic is retried once"
+    );
+    assert_eq!(
+        rig.deliveries("stuck").len(),
+        2,
+        "a hang is cut off and retried"
+    );
+    assert_eq!(rig.outcome("retried"), 2);
+    assert!(rig.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn handlers_never_take_more_connections_than_half_the_pool() {
+    let rig = Rig::new().await;
+    rig.script.lock().unwrap().hold = Some(Duration::from_millis(50));
+    let mut tx = rig.db.begin().await.unwrap();
+    for i in 0..40 {
+        mp_events::enqueue(&mut tx, Service::Vendor, vendor_created(&format!("c-{i}")))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    rig.start_relay();
+    rig.start_consumer();
+    eventually("all 40 handled", Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from effects")
+            .fetch_one(&rig.db)
+            .await
+            .unwrap();
+        (n == 40).then_some(())
+    })
+    .await;
+    // The test pool has 5 connections: two handlers at most, the rest stays for HTTP.
+    let max = rig.script.lock().unwrap().max_running;
+    assert!((1..=2).contains(&max), "{max} handlers ran at once");
+}
+
+#[tokio::test]
+async fn an_event_from_a_service_that_does_not_publish_its_type_is_dead_lettered_as_not_authentic()
+{
+    let rig = Rig::new().await;
+    rig.start_consumer();
+    let mut forged = Envelope::new(Service::Cart, vendor_created("forged"));
+    forged.id = Uuid::now_v7();
+    rig.publish_raw(
+        "vendor.created",
+        &serde_json::to_vec(&forged).unwrap(),
+        &forged.id.to_string(),
+    )
+    .await;
+    let letters = eventually(
+        "the forged event dead-lettered",
+        Duration::from_secs(10),
+        || async {
+            let letters = rig.dead_letters().await;
+            (!letters.is_empty()).then_some(letters)
+        },
+    )
+    .await;
+    let reason = letters[0].reason.clone().unwrap();
+    assert!(reason.contains("not authentic"), "{reason}");
+    assert!(reason.contains("vendor service"), "{reason}");
+    assert_eq!(rig.effects("forged").await, 0);
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_coming_back_unacked_reaches_the_dead_letter_queue_by_the_delivery_limit()
+ {
+    let rig = Rig::new().await;
+    let id = rig.enqueue("crasher").await;
+    rig.start_relay();
+    // A consumer that crashes on the message: it never acks, the broker requeues it.
+    let queue = rig.broker.topology().queue(Service::Customer);
+    let limit = rig.broker.topology().delivery_limit;
+    let channel = rig.broker.channel().await.unwrap();
+    let returned = std::sync::atomic::AtomicU32::new(0);
+    let (channel, queue, counter, rig_ref) = (&channel, &queue, &returned, &rig);
+    eventually(
+        "the message to be dead-lettered",
+        Duration::from_secs(30),
+        || async move {
+            if let Some(msg) = channel
+                .basic_get(queue, lapin::options::BasicGetOptions { no_ack: false })
+                .await
+                .unwrap()
+            {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                msg.delivery
+                    .nack(lapin::options::BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+            let letters = rig_ref.dead_letters().await;
+            letters
+                .into_iter()
+                .find(|l| l.message_id.as_deref() == Some(id.to_string().as_str()))
+        },
+    )
+    .await;
+    let returned = returned.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(returned >= limit, "{returned} deliveries, limit {limit}");
+    let letter = rig
+        .dead_letters()
+        .await
+        .into_iter()
+        .find(|l| l.message_id.as_deref() == Some(id.to_string().as_str()))
+        .unwrap();
+    let reason = letter.reason.unwrap();
+    assert!(reason.contains("RabbitMQ"), "{reason}");
+}
+
+#[tokio::test]
+async fn redrive_all_moves_only_what_was_there_and_refuses_events_older_than_the_inbox_remembers() {
+    let rig = Rig::new().await;
+    rig.script
+        .lock()
+        .unwrap()
+        .permanent
+        .push("always-bad".into());
+    rig.start_relay();
+    rig.start_consumer();
+    rig.enqueue("always-bad").await;
+    eventually(
+        "the poison dead-lettered",
+        Duration::from_secs(10),
+        || async { (rig.dead_letters().await.len() == 1).then_some(()) },
+    )
+    .await;
+
+    // It fails again at once and comes back; a redrive must not chase it in a loop.
+    let report = dlq::redrive(
+        &rig.broker,
+        Service::Customer,
+        &Selection::All,
+        Duration::from_secs(3600),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.redriven, 1);
+    eventually(
+        "the poison back in the DLQ",
+        Duration::from_secs(10),
+        || async {
+            (rig.dead_letters().await.len() == 1 && rig.deliveries("always-bad").len() == 2)
+                .then_some(())
+        },
+    )
+    .await;
+
+    // An event older than the inbox retention is refused unless forced.
+    rig.script.lock().unwrap().permanent.clear();
+    let report = dlq::redrive(
+        &rig.broker,
+        Service::Customer,
+        &Selection::All,
+        Duration::from_millis(1),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.redriven, 0);
+    assert!(
+        report.refused[0].1.contains("inbox retention"),
+        "{:?}",
+        report.refused
+    );
+    assert_eq!(rig.dead_letters().await.len(), 1, "a refused letter stays");
+    let report = dlq::redrive(
+        &rig.broker,
+        Service::Customer,
+        &Selection::All,
+        Duration::from_millis(1),
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.redriven, 1);
+    rig.wait_for_effect("always-bad").await;
+}
+
+#[tokio::test]
+async fn published_outbox_rows_are_pruned_after_the_retention_and_unsent_ones_are_kept() {
+    let rig = Rig::new().await;
+    rig.start_consumer();
+    rig.enqueue("sent").await;
+    rig.start_relay();
+    rig.wait_for_effect("sent").await;
+    // Not yet published: nobody relays it (the relay is stopped first).
+    rig.shutdown.cancel();
+    let mut tx = rig.db.begin().await.unwrap();
+    mp_events::enqueue(&mut tx, Service::Vendor, vendor_created("unsent"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let housekeeping = mp_events::outbox::Housekeeping {
+        pool: rig.db.clone(),
+        metrics: rig.metrics.clone(),
+        settings: mp_events::outbox::RelaySettings {
+            outbox_retention: Duration::ZERO,
+            ..Default::default()
+        },
+    };
+    housekeeping.once().await.unwrap();
+    let left: Vec<String> = sqlx::query_scalar("select envelope->'payload'->>'name' from outbox")
+        .fetch_all(&rig.db)
+        .await
+        .unwrap();
+    assert_eq!(left, vec!["unsent".to_owned()]);
+    assert_eq!(rig.metrics.outbox_pending.get(), 1);
 }

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
@@ -94,24 +94,22 @@ pub async fn redrive(
     let channel = broker.confirm_channel().await?;
     let topology = broker.topology();
     let queue = topology.dead_letter_queue(service);
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let present = channel
-        .queue_declare(&queue, passive, FieldTable::default())
-        .await?
-        .message_count() as usize;
-    let mut report = RedriveReport::default();
-    let oldest_allowed =
-        Utc::now() - chrono::Duration::from_std(inbox_retention).unwrap_or(chrono::Duration::MAX);
-    for _ in 0..present.min(MAX_SCAN) {
-        let Some(msg) = channel
+    // First take every message present now (unacked, so none comes back to us while we
+    // hold it), then redrive: one that fails again and returns is not seen by this run.
+    let mut held = Vec::new();
+    while held.len() < MAX_SCAN {
+        match channel
             .basic_get(&queue, BasicGetOptions { no_ack: false })
             .await?
-        else {
-            break;
-        };
+        {
+            Some(msg) => held.push(msg),
+            None => break,
+        }
+    }
+    let mut report = RedriveReport::default();
+    let oldest_allowed = Utc::now()
+        - chrono::Duration::from_std(inbox_retention).unwrap_or(chrono::Duration::MAX);
+    for msg in held {
         let delivery = msg.delivery;
         let message_id = delivery
             .properties

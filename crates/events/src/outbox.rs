@@ -92,7 +92,7 @@ impl Default for RelaySettings {
             lease: Duration::from_secs(30),
             outbox_retention: Duration::from_secs(600),
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
-            housekeeping_interval: Duration::from_secs(5),
+            housekeeping_interval: Duration::from_secs(2),
         }
     }
 }

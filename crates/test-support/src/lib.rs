@@ -19,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use mp_events;
 
+pub mod smtp;
+
+pub mod proxy;
+
 pub struct TestEnv {
     pub id: String,
     base: CommonConfig,
