@@ -17,11 +17,13 @@ pub struct VendorRow {
     pub name: String,
     pub email: String,
     pub phone: Option<String>,
+    /// 1 at creation, one more with every change (carried by `vendor.updated`).
+    pub revision: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-const VENDOR_COLUMNS: &str = "id, name, email, phone, created_at, updated_at";
+const VENDOR_COLUMNS: &str = "id, name, email, phone, revision, created_at, updated_at";
 
 pub async fn insert_vendor(
     conn: &mut PgConnection,
@@ -79,7 +81,8 @@ pub async fn update_vendor(
     phone: Option<&str>,
 ) -> sqlx::Result<VendorRow> {
     sqlx::query_as(&format!(
-        "update vendors set name = $2, email = $3, phone = $4, updated_at = now()
+        "update vendors set name = $2, email = $3, phone = $4, revision = revision + 1,
+                            updated_at = now()
          where id = $1 returning {VENDOR_COLUMNS}"
     ))
     .bind(id)

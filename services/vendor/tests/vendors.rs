@@ -258,6 +258,30 @@ async fn only_members_and_admins_may_change_a_vendor() {
     assert_eq!(read["name"], "Curated");
     assert_eq!(read["email"], "new@shop.test");
 
+    // The same values again change nothing and tell no one.
+    let (status, _) = fleet
+        .patch(&path, &admin.token, json!({"name": "Curated"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let updates: Vec<serde_json::Value> = fleet
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "vendor.updated")
+        .map(|(_, e)| e["payload"].clone())
+        .collect();
+    assert_eq!(
+        updates.len(),
+        2,
+        "one vendor.updated per change: {updates:?}"
+    );
+    assert_eq!(updates[0]["email"], "new@shop.test");
+    assert_eq!(updates[0]["phone"], serde_json::Value::Null);
+    assert_eq!(updates[0]["revision"], 2);
+    assert_eq!(updates[1]["name"], "Curated");
+    assert_eq!(updates[1]["email"], "new@shop.test");
+    assert_eq!(updates[1]["revision"], 3);
+
     let (status, body) = fleet
         .patch(
             &format!("/api/vendors/{}", Uuid::now_v7()),

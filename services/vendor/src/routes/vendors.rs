@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use mp_common::serde_ext::double_option;
 use mp_common::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Problem, Validation};
 use mp_events::Service;
-use mp_events::catalog::{VendorCreated, VendorMemberAdded};
+use mp_events::catalog::{VendorCreated, VendorMemberAdded, VendorUpdated};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
@@ -234,7 +234,20 @@ pub async fn update_vendor(
         return Ok(Json(current.into()));
     }
     let row = db::update_vendor(&mut tx, id, &name, &email, phone.as_deref()).await?;
+    mp_events::enqueue(
+        &mut tx,
+        Service::Vendor,
+        VendorUpdated {
+            vendor_id: row.id,
+            name: row.name.clone(),
+            email: row.email.clone(),
+            phone: row.phone.clone(),
+            revision: row.revision,
+        },
+    )
+    .await?;
     tx.commit().await?;
+    tracing::info!(vendor_id = %row.id, revision = row.revision, "vendor updated");
     Ok(Json(row.into()))
 }
 
