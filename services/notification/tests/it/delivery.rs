@@ -1,0 +1,133 @@
+//! Delivery guarantees: once per event, failures that block no one, outages that lose
+//! nothing.
+
+use mp_events::catalog::OrderStatus;
+use mp_events::{Envelope, Service};
+use mp_test_support::eventually;
+use mp_test_support::smtp::SmtpSink;
+
+use crate::harness::{Harness, WAIT, order_updated};
+
+#[tokio::test]
+async fn a_redelivered_event_sends_nothing_twice() {
+    let h = Harness::start().await;
+    let ada = h.customer("Ada", Some("+4930123456")).await;
+    let event = Envelope::new(
+        Service::Order,
+        order_updated(ada.customer_id, OrderStatus::Cancelled),
+    );
+    h.publish_envelope(&event).await;
+    h.settled(event.id, 2).await;
+    h.publish_envelope(&event).await;
+    h.publish_envelope(&event).await;
+
+    // A later event of someone else: once it is out, the redeliveries were handled.
+    let bob = h.customer("Bob", None).await;
+    let marker = h
+        .publish(
+            Service::Order,
+            order_updated(bob.customer_id, OrderStatus::Cancelled),
+        )
+        .await;
+    h.settled(marker.id, 1).await;
+
+    let to_ada: Vec<_> = h
+        .emails()
+        .into_iter()
+        .filter(|m| m.rcpt_to == vec![ada.email.clone()])
+        .collect();
+    assert_eq!(to_ada.len(), 1, "one email to Ada");
+    assert_eq!(h.sms.messages().len(), 1, "one SMS to Ada");
+    let rows = h.rows().await;
+    assert_eq!(rows.iter().filter(|r| r.event_id == event.id).count(), 2);
+}
+
+#[tokio::test]
+async fn a_missing_contact_fails_with_a_reason_and_other_customers_still_get_theirs() {
+    let h = Harness::start().await;
+    let stranger = uuid::Uuid::now_v7();
+    let lost = h
+        .publish(
+            Service::Order,
+            order_updated(stranger, OrderStatus::Confirmed),
+        )
+        .await;
+    let ada = h.customer("Ada", None).await;
+    let fine = h
+        .publish(
+            Service::Order,
+            order_updated(ada.customer_id, OrderStatus::Confirmed),
+        )
+        .await;
+
+    let failed = h.settled(lost.id, 2).await;
+    for row in &failed {
+        assert_eq!(row.status, "failed", "{row:?}");
+        assert_eq!(row.recipient, None);
+        let reason = row.last_error.as_deref().unwrap_or_default();
+        assert!(
+            reason.contains("no contact details") && reason.contains(&stranger.to_string()),
+            "{reason}"
+        );
+    }
+    let sent = h.settled(fine.id, 1).await;
+    assert_eq!(sent[0].status, "sent");
+    assert_eq!(h.emails().len(), 1);
+    assert_eq!(
+        h.metric("notifications_failed_total{channel=\"email\",template=\"order_confirmed\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn while_the_smtp_server_is_down_emails_wait_and_go_out_once_it_is_back() {
+    let mut h = Harness::start().await;
+    let ada = h.customer("Ada", Some("+4930123456")).await;
+    let port = h.smtp_port;
+    h.smtp.take().unwrap().stop().await;
+
+    let event = h
+        .publish(
+            Service::Order,
+            order_updated(ada.customer_id, OrderStatus::Confirmed),
+        )
+        .await;
+    // More attempts than SEND_MAX_ATTEMPTS: an outage never fails a message.
+    let waiting = eventually(
+        "the email to be retried while SMTP is down",
+        WAIT,
+        || async {
+            h.rows()
+                .await
+                .into_iter()
+                .find(|r| r.event_id == event.id && r.channel == "email" && r.attempts >= 4)
+        },
+    )
+    .await;
+    assert_eq!(waiting.status, "pending");
+    assert!(
+        waiting
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("unavailable"),
+        "{waiting:?}"
+    );
+    // The other channel does not wait for email.
+    eventually("the SMS to go out meanwhile", WAIT, || async {
+        (h.sms.messages().len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        h.metric("notifications_retried_total{channel=\"email\"")
+            .await
+            >= 3.0
+    );
+
+    h.smtp = Some(SmtpSink::start_on(port).await);
+    let rows = h.settled(event.id, 2).await;
+    assert!(rows.iter().all(|r| r.status == "sent"), "{rows:?}");
+    assert_eq!(h.emails().len(), 1);
+    assert_eq!(h.emails()[0].rcpt_to, vec![ada.email.clone()]);
+}
