@@ -317,31 +317,25 @@ pub async fn products(
     q.build_query_as().fetch_all(conn).await
 }
 
-/// Records stock figures unless figures from a later event are already there; returns
-/// whether they were recorded. `(as_of, event_id)` orders events: the time inventory
-/// wrote the event, then its (time-ordered) id to break ties.
-pub async fn record_stock(
-    conn: &mut PgConnection,
-    level: &StockLevel,
-    as_of: DateTime<Utc>,
-    event_id: Uuid,
-) -> sqlx::Result<bool> {
+/// Records stock figures unless figures with a higher stock version are already there;
+/// returns whether they were recorded. The version is the stock item's, carried in the
+/// event, so the order holds whatever the clocks of the hosts say.
+pub async fn record_stock(conn: &mut PgConnection, level: &StockLevel) -> sqlx::Result<bool> {
     let recorded = sqlx::query(
-        "insert into product_stock (product_id, vendor_id, on_hand, reserved, available, as_of, event_id)
-         values ($1, $2, $3, $4, $5, $6, $7)
+        "insert into product_stock (product_id, vendor_id, on_hand, reserved, available, version, as_of)
+         values ($1, $2, $3, $4, $5, $6, now())
          on conflict (product_id) do update set
              vendor_id = excluded.vendor_id, on_hand = excluded.on_hand,
              reserved = excluded.reserved, available = excluded.available,
-             as_of = excluded.as_of, event_id = excluded.event_id, updated_at = now()
-         where (product_stock.as_of, product_stock.event_id) < (excluded.as_of, excluded.event_id)",
+             version = excluded.version, as_of = excluded.as_of, updated_at = now()
+         where product_stock.version < excluded.version",
     )
     .bind(level.product_id)
     .bind(level.vendor_id)
     .bind(level.on_hand)
     .bind(level.reserved)
     .bind(level.available)
-    .bind(as_of)
-    .bind(event_id)
+    .bind(level.version)
     .execute(&mut *conn)
     .await?
     .rows_affected()

@@ -1,13 +1,13 @@
 //! Handlers of consumed events: stock figures from the inventory service.
 //!
 //! Both run as `vendor.stock` (the catalog's name). In the consumer's transaction they
-//! record each product's on-hand, reserved and available stock unless a later report is
-//! already recorded; once that transaction committed, they store the products' new reads
+//! record each product's on-hand, reserved and available stock unless a report with a
+//! higher stock version is already recorded (versions, never clocks); once that transaction committed, they store the products' new reads
 //! in the cache (see [`crate::cache`]), so cached reads show the new figures at once.
 
 use async_trait::async_trait;
 use mp_events::catalog::{InventoryCreated, InventoryUpdated, StockLevel};
-use mp_events::{Envelope, Event, EventHandler, HandlerError};
+use mp_events::{Envelope, EventHandler, HandlerError};
 use sqlx::{PgConnection, PgPool};
 
 use crate::cache::{self, ProductCache};
@@ -21,13 +21,9 @@ pub struct Stock {
 }
 
 impl Stock {
-    async fn record<E: Event>(
-        conn: &mut PgConnection,
-        event: &Envelope<E>,
-        levels: &[StockLevel],
-    ) -> Result<(), HandlerError> {
+    async fn record(conn: &mut PgConnection, levels: &[StockLevel]) -> Result<(), HandlerError> {
         for level in levels {
-            if !db::record_stock(conn, level, event.occurred_at, event.id).await? {
+            if !db::record_stock(conn, level).await? {
                 tracing::info!(product_id = %level.product_id, "older stock report ignored");
             }
         }
@@ -59,7 +55,7 @@ impl EventHandler for StockCreated {
         conn: &mut PgConnection,
         event: &Envelope<InventoryCreated>,
     ) -> Result<(), HandlerError> {
-        Stock::record(conn, event, std::slice::from_ref(&event.payload.level)).await
+        Stock::record(conn, std::slice::from_ref(&event.payload.level)).await
     }
 
     async fn after_commit(&self, event: &Envelope<InventoryCreated>) {
@@ -83,7 +79,7 @@ impl EventHandler for StockUpdated {
         conn: &mut PgConnection,
         event: &Envelope<InventoryUpdated>,
     ) -> Result<(), HandlerError> {
-        Stock::record(conn, event, &event.payload.levels).await
+        Stock::record(conn, &event.payload.levels).await
     }
 
     async fn after_commit(&self, event: &Envelope<InventoryUpdated>) {

@@ -176,17 +176,25 @@ async fn bad_catalog_parameters_are_problems() {
     assert_problem(got, &body, StatusCode::UNPROCESSABLE_ENTITY, Some("q"));
 }
 
-fn level(product_id: &str, vendor_id: Uuid, on_hand: i64, reserved: i64) -> StockLevel {
+fn level(
+    product_id: &str,
+    vendor_id: Uuid,
+    on_hand: i64,
+    reserved: i64,
+    version: i64,
+) -> StockLevel {
     StockLevel {
         product_id: product_id.parse().unwrap(),
         vendor_id,
         on_hand,
         reserved,
         available: on_hand - reserved,
-        version: 1,
+        version,
     }
 }
 
+/// An adjustment report stamped `seconds_from_now` by its host's clock, which must not
+/// matter: stock versions order reports.
 fn adjusted(levels: Vec<StockLevel>, seconds_from_now: i64) -> Envelope<InventoryUpdated> {
     let mut e = Envelope::new(
         Service::Inventory,
@@ -218,7 +226,7 @@ async fn stock_reported_by_inventory_shows_in_cached_reads_and_the_catalog() {
         .publish(&Envelope::new(
             Service::Inventory,
             InventoryCreated {
-                level: level(&id, vendor_id, 25, 0),
+                level: level(&id, vendor_id, 25, 0, 1),
                 low_stock_threshold: 5,
             },
         ))
@@ -231,7 +239,7 @@ async fn stock_reported_by_inventory_shows_in_cached_reads_and_the_catalog() {
     .await;
 
     fleet
-        .publish(&adjusted(vec![level(&id, vendor_id, 30, 4)], 1))
+        .publish(&adjusted(vec![level(&id, vendor_id, 30, 4, 2)], 1))
         .await;
     eventually(
         "the adjusted stock in product reads",
@@ -258,8 +266,9 @@ async fn an_older_stock_report_never_overwrites_a_newer_one() {
     let path = format!("/api/products/{id}");
     let db = fleet.vendor_db().await;
 
-    let newer = adjusted(vec![level(&id, vendor_id, 7, 0)], 10);
-    let older = adjusted(vec![level(&id, vendor_id, 3, 0)], 5);
+    // The older report comes from a host whose clock runs ahead: its timestamp is later.
+    let newer = adjusted(vec![level(&id, vendor_id, 7, 0, 10)], 10);
+    let older = adjusted(vec![level(&id, vendor_id, 3, 0, 5)], 60);
     fleet.publish(&newer).await;
     eventually("the newer report", Duration::from_secs(10), || async {
         (on_hand(&fleet, &path).await == Some(7)).then_some(())
@@ -287,7 +296,7 @@ async fn an_older_stock_report_never_overwrites_a_newer_one() {
     // Delivered again, the newer report changes nothing either (the inbox absorbs it).
     fleet.publish(&newer).await;
     fleet
-        .publish(&adjusted(vec![level(&id, vendor_id, 9, 1)], 20))
+        .publish(&adjusted(vec![level(&id, vendor_id, 9, 1, 20)], 20))
         .await;
     eventually("the newest report", Duration::from_secs(10), || async {
         (on_hand(&fleet, &path).await == Some(9)).then_some(())
