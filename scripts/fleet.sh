@@ -7,8 +7,11 @@
 #   bash scripts/fleet.sh status   services and dependencies at a glance
 #   bash scripts/fleet.sh restart  down, then up
 #
-# State lives in .local/ (gitignored): logs/<svc>.log, run/<svc>.pid and
-# admin.env (generated admin credentials and JWT secret, mode 600).
+# State lives in .local/ (gitignored): logs/<svc>.log, run/<svc>.pid,
+# admin.env (generated admin credentials and JWT secret, mode 600), sms.log
+# (every SMS the notification service sends, one JSON object a line) and
+# maildev/ (the mail catcher: MailDev from npm, whose web page shows every
+# email: http://localhost:1080).
 #
 # Environment knobs (all optional):
 #   CARGO_TARGET_DIR     where the release binaries are (same default as the Makefile)
@@ -17,6 +20,10 @@
 #   FLEET_BIND_HOST      interface the services listen on (default 0.0.0.0)
 #   FLEET_STATE_DIR      instead of .local/ (e.g. for a throwaway run)
 #   FLEET_READY_TIMEOUT  seconds to wait for readiness (default 60)
+#   FLEET_MAIL_SMTP_PORT SMTP port of the mail catcher (default 1025)
+#   FLEET_MAIL_WEB_PORT  web page of the mail catcher (default 1080)
+#   FLEET_NO_MAIL=1      don't start the mail catcher (SMTP_HOST/SMTP_PORT
+#                        then name a server of your own)
 # Anything else the services read (DATABASE_URL, RUST_LOG, LOG_FORMAT, ...)
 # is passed through from the caller's environment.
 
@@ -38,6 +45,11 @@ ADMIN_EMAIL_DEFAULT=admin@marketplace.local
 READY_TIMEOUT=${FLEET_READY_TIMEOUT:-60} # seconds, for all services together
 STOP_TIMEOUT=20  # seconds between SIGTERM and SIGKILL
 BIND_HOST=${FLEET_BIND_HOST:-0.0.0.0}
+MAILDEV_VERSION=2.2.1
+MAILDEV_DIR=$STATE_DIR/maildev
+MAIL_SMTP_PORT=${FLEET_MAIL_SMTP_PORT:-1025}
+MAIL_WEB_PORT=${FLEET_MAIL_WEB_PORT:-1080}
+SMS_LOG=$STATE_DIR/sms.log
 
 # Same default as the Makefile, so 'make up' and 'bash scripts/fleet.sh up'
 # find the same binaries. A relative value is taken from the repo root, as
@@ -206,6 +218,84 @@ load_admin_env() {
     set +a
 }
 
+# ------------------------------------------------------------ mail catcher
+
+# MailDev, pinned, installed once into the state dir with npm (node >= 18).
+ensure_maildev_installed() {
+    local pkg=$MAILDEV_DIR/node_modules/maildev/package.json
+    if [[ -f $pkg ]] && grep -q "\"version\": \"$MAILDEV_VERSION\"" "$pkg"; then
+        return 0
+    fi
+    if ! command -v npm >/dev/null 2>&1; then
+        infra_apt_install nodejs npm
+    fi
+    say "installing MailDev $MAILDEV_VERSION (npm) into $MAILDEV_DIR"
+    mkdir -p "$MAILDEV_DIR"
+    [[ -f $MAILDEV_DIR/package.json ]] || printf '{"private": true}\n' >"$MAILDEV_DIR/package.json"
+    # Non-interactive and bounded: no audit/fund chatter, no prompts.
+    CI=true npm_config_yes=true timeout 600 npm install --prefix "$MAILDEV_DIR" \
+        --no-audit --no-fund --loglevel=error --save-exact "maildev@$MAILDEV_VERSION" \
+        >>"$LOG_DIR/maildev.log" 2>&1 </dev/null
+}
+
+# Starts the mail catcher unless it (or another SMTP server) already listens.
+# Its failure is a warning: the services still run, emails wait in the
+# notification service until an SMTP server answers.
+start_mail_catcher() {
+    local pidf pid bin tries=60
+    [[ ${FLEET_NO_MAIL:-0} == 1 ]] && return 0
+    pidf=$(pid_file maildev)
+    pid=$(read_pid maildev)
+    if [[ -n $pid ]] && pid_is_ours "$pid" maildev; then
+        say "mail catcher already running (pid $pid): http://localhost:$MAIL_WEB_PORT"
+        return 0
+    fi
+    if port_listening "$MAIL_SMTP_PORT"; then
+        warn "port $MAIL_SMTP_PORT already listens (not started by fleet); using it as the SMTP server"
+        return 0
+    fi
+    if ! ensure_maildev_installed; then
+        warn "could not install MailDev (see $LOG_DIR/maildev.log); emails stay pending until an SMTP server listens on $MAIL_SMTP_PORT"
+        return 0
+    fi
+    bin=$MAILDEV_DIR/node_modules/.bin/maildev
+    mkdir -p "$STATE_DIR/mail"
+    rm -f "$pidf"
+    printf '\n==== %s fleet: starting maildev smtp :%s web :%s ====\n' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$MAIL_SMTP_PORT" "$MAIL_WEB_PORT" >>"$LOG_DIR/maildev.log"
+    # shellcheck disable=SC2016 # $$ and $1.. are for the inner bash
+    setsid nohup bash -c 'echo $$ >"$1" && exec "$2" --smtp "$3" --web "$4" --ip 127.0.0.1 --mail-directory "$5"' \
+        fleet-launch "$pidf" "$bin" "$MAIL_SMTP_PORT" "$MAIL_WEB_PORT" "$STATE_DIR/mail" \
+        >>"$LOG_DIR/maildev.log" 2>&1 </dev/null &
+    until port_listening "$MAIL_WEB_PORT" && port_listening "$MAIL_SMTP_PORT"; do
+        if ((tries-- <= 0)); then
+            warn "MailDev did not start (see $LOG_DIR/maildev.log)"
+            return 0
+        fi
+        sleep 0.5
+    done
+    say "mail catcher: SMTP 127.0.0.1:$MAIL_SMTP_PORT, mail at http://localhost:$MAIL_WEB_PORT"
+}
+
+stop_mail_catcher() {
+    local pid
+    pid=$(read_pid maildev)
+    if [[ -n $pid ]] && pid_is_ours "$pid" maildev; then
+        say "stopping the mail catcher (pid $pid)"
+        stop_pids "$pid"
+    fi
+    rm -f "$(pid_file maildev)"
+}
+
+# Where the notification service sends: the mail catcher and the SMS file,
+# unless the caller's environment says otherwise.
+export_notification_settings() {
+    export SMTP_HOST=${SMTP_HOST:-127.0.0.1}
+    export SMTP_PORT=${SMTP_PORT:-$MAIL_SMTP_PORT}
+    export SMS_PROVIDER=${SMS_PROVIDER:-file}
+    export SMS_FILE=${SMS_FILE:-$SMS_LOG}
+}
+
 # ------------------------------------------------------------- start / wait
 
 print_log_tail() {
@@ -283,6 +373,8 @@ cmd_up() {
     prepare_state_dir
     ensure_admin_env
     load_admin_env
+    start_mail_catcher
+    export_notification_settings
 
     local entry svc port state pid
     local -A status=() ours=() external=()
@@ -364,6 +456,9 @@ cmd_up() {
     done
     echo
     say "logs: $LOG_DIR/<service>.log (make logs to follow them)"
+    if [[ ${FLEET_NO_MAIL:-0} != 1 ]]; then
+        say "email: http://localhost:$MAIL_WEB_PORT (MailDev); SMS: $SMS_FILE (one JSON object a line)"
+    fi
     say "admin: $ADMIN_EMAIL; password and JWT secret are in $ADMIN_ENV"
 
     if ((${#failed[@]} > 0)); then
@@ -394,6 +489,7 @@ cmd_down() {
     done
     stop_pids "${pids[@]}"
     rm -f "${pidfs[@]}"
+    stop_mail_catcher
     say "services stopped; PostgreSQL, Redis and RabbitMQ keep running"
 }
 
@@ -413,6 +509,9 @@ cmd_status() {
         fi
         printf '%-13s %-9s %-8s %-6s %s\n' "$svc" "$state" "$pid" "$port" "$readiness"
     done
+    local mail=down
+    if port_listening "$MAIL_SMTP_PORT"; then mail=up; fi
+    printf '%-13s %-9s smtp :%s, web http://localhost:%s\n' mail-catcher "$mail" "$MAIL_SMTP_PORT" "$MAIL_WEB_PORT"
     echo
     echo "dependencies:"
     infra_status || true
