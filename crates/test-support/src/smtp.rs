@@ -43,7 +43,8 @@ impl ReceivedMail {
     pub fn text(&self) -> Option<String> {
         let m = self.parsed();
         let part = m.text_part(0)?;
-        part.is_text().then(|| part.text_contents().map(str::to_owned))?
+        part.is_text()
+            .then(|| part.text_contents().map(str::to_owned))?
     }
 
     /// The first `text/html` part, decoded.
@@ -104,7 +105,10 @@ impl SmtpSink {
 
     /// Every message received so far, oldest first.
     pub fn messages(&self) -> Vec<ReceivedMail> {
-        self.received.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Closes the port and every open connection; returns what was received.
@@ -204,7 +208,11 @@ async fn session(stream: TcpStream, received: Arc<Mutex<Vec<ReceivedMail>>>) {
                         break;
                     }
                     // Dot-unstuffing: a leading dot was doubled by the client.
-                    let l = if l.starts_with(b"..") { &l[1..] } else { &l[..] };
+                    let l = if l.starts_with(b"..") {
+                        &l[1..]
+                    } else {
+                        &l[..]
+                    };
                     data.extend_from_slice(l);
                 }
                 received
