@@ -436,7 +436,8 @@ pub async fn cancel_order(
             Problem::forbidden("Only the customer or an admin may cancel an order.").into(),
         );
     }
-    if !db::shipments(&mut tx, id).await?.is_empty() {
+    if status_of(&order) == OrderStatus::Confirmed && !db::shipments(&mut tx, id).await?.is_empty()
+    {
         return Err(Problem::conflict(
             "illegal-status-change",
             "Part of the order has shipped; it can no longer be cancelled.",

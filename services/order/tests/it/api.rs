@@ -1,0 +1,578 @@
+//! Reading, cancelling, shipping and delivering orders; who may do what; the payment
+//! method hand-off; bad input everywhere.
+
+use mp_events::Service;
+use mp_test_support::eventually;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::{Checkout, Harness, WAIT, statuses};
+
+async fn confirmed_order(h: &Harness, lines: &[(Uuid, Uuid, i64)]) -> Checkout {
+    let c = h.checkout(lines, "tok_visa").await;
+    h.wait_status(&c, "confirmed").await;
+    c
+}
+
+async fn ship(h: &Harness, c: &Checkout, token: &str, body: Value) -> (StatusCode, Value) {
+    h.call(
+        Method::POST,
+        &format!("/api/orders/{}/ship", c.order_id),
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
+async fn post(h: &Harness, c: &Checkout, action: &str, token: &str) -> (StatusCode, Value) {
+    h.call(
+        Method::POST,
+        &format!("/api/orders/{}/{action}", c.order_id),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn cancelling_a_confirmed_order_refunds_it_and_returns_the_stock() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 10).await;
+    let c = confirmed_order(&h, &[(product, vendor, 4)]).await;
+    assert_eq!(h.on_hand(product).await, 6);
+
+    let (status, body) = post(&h, &c, "cancel", &h.customer_token(c.customer_id)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "cancelled");
+    let order = h.wait_settled(&c).await;
+    assert_eq!(
+        statuses(&order),
+        ["pending", "paid", "confirmed", "cancelled"]
+    );
+    assert_eq!(
+        order["status_history"][3]["by"],
+        format!("customer:{}", c.customer_id)
+    );
+    assert_eq!(h.successful(c.order_id, "refund").await, 1);
+    eventually("the stock to come back", WAIT, || async {
+        (h.on_hand(product).await == 10).then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.movements(c.order_id).await,
+        [("order".to_owned(), -4), ("order_release".to_owned(), 4)],
+        "the ledger records the return"
+    );
+
+    // Cancelled is final.
+    let (status, body) = post(&h, &c, "cancel", &h.customer_token(c.customer_id)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn a_two_vendor_order_ships_per_vendor_and_only_then_can_be_delivered() {
+    let h = Harness::start().await;
+    let (v1, v2) = (Uuid::now_v7(), Uuid::now_v7());
+    let (p1, p2) = (h.product(v1, 5).await, h.product(v2, 5).await);
+    let c = confirmed_order(&h, &[(p1, v1, 1), (p2, v2, 2)]).await;
+    let (m1, m2) = (h.member_token(v1), h.member_token(v2));
+
+    // A vendor member sees only its own lines.
+    let (status, seen) = h
+        .call(
+            Method::GET,
+            &format!("/api/orders/{}", c.order_id),
+            Some(&m1),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["items"].as_array().unwrap().len(), 1);
+    assert_eq!(seen["items"][0]["vendor_id"], v1.to_string());
+    assert_eq!(seen["total"]["amount"], 1999);
+    assert_eq!(seen["payments"], json!([]));
+
+    let (status, body) = ship(
+        &h,
+        &c,
+        &m1,
+        json!({"carrier": "DHL", "tracking_number": "A1"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "confirmed", "one vendor still has to ship");
+    let (status, _) = ship(
+        &h,
+        &c,
+        &m1,
+        json!({"carrier": "DHL", "tracking_number": "A2"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a vendor ships once");
+    let (status, _) = post(&h, &c, "deliver", &m1).await;
+    assert_eq!(status, StatusCode::CONFLICT, "not shipped yet");
+    let (status, body) = post(&h, &c, "cancel", &h.customer_token(c.customer_id)).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "part of it has shipped: {body}"
+    );
+
+    let (status, body) = ship(
+        &h,
+        &c,
+        &m2,
+        json!({"carrier": "UPS", "tracking_number": "B1"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "shipped");
+    let shipped = h.events("order.shipped", c.order_id).await;
+    assert_eq!(shipped.len(), 2);
+    assert_eq!(shipped[0]["vendor_id"], v1.to_string());
+    assert_eq!(shipped[0]["order_shipped"], false);
+    assert_eq!(shipped[1]["order_shipped"], true);
+    assert_eq!(shipped[1]["items"].as_array().unwrap().len(), 1);
+    assert_eq!(shipped[1]["tracking_number"], "B1");
+
+    let (status, body) = post(&h, &c, "cancel", &h.customer_token(c.customer_id)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["status"], "shipped");
+    assert_eq!(body["allowed"], json!(["delivered"]));
+
+    let (status, body) = post(&h, &c, "deliver", &m2).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "delivered");
+    let order = h.read(&c).await;
+    assert_eq!(
+        statuses(&order),
+        ["pending", "paid", "confirmed", "shipped", "delivered"]
+    );
+    assert_eq!(order["shipments"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn only_the_customer_their_vendors_and_admins_read_cancel_and_ship() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 5).await;
+    let c = confirmed_order(&h, &[(product, vendor, 1)]).await;
+    let path = format!("/api/orders/{}", c.order_id);
+    let stranger = h.customer_token(Uuid::now_v7());
+    let other_vendor = h.member_token(Uuid::now_v7());
+    let member = h.member_token(vendor);
+    let customer = h.customer_token(c.customer_id);
+
+    let (status, _) = h.call(Method::GET, &path, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for token in [&stranger, &other_vendor] {
+        let (status, body) = h.call(Method::GET, &path, Some(token), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(post(&h, &c, "cancel", token).await.0, StatusCode::NOT_FOUND);
+        let (status, _) = ship(
+            &h,
+            &c,
+            token,
+            json!({"carrier": "DHL", "tracking_number": "X"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        h.call(Method::GET, &path, Some(&h.admin_token()), None)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    // The vendor does not cancel; the customer does not ship or deliver.
+    assert_eq!(
+        post(&h, &c, "cancel", &member).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, _) = ship(
+        &h,
+        &c,
+        &customer,
+        json!({"carrier": "DHL", "tracking_number": "X"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        post(&h, &c, "deliver", &customer).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // A member naming a vendor it does not belong to; an admin naming one with no lines.
+    let (status, _) = ship(
+        &h,
+        &c,
+        &member,
+        json!({"carrier": "DHL", "tracking_number": "X", "vendor_id": Uuid::now_v7()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = ship(
+        &h,
+        &c,
+        &h.admin_token(),
+        json!({"carrier": "DHL", "tracking_number": "X", "vendor_id": Uuid::now_v7()}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a vendor with no lines in the order"
+    );
+    // An admin ships on the vendor's behalf.
+    let (status, body) = ship(
+        &h,
+        &c,
+        &h.admin_token(),
+        json!({"carrier": "DHL", "tracking_number": "X", "vendor_id": vendor}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "shipped");
+    assert_eq!(h.read(&c).await["status"], "shipped");
+}
+
+#[tokio::test]
+async fn lists_show_own_orders_vendor_orders_and_all_to_admins_page_by_page() {
+    let h = Harness::start().await;
+    let (v1, v2) = (Uuid::now_v7(), Uuid::now_v7());
+    let (p1, p2) = (h.product(v1, 50).await, h.product(v2, 50).await);
+    let a = confirmed_order(&h, &[(p1, v1, 1), (p2, v2, 1)]).await;
+    let b = confirmed_order(&h, &[(p2, v2, 1)]).await;
+    let declined = h.checkout(&[(p1, v1, 1)], "tok_declined").await;
+    h.wait_status(&declined, "payment_failed").await;
+
+    let ids = |body: &Value| -> Vec<String> {
+        body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = |token: String, query: &'static str| {
+        let h = &h;
+        async move {
+            let (status, body) = h
+                .call(
+                    Method::GET,
+                    &format!("/api/orders{query}"),
+                    Some(&token),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body
+        }
+    };
+    let own = list(h.customer_token(a.customer_id), "").await;
+    assert_eq!(ids(&own), [a.order_id.to_string()]);
+    assert_eq!(own["items"][0]["items"].as_array().unwrap().len(), 2);
+
+    let vendor1 = list(h.member_token(v1), "").await;
+    assert_eq!(
+        ids(&vendor1),
+        [declined.order_id.to_string(), a.order_id.to_string()]
+    );
+    assert_eq!(
+        vendor1["items"][1]["items"].as_array().unwrap().len(),
+        1,
+        "only its lines"
+    );
+    assert_eq!(vendor1["items"][1]["total"]["amount"], 1999);
+    let vendor2 = list(h.member_token(v2), "?status=confirmed").await;
+    assert_eq!(
+        ids(&vendor2),
+        [b.order_id.to_string(), a.order_id.to_string()]
+    );
+
+    let admin = h.admin_token();
+    let first = list(admin.clone(), "?limit=2").await;
+    assert_eq!(
+        ids(&first),
+        [declined.order_id.to_string(), b.order_id.to_string()]
+    );
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let (status, rest) = h
+        .call(
+            Method::GET,
+            &format!("/api/orders?limit=2&cursor={cursor}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids(&rest), [a.order_id.to_string()]);
+    assert!(rest["next_cursor"].is_null());
+    let failed = list(admin, "?status=payment_failed").await;
+    assert_eq!(ids(&failed), [declined.order_id.to_string()]);
+}
+
+#[tokio::test]
+async fn the_payment_method_hand_off_is_for_the_cart_only_and_keeps_the_first_token() {
+    let h = Harness::start_with(crate::harness::settings(), false).await;
+    let c = h.checkout_event(&[(Uuid::now_v7(), Uuid::now_v7(), 1)]);
+    assert_eq!(
+        h.put_payment_method(&c, "tok_visa").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.put_payment_method(&c, "tok_visa").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.put_payment_method(&c, "tok_declined").await,
+        StatusCode::CONFLICT
+    );
+
+    let path = format!("/api/internal/orders/{}/payment-method", c.order_id);
+    let body =
+        json!({"customer_id": c.customer_id, "cart_id": c.cart_id, "payment_token": "tok_visa"});
+    let (status, _) = h
+        .call(
+            Method::PUT,
+            &path,
+            Some(&h.service_token(Service::Inventory)),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = h
+        .call(
+            Method::PUT,
+            &path,
+            Some(&h.customer_token(c.customer_id)),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let stored: Vec<String> = sqlx::query_scalar("select payment_token from payment_methods")
+        .fetch_all(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, ["tok_visa"]);
+}
+
+#[tokio::test]
+async fn bad_input_on_every_endpoint_is_a_problem_and_changes_nothing() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 5).await;
+    let c = confirmed_order(&h, &[(product, vendor, 1)]).await;
+    let member = h.member_token(vendor);
+    let admin = h.admin_token();
+    let cart = h.service_token(Service::Cart);
+    let order = format!("/api/orders/{}", c.order_id);
+    let pm = format!("/api/internal/orders/{}/payment-method", Uuid::now_v7());
+
+    // (method, path, token, body, expected status, a field the problem names)
+    type Case<'a> = (Method, String, &'a str, Option<Value>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            Method::GET,
+            "/api/orders?limit=0".into(),
+            &admin,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/api/orders?limit=1000".into(),
+            &admin,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit",
+        ),
+        (
+            Method::GET,
+            "/api/orders?cursor=nope".into(),
+            &admin,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cursor",
+        ),
+        (
+            Method::GET,
+            "/api/orders?status=lost".into(),
+            &admin,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "status",
+        ),
+        (
+            Method::GET,
+            "/api/orders?limit=x".into(),
+            &admin,
+            None,
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            Method::GET,
+            "/api/orders/not-a-uuid".into(),
+            &admin,
+            None,
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            Method::GET,
+            format!("/api/orders/{}", Uuid::now_v7()),
+            &admin,
+            None,
+            StatusCode::NOT_FOUND,
+            "",
+        ),
+        (
+            Method::POST,
+            "/api/orders/not-a-uuid/cancel".into(),
+            &admin,
+            None,
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            Method::POST,
+            format!("/api/orders/{}/cancel", Uuid::now_v7()),
+            &admin,
+            None,
+            StatusCode::NOT_FOUND,
+            "",
+        ),
+        (
+            Method::POST,
+            format!("{order}/ship"),
+            &member,
+            Some(json!({"carrier": "", "tracking_number": "  "})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tracking_number",
+        ),
+        (
+            Method::POST,
+            format!("{order}/ship"),
+            &member,
+            Some(json!({"carrier": "x".repeat(101), "tracking_number": "T"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "carrier",
+        ),
+        (
+            Method::POST,
+            format!("{order}/ship"),
+            &member,
+            Some(json!({"carrier": "DHL"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+        ),
+        (
+            Method::POST,
+            format!("{order}/ship"),
+            &member,
+            Some(json!({"carrier": "DHL", "tracking_number": "T", "extra": 1})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+        ),
+        (
+            Method::POST,
+            format!("{order}/ship"),
+            &member,
+            Some(json!([1, 2])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+        ),
+        (
+            Method::POST,
+            format!("{order}/deliver"),
+            &admin,
+            None,
+            StatusCode::CONFLICT,
+            "",
+        ),
+        (
+            Method::GET,
+            "/api/admin/orders/stuck?limit=0".into(),
+            &admin,
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit",
+        ),
+        (
+            Method::PUT,
+            pm.clone(),
+            &cart,
+            Some(
+                json!({"customer_id": Uuid::now_v7(), "cart_id": Uuid::now_v7(), "payment_token": ""}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "payment_token",
+        ),
+        (
+            Method::PUT,
+            pm.clone(),
+            &cart,
+            Some(
+                json!({"customer_id": "x", "cart_id": Uuid::now_v7(), "payment_token": "tok_visa"}),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+        ),
+        (
+            Method::PUT,
+            pm,
+            &cart,
+            Some(json!({"payment_token": "tok_visa"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+        ),
+    ];
+    for (method, path, token, body, expected, field) in cases {
+        let resp = h
+            .http
+            .request(method.clone(), h.url(&path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, expected, "{method} {path}: {text}");
+        assert!(
+            ct.starts_with("application/problem+json"),
+            "{method} {path}: {ct}"
+        );
+        assert!(text.contains(field), "{method} {path}: {text}");
+    }
+    // A malformed body is 400 too.
+    let resp = h
+        .http
+        .post(h.url(&format!("{order}/ship")))
+        .bearer_auth(&member)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    let after = h.read(&c).await;
+    assert_eq!(after["status"], "confirmed");
+    assert_eq!(statuses(&after), ["pending", "paid", "confirmed"]);
+    assert!(after["shipments"].as_array().unwrap().is_empty());
+    let methods: i64 = sqlx::query_scalar("select count(*) from payment_methods")
+        .fetch_one(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(methods, 0);
+}

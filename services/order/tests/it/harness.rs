@@ -1,0 +1,453 @@
+//! The order service with the inventory service in one isolated environment, tokens
+//! signed by the environment's keys, and a publisher for what the vendor and cart
+//! services would send: the cart's part of a checkout is played by [`Harness::checkout`]
+//! (reservations, the payment-method hand-off, then `cart.checkout`).
+
+use std::time::{Duration, Instant};
+
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use mp_common::TokenKeys;
+use mp_events::catalog::{CartCheckout, LineItem, ShippingAddress, VendorProductCreated};
+use mp_events::{Broker, Envelope, Event, Money, Service};
+use mp_test_support::{TestEnv, TestService, eventually};
+use order::{Config, GatewayKind, Settings};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Settings for tests: the test gateway, quick retries, default timeouts.
+pub fn settings() -> Settings {
+    Settings {
+        payment_gateway: GatewayKind::Test,
+        stripe_api_url: "http://127.0.0.1:9".into(),
+        stripe_secret_key: None,
+        payment_timeout_ms: 5_000,
+        payment_retries: 2,
+        payment_retry_min_ms: 10,
+        saga_poll_ms: 100,
+        saga_lease_secs: 30,
+        saga_soft_timeout_secs: 60,
+        saga_hard_timeout_secs: 900,
+        payment_method_ttl_hours: 24,
+    }
+}
+
+pub struct Harness {
+    // The services first: they stop before the environment drops its schemas.
+    /// The order service in this process (`None` when it runs as a process of its own).
+    pub order: Option<TestService>,
+    pub order_url: String,
+    pub inventory: Option<TestService>,
+    pub http: reqwest::Client,
+    pub db: PgPool,
+    pub inventory_db: PgPool,
+    pub keys: TokenKeys,
+    broker: Broker,
+    pub env: TestEnv,
+}
+
+/// A checkout as the cart would make it.
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub order_id: Uuid,
+    pub cart_id: Uuid,
+    pub customer_id: Uuid,
+    pub event: CartCheckout,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(settings(), true).await
+    }
+
+    /// With `inventory` false, nothing answers `order.created`: orders wait on stock.
+    pub async fn start_with(settings: Settings, inventory: bool) -> Self {
+        let mut h = Self::bare(inventory).await;
+        let order = h
+            .env
+            .spawn(Service::Order, move |common, listener, shutdown| {
+                order::run(Config { common, settings }, listener, shutdown)
+            })
+            .await;
+        h.order_url = order.base_url.clone();
+        h.order = Some(order);
+        h
+    }
+
+    /// The environment, with inventory if asked, but no order service yet: set
+    /// `order_url` to one started otherwise.
+    pub async fn bare(inventory: bool) -> Self {
+        let env = TestEnv::new();
+        let inventory = if inventory {
+            Some(start_inventory(&env).await)
+        } else {
+            None
+        };
+        let config = env.config(Service::Order);
+        let keys = TokenKeys::from_config(&config).expect("token keys");
+        let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
+        let db = env.db(Service::Order).await;
+        let inventory_db = env.db(Service::Inventory).await;
+        Self {
+            order: None,
+            order_url: String::new(),
+            inventory,
+            http: reqwest::Client::new(),
+            db,
+            inventory_db,
+            keys,
+            broker,
+            env,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.order_url)
+    }
+
+    pub fn service_token(&self, service: Service) -> String {
+        self.keys.service_token(service).0
+    }
+
+    pub fn token_for(&self, user_id: Uuid, roles: &[&str], vendors: Vec<Uuid>) -> String {
+        let roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.keys
+            .user_token(user_id, Uuid::new_v4(), roles, vendors)
+            .0
+    }
+
+    pub fn customer_token(&self, customer_id: Uuid) -> String {
+        self.token_for(customer_id, &["customer"], vec![])
+    }
+
+    pub fn member_token(&self, vendor_id: Uuid) -> String {
+        self.token_for(Uuid::now_v7(), &["customer", "vendor"], vec![vendor_id])
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token_for(Uuid::now_v7(), &["customer", "admin"], vec![])
+    }
+
+    /// Calls the order service; returns the status and the JSON body (`Null` if none).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body read");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Publishes an event on this environment's exchange, as its publisher would.
+    pub async fn publish_envelope<E: Event>(&self, envelope: &Envelope<E>) {
+        let started = Instant::now();
+        let channel = loop {
+            match self.broker.confirm_channel().await {
+                Ok(channel) => break channel,
+                Err(e) if started.elapsed() < WAIT => {
+                    eprintln!("publisher: RabbitMQ not reachable yet ({e}); retrying");
+                }
+                Err(e) => panic!("RabbitMQ unreachable for {WAIT:?}: {e}"),
+            }
+        };
+        channel
+            .basic_publish(
+                &self.broker.topology().exchange(),
+                E::TYPE,
+                BasicPublishOptions::default(),
+                &serde_json::to_vec(envelope).expect("envelope serializes"),
+                BasicProperties::default()
+                    .with_message_id(envelope.id.to_string().into())
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2),
+            )
+            .await
+            .expect("published")
+            .await
+            .expect("confirmed");
+        let _ = channel.close(200, "done").await;
+    }
+
+    pub async fn publish<E: Event>(&self, source: Service, payload: E) -> Envelope<E> {
+        let envelope = Envelope::new(source, payload);
+        self.publish_envelope(&envelope).await;
+        envelope
+    }
+
+    /// Lists a product of `vendor_id` with `stock` units and waits for its stock item.
+    pub async fn product(&self, vendor_id: Uuid, stock: i64) -> Uuid {
+        let product_id = Uuid::now_v7();
+        self.publish(
+            Service::Vendor,
+            VendorProductCreated {
+                product_id,
+                vendor_id,
+                sku: format!("SKU-{}", &product_id.simple().to_string()[..8]),
+                name: "Teapot".into(),
+                price: Money::new(1999, "EUR"),
+                active: true,
+                initial_stock: stock,
+                low_stock_threshold: 0,
+                revision: 1,
+            },
+        )
+        .await;
+        eventually("the stock item", WAIT, || async {
+            sqlx::query_scalar::<_, bool>(
+                "select initial_stock_recorded from stock_items where product_id = $1",
+            )
+            .bind(product_id)
+            .fetch_optional(&self.inventory_db)
+            .await
+            .unwrap()
+            .filter(|recorded| *recorded)
+        })
+        .await;
+        product_id
+    }
+
+    /// Reserves `lines` (product, vendor, quantity) for a new cart, hands over
+    /// `payment_token` and publishes `cart.checkout`, as the cart service does.
+    pub async fn checkout(&self, lines: &[(Uuid, Uuid, i64)], payment_token: &str) -> Checkout {
+        let checkout = self.checkout_event(lines);
+        if self.inventory.is_some() {
+            for &(product_id, _, quantity) in lines {
+                let (status, body) = self.reserve(checkout.cart_id, product_id, quantity).await;
+                assert_eq!(status, StatusCode::CREATED, "{body}");
+            }
+        }
+        let status = self.put_payment_method(&checkout, payment_token).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        self.publish(Service::Cart, checkout.event.clone()).await;
+        checkout
+    }
+
+    pub fn checkout_event(&self, lines: &[(Uuid, Uuid, i64)]) -> Checkout {
+        let (order_id, cart_id, customer_id) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let items: Vec<LineItem> = lines
+            .iter()
+            .map(|&(product_id, vendor_id, quantity)| LineItem {
+                product_id,
+                vendor_id,
+                name: "Teapot".into(),
+                quantity,
+                unit_price: Money::new(1999, "EUR"),
+            })
+            .collect();
+        let subtotal: i64 = items.iter().map(|i| i.quantity * 1999).sum();
+        let tax = subtotal / 5;
+        Checkout {
+            order_id,
+            cart_id,
+            customer_id,
+            event: CartCheckout {
+                cart_id,
+                customer_id,
+                order_id,
+                items,
+                subtotal: Money::new(subtotal, "EUR"),
+                tax: Money::new(tax, "EUR"),
+                total: Money::new(subtotal + tax, "EUR"),
+                shipping_address: ShippingAddress {
+                    name: "Ada Lovelace".into(),
+                    line1: "1 Analytical Way".into(),
+                    line2: None,
+                    city: "London".into(),
+                    postal_code: "N1 1AA".into(),
+                    country: "GB".into(),
+                },
+            },
+        }
+    }
+
+    pub async fn reserve(
+        &self,
+        cart_id: Uuid,
+        product_id: Uuid,
+        quantity: i64,
+    ) -> (StatusCode, Value) {
+        let inventory = self.inventory.as_ref().expect("inventory runs");
+        inventory
+            .call(
+                Method::POST,
+                "/api/reservations",
+                Some(&self.service_token(Service::Cart)),
+                Some(json!({"cart_id": cart_id, "product_id": product_id, "quantity": quantity})),
+            )
+            .await
+    }
+
+    pub async fn put_payment_method(&self, c: &Checkout, token: &str) -> StatusCode {
+        self.call(
+            Method::PUT,
+            &format!("/api/internal/orders/{}/payment-method", c.order_id),
+            Some(&self.service_token(Service::Cart)),
+            Some(
+                json!({"customer_id": c.customer_id, "cart_id": c.cart_id, "payment_token": token}),
+            ),
+        )
+        .await
+        .0
+    }
+
+    /// Waits until the order has `status`, then returns it as its customer reads it.
+    pub async fn wait_status(&self, c: &Checkout, status: &str) -> Value {
+        eventually(
+            &format!("order {} to be {status}", c.order_id),
+            WAIT,
+            || async {
+                let current: Option<String> =
+                    sqlx::query_scalar("select status from orders where id = $1")
+                        .bind(c.order_id)
+                        .fetch_optional(&self.db)
+                        .await
+                        .unwrap();
+                (current.as_deref() == Some(status)).then_some(())
+            },
+        )
+        .await;
+        self.read(c).await
+    }
+
+    /// Waits until the order no longer waits on a saga step (refunds included).
+    pub async fn wait_settled(&self, c: &Checkout) -> Value {
+        eventually(&format!("order {} to settle", c.order_id), WAIT, || async {
+            let step: Option<Option<String>> =
+                sqlx::query_scalar("select saga_step from orders where id = $1")
+                    .bind(c.order_id)
+                    .fetch_optional(&self.db)
+                    .await
+                    .unwrap();
+            matches!(step, Some(None)).then_some(())
+        })
+        .await;
+        self.read(c).await
+    }
+
+    pub async fn read(&self, c: &Checkout) -> Value {
+        let (status, body) = self
+            .call(
+                Method::GET,
+                &format!("/api/orders/{}", c.order_id),
+                Some(&self.customer_token(c.customer_id)),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Payment attempts of the order: `(kind, status)`.
+    pub async fn payments(&self, order_id: Uuid) -> Vec<(String, String)> {
+        sqlx::query_as("select kind, status from payments where order_id = $1 order by created_at")
+            .bind(order_id)
+            .fetch_all(&self.db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn successful(&self, order_id: Uuid, kind: &str) -> usize {
+        self.payments(order_id)
+            .await
+            .iter()
+            .filter(|(k, s)| k == kind && s == "succeeded")
+            .count()
+    }
+
+    /// Payloads of the order service's outbox events of `event_type` for the order.
+    pub async fn events(&self, event_type: &str, order_id: Uuid) -> Vec<Value> {
+        sqlx::query_scalar(
+            "select envelope -> 'payload' from outbox
+             where event_type = $1 and envelope -> 'payload' ->> 'order_id' = $2 order by seq",
+        )
+        .bind(event_type)
+        .bind(order_id.to_string())
+        .fetch_all(&self.db)
+        .await
+        .unwrap()
+    }
+
+    pub async fn on_hand(&self, product_id: Uuid) -> i64 {
+        sqlx::query_scalar("select on_hand from stock_items where product_id = $1")
+            .bind(product_id)
+            .fetch_one(&self.inventory_db)
+            .await
+            .unwrap()
+    }
+
+    /// Ledger movements of the order: `(kind, delta)`.
+    pub async fn movements(&self, order_id: Uuid) -> Vec<(String, i64)> {
+        sqlx::query_as("select kind, delta from stock_movements where reference = $1 order by seq")
+            .bind(order_id.to_string())
+            .fetch_all(&self.inventory_db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn reservations(&self, cart_id: Uuid) -> i64 {
+        sqlx::query_scalar("select count(*) from reservations where cart_id = $1")
+            .bind(cart_id)
+            .fetch_one(&self.inventory_db)
+            .await
+            .unwrap()
+    }
+
+    /// The value of a metric line starting with `prefix` (summed; 0 if absent).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+pub fn statuses(order: &Value) -> Vec<String> {
+    order["status_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["to"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The inventory service of `env`, in this process.
+pub async fn start_inventory(env: &TestEnv) -> TestService {
+    env.spawn(Service::Inventory, |common, listener, shutdown| {
+        inventory::run(
+            inventory::Config {
+                common,
+                settings: inventory::Settings {
+                    reservation_ttl_secs: 900,
+                    reconcile_interval_ms: 3_600_000,
+                },
+            },
+            listener,
+            shutdown,
+        )
+    })
+    .await
+}

@@ -1,0 +1,309 @@
+//! The checkout saga through RabbitMQ: charge, stock commit, confirmation, and every
+//! way it can fail.
+
+use std::time::Duration;
+
+use mp_events::catalog::OrderCreated;
+use mp_events::{Envelope, Service};
+use mp_test_support::eventually;
+use reqwest::StatusCode;
+use uuid::Uuid;
+
+use crate::harness::{Harness, WAIT, settings, statuses};
+
+#[tokio::test]
+async fn a_paid_order_is_confirmed_once_inventory_commits_its_stock() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 10).await;
+    let c = h.checkout(&[(product, vendor, 3)], "tok_visa").await;
+
+    let order = h.wait_status(&c, "confirmed").await;
+    assert_eq!(
+        statuses(&order),
+        ["pending", "paid", "confirmed"],
+        "{order}"
+    );
+    assert_eq!(order["total"]["amount"], 3 * 1999 + 3 * 1999 / 5);
+    assert_eq!(order["items"][0]["vendor_id"], vendor.to_string());
+    assert_eq!(order["stock_committed"], true);
+    assert_eq!(h.successful(c.order_id, "charge").await, 1);
+    assert_eq!(h.movements(c.order_id).await, [("order".to_owned(), -3)]);
+    assert_eq!(h.on_hand(product).await, 7);
+    assert_eq!(
+        h.reservations(c.cart_id).await,
+        0,
+        "the reservation became a sale"
+    );
+    assert_eq!(h.events("order.created", c.order_id).await.len(), 1);
+    let updates: Vec<String> = h
+        .events("order.updated", c.order_id)
+        .await
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(updates, ["paid", "confirmed"]);
+    // The token is gone once the charge ended.
+    let tokens: i64 = sqlx::query_scalar("select count(*) from payment_methods")
+        .fetch_one(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(tokens, 0);
+    assert!(
+        h.metric("order_checkout_outcomes_total{status=\"confirmed\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_declined_card_fails_the_order_releases_the_stock_and_charges_nothing() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 5).await;
+    let c = h.checkout(&[(product, vendor, 2)], "tok_declined").await;
+
+    let order = h.wait_status(&c, "payment_failed").await;
+    assert!(
+        order["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("card_declined"),
+        "{order}"
+    );
+    assert_eq!(h.successful(c.order_id, "charge").await, 0);
+    assert!(h.events("order.created", c.order_id).await.is_empty());
+    eventually("the reservation to be released", WAIT, || async {
+        (h.reservations(c.cart_id).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(h.on_hand(product).await, 5);
+    assert!(h.movements(c.order_id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_transient_gateway_error_is_retried_and_then_declined() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 5).await;
+    let c = h.checkout(&[(product, vendor, 1)], "tok_error").await;
+
+    let order = h.wait_status(&c, "payment_failed").await;
+    assert!(
+        order["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("after retries"),
+        "{order}"
+    );
+    assert_eq!(
+        h.payments(c.order_id).await,
+        [("charge".into(), "failed".into())]
+    );
+    assert_eq!(order["payments"][0]["status"], "failed");
+    assert!(order["payments"][0]["error"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn a_checkout_without_a_payment_method_fails_the_order() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 5).await;
+    let c = h.checkout_event(&[(product, vendor, 1)]);
+    h.publish(Service::Cart, c.event.clone()).await;
+
+    let order = h.wait_status(&c, "payment_failed").await;
+    assert_eq!(
+        order["failure_reason"],
+        "payment declined: no payment method"
+    );
+}
+
+#[tokio::test]
+async fn redelivered_checkouts_and_order_created_events_change_nothing() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 10).await;
+    let c = h.checkout_event(&[(product, vendor, 2)]);
+    let (status, _) = h.reserve(c.cart_id, product, 2).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        h.put_payment_method(&c, "tok_visa").await,
+        StatusCode::NO_CONTENT
+    );
+    let envelope = Envelope::new(Service::Cart, c.event.clone());
+    h.publish_envelope(&envelope).await;
+    h.publish_envelope(&envelope).await;
+    // The same cart checked out again under another event (and even another order id).
+    let mut again = c.event.clone();
+    h.publish(Service::Cart, again.clone()).await;
+    again.order_id = Uuid::now_v7();
+    h.publish(Service::Cart, again.clone()).await;
+
+    h.wait_status(&c, "confirmed").await;
+    // Everything published so far has been consumed once the checkouts are in the inbox.
+    eventually("the checkouts to be consumed", WAIT, || async {
+        let n: i64 =
+            sqlx::query_scalar("select count(*) from inbox where handler = 'order.create'")
+                .fetch_one(&h.db)
+                .await
+                .unwrap();
+        (n == 3).then_some(())
+    })
+    .await;
+    let orders: i64 = sqlx::query_scalar("select count(*) from orders")
+        .fetch_one(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(orders, 1);
+
+    // order.created delivered to inventory again, as a redelivery would.
+    let created: Envelope<OrderCreated> = sqlx::query_scalar::<_, sqlx::types::Json<_>>(
+        "select envelope from outbox where event_type = 'order.created'",
+    )
+    .fetch_one(&h.db)
+    .await
+    .unwrap()
+    .0;
+    h.publish_envelope(&created).await;
+    let mut fresh = created.clone();
+    fresh.id = Uuid::now_v7();
+    h.publish_envelope(&fresh).await;
+    eventually("inventory to see the repeats", WAIT, || async {
+        let n: i64 =
+            sqlx::query_scalar("select count(*) from inbox where handler = 'inventory.commit'")
+                .fetch_one(&h.inventory_db)
+                .await
+                .unwrap();
+        (n == 2).then_some(())
+    })
+    .await;
+    assert_eq!(h.movements(c.order_id).await, [("order".to_owned(), -2)]);
+    assert_eq!(h.on_hand(product).await, 8);
+    assert_eq!(h.successful(c.order_id, "charge").await, 1);
+    let order = h.read(&c).await;
+    assert_eq!(statuses(&order), ["pending", "paid", "confirmed"]);
+}
+
+#[tokio::test]
+async fn two_orders_racing_for_the_last_units_never_oversell_and_the_loser_is_refunded() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 3).await;
+    // Neither order holds a reservation: only the stock commit decides.
+    let a = h.checkout_event(&[(product, vendor, 2)]);
+    let b = h.checkout_event(&[(product, vendor, 2)]);
+    for c in [&a, &b] {
+        assert_eq!(
+            h.put_payment_method(c, "tok_visa").await,
+            StatusCode::NO_CONTENT
+        );
+    }
+    tokio::join!(
+        h.publish(Service::Cart, a.event.clone()),
+        h.publish(Service::Cart, b.event.clone())
+    );
+
+    let mut outcomes = Vec::new();
+    for c in [&a, &b] {
+        let order = eventually("a final status", WAIT, || async {
+            let path = format!("/api/orders/{}", c.order_id);
+            let token = h.customer_token(c.customer_id);
+            let (_, order) = h
+                .call(reqwest::Method::GET, &path, Some(&token), None)
+                .await;
+            let done = matches!(order["status"].as_str(), Some("confirmed" | "rejected"))
+                && order["waiting_on"].is_null();
+            done.then_some(order)
+        })
+        .await;
+        outcomes.push(order);
+    }
+    let confirmed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o["status"] == "confirmed")
+        .collect();
+    let rejected: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o["status"] == "rejected")
+        .collect();
+    assert_eq!((confirmed.len(), rejected.len()), (1, 1), "{outcomes:?}");
+    assert_eq!(h.on_hand(product).await, 1, "sold 2 of 3, never 4");
+    let loser = Uuid::parse_str(rejected[0]["id"].as_str().unwrap()).unwrap();
+    assert!(
+        rejected[0]["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("out of stock"),
+        "{}",
+        rejected[0]
+    );
+    assert_eq!(h.successful(loser, "charge").await, 1);
+    assert_eq!(h.successful(loser, "refund").await, 1);
+    assert!(h.movements(loser).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_order_whose_stock_never_comes_is_listed_as_stuck_then_compensated() {
+    let mut s = settings();
+    s.saga_soft_timeout_secs = 1;
+    s.saga_hard_timeout_secs = 4;
+    let h = Harness::start_with(s, false).await;
+    let c = h
+        .checkout(&[(Uuid::now_v7(), Uuid::now_v7(), 1)], "tok_visa")
+        .await;
+    h.wait_status(&c, "paid").await;
+
+    let admin = h.admin_token();
+    eventually("the order to be listed as stuck", WAIT, || async {
+        let (status, body) = h
+            .call(
+                reqwest::Method::GET,
+                "/api/admin/orders/stuck",
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let listed = body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["id"] == c.order_id.to_string() && o["waiting_on"] == "stock");
+        listed.then_some(())
+    })
+    .await;
+    eventually("the stuck gauge to count it", WAIT, || async {
+        (h.metric("order_saga_stuck{step=\"stock\"}").await >= 1.0).then_some(())
+    })
+    .await;
+    let (status, _) = h
+        .call(
+            reqwest::Method::GET,
+            "/api/admin/orders/stuck",
+            Some(&h.customer_token(c.customer_id)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    let order = h.wait_status(&c, "rejected").await;
+    assert!(
+        order["failure_reason"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{order}"
+    );
+    let order = h.wait_settled(&c).await;
+    assert_eq!(order["status"], "rejected");
+    assert_eq!(h.successful(c.order_id, "refund").await, 1);
+    let last = h.events("order.updated", c.order_id).await;
+    assert_eq!(last.last().unwrap()["status"], "rejected");
+    eventually(
+        "the stuck gauge to fall",
+        Duration::from_secs(10),
+        || async { (h.metric("order_saga_stuck{step=\"stock\"}").await == 0.0).then_some(()) },
+    )
+    .await;
+}
