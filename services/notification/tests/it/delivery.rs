@@ -131,3 +131,72 @@ async fn while_the_smtp_server_is_down_emails_wait_and_go_out_once_it_is_back() 
     assert_eq!(h.emails().len(), 1);
     assert_eq!(h.emails()[0].rcpt_to, vec![ada.email.clone()]);
 }
+
+#[tokio::test]
+async fn replicas_share_the_work_and_send_each_message_once() {
+    let h = Harness::start().await;
+    let _replica = h.spawn_replica().await;
+    let mut customers = Vec::new();
+    for n in 0..6 {
+        customers.push(h.customer(&format!("C{n}"), Some("+4930123456")).await);
+    }
+    let mut events = Vec::new();
+    for c in &customers {
+        for status in [OrderStatus::Confirmed, OrderStatus::Cancelled] {
+            events.push(
+                h.publish(Service::Order, order_updated(c.customer_id, status))
+                    .await,
+            );
+        }
+    }
+    for event in &events {
+        let rows = h.settled(event.id, 2).await;
+        assert!(
+            rows.iter().all(|r| r.status == "sent" && r.attempts == 1),
+            "{rows:?}"
+        );
+    }
+    let mut ids: Vec<_> = h.emails().iter().filter_map(|m| m.message_id()).collect();
+    assert_eq!(ids.len(), 12, "one email per order change");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "no message twice");
+    assert_eq!(h.sms.messages().len(), 12);
+}
+
+#[tokio::test]
+async fn a_message_whose_sender_died_is_sent_once_its_lease_runs_out() {
+    let h = Harness::start().await;
+    let id = uuid::Uuid::now_v7();
+    // Claimed by a sender that stopped before recording anything; its lease is over.
+    sqlx::query(
+        "insert into notifications (id, event_id, event_type, channel, audience, recipient_id,
+             recipient, template, subject, body_text, attempts, claimed_until)
+         values ($1, $2, 'order.updated', 'email', 'customer', $3, 'ada@example.test',
+                 'order_confirmed', 'Your order is confirmed', 'Thank you!', 1,
+                 now() - interval '1 second')",
+    )
+    .bind(id)
+    .bind(uuid::Uuid::now_v7())
+    .bind(uuid::Uuid::now_v7())
+    .execute(&h.db)
+    .await
+    .unwrap();
+    let status = eventually("the orphaned message to be sent", WAIT, || async {
+        let (status, attempts): (String, i32) =
+            sqlx::query_as("select status, attempts from notifications where id = $1")
+                .bind(id)
+                .fetch_one(&h.db)
+                .await
+                .unwrap();
+        (status != "pending").then_some((status, attempts))
+    })
+    .await;
+    assert_eq!(status, ("sent".to_owned(), 2));
+    let emails = h.emails();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(
+        emails[0].message_id(),
+        Some(format!("<{id}@marketplace.test>"))
+    );
+}

@@ -193,6 +193,17 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// A second instance of the service on the same schema and queue, as a replica
+    /// would run, sending to the same SMTP server and SMS provider.
+    pub async fn spawn_replica(&self) -> TestService {
+        let settings = settings(self.smtp_port, &self.sms.url);
+        self._env
+            .spawn(Service::Notification, move |common, listener, shutdown| {
+                notification::run(Config { common, settings }, listener, shutdown)
+            })
+            .await
+    }
+
     pub async fn start() -> Self {
         let smtp = SmtpSink::start().await;
         let sms = SmsProviderFake::start().await;
