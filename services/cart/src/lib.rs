@@ -1,23 +1,160 @@
 //! The cart service (port 5005): carts, items, price calculation and checkout requests.
 //!
-//! Its domain arrives in a later issue; until then it runs the common parts (health,
-//! metrics, API docs, outbox relay) on its own schema.
+//! * A customer has at most one open cart. Adding, changing and removing lines reserve
+//!   and release stock synchronously at inventory; names, prices and vendors come from
+//!   the vendor's public catalog. Every cart is in one currency: new carts take
+//!   `CART_CURRENCY` (EUR by default) and accept only products priced in it.
+//! * Prices: line totals, subtotal, tax at `CART_TAX_RATE_BPS` basis points of the
+//!   subtotal rounded half up ([`domain::tax`]), total. `vendor.product.updated`
+//!   refreshes the prices of open carts by product revision ([`events`]); each line
+//!   keeps the price it was added at, and says whether the price changed.
+//! * Idle carts: every change moves `last_activity_at` and renews the reservations of
+//!   the other lines. The `idle_carts` worker abandons carts idle past
+//!   `CART_IDLE_SECS`: `abandoned` with a `cart.item.removed` per line in one
+//!   transaction, then the reservations are released at inventory outside it.
+//! * Checkout ([`carts::Carts::checkout`]): an Idempotency-Key record holds the key with
+//!   a lease and the chosen order id; every line is re-reserved; the payment token goes
+//!   to the order service by `PUT /api/internal/orders/{id}/payment-method` (never into
+//!   an event or a log); then one transaction marks the cart checked out, writes
+//!   `cart.checkout` to the outbox and stores the response that replays answer.
+//!
+//! Layout: [`routes`] (HTTP) and [`events`] (consumed events) and the idle worker call
+//! [`carts`] (the operations), which uses [`clients`] (calls to other services), [`db`]
+//! (queries) and [`domain`] (rules, no I/O).
 
-use mp_common::CommonConfig;
-use mp_events::Service;
+pub mod carts;
+pub mod clients;
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod routes;
+
+use std::time::Duration;
+
+use mp_common::{Infra, Worker};
+use mp_events::{Money, Service};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
 
-pub static MIGRATOR: Migrator = Migrator::DEFAULT;
+pub use carts::Carts;
 
-pub type Config = CommonConfig;
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/cart");
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Base URL of the inventory service (reservations).
+    #[arg(long, env = "INVENTORY_URL", default_value = "http://127.0.0.1:5003")]
+    pub inventory_url: String,
+    /// Base URL of the vendor service (the catalog).
+    #[arg(long, env = "VENDOR_URL", default_value = "http://127.0.0.1:5004")]
+    pub vendor_url: String,
+    /// Base URL of the order service (payment-method hand-off at checkout).
+    #[arg(long, env = "ORDER_URL", default_value = "http://127.0.0.1:5001")]
+    pub order_url: String,
+    /// Timeout of each call to another service, in milliseconds.
+    #[arg(long, env = "CART_CALL_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub call_timeout_ms: u64,
+    /// Tax rate in basis points of the subtotal (2000 = 20 %), rounded half up.
+    #[arg(long, env = "CART_TAX_RATE_BPS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub tax_rate_bps: u32,
+    /// Currency of new carts (ISO 4217); a cart takes only products priced in it.
+    #[arg(long, env = "CART_CURRENCY", default_value = "EUR")]
+    pub currency: String,
+    /// A cart without changes for this long is abandoned and its stock released.
+    #[arg(long, env = "CART_IDLE_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_secs: u64,
+    /// How often the idle worker looks for idle carts, in milliseconds.
+    #[arg(long, env = "CART_IDLE_CHECK_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub idle_check_ms: u64,
+    /// How long a checkout holds its Idempotency-Key before a retry may take over.
+    #[arg(long, env = "CHECKOUT_LEASE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub checkout_lease_secs: u64,
+}
+
+pub type Config = mp_common::config::Config<Settings>;
 
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    mp_common::runtime::serve_without_domain(Service::Cart, &config, &MIGRATOR, listener, shutdown)
-        .await
+    let s = &config.settings;
+    anyhow::ensure!(
+        Money::is_valid_currency(&s.currency),
+        "CART_CURRENCY {:?} is not an ISO 4217 code in upper case",
+        s.currency
+    );
+    let infra = Infra::connect(Service::Cart, &config.common, &MIGRATOR, &shutdown).await?;
+    let carts = Carts {
+        db: infra.db.clone(),
+        clients: clients::Clients::new(
+            infra.tokens.clone(),
+            &s.inventory_url,
+            &s.vendor_url,
+            &s.order_url,
+            Duration::from_millis(s.call_timeout_ms),
+        ),
+        tax_rate_bps: s.tax_rate_bps,
+        currency: s.currency.clone(),
+        checkout_lease: Duration::from_secs(s.checkout_lease_secs),
+    };
+    let consumer = infra.consumer().handle(events::PriceRefresh);
+    let idle = {
+        let carts = carts.clone();
+        let idle = Duration::from_secs(s.idle_secs);
+        let every = Duration::from_millis(s.idle_check_ms);
+        Worker::new("idle_carts", move |token| {
+            idle_carts(carts.clone(), idle, every, token)
+        })
+    };
+    let state = routes::AppState {
+        carts,
+        auth: infra.auth.clone(),
+    };
+    mp_common::serve(
+        infra,
+        routes::router(state),
+        routes::ApiDoc::openapi(),
+        Some(consumer),
+        vec![idle],
+        listener,
+        shutdown,
+    )
+    .await
+}
+
+/// The idle worker: abandons idle carts every `every` until shutdown. A failed round
+/// (database down) is logged and retried at the next tick.
+async fn idle_carts(
+    carts: Carts,
+    idle: Duration,
+    every: Duration,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        loop {
+            match carts.abandon_idle(idle).await {
+                // A full batch: there may be more.
+                Ok(100..) => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "abandoning idle carts failed; retrying at the next tick");
+                    break;
+                }
+            }
+        }
+    }
 }

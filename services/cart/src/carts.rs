@@ -1,0 +1,657 @@
+//! The cart operations the HTTP routes and the idle worker share.
+//!
+//! Every change follows one shape: read and check, call inventory (or the catalog, or
+//! the order service) with no transaction open, then write the change and its event in
+//! one short transaction that locks the cart row and checks again that the cart is still
+//! open. Follow-ups after the commit (releasing a removed line, renewing the other
+//! lines' reservations) are best-effort: the events inventory consumes and the
+//! reservations' TTL cover a call that fails.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use mp_common::{ApiError, ApiResult, AuthUser, Problem};
+use mp_events::catalog::{
+    CartCheckout, CartCreated, CartItemAdded, CartItemRemoved, LineItem, ShippingAddress,
+};
+use mp_events::{Money, Service};
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::clients::{Clients, Reservation};
+use crate::db::{self, Cart, Item, LineUpdate};
+use crate::domain::{self, CartStatus};
+
+/// The cart service's state and rules.
+#[derive(Clone)]
+pub struct Carts {
+    pub db: PgPool,
+    pub clients: Clients,
+    /// Tax rate in basis points (2000 = 20 %).
+    pub tax_rate_bps: u32,
+    /// The currency of new carts.
+    pub currency: String,
+    /// How long a checkout request holds its Idempotency-Key before a retry may take over.
+    pub checkout_lease: Duration,
+}
+
+/// A checkout request, parsed and validated.
+pub struct CheckoutInput {
+    pub idempotency_key: String,
+    pub payment_token: SecretString,
+    pub shipping_address: ShippingAddress,
+}
+
+/// What a checkout request ended in.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    pub order_id: Uuid,
+    /// The response is the stored one of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+fn not_open(cart: &Cart) -> Problem {
+    match CartStatus::parse(&cart.status) {
+        Some(CartStatus::CheckedOut) => Problem::conflict(
+            "cart-checked-out",
+            "The cart is already checked out; it takes no more changes.",
+        )
+        .title("Cart checked out")
+        .with("order_id", cart.order_id),
+        _ => Problem::conflict(
+            "cart-abandoned",
+            "The cart was abandoned after being idle; open a new cart.",
+        )
+        .title("Cart abandoned"),
+    }
+    .with("cart_status", &cart.status)
+}
+
+fn is_open(cart: &Cart) -> bool {
+    cart.status == CartStatus::Open.as_str()
+}
+
+fn shortage(product_id: Uuid, requested: i64, available: i64) -> Problem {
+    Problem::conflict(
+        "insufficient-stock",
+        format!("Only {available} available; {requested} requested."),
+    )
+    .title("Insufficient stock")
+    .with("product_id", product_id)
+    .with("requested", requested)
+    .with("available", available)
+}
+
+fn inactive(product_id: Uuid) -> Problem {
+    Problem::conflict(
+        "product-inactive",
+        "The product is not for sale at the moment.",
+    )
+    .title("Product inactive")
+    .with("product_id", product_id)
+    .with("available", 0)
+}
+
+/// A reservation answer as the client's error, or its generation.
+fn reserved(product_id: Uuid, requested: i64, r: Reservation) -> Result<i64, Problem> {
+    match r {
+        Reservation::Reserved { generation } => Ok(generation),
+        Reservation::Insufficient { available } => Err(shortage(product_id, requested, available)),
+        Reservation::Inactive => Err(inactive(product_id)),
+        Reservation::Unknown => Err(Problem::conflict(
+            "not-stocked",
+            "Inventory holds no stock of the product yet.",
+        )
+        .title("Not stocked")
+        .with("product_id", product_id)
+        .with("available", 0)),
+    }
+}
+
+impl Carts {
+    /// The cart if `user` may see it: its customer or an admin. Anyone else gets the
+    /// same 404 as for a cart that does not exist.
+    pub async fn owned(&self, user: &AuthUser, cart_id: Uuid) -> ApiResult<Cart> {
+        let cart = db::cart(&mut *self.db.acquire().await?, cart_id).await?;
+        match cart {
+            Some(c) if c.customer_id == user.id || user.is_admin() => Ok(c),
+            _ => Err(Problem::not_found("Cart").into()),
+        }
+    }
+
+    pub async fn items(&self, cart_id: Uuid) -> ApiResult<Vec<Item>> {
+        Ok(db::items(&mut *self.db.acquire().await?, cart_id).await?)
+    }
+
+    /// The customer's open cart, made when there is none; `true` when it is new.
+    pub async fn open(&self, customer_id: Uuid) -> ApiResult<(bool, Cart)> {
+        let mut conn = self.db.acquire().await?;
+        if let Some(cart) = db::open_cart(&mut conn, customer_id).await? {
+            return Ok((false, cart));
+        }
+        drop(conn);
+        let mut tx = self.db.begin().await?;
+        if let Some(cart) =
+            db::insert_cart(&mut tx, Uuid::now_v7(), customer_id, &self.currency).await?
+        {
+            mp_events::enqueue(
+                &mut tx,
+                Service::Cart,
+                CartCreated {
+                    cart_id: cart.id,
+                    customer_id,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(cart_id = %cart.id, %customer_id, "cart opened");
+            return Ok((true, cart));
+        }
+        drop(tx);
+        // A concurrent request opened it first.
+        let cart = db::open_cart(&mut *self.db.acquire().await?, customer_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("open cart vanished"))?;
+        Ok((false, cart))
+    }
+
+    /// Locks the cart for a change and checks that it is still open.
+    async fn lock_open(&self, conn: &mut PgConnection, cart_id: Uuid) -> ApiResult<Cart> {
+        let cart = db::cart_for_update(conn, cart_id)
+            .await?
+            .ok_or_else(|| Problem::not_found("Cart"))?;
+        if !is_open(&cart) {
+            return Err(not_open(&cart).into());
+        }
+        Ok(cart)
+    }
+
+    /// Adds `quantity` of a product (to the line's quantity when the cart has it).
+    pub async fn add_item(&self, cart: &Cart, product_id: Uuid, quantity: i64) -> ApiResult<Item> {
+        if !is_open(cart) {
+            return Err(not_open(cart).into());
+        }
+        let product = self.clients.product(product_id).await?.ok_or_else(|| {
+            Problem::invalid_field("product_id", "is not a product of the catalog")
+        })?;
+        if !product.active {
+            return Err(inactive(product_id).into());
+        }
+        if product.price.currency != cart.currency {
+            return Err(Problem::invalid_field(
+                "product_id",
+                format!(
+                    "is priced in {}; this cart takes {}",
+                    product.price.currency, cart.currency
+                ),
+            )
+            .into());
+        }
+        let existing = db::item(&mut *self.db.acquire().await?, cart.id, product_id).await?;
+        let total = existing.as_ref().map_or(0, |i| i.quantity) + quantity;
+        if total > domain::MAX_QUANTITY {
+            return Err(Problem::invalid_field(
+                "quantity",
+                format!(
+                    "the line would hold {total}; a line holds at most {}",
+                    domain::MAX_QUANTITY
+                ),
+            )
+            .into());
+        }
+        let answer = self.clients.reserve(cart.id, product_id, total).await?;
+        let generation = reserved(product_id, total, answer)?;
+
+        let mut tx = self.db.begin().await?;
+        let locked = match self.lock_open(&mut tx, cart.id).await {
+            Ok(c) => c,
+            Err(e) => {
+                drop(tx);
+                self.release_if_abandoned(cart.id, product_id).await;
+                return Err(e);
+            }
+        };
+        let item = db::upsert_item(
+            &mut tx,
+            &LineUpdate {
+                cart_id: cart.id,
+                product_id,
+                vendor_id: product.vendor_id,
+                name: &product.name,
+                quantity: total,
+                unit_price: product.price.amount,
+                price_revision: product.revision,
+                generation,
+            },
+        )
+        .await?;
+        db::touch(&mut tx, cart.id).await?;
+        mp_events::enqueue(
+            &mut tx,
+            Service::Cart,
+            CartItemAdded {
+                cart_id: cart.id,
+                customer_id: locked.customer_id,
+                product_id,
+                quantity: total,
+                generation,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(cart_id = %cart.id, %product_id, quantity = total, "item added");
+        self.renew_others(cart.id, product_id).await;
+        Ok(item)
+    }
+
+    /// Sets a line's quantity, reserving the new total.
+    pub async fn set_quantity(
+        &self,
+        cart: &Cart,
+        product_id: Uuid,
+        quantity: i64,
+    ) -> ApiResult<Item> {
+        if !is_open(cart) {
+            return Err(not_open(cart).into());
+        }
+        if db::item(&mut *self.db.acquire().await?, cart.id, product_id)
+            .await?
+            .is_none()
+        {
+            return Err(Problem::not_found("Cart item").into());
+        }
+        let answer = self.clients.reserve(cart.id, product_id, quantity).await?;
+        let generation = reserved(product_id, quantity, answer)?;
+
+        let mut tx = self.db.begin().await?;
+        let locked = match self.lock_open(&mut tx, cart.id).await {
+            Ok(c) => c,
+            Err(e) => {
+                drop(tx);
+                self.release_if_abandoned(cart.id, product_id).await;
+                return Err(e);
+            }
+        };
+        let Some(item) =
+            db::set_quantity(&mut tx, cart.id, product_id, quantity, generation).await?
+        else {
+            // Removed meanwhile: the reservation just made belongs to no line.
+            drop(tx);
+            self.release_logged(cart.id, product_id).await;
+            return Err(Problem::not_found("Cart item").into());
+        };
+        db::touch(&mut tx, cart.id).await?;
+        mp_events::enqueue(
+            &mut tx,
+            Service::Cart,
+            CartItemAdded {
+                cart_id: cart.id,
+                customer_id: locked.customer_id,
+                product_id,
+                quantity,
+                generation,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(cart_id = %cart.id, %product_id, quantity, "quantity changed");
+        self.renew_others(cart.id, product_id).await;
+        Ok(item)
+    }
+
+    /// Removes a line and releases its reservation.
+    pub async fn remove_item(&self, cart: &Cart, product_id: Uuid) -> ApiResult<()> {
+        let mut tx = self.db.begin().await?;
+        let locked = self.lock_open(&mut tx, cart.id).await?;
+        let item = db::delete_item(&mut tx, cart.id, product_id)
+            .await?
+            .ok_or_else(|| Problem::not_found("Cart item"))?;
+        db::touch(&mut tx, cart.id).await?;
+        mp_events::enqueue(
+            &mut tx,
+            Service::Cart,
+            CartItemRemoved {
+                cart_id: cart.id,
+                customer_id: locked.customer_id,
+                product_id,
+                generation: item.generation,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(cart_id = %cart.id, %product_id, "item removed");
+        // `cart.item.removed` releases it too; this makes it immediate.
+        self.release_logged(cart.id, product_id).await;
+        self.renew_others(cart.id, product_id).await;
+        Ok(())
+    }
+
+    async fn release_logged(&self, cart_id: Uuid, product_id: Uuid) {
+        if let Err(e) = self.clients.release(cart_id, product_id).await {
+            tracing::warn!(%cart_id, %product_id, error = %e, "could not release a reservation now; the event or its TTL will");
+        }
+    }
+
+    /// After a change lost the race with abandonment, gives back what it just reserved.
+    /// (A checked-out cart's reservations belong to its order: never released here.)
+    async fn release_if_abandoned(&self, cart_id: Uuid, product_id: Uuid) {
+        let abandoned = match self.db.acquire().await {
+            Ok(mut conn) => db::cart(&mut conn, cart_id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.status == CartStatus::Abandoned.as_str()),
+            Err(_) => false,
+        };
+        if abandoned {
+            self.release_logged(cart_id, product_id).await;
+        }
+    }
+
+    /// Activity extends the cart's reservations: renews every line but `except` (which
+    /// the change itself reserved) with its quantity, and records the new generations.
+    async fn renew_others(&self, cart_id: Uuid, except: Uuid) {
+        let items = match self.items(cart_id).await {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::warn!(%cart_id, error = %e, "could not renew reservations");
+                return;
+            }
+        };
+        let renewals = items
+            .iter()
+            .filter(|i| i.product_id != except)
+            .map(|i| async move {
+                let answer = self
+                    .clients
+                    .reserve(cart_id, i.product_id, i.quantity)
+                    .await;
+                (i.product_id, answer)
+            });
+        for (product_id, answer) in join_all(renewals).await {
+            match answer {
+                Ok(Reservation::Reserved { generation }) => {
+                    if let Ok(mut conn) = self.db.acquire().await
+                        && let Err(e) =
+                            db::set_generation(&mut conn, cart_id, product_id, generation).await
+                    {
+                        tracing::warn!(%cart_id, %product_id, error = %e, "could not record a renewal");
+                    }
+                }
+                Ok(other) => {
+                    tracing::info!(%cart_id, %product_id, answer = ?other, "a line's reservation could not be renewed; checkout will name it");
+                }
+                Err(e) => {
+                    tracing::warn!(%cart_id, %product_id, error = %e, "could not renew a reservation");
+                }
+            }
+        }
+    }
+
+    /// Checks out `cart` under an Idempotency-Key (see the crate docs for the rules).
+    pub async fn checkout(&self, cart: &Cart, input: CheckoutInput) -> ApiResult<Accepted> {
+        let customer_id = cart.customer_id;
+        let key = input.idempotency_key.as_str();
+        let fingerprint = domain::fingerprint(
+            cart.id,
+            input.payment_token.expose_secret(),
+            &input.shipping_address,
+        );
+        let lease = self.checkout_lease.as_secs_f64();
+
+        // 1. Claim the key (or replay, or refuse).
+        let mut tx = self.db.begin().await?;
+        let existing = db::request_for_update(&mut tx, customer_id, key).await?;
+        if let Some(r) = &existing {
+            if r.fingerprint != fingerprint {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "This Idempotency-Key was used with another request; use a new key.",
+                )
+                .kind("idempotency-key-reused")
+                .title("Idempotency-Key reused")
+                .into());
+            }
+            if r.status == "done" {
+                return Ok(Accepted {
+                    order_id: r.order_id,
+                    replayed: true,
+                });
+            }
+            if r.leased {
+                return Err(in_flight());
+            }
+        }
+        let current = db::cart_for_update(&mut tx, cart.id)
+            .await?
+            .ok_or_else(|| Problem::not_found("Cart"))?;
+        if !is_open(&current) {
+            return Err(not_open(&current).into());
+        }
+        if db::items(&mut tx, cart.id).await?.is_empty() {
+            return Err(empty().into());
+        }
+        let order_id = match existing {
+            // A request with this key died or failed: take over its order id.
+            Some(r) => {
+                db::lease_request(&mut tx, customer_id, key, lease).await?;
+                r.order_id
+            }
+            None => {
+                let order_id = Uuid::now_v7();
+                if db::insert_request(
+                    &mut tx,
+                    customer_id,
+                    key,
+                    cart.id,
+                    &fingerprint,
+                    order_id,
+                    lease,
+                )
+                .await?
+                .is_none()
+                {
+                    return Err(in_flight());
+                }
+                order_id
+            }
+        };
+        tx.commit().await?;
+
+        // 2.-4. with the key held; any failure gives it back for a retry.
+        match self.hand_over(cart, &input, order_id).await {
+            Ok(()) => Ok(Accepted {
+                order_id,
+                replayed: false,
+            }),
+            Err(e) => {
+                if let Ok(mut conn) = self.db.acquire().await
+                    && let Err(le) = db::lease_request(&mut conn, customer_id, key, 0.0).await
+                {
+                    tracing::warn!(error = %le, "could not give a checkout key back; its lease will end");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Re-confirms every line, hands the payment token to the order service, then marks
+    /// the cart checked out with its event and the key's final response.
+    async fn hand_over(&self, cart: &Cart, input: &CheckoutInput, order_id: Uuid) -> ApiResult<()> {
+        let items = self.items(cart.id).await?;
+        let confirmations = items.iter().map(|i| async move {
+            (
+                i,
+                self.clients
+                    .reserve(cart.id, i.product_id, i.quantity)
+                    .await,
+            )
+        });
+        let mut unavailable = Vec::new();
+        for (item, answer) in join_all(confirmations).await {
+            match answer? {
+                Reservation::Reserved { generation } => {
+                    db::set_generation(
+                        &mut *self.db.acquire().await?,
+                        cart.id,
+                        item.product_id,
+                        generation,
+                    )
+                    .await?;
+                }
+                other => {
+                    let available = match other {
+                        Reservation::Insufficient { available } => available,
+                        _ => 0,
+                    };
+                    unavailable.push(json!({
+                        "product_id": item.product_id,
+                        "name": item.name,
+                        "requested": item.quantity,
+                        "available": available,
+                    }));
+                }
+            }
+        }
+        if !unavailable.is_empty() {
+            let names: Vec<_> = unavailable
+                .iter()
+                .filter_map(|l| l["name"].as_str())
+                .collect();
+            return Err(Problem::conflict(
+                "lines-unavailable",
+                format!(
+                    "These lines cannot be held any more: {}. Change or remove them and retry.",
+                    names.join(", ")
+                ),
+            )
+            .title("Lines unavailable")
+            .with("lines", unavailable)
+            .into());
+        }
+
+        match self
+            .clients
+            .put_payment_method(order_id, cart.customer_id, cart.id, &input.payment_token)
+            .await?
+        {
+            StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::CREATED => {}
+            StatusCode::CONFLICT => {
+                return Err(Problem::conflict(
+                    "payment-method-conflict",
+                    "The order already holds another payment method.",
+                )
+                .into());
+            }
+            other => {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "the order service refused the payment hand-off with {other}"
+                )));
+            }
+        }
+
+        let mut tx = self.db.begin().await?;
+        let locked = self.lock_open(&mut tx, cart.id).await?;
+        let items = db::items(&mut tx, cart.id).await?;
+        if items.is_empty() {
+            return Err(empty().into());
+        }
+        let totals = domain::totals(
+            items.iter().map(|i| (i.quantity, i.unit_price)),
+            self.tax_rate_bps,
+        );
+        let (subtotal, tax, total) = totals.money(&locked.currency);
+        let event = CartCheckout {
+            cart_id: cart.id,
+            customer_id: locked.customer_id,
+            order_id,
+            items: items
+                .iter()
+                .map(|i| LineItem {
+                    product_id: i.product_id,
+                    vendor_id: i.vendor_id,
+                    name: i.name.clone(),
+                    quantity: i.quantity,
+                    unit_price: Money::new(i.unit_price, &locked.currency),
+                })
+                .collect(),
+            subtotal,
+            tax,
+            total,
+            shipping_address: input.shipping_address.clone(),
+        };
+        if !db::mark_checked_out(&mut tx, cart.id, order_id).await? {
+            return Err(not_open(&locked).into());
+        }
+        mp_events::enqueue(&mut tx, Service::Cart, event).await?;
+        db::finish_request(
+            &mut tx,
+            locked.customer_id,
+            &input.idempotency_key,
+            202,
+            &json!({"order_id": order_id}),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(cart_id = %cart.id, %order_id, "cart checked out");
+        Ok(())
+    }
+
+    /// Abandons carts idle for `idle`: each becomes `abandoned` with a
+    /// `cart.item.removed` per line in one transaction, then its reservations are
+    /// released at inventory (outside it; the events release them if this fails).
+    /// Returns how many carts were abandoned.
+    pub async fn abandon_idle(&self, idle: Duration) -> anyhow::Result<usize> {
+        let mut tx = self.db.begin().await?;
+        let carts = db::abandon_idle(&mut tx, idle.as_secs_f64(), 100).await?;
+        let mut released = Vec::new();
+        for cart in &carts {
+            for item in db::items(&mut tx, cart.id).await? {
+                mp_events::enqueue(
+                    &mut tx,
+                    Service::Cart,
+                    CartItemRemoved {
+                        cart_id: cart.id,
+                        customer_id: cart.customer_id,
+                        product_id: item.product_id,
+                        generation: item.generation,
+                    },
+                )
+                .await?;
+                released.push((cart.id, item.product_id));
+            }
+        }
+        tx.commit().await?;
+        for cart in &carts {
+            tracing::info!(cart_id = %cart.id, "idle cart abandoned");
+        }
+        join_all(
+            released
+                .iter()
+                .map(|(cart_id, product_id)| self.release_logged(*cart_id, *product_id)),
+        )
+        .await;
+        Ok(carts.len())
+    }
+}
+
+fn in_flight() -> ApiError {
+    Problem::conflict(
+        "request-in-progress",
+        "A request with this Idempotency-Key is still in progress; retry shortly.",
+    )
+    .title("Request in progress")
+    .header(axum::http::header::RETRY_AFTER, "1")
+    .into()
+}
+
+fn empty() -> Problem {
+    Problem::conflict(
+        "cart-empty",
+        "The cart is empty; add items before checking out.",
+    )
+    .title("Cart empty")
+}

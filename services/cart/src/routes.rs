@@ -1,0 +1,398 @@
+//! The cart API.
+//!
+//! Error policy: every failure is problem+json. Checks run in this order: the body's
+//! shape (400 malformed, 415 not JSON, 422 field by field), authentication (401), the
+//! cart exists and belongs to the caller or the caller is an admin (404 otherwise, the
+//! same as for a cart that does not exist), the values (422), then the cart's state and
+//! stock (409: not open, insufficient stock with `available`, lines unavailable at
+//! checkout). A dependency that cannot be reached gives 503; nothing is changed by a
+//! request that fails.
+
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use mp_common::{ApiJson, ApiPath, ApiResult, AuthUser, Authenticator, Problem, Validation};
+use mp_events::Money;
+use mp_events::catalog::ShippingAddress;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+use uuid::Uuid;
+
+use crate::carts::{Carts, CheckoutInput};
+use crate::db::{Cart, Item};
+use crate::domain::{self, CartStatus};
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub carts: Carts,
+    pub auth: Authenticator,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/carts", post(open_cart))
+        .route("/api/carts/{id}", axum::routing::get(get_cart))
+        .route("/api/carts/{id}/items", post(add_item))
+        .route(
+            "/api/carts/{id}/items/{product_id}",
+            patch(update_item).delete(remove_item),
+        )
+        .route("/api/carts/{id}/checkout", post(checkout))
+        .with_state(state)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(open_cart, get_cart, add_item, update_item, remove_item, checkout),
+    components(schemas(Problem, mp_common::FieldError, Money, ShippingAddress)),
+    tags((name = "carts", description = "Carts, their items, prices and checkout"))
+)]
+pub struct ApiDoc;
+
+/// A line of a cart.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemResponse {
+    pub product_id: Uuid,
+    pub vendor_id: Uuid,
+    pub name: String,
+    /// 1 to 999; all of it is reserved at inventory.
+    pub quantity: i64,
+    /// The current catalog price (refreshed when the vendor changes it).
+    pub unit_price: Money,
+    /// `quantity * unit_price`.
+    pub line_total: Money,
+    /// The unit price when the line was added.
+    pub added_price: Money,
+    /// Whether `unit_price` differs from `added_price`.
+    pub price_changed: bool,
+    pub added_at: DateTime<Utc>,
+}
+
+/// A cart with its lines and totals. Tax is `tax_rate_bps` basis points of the
+/// subtotal, rounded half up to the cent; `total = subtotal + tax`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CartResponse {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub status: CartStatus,
+    /// Every price of the cart is in this currency.
+    pub currency: String,
+    pub items: Vec<ItemResponse>,
+    pub subtotal: Money,
+    pub tax_rate_bps: u32,
+    pub tax: Money,
+    pub total: Money,
+    /// Set once checked out.
+    pub order_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The idle clock starts here: every change of the cart moves it.
+    pub last_activity_at: DateTime<Utc>,
+}
+
+fn cart_response(carts: &Carts, cart: Cart, items: Vec<Item>) -> CartResponse {
+    let currency = cart.currency.as_str();
+    let totals = domain::totals(
+        items.iter().map(|i| (i.quantity, i.unit_price)),
+        carts.tax_rate_bps,
+    );
+    let (subtotal, tax, total) = totals.money(currency);
+    CartResponse {
+        id: cart.id,
+        customer_id: cart.customer_id,
+        status: CartStatus::parse(&cart.status).unwrap_or(CartStatus::Abandoned),
+        currency: cart.currency.clone(),
+        items: items
+            .into_iter()
+            .map(|i| ItemResponse {
+                product_id: i.product_id,
+                vendor_id: i.vendor_id,
+                name: i.name,
+                quantity: i.quantity,
+                unit_price: Money::new(i.unit_price, currency),
+                line_total: Money::new(i.quantity.saturating_mul(i.unit_price), currency),
+                added_price: Money::new(i.added_price, currency),
+                price_changed: i.unit_price != i.added_price,
+                added_at: i.added_at,
+            })
+            .collect(),
+        subtotal,
+        tax_rate_bps: carts.tax_rate_bps,
+        tax,
+        total,
+        order_id: cart.order_id,
+        created_at: cart.created_at,
+        updated_at: cart.updated_at,
+        last_activity_at: cart.last_activity_at,
+    }
+}
+
+/// The cart as it is now.
+async fn current(carts: &Carts, cart_id: Uuid) -> ApiResult<Json<CartResponse>> {
+    let cart = crate::db::cart(&mut *carts.db.acquire().await?, cart_id)
+        .await?
+        .ok_or_else(|| Problem::not_found("Cart"))?;
+    let items = carts.items(cart_id).await?;
+    Ok(Json(cart_response(carts, cart, items)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddItem {
+    pub product_id: Uuid,
+    /// Added to the line's quantity; the line holds 1 to 999.
+    #[schema(example = 2)]
+    pub quantity: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateItem {
+    /// The line's new quantity, 1 to 999.
+    #[schema(example = 3)]
+    pub quantity: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// The payment provider's token; handed to the order service only, never in an event.
+    #[schema(value_type = String, example = "tok_visa")]
+    pub payment_token: SecretString,
+    pub shipping_address: ShippingAddress,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutAccepted {
+    pub order_id: Uuid,
+}
+
+/// The caller's open cart: the existing one (200) or a new one (201).
+#[utoipa::path(post, path = "/api/carts", tag = "carts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The open cart the customer already had", body = CartResponse),
+        (status = 201, description = "A new cart", body = CartResponse),
+        (status = 401, body = Problem),
+    ))]
+async fn open_cart(
+    State(carts): State<Carts>,
+    user: AuthUser,
+) -> ApiResult<(StatusCode, Json<CartResponse>)> {
+    let (created, cart) = carts.open(user.id).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, current(&carts, cart.id).await?))
+}
+
+/// A cart with its lines and totals (its customer or an admin).
+#[utoipa::path(get, path = "/api/carts/{id}", tag = "carts", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Cart id")),
+    responses(
+        (status = 200, body = CartResponse),
+        (status = 401, body = Problem),
+        (status = 404, description = "No such cart, or not the caller's", body = Problem),
+    ))]
+async fn get_cart(
+    State(carts): State<Carts>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<Json<CartResponse>> {
+    let cart = carts.owned(&user, id).await?;
+    let items = carts.items(id).await?;
+    Ok(Json(cart_response(&carts, cart, items)))
+}
+
+/// Add a product: reserves the line's new quantity at inventory, then stores the line
+/// with the catalog's name, price and vendor. Adding a product the cart holds adds to
+/// its quantity.
+#[utoipa::path(post, path = "/api/carts/{id}/items", tag = "carts", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Cart id")),
+    request_body = AddItem,
+    responses(
+        (status = 200, description = "The cart with the line", body = CartResponse),
+        (status = 401, body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, description = "Insufficient stock (with `available`), product inactive, or the cart is not open", body = Problem),
+        (status = 422, description = "Invalid fields, an unknown product or one in another currency", body = Problem),
+        (status = 503, description = "Inventory or the catalog cannot be reached", body = Problem),
+    ))]
+async fn add_item(
+    State(carts): State<Carts>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<AddItem>,
+) -> ApiResult<Json<CartResponse>> {
+    let cart = carts.owned(&user, id).await?;
+    let mut v = Validation::new();
+    let quantity = v.field("quantity", domain::check_quantity(body.quantity));
+    v.finish()?;
+    carts
+        .add_item(&cart, body.product_id, quantity.expect("validated"))
+        .await?;
+    current(&carts, id).await
+}
+
+/// Set a line's quantity: reserves the new total at inventory (releasing what is no
+/// longer needed).
+#[utoipa::path(patch, path = "/api/carts/{id}/items/{product_id}", tag = "carts", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Cart id"), ("product_id" = Uuid, Path, description = "Product id")),
+    request_body = UpdateItem,
+    responses(
+        (status = 200, body = CartResponse),
+        (status = 401, body = Problem),
+        (status = 404, description = "No such cart or line", body = Problem),
+        (status = 409, description = "Insufficient stock (with `available`), or the cart is not open", body = Problem),
+        (status = 422, body = Problem),
+        (status = 503, body = Problem),
+    ))]
+async fn update_item(
+    State(carts): State<Carts>,
+    user: AuthUser,
+    ApiPath((id, product_id)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(body): ApiJson<UpdateItem>,
+) -> ApiResult<Json<CartResponse>> {
+    let cart = carts.owned(&user, id).await?;
+    let mut v = Validation::new();
+    let quantity = v.field("quantity", domain::check_quantity(body.quantity));
+    v.finish()?;
+    carts
+        .set_quantity(&cart, product_id, quantity.expect("validated"))
+        .await?;
+    current(&carts, id).await
+}
+
+/// Remove a line and release its reservation.
+#[utoipa::path(delete, path = "/api/carts/{id}/items/{product_id}", tag = "carts", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Cart id"), ("product_id" = Uuid, Path, description = "Product id")),
+    responses(
+        (status = 200, description = "The cart without the line", body = CartResponse),
+        (status = 401, body = Problem),
+        (status = 404, description = "No such cart or line", body = Problem),
+        (status = 409, description = "The cart is not open", body = Problem),
+    ))]
+async fn remove_item(
+    State(carts): State<Carts>,
+    user: AuthUser,
+    ApiPath((id, product_id)): ApiPath<(Uuid, Uuid)>,
+) -> ApiResult<Json<CartResponse>> {
+    let cart = carts.owned(&user, id).await?;
+    carts.remove_item(&cart, product_id).await?;
+    current(&carts, id).await
+}
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Check out: re-confirms every reservation, hands the payment token to the order
+/// service, and marks the cart checked out with its `cart.checkout` event. Follows the
+/// IETF Idempotency-Key draft: the same key and body replay the first response; the
+/// same key with another body is 422; while the first is in progress, 409. A request
+/// that died holds its key for at most the lease (30 s by default); a retry after that
+/// continues with the same order id.
+#[utoipa::path(post, path = "/api/carts/{id}/checkout", tag = "carts", security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Cart id"),
+        ("Idempotency-Key" = String, Header, description = "A unique key per checkout attempt, 1 to 255 visible ASCII characters"),
+    ),
+    request_body = CheckoutRequest,
+    responses(
+        (status = 202, description = "Accepted; the order follows. `Location` names it.", body = CheckoutAccepted,
+         headers(("Location" = String, description = "/api/orders/{order_id}"))),
+        (status = 400, description = "No Idempotency-Key", body = Problem),
+        (status = 401, body = Problem),
+        (status = 404, body = Problem),
+        (status = 409, description = "In progress under this key, the cart is not open or empty, or lines cannot be held (`lines`)", body = Problem),
+        (status = 422, description = "Invalid fields, or the key was used with another body", body = Problem),
+        (status = 503, body = Problem),
+    ))]
+async fn checkout(
+    State(carts): State<Carts>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CheckoutRequest>,
+) -> ApiResult<Response> {
+    let key = match headers.get(&IDEMPOTENCY_KEY) {
+        None => {
+            return Err(Problem::bad_request(
+                "The Idempotency-Key header is required: send a unique key per checkout.",
+            )
+            .kind("idempotency-key-missing")
+            .into());
+        }
+        Some(raw) => raw
+            .to_str()
+            .map_err(|_| "The Idempotency-Key header must be visible ASCII characters.".into())
+            .and_then(|k| domain::check_idempotency_key(k).map(str::to_owned))
+            .map_err(|m| Problem::bad_request(m).kind("idempotency-key-invalid"))?,
+    };
+    let cart = carts.owned(&user, id).await?;
+    let mut v = Validation::new();
+    v.field(
+        "payment_token",
+        domain::check_payment_token(body.payment_token.expose_secret()),
+    );
+    for (field, message) in domain::address_errors(&body.shipping_address) {
+        v.error(field, message);
+    }
+    v.finish()?;
+    let accepted = carts
+        .checkout(
+            &cart,
+            CheckoutInput {
+                idempotency_key: key,
+                payment_token: body.payment_token,
+                shipping_address: body.shipping_address,
+            },
+        )
+        .await?;
+    let order_id = accepted.order_id;
+    let mut response = (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, format!("/api/orders/{order_id}"))],
+        Json(CheckoutAccepted { order_id }),
+    )
+        .into_response();
+    if accepted.replayed {
+        response.headers_mut().insert(
+            HeaderName::from_static("idempotent-replayed"),
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let doc = ApiDoc::openapi();
+        let mut paths: Vec<&str> = doc.paths.paths.keys().map(String::as_str).collect();
+        paths.sort_unstable();
+        assert_eq!(
+            paths,
+            [
+                "/api/carts",
+                "/api/carts/{id}",
+                "/api/carts/{id}/checkout",
+                "/api/carts/{id}/items",
+                "/api/carts/{id}/items/{product_id}",
+            ]
+        );
+        let json = serde_json::to_value(&doc).unwrap();
+        for schema in ["CartResponse", "ItemResponse", "CheckoutRequest", "Problem"] {
+            assert!(
+                json["components"]["schemas"][schema].is_object(),
+                "{schema} is documented"
+            );
+        }
+    }
+}
