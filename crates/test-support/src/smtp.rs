@@ -4,8 +4,10 @@
 //! It speaks just enough ESMTP for a client such as lettre (EHLO/HELO, MAIL, RCPT,
 //! DATA with dot-unstuffing, RSET, NOOP, QUIT), without TLS or authentication.
 //! [`SmtpSink::stop`] closes the port and every connection, as an outage would;
-//! [`SmtpSink::start_on`] brings a server back on the same port.
+//! [`SmtpSink::start_on`] brings a server back on the same port; [`SmtpSink::refuse`]
+//! makes it answer `RCPT TO` of one address with an error reply.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,6 +74,7 @@ impl ReceivedMail {
 pub struct SmtpSink {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<ReceivedMail>>>,
+    refused: Refused,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
@@ -89,11 +92,18 @@ impl SmtpSink {
             .expect("bind the SMTP sink");
         let addr = listener.local_addr().expect("local addr");
         let received = Arc::new(Mutex::new(Vec::new()));
+        let refused = Refused::default();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, received.clone(), stop.clone()));
+        let task = tokio::spawn(serve(
+            listener,
+            received.clone(),
+            refused.clone(),
+            stop.clone(),
+        ));
         Self {
             addr,
             received,
+            refused,
             stop,
             task: Some(task),
         }
@@ -101,6 +111,16 @@ impl SmtpSink {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// Answers `RCPT TO:<address>` with `reply` from now on, e.g. `450 4.2.1 mailbox
+    /// busy` (try again later) or `550 5.1.1 no such user` (never).
+    pub fn refuse(&self, address: &str, reply: &str) {
+        self.refused
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(address.to_owned(), reply.to_owned());
     }
 
     /// Every message received so far, oldest first.
@@ -127,9 +147,24 @@ impl Drop for SmtpSink {
     }
 }
 
+/// Addresses whose `RCPT TO` gets an error reply, and the reply.
+#[derive(Clone, Default)]
+struct Refused(Arc<Mutex<HashMap<String, String>>>);
+
+impl Refused {
+    fn reply(&self, address: &str) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(address)
+            .cloned()
+    }
+}
+
 async fn serve(
     listener: TcpListener,
     received: Arc<Mutex<Vec<ReceivedMail>>>,
+    refused: Refused,
     stop: CancellationToken,
 ) {
     let mut connections = tokio::task::JoinSet::new();
@@ -138,13 +173,14 @@ async fn serve(
             _ = stop.cancelled() => break,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    let (received, stop) = (received.clone(), stop.clone());
+                    let (received, refused, stop) =
+                        (received.clone(), refused.clone(), stop.clone());
                     connections.spawn(async move {
                         tokio::select! {
                             _ = stop.cancelled() => {}
                             _ = tokio::time::timeout(
                                 Duration::from_secs(60),
-                                session(stream, received),
+                                session(stream, received, refused),
                             ) => {}
                         }
                     });
@@ -156,7 +192,7 @@ async fn serve(
     connections.shutdown().await;
 }
 
-async fn session(stream: TcpStream, received: Arc<Mutex<Vec<ReceivedMail>>>) {
+async fn session(stream: TcpStream, received: Arc<Mutex<Vec<ReceivedMail>>>, refused: Refused) {
     let (reader, mut writer) = stream.into_split();
     let mut reader = BufReader::new(reader);
     if !reply(&mut writer, "220 test-sink ESMTP ready\r\n").await {
@@ -190,8 +226,14 @@ async fn session(stream: TcpStream, received: Arc<Mutex<Vec<ReceivedMail>>>) {
                 "250 OK\r\n".to_owned()
             }
             "RCPT" => {
-                rcpt_to.push(address(&command));
-                "250 OK\r\n".to_owned()
+                let to = address(&command);
+                match refused.reply(&to) {
+                    Some(reply) => format!("{reply}\r\n"),
+                    None => {
+                        rcpt_to.push(to);
+                        "250 OK\r\n".to_owned()
+                    }
+                }
             }
             "DATA" => {
                 if !reply(&mut writer, "354 end with <CRLF>.<CRLF>\r\n").await {

@@ -200,3 +200,73 @@ async fn a_message_whose_sender_died_is_sent_once_its_lease_runs_out() {
         Some(format!("<{id}@marketplace.test>"))
     );
 }
+
+#[tokio::test]
+async fn a_refused_mailbox_is_retried_then_failed_with_the_reason_while_others_are_sent() {
+    let h = Harness::start().await;
+    let busy = h.customer("Busy", None).await;
+    let gone = h.customer("Gone", None).await;
+    let ada = h.customer("Ada", None).await;
+    let smtp = h.smtp.as_ref().unwrap();
+    smtp.refuse(&busy.email, "450 4.2.1 mailbox busy");
+    smtp.refuse(&gone.email, "550 5.1.1 no such user");
+
+    let busy_event = h
+        .publish(
+            Service::Order,
+            order_updated(busy.customer_id, OrderStatus::Confirmed),
+        )
+        .await;
+    let gone_event = h
+        .publish(
+            Service::Order,
+            order_updated(gone.customer_id, OrderStatus::Confirmed),
+        )
+        .await;
+    let ada_event = h
+        .publish(
+            Service::Order,
+            order_updated(ada.customer_id, OrderStatus::Confirmed),
+        )
+        .await;
+
+    // Refused for now: tried SEND_MAX_ATTEMPTS (3) times, then failed with the reply.
+    let busy_row = &h.settled(busy_event.id, 1).await[0];
+    assert_eq!(busy_row.status, "failed");
+    assert_eq!(busy_row.attempts, 3);
+    assert!(
+        busy_row
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("mailbox busy"),
+        "{busy_row:?}"
+    );
+    // Refused for good: failed at the first answer.
+    let gone_row = &h.settled(gone_event.id, 1).await[0];
+    assert_eq!(gone_row.status, "failed");
+    assert_eq!(gone_row.attempts, 1);
+    assert!(
+        gone_row
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no such user"),
+        "{gone_row:?}"
+    );
+    let ada_row = &h.settled(ada_event.id, 1).await[0];
+    assert_eq!(ada_row.status, "sent");
+    let emails = h.emails();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0].rcpt_to, vec![ada.email.clone()]);
+    assert_eq!(
+        h.metric("notifications_failed_total{channel=\"email\",template=\"order_confirmed\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        h.metric("notifications_retried_total{channel=\"email\",template=\"order_confirmed\"}")
+            .await,
+        2.0
+    );
+}
