@@ -1,6 +1,10 @@
 //! The service layer: turns an event into stored notifications (one per channel and
 //! recipient), rendered with the recipient's contact from the local read model. The
 //! sender ([`crate::sender`]) delivers them later, outside any transaction.
+//!
+//! A customer without a phone number gets the email only. A recipient the read model
+//! does not know gets its rows stored as `failed` at once, with the reason, so the
+//! problem shows in the list and the metrics instead of blocking anything.
 
 use std::sync::Arc;
 
