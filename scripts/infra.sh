@@ -214,6 +214,29 @@ infra_pg_ensure_db() {
     infra_pg_sql "CREATE DATABASE $INFRA_DB_NAME" >/dev/null
 }
 
+# The test suite runs many services at once, each with a pool: Debian's default of 100
+# connections runs out. Raise it once (it needs a restart, done here only when the
+# setting is too low, so a second run changes nothing).
+INFRA_PG_MIN_CONNECTIONS=400
+
+infra_pg_ensure_capacity() {
+    local current cluster ver name
+    current=$(infra_pg_sql "SHOW max_connections")
+    ((current >= INFRA_PG_MIN_CONNECTIONS)) && return 0
+    infra_info "raising PostgreSQL max_connections from $current to $INFRA_PG_MIN_CONNECTIONS (restart)"
+    infra_pg_sql "ALTER SYSTEM SET max_connections = $INFRA_PG_MIN_CONNECTIONS" >/dev/null
+    if infra_have_systemd && systemctl is-active --quiet postgresql 2>/dev/null; then
+        infra_as_root systemctl restart postgresql
+    else
+        cluster=$(infra_pg_cluster)
+        read -r ver name <<<"$cluster"
+        infra_as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" restart
+    fi
+    infra_wait_port PostgreSQL "$INFRA_PG_PORT" 60
+    INFRA_PG_ADMIN_MODE=""
+    infra_pg_detect_admin
+}
+
 # --------------------------------------------------------------------- Redis
 
 infra_redis_start() {
@@ -262,6 +285,7 @@ infra_ensure() {
     # psql is needed to create the database even when the server was already
     # running (possibly not from Debian's packages).
     infra_need_cmd psql postgresql-client
+    infra_pg_ensure_capacity
     infra_pg_ensure_db
     infra_redis_start
     infra_rabbit_start

@@ -1,5 +1,6 @@
 //! The command line every service binary shares:
-//! `<service> [serve]`, `<service> migrate`, `<service> dlq list|redrive`.
+//! `<service> [serve]`, `<service> migrate`, `<service> dlq list|redrive`,
+//! `<service> rabbitmq-user`.
 
 use std::process::ExitCode;
 
@@ -31,6 +32,16 @@ enum Command {
     Serve,
     /// Create the schema and apply migrations, then exit.
     Migrate,
+    /// Print the rabbitmqctl commands that give this service a RabbitMQ user of its own,
+    /// allowed to publish only its own event types and to touch only its own queues.
+    RabbitmqUser {
+        /// The user's name.
+        #[arg(long, default_value_t = String::new())]
+        user: String,
+        /// The virtual host.
+        #[arg(long, default_value = "/")]
+        vhost: String,
+    },
     /// Inspect and redrive this service's dead-lettered events.
     Dlq {
         #[command(subcommand)]
@@ -84,6 +95,27 @@ where
                 let schema = common.schema(service);
                 connect_db(&common, &schema, migrations).await?;
                 println!("{service}: schema {schema} is migrated");
+                Ok(())
+            }
+            Command::RabbitmqUser { user, vhost } => {
+                let topology = common.topology();
+                let p = topology.permissions(service);
+                let user = if user.is_empty() {
+                    service.as_str().to_owned()
+                } else {
+                    user
+                };
+                println!("rabbitmqctl add_user {user} \"$PASSWORD\"");
+                println!(
+                    "rabbitmqctl set_permissions -p {vhost} {user} '{}' '{}' '{}'",
+                    p.configure, p.write, p.read
+                );
+                println!(
+                    "rabbitmqctl set_topic_permissions -p {vhost} {user} {} '{}' '{}'",
+                    topology.exchange(),
+                    p.topic_write,
+                    p.topic_read
+                );
                 Ok(())
             }
             Command::Dlq { action } => {

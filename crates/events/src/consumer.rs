@@ -39,6 +39,7 @@ use crate::catalog::{Event, Service, catalog};
 use crate::envelope::Envelope;
 use crate::metrics::EventMetrics;
 use crate::outbox::sleep_or_cancel;
+use crate::topology::Topology;
 
 pub const ATTEMPTS_HEADER: &str = "x-attempts";
 pub const REASON_HEADER: &str = "x-dead-letter-reason";
@@ -489,7 +490,8 @@ impl Consumer {
         republish(
             channel,
             delivery,
-            &topology.retry_queue(self.service, step),
+            &topology.service_exchange(self.service),
+            &Topology::retry_key(step),
             props,
         )
         .await;
@@ -523,7 +525,8 @@ impl Consumer {
         republish(
             channel,
             delivery,
-            &self.broker.topology().dead_letter_queue(self.service),
+            &self.broker.topology().service_exchange(self.service),
+            Topology::DEAD_LETTER_KEY,
             props,
         )
         .await;
@@ -534,19 +537,32 @@ impl Consumer {
 /// confirmed the copy. A failing publish is retried with backoff; if it still fails, the
 /// original is requeued after a pause (never at once, which would loop hot), so nothing
 /// is lost.
-async fn republish(channel: &Channel, delivery: &Delivery, queue: &str, props: BasicProperties) {
+async fn republish(
+    channel: &Channel,
+    delivery: &Delivery,
+    exchange: &str,
+    routing_key: &str,
+    props: BasicProperties,
+) {
     let publish = || async {
         let confirm = channel
             .basic_publish(
-                "",
-                queue,
-                BasicPublishOptions::default(),
+                exchange,
+                routing_key,
+                // Unroutable (a missing binding) comes back instead of vanishing.
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &delivery.data,
                 props.clone(),
             )
             .await?;
         match tokio::time::timeout(REPUBLISH_TIMEOUT, confirm).await {
-            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(anyhow::anyhow!(
+                "no queue is bound to {exchange} {routing_key}"
+            )),
             Ok(Ok(_)) => Err(anyhow::anyhow!("the broker refused the message")),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(anyhow::anyhow!("no confirm within {REPUBLISH_TIMEOUT:?}")),
@@ -559,7 +575,7 @@ async fn republish(channel: &Channel, delivery: &Delivery, queue: &str, props: B
     match confirmed {
         Ok(()) => ack(delivery).await,
         Err(e) => {
-            tracing::warn!(queue, error = %format!("{e:#}"), "could not move the message; requeueing it after a pause");
+            tracing::warn!(exchange, routing_key, error = %format!("{e:#}"), "could not move the message; requeueing it after a pause");
             tokio::time::sleep(REQUEUE_PAUSE).await;
             let _ = delivery
                 .nack(BasicNackOptions {

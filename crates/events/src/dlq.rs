@@ -23,6 +23,7 @@ use crate::consumer::{
     header_str, header_u32, headers_of,
 };
 use crate::envelope::Envelope;
+use crate::topology::Topology;
 
 /// A dead-lettered message as an operator sees it.
 #[derive(Debug, Clone, Serialize)]
@@ -107,8 +108,8 @@ pub async fn redrive(
         }
     }
     let mut report = RedriveReport::default();
-    let oldest_allowed = Utc::now()
-        - chrono::Duration::from_std(inbox_retention).unwrap_or(chrono::Duration::MAX);
+    let oldest_allowed =
+        Utc::now() - chrono::Duration::from_std(inbox_retention).unwrap_or(chrono::Duration::MAX);
     for msg in held {
         let delivery = msg.delivery;
         let message_id = delivery
@@ -160,15 +161,18 @@ pub async fn redrive(
         let props = delivery.properties.clone().with_headers(headers);
         let confirm = channel
             .basic_publish(
-                "",
-                &topology.queue(service),
-                BasicPublishOptions::default(),
+                &topology.service_exchange(service),
+                Topology::MAIN_KEY,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &delivery.data,
                 props,
             )
             .await?
             .await?;
-        if matches!(confirm, Confirmation::Ack(_)) {
+        if matches!(confirm, Confirmation::Ack(None)) {
             delivery.ack(BasicAckOptions::default()).await?;
             report.redriven += 1;
         }

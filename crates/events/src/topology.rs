@@ -87,6 +87,44 @@ impl Topology {
         format!("{}.{}.dlq", self.prefix, service)
     }
 
+    /// The service's own direct exchange, through which its consumer moves messages to
+    /// its retry queues (routing key `retry.<step>`) and its DLQ (`dlq`). Not the default
+    /// exchange: write access to that would let a service put messages in any queue.
+    pub fn service_exchange(&self, service: Service) -> String {
+        format!("{}.{}.direct", self.prefix, service)
+    }
+
+    pub fn retry_key(step: usize) -> String {
+        format!("retry.{step}")
+    }
+
+    pub const DEAD_LETTER_KEY: &'static str = "dlq";
+    /// Routes a retried message from a retry queue back to the main queue.
+    pub const MAIN_KEY: &'static str = "main";
+
+    /// What a per-service RabbitMQ user of `service` may do, as the regular expressions
+    /// `rabbitmqctl set_permissions` and `set_topic_permissions` take. With these, the
+    /// service publishes only its own event types, moves messages only into its own
+    /// retry and dead-letter queues, consumes only its own queues, and cannot declare,
+    /// delete or write to another service's queues.
+    pub fn permissions(&self, service: Service) -> Permissions {
+        let p = regex_escape(&self.prefix);
+        let s = service.as_str();
+        let own = format!(r"{p}\.{s}(\.(retry\.[0-9]+|dlq|direct))?");
+        let own_types: Vec<String> = crate::catalog::catalog()
+            .iter()
+            .filter(|e| e.publisher == service)
+            .map(|e| regex_escape(e.event_type))
+            .collect();
+        Permissions {
+            configure: format!("^({p}\\.events|{own})$"),
+            write: format!("^({p}\\.events|{own})$"),
+            read: format!("^({p}\\.events|{own})$"),
+            topic_write: format!("^({})$", own_types.join("|")),
+            topic_read: ".*".into(),
+        }
+    }
+
     /// Deliveries a message gets before it is dead-lettered.
     pub fn max_attempts(&self) -> u32 {
         self.retry_delays.len() as u32 + 1
@@ -121,11 +159,11 @@ impl Topology {
         let mut args = self.queue_args();
         args.insert(
             "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from("")),
+            AMQPValue::LongString(LongString::from(self.service_exchange(service))),
         );
         args.insert(
             "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(LongString::from(self.dead_letter_queue(service))),
+            AMQPValue::LongString(LongString::from(Self::DEAD_LETTER_KEY)),
         );
         if self.queue_type == QueueType::Quorum {
             args.insert(
@@ -144,11 +182,14 @@ impl Topology {
         args
     }
 
-    /// Declares the exchange, every service's main queue and bindings, and `own`'s retry
-    /// and dead-letter queues. Idempotent. A main queue that already exists with other
-    /// arguments (declared by an older version) is kept as it is, with a warning: its
-    /// settings can be changed with a RabbitMQ policy, and refusing to start would help
-    /// no one.
+    /// Declares the exchange, every service's main queue and bindings, and `own`'s direct
+    /// exchange with its retry and dead-letter queues. Idempotent.
+    ///
+    /// A main queue that already exists with other arguments (declared by an older
+    /// version) is kept as it is, with a warning: its settings can be changed with a
+    /// RabbitMQ policy, and refusing to start would help no one. Another service's main
+    /// queue that a per-service user may not declare (see [`Topology::permissions`]) is
+    /// left to that service, or to the migration run with an administrator's account.
     pub async fn declare(
         &self,
         connection: &Connection,
@@ -158,15 +199,18 @@ impl Topology {
             durable: true,
             ..Default::default()
         };
+        // Throw-away test prefixes: exchanges go with the last queue bound to them.
+        let exchange_options = ExchangeDeclareOptions {
+            durable: true,
+            auto_delete: self.queue_expires.is_some(),
+            ..Default::default()
+        };
         let mut channel = connection.create_channel().await?;
         channel
             .exchange_declare(
                 &self.exchange(),
                 ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
+                exchange_options,
                 FieldTable::default(),
             )
             .await?;
@@ -175,16 +219,33 @@ impl Topology {
             if keys.is_empty() {
                 continue;
             }
+            let mine = Some(service) == own;
+            let direct = self.service_exchange(service);
             let queue = self.queue(service);
-            match channel
-                .queue_declare(&queue, durable, self.main_queue_args(service))
-                .await
-            {
+            let declared = async {
+                channel
+                    .exchange_declare(
+                        &direct,
+                        ExchangeKind::Direct,
+                        exchange_options,
+                        FieldTable::default(),
+                    )
+                    .await?;
+                channel
+                    .queue_declare(&queue, durable, self.main_queue_args(service))
+                    .await
+            };
+            match declared.await {
                 Ok(_) => {}
                 Err(e) if is_precondition_failed(&e) => {
                     tracing::warn!(queue = %queue, error = %e, "queue exists with other arguments; keeping it (set dead-lettering and the delivery limit with a policy)");
                     // The failed declare closed the channel.
                     channel = connection.create_channel().await?;
+                }
+                Err(e) if is_access_refused(&e) && !mine => {
+                    tracing::info!(queue = %queue, "not allowed to declare another service's queue; leaving it to that service");
+                    channel = connection.create_channel().await?;
+                    continue;
                 }
                 Err(e) => return Err(e),
             }
@@ -199,8 +260,26 @@ impl Topology {
                     )
                     .await?;
             }
+            channel
+                .queue_bind(
+                    &queue,
+                    &direct,
+                    Self::MAIN_KEY,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
         }
         if let Some(service) = own {
+            let direct = self.service_exchange(service);
+            channel
+                .exchange_declare(
+                    &direct,
+                    ExchangeKind::Direct,
+                    exchange_options,
+                    FieldTable::default(),
+                )
+                .await?;
             for (step, delay) in self.retry_delays.iter().enumerate() {
                 let mut args = self.queue_args();
                 args.insert(
@@ -209,11 +288,11 @@ impl Topology {
                 );
                 args.insert(
                     "x-dead-letter-exchange".into(),
-                    AMQPValue::LongString(LongString::from("")),
+                    AMQPValue::LongString(LongString::from(direct.as_str())),
                 );
                 args.insert(
                     "x-dead-letter-routing-key".into(),
-                    AMQPValue::LongString(LongString::from(self.queue(service))),
+                    AMQPValue::LongString(LongString::from(Self::MAIN_KEY)),
                 );
                 if self.queue_type == QueueType::Quorum {
                     // At-least-once dead-lettering: a message leaves the retry queue only
@@ -227,17 +306,63 @@ impl Topology {
                         AMQPValue::LongString(LongString::from("reject-publish")),
                     );
                 }
+                let queue = self.retry_queue(service, step);
+                channel.queue_declare(&queue, durable, args).await?;
                 channel
-                    .queue_declare(&self.retry_queue(service, step), durable, args)
+                    .queue_bind(
+                        &queue,
+                        &direct,
+                        &Self::retry_key(step),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
                     .await?;
             }
+            let dlq = self.dead_letter_queue(service);
             channel
-                .queue_declare(&self.dead_letter_queue(service), durable, self.queue_args())
+                .queue_declare(&dlq, durable, self.queue_args())
+                .await?;
+            channel
+                .queue_bind(
+                    &dlq,
+                    &direct,
+                    Self::DEAD_LETTER_KEY,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
                 .await?;
         }
         let _ = channel.close(200, "topology declared").await;
         Ok(())
     }
+}
+
+/// The permissions of one service's RabbitMQ user (see [`Topology::permissions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permissions {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+    /// Routing keys it may publish to the topic exchange: its own event types.
+    pub topic_write: String,
+    pub topic_read: String,
+}
+
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether RabbitMQ refused an operation for lack of permission.
+pub fn is_access_refused(e: &lapin::Error) -> bool {
+    matches!(e, lapin::Error::ProtocolError(p)
+        if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)))
 }
 
 /// Whether RabbitMQ refused a declaration because the thing exists with other settings.
@@ -249,6 +374,20 @@ pub fn is_precondition_failed(e: &lapin::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_user_may_publish_only_its_own_event_types_and_touch_only_its_own_queues() {
+        let p = Topology::new("mp").permissions(Service::Cart);
+        assert_eq!(
+            p.topic_write,
+            r"^(cart\.created|cart\.item\.added|cart\.item\.removed|cart\.checkout)$"
+        );
+        assert_eq!(
+            p.write,
+            r"^(mp\.events|mp\.cart(\.(retry\.[0-9]+|dlq|direct))?)$"
+        );
+        assert_eq!(p.configure, p.write);
+    }
 
     #[test]
     fn retry_steps_follow_the_delays_then_stop() {
