@@ -576,3 +576,43 @@ async fn bad_input_on_every_endpoint_is_a_problem_and_changes_nothing() {
         .unwrap();
     assert_eq!(methods, 0);
 }
+
+#[tokio::test]
+async fn concurrent_cancels_of_one_order_let_exactly_one_win() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 5).await;
+    let c = confirmed_order(&h, &[(product, vendor, 1)]).await;
+    let customer = h.customer_token(c.customer_id);
+    let admin = h.admin_token();
+
+    let attempts = (0..6).map(|i| {
+        let token = if i % 2 == 0 { &customer } else { &admin };
+        post(&h, &c, "cancel", token)
+    });
+    let results = futures::future::join_all(attempts).await;
+    let won = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let lost = results
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::CONFLICT && b["status"] == "cancelled")
+        .count();
+    assert_eq!((won, lost), (1, 5), "{results:?}");
+
+    let order = h.wait_settled(&c).await;
+    assert_eq!(
+        statuses(&order)
+            .iter()
+            .filter(|s| *s == "cancelled")
+            .count(),
+        1
+    );
+    assert_eq!(h.successful(c.order_id, "refund").await, 1);
+    assert_eq!(
+        h.events("order.updated", c.order_id)
+            .await
+            .iter()
+            .filter(|e| e["status"] == "cancelled")
+            .count(),
+        1
+    );
+}

@@ -400,7 +400,7 @@ impl Harness {
     }
 
     pub async fn reservations(&self, cart_id: Uuid) -> i64 {
-        sqlx::query_scalar("select count(*) from reservations where cart_id = $1")
+        sqlx::query_scalar("select count(*) from reservations where cart_id = $1 and quantity > 0")
             .bind(cart_id)
             .fetch_one(&self.inventory_db)
             .await
