@@ -193,7 +193,6 @@ fn not_found() -> ApiError {
 
 /// Loads the order, its lines and what the caller may see of it; 404 if nothing.
 async fn load(
-    orders: &Orders,
     conn: &mut sqlx::PgConnection,
     user: &AuthUser,
     id: Uuid,
@@ -205,7 +204,6 @@ async fn load(
         db::order(conn, id).await?
     }
     .ok_or_else(not_found)?;
-    let _ = orders;
     let items = db::items(conn, &[id]).await?;
     let sight = sight(user, &order, &items).ok_or_else(not_found)?;
     Ok((order, items, sight))
@@ -374,7 +372,7 @@ pub async fn get_order(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<OrderResponse>> {
     let mut conn = orders.db.acquire().await?;
-    let (order, items, sight) = load(&orders, &mut conn, &user, id, false).await?;
+    let (order, items, sight) = load(&mut conn, &user, id, false).await?;
     Ok(Json(
         order_response(&mut conn, order, &items, &sight).await?,
     ))
@@ -430,7 +428,7 @@ pub async fn cancel_order(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<OrderResponse>> {
     let mut tx = orders.db.begin().await?;
-    let (order, items, sight) = load(&orders, &mut tx, &user, id, true).await?;
+    let (order, items, sight) = load(&mut tx, &user, id, true).await?;
     if sight != Sight::Full {
         return Err(
             Problem::forbidden("Only the customer or an admin may cancel an order.").into(),
@@ -527,7 +525,7 @@ pub async fn ship_order(
     let (carrier, tracking) = (carrier.expect("validated"), tracking.expect("validated"));
 
     let mut tx = orders.db.begin().await?;
-    let (order, items, sight) = load(&orders, &mut tx, &user, id, true).await?;
+    let (order, items, sight) = load(&mut tx, &user, id, true).await?;
     let order_vendors: BTreeSet<Uuid> = items.iter().map(|i| i.vendor_id).collect();
     let vendor_id = match body.vendor_id {
         Some(vendor_id) => {
@@ -563,18 +561,10 @@ pub async fn ship_order(
             }
         }
     };
-    let status = status_of(&order);
-    if status != OrderStatus::Confirmed {
-        return Err(transition_problem(TransitionError::Illegal(
-            domain::check_transition(status, OrderStatus::Shipped)
-                .err()
-                .unwrap_or(domain::IllegalTransition {
-                    current: status,
-                    requested: OrderStatus::Shipped,
-                    allowed: domain::next_statuses(status),
-                }),
-        )));
-    }
+    // Lines ship from a confirmed order; the order itself stays confirmed until the
+    // last vendor has shipped.
+    domain::check_transition(status_of(&order), OrderStatus::Shipped)
+        .map_err(|e| transition_problem(TransitionError::Illegal(e)))?;
     let shipment = db::insert_shipment(
         &mut tx,
         &NewShipment {
@@ -661,7 +651,7 @@ pub async fn deliver_order(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<OrderResponse>> {
     let mut tx = orders.db.begin().await?;
-    let (order, items, sight) = load(&orders, &mut tx, &user, id, true).await?;
+    let (order, items, sight) = load(&mut tx, &user, id, true).await?;
     let vendor = items.iter().any(|i| user.vendors.contains(&i.vendor_id));
     if !user.is_admin() && !vendor {
         return Err(

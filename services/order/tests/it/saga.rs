@@ -307,3 +307,46 @@ async fn an_order_whose_stock_never_comes_is_listed_as_stuck_then_compensated() 
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_order_cancelled_while_it_waits_for_its_stock_is_refunded_and_stays_cancelled() {
+    let h = Harness::start_with(settings(), false).await;
+    let c = h
+        .checkout(&[(Uuid::now_v7(), Uuid::now_v7(), 1)], "tok_visa")
+        .await;
+    h.wait_status(&c, "paid").await;
+    let (status, body) = h
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/orders/{}/cancel", c.order_id),
+            Some(&h.customer_token(c.customer_id)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let order = h.wait_settled(&c).await;
+    assert_eq!(statuses(&order), ["pending", "paid", "cancelled"]);
+    assert_eq!(h.successful(c.order_id, "charge").await, 1);
+    assert_eq!(h.successful(c.order_id, "refund").await, 1);
+
+    // Inventory's late answer finds the order cancelled and changes nothing.
+    h.publish(
+        Service::Inventory,
+        mp_events::catalog::InventoryUpdated {
+            change: mp_events::catalog::StockChange::OrderCommitted,
+            order_id: Some(c.order_id),
+            levels: vec![],
+            shortages: vec![],
+        },
+    )
+    .await;
+    eventually("the late answer to be consumed", WAIT, || async {
+        let n: i64 = sqlx::query_scalar("select count(*) from inbox where handler = 'order.stock'")
+            .fetch_one(&h.db)
+            .await
+            .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+    assert_eq!(h.read(&c).await["status"], "cancelled");
+}
