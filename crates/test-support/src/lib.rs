@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use mp_events;
 
+pub mod api;
 pub mod smtp;
 
 pub mod proxy;

@@ -1,0 +1,62 @@
+//! Helpers for API tests: tokens signed with an environment's keys (no customer service
+//! needed), problem+json assertions, and a view of a service's outbox.
+
+use mp_common::TokenKeys;
+use mp_events::Service;
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::TestEnv;
+
+/// Signs user and service tokens the services of a [`TestEnv`] accept.
+pub struct Tokens(TokenKeys);
+
+impl Tokens {
+    pub fn new(env: &TestEnv) -> Self {
+        Self(TokenKeys::from_config(&env.config(Service::Customer)).expect("token keys"))
+    }
+
+    /// A user token for `user_id` with `roles` and vendor memberships.
+    pub fn user(&self, user_id: Uuid, roles: &[&str], vendors: Vec<Uuid>) -> String {
+        let roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        self.0.user_token(user_id, Uuid::new_v4(), roles, vendors).0
+    }
+
+    pub fn customer(&self, user_id: Uuid) -> String {
+        self.user(user_id, &["customer"], vec![])
+    }
+
+    pub fn admin(&self) -> String {
+        self.user(Uuid::now_v7(), &["customer", "admin"], vec![])
+    }
+
+    pub fn member(&self, user_id: Uuid, vendor_id: Uuid) -> String {
+        self.user(user_id, &["customer", "vendor"], vec![vendor_id])
+    }
+
+    pub fn service(&self, service: Service) -> String {
+        self.0.service_token(service).0
+    }
+}
+
+/// Asserts a problem+json body with `expected` status, naming `field` when given.
+pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, field: Option<&str>) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["status"], expected.as_u16(), "{body}");
+    assert!(body["detail"].is_string(), "{body}");
+    if let Some(field) = field {
+        let named = body["errors"]
+            .as_array()
+            .is_some_and(|errors| errors.iter().any(|e| e["field"] == field));
+        assert!(named, "expected an error on {field}: {body}");
+    }
+}
+
+/// Every outbox row of the schema `pool` works in, oldest first: (type, envelope).
+pub async fn outbox(pool: &sqlx::PgPool) -> Vec<(String, Value)> {
+    sqlx::query_as("select event_type, envelope from outbox order by seq")
+        .fetch_all(pool)
+        .await
+        .expect("outbox readable")
+}

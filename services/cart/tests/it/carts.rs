@@ -1,0 +1,476 @@
+//! Carts and their items: ownership, reservations at inventory, shortages, prices, bad
+//! input and idle carts.
+
+use mp_test_support::api::assert_problem;
+use mp_test_support::eventually;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::harness::{Options, Shop, WAIT};
+
+#[tokio::test]
+async fn a_customer_has_one_open_cart_that_only_they_and_admins_see() {
+    let shop = Shop::start().await;
+    let (customer_id, token) = shop.customer();
+    let (status, cart) = shop
+        .call(Method::POST, "/api/carts", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{cart}");
+    assert_eq!(cart["status"], "open");
+    assert_eq!(cart["customer_id"], customer_id.to_string());
+    assert_eq!(cart["items"], json!([]));
+    assert_eq!(cart["total"], json!({"amount": 0, "currency": "EUR"}));
+    let (status, again) = shop
+        .call(Method::POST, "/api/carts", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(
+        again["id"], cart["id"],
+        "the open cart is returned, not a second one"
+    );
+    let id = cart["id"].as_str().unwrap();
+
+    let product = shop.product(1299, 10).await;
+    let (_, stranger) = shop.customer();
+    for (method, path, body) in [
+        (Method::GET, format!("/api/carts/{id}"), None),
+        (
+            Method::POST,
+            format!("/api/carts/{id}/items"),
+            Some(json!({"product_id": product.id, "quantity": 1})),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/carts/{id}/items/{}", product.id),
+            Some(json!({"quantity": 1})),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/carts/{id}/items/{}", product.id),
+            None,
+        ),
+    ] {
+        let (status, body) = shop
+            .call(method.clone(), &path, Some(&stranger), body)
+            .await;
+        assert_problem(status, &body, StatusCode::NOT_FOUND, None);
+    }
+    assert_eq!(
+        shop.reserved(product.id).await,
+        0,
+        "a stranger reserved nothing"
+    );
+    let (status, _, body) = shop
+        .checkout(
+            &stranger,
+            id.parse().unwrap(),
+            Some("k1"),
+            &crate::harness::checkout_body("tok_visa"),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::NOT_FOUND, None);
+
+    let admin = shop.tokens.admin();
+    let (status, seen) = shop.get_cart(&admin, id.parse().unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["id"], cart["id"]);
+    let (status, _) = shop
+        .call(Method::GET, &format!("/api/carts/{id}"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let created = shop.events("cart.created").await;
+    assert_eq!(created.len(), 1, "one cart, one cart.created");
+    assert_eq!(created[0]["cart_id"], cart["id"]);
+}
+
+#[tokio::test]
+async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
+    let shop = Shop::start().await;
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let mug = shop.product(1299, 10).await;
+    let plate = shop.product(500, 10).await;
+
+    let (status, cart) = shop.add(&token, cart_id, mug.id, 2).await;
+    assert_eq!(status, StatusCode::OK, "{cart}");
+    let line = &cart["items"][0];
+    assert_eq!(line["product_id"], mug.id.to_string());
+    assert_eq!(line["vendor_id"], mug.vendor_id.to_string());
+    assert!(line["name"].as_str().unwrap().starts_with("Mug "), "{line}");
+    assert_eq!(line["quantity"], 2);
+    assert_eq!(
+        line["unit_price"],
+        json!({"amount": 1299, "currency": "EUR"})
+    );
+    assert_eq!(
+        line["line_total"],
+        json!({"amount": 2598, "currency": "EUR"})
+    );
+    assert_eq!(line["price_changed"], false);
+    assert_eq!(shop.reserved(mug.id).await, 2);
+
+    // Adding the same product adds to its line.
+    let (status, cart) = shop.add(&token, cart_id, mug.id, 1).await;
+    assert_eq!(status, StatusCode::OK, "{cart}");
+    assert_eq!(cart["items"].as_array().unwrap().len(), 1);
+    assert_eq!(cart["items"][0]["quantity"], 3);
+    assert_eq!(shop.reserved(mug.id).await, 3);
+
+    let (status, cart) = shop.add(&token, cart_id, plate.id, 1).await;
+    assert_eq!(status, StatusCode::OK, "{cart}");
+    // 3 x 12.99 + 5.00 = 43.97; tax 20 % = 8.794, half up 8.79; total 52.76.
+    assert_eq!(cart["subtotal"], json!({"amount": 4397, "currency": "EUR"}));
+    assert_eq!(cart["tax"], json!({"amount": 879, "currency": "EUR"}));
+    assert_eq!(cart["total"], json!({"amount": 5276, "currency": "EUR"}));
+
+    let (status, cart) = shop
+        .call(
+            Method::PATCH,
+            &format!("/api/carts/{cart_id}/items/{}", mug.id),
+            Some(&token),
+            Some(json!({"quantity": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cart}");
+    assert_eq!(cart["items"][0]["quantity"], 1);
+    assert_eq!(
+        shop.reserved(mug.id).await,
+        1,
+        "the difference was released"
+    );
+
+    let (status, cart) = shop
+        .call(
+            Method::DELETE,
+            &format!("/api/carts/{cart_id}/items/{}", mug.id),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cart}");
+    assert_eq!(cart["items"].as_array().unwrap().len(), 1);
+    assert_eq!(cart["items"][0]["product_id"], plate.id.to_string());
+    assert_eq!(
+        shop.reserved(mug.id).await,
+        0,
+        "the removed line was released"
+    );
+    assert_eq!(shop.reserved(plate.id).await, 1);
+
+    let added = shop.events("cart.item.added").await;
+    let quantities: Vec<_> = added
+        .iter()
+        .map(|e| {
+            (
+                e["product_id"].as_str().unwrap().to_owned(),
+                e["quantity"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        quantities,
+        [
+            (mug.id.to_string(), 2),
+            (mug.id.to_string(), 3),
+            (plate.id.to_string(), 1),
+            (mug.id.to_string(), 1),
+        ]
+    );
+    let removed = shop.events("cart.item.removed").await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0]["product_id"], mug.id.to_string());
+    assert_eq!(removed[0]["cart_id"], cart_id.to_string());
+}
+
+#[tokio::test]
+async fn a_shortage_is_a_409_with_the_available_quantity_and_changes_nothing() {
+    let shop = Shop::start().await;
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let mug = shop.product(1299, 5).await;
+
+    let (status, body) = shop.add(&token, cart_id, mug.id, 6).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, None);
+    assert_eq!(body["available"], 5, "{body}");
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["items"], json!([]));
+    assert_eq!(shop.reserved(mug.id).await, 0);
+
+    // Another customer holds 4: only 1 is left for this cart.
+    let (_, other) = shop.customer();
+    let other_cart = shop.open_cart(&other).await;
+    let (status, _) = shop.add(&other, other_cart, mug.id, 4).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = shop.add(&token, cart_id, mug.id, 2).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, None);
+    assert_eq!(body["available"], 1, "{body}");
+
+    // A PATCH beyond the stock keeps the line as it was.
+    let (status, _) = shop.add(&token, cart_id, mug.id, 1).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = shop
+        .call(
+            Method::PATCH,
+            &format!("/api/carts/{cart_id}/items/{}", mug.id),
+            Some(&token),
+            Some(json!({"quantity": 3})),
+        )
+        .await;
+    assert_problem(status, &body, StatusCode::CONFLICT, None);
+    assert_eq!(body["available"], 1, "{body}");
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["items"][0]["quantity"], 1);
+    assert_eq!(shop.reserved(mug.id).await, 5);
+}
+
+#[tokio::test]
+async fn bad_input_on_every_endpoint_is_problem_json_and_changes_nothing() {
+    let shop = Shop::start().await;
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let mug = shop.product(1299, 10).await;
+    let (status, _) = shop.add(&token, cart_id, mug.id, 2).await;
+    assert_eq!(status, StatusCode::OK);
+    let before = shop.get_cart(&token, cart_id).await.1;
+    let outbox_before = shop.outbox().await.len();
+
+    let items = format!("/api/carts/{cart_id}/items");
+    let line = format!("/api/carts/{cart_id}/items/{}", mug.id);
+    let cases = [
+        (
+            Method::POST,
+            items.clone(),
+            json!({"product_id": mug.id, "quantity": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("quantity"),
+        ),
+        (
+            Method::POST,
+            items.clone(),
+            json!({"product_id": mug.id, "quantity": 1000}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("quantity"),
+        ),
+        (
+            Method::POST,
+            items.clone(),
+            json!({"product_id": mug.id, "quantity": 998}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("quantity"),
+        ),
+        (
+            Method::POST,
+            items.clone(),
+            json!({"product_id": "mug", "quantity": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("product_id"),
+        ),
+        (
+            Method::POST,
+            items.clone(),
+            json!({"quantity": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("product_id"),
+        ),
+        (
+            Method::POST,
+            items.clone(),
+            json!({"product_id": Uuid::now_v7(), "quantity": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("product_id"),
+        ),
+        (
+            Method::POST,
+            items.clone(),
+            json!({"product_id": mug.id, "quantity": 1, "price": 1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("price"),
+        ),
+        (
+            Method::PATCH,
+            line.clone(),
+            json!({"quantity": -1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("quantity"),
+        ),
+        (
+            Method::PATCH,
+            line.clone(),
+            json!({"quantity": "two"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("quantity"),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/carts/{cart_id}/items/{}", Uuid::now_v7()),
+            json!({"quantity": 1}),
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            Method::DELETE,
+            format!("/api/carts/{cart_id}/items/{}", Uuid::now_v7()),
+            json!(null),
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+        (
+            Method::GET,
+            "/api/carts/not-a-uuid".to_owned(),
+            json!(null),
+            StatusCode::BAD_REQUEST,
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/carts/{}", Uuid::now_v7()),
+            json!(null),
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+    ];
+    for (method, path, body, expected, field) in cases {
+        let body = (!body.is_null()).then_some(body);
+        let (status, problem) = shop.call(method.clone(), &path, Some(&token), body).await;
+        assert_problem(status, &problem, expected, field);
+    }
+    // Malformed JSON and a body that is not JSON.
+    for (content_type, raw, expected) in [
+        (
+            "application/json",
+            "{\"quantity\": ",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "text/plain",
+            "quantity=1",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+    ] {
+        let resp = shop
+            .cart
+            .http()
+            .patch(shop.cart.url(&line))
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), expected);
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    }
+    assert_eq!(
+        shop.get_cart(&token, cart_id).await.1["items"],
+        before["items"]
+    );
+    assert_eq!(shop.reserved(mug.id).await, 2);
+    assert_eq!(
+        shop.outbox().await.len(),
+        outbox_before,
+        "no event for a refused request"
+    );
+}
+
+#[tokio::test]
+async fn a_price_change_reaches_open_carts_and_the_line_says_so() {
+    let shop = Shop::start().await;
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let mug = shop.product(1299, 10).await;
+    let (status, _) = shop.add(&token, cart_id, mug.id, 2).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = shop
+        .vendor
+        .call(
+            Method::PATCH,
+            &format!("/api/products/{}", mug.id),
+            Some(&mug.owner),
+            Some(json!({"price": {"amount": 999, "currency": "EUR"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let line = eventually("the new price in the cart", WAIT, || async {
+        let (_, cart) = shop.get_cart(&token, cart_id).await;
+        let line = cart["items"][0].clone();
+        (line["unit_price"]["amount"] == 999).then_some(cart)
+    })
+    .await;
+    let item = &line["items"][0];
+    assert_eq!(item["price_changed"], true);
+    assert_eq!(
+        item["added_price"],
+        json!({"amount": 1299, "currency": "EUR"})
+    );
+    assert_eq!(
+        item["line_total"],
+        json!({"amount": 1998, "currency": "EUR"})
+    );
+    assert_eq!(line["subtotal"]["amount"], 1998);
+    assert_eq!(line["tax"]["amount"], 400, "19.98 * 20 % = 3.996, half up");
+
+    // Adding more keeps the price it has now and the price it was added at.
+    let (status, cart) = shop.add(&token, cart_id, mug.id, 1).await;
+    assert_eq!(status, StatusCode::OK, "{cart}");
+    assert_eq!(cart["items"][0]["unit_price"]["amount"], 999);
+    assert_eq!(cart["items"][0]["added_price"]["amount"], 1299);
+}
+
+#[tokio::test]
+async fn an_idle_cart_is_abandoned_and_its_reservations_released() {
+    let shop = Shop::start_with(Options {
+        idle_secs: 60,
+        ..Options::default()
+    })
+    .await;
+    let mug = shop.product(1299, 10).await;
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let (status, body) = shop.add(&token, cart_id, mug.id, 3).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, other) = shop.customer();
+    let busy_cart = shop.open_cart(&other).await;
+    let (status, _) = shop.add(&other, busy_cart, mug.id, 1).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shop.reserved(mug.id).await, 4);
+
+    // The first customer's last change was two minutes ago.
+    sqlx::query("update carts set last_activity_at = now() - interval '2 minutes' where id = $1")
+        .bind(cart_id)
+        .execute(&shop.db)
+        .await
+        .unwrap();
+    eventually("the cart to be abandoned", WAIT, || async {
+        let (_, cart) = shop.get_cart(&token, cart_id).await;
+        (cart["status"] == "abandoned").then_some(())
+    })
+    .await;
+    eventually("its reservation released", WAIT, || async {
+        (shop.reserved(mug.id).await == 1).then_some(())
+    })
+    .await;
+    let (_, busy) = shop.get_cart(&other, busy_cart).await;
+    assert_eq!(busy["status"], "open", "a cart in use stays open");
+    let removed = shop.events("cart.item.removed").await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0]["product_id"], mug.id.to_string());
+
+    let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, None);
+    assert_eq!(body["cart_status"], "abandoned");
+    assert_eq!(
+        shop.reserved(mug.id).await,
+        1,
+        "an abandoned cart takes no items"
+    );
+    // The customer starts over with a new cart.
+    let (status, fresh) = shop
+        .call(Method::POST, "/api/carts", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_ne!(fresh["id"], cart_id.to_string());
+}

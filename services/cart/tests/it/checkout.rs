@@ -1,0 +1,295 @@
+//! Checkout: the Idempotency-Key rules, the payment token's hand-off, re-confirmed
+//! reservations, and the order the real order service makes of it.
+
+use std::collections::BTreeSet;
+
+use mp_events::catalog::ShippingAddress;
+use mp_test_support::api::assert_problem;
+use mp_test_support::eventually;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::{Options, Shop, WAIT, checkout_body};
+
+/// A shop with a customer whose cart holds two mugs.
+async fn filled_cart(shop: &Shop) -> (Uuid, String, Uuid, Uuid) {
+    let (customer_id, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let mug = shop.product(1299, 10).await;
+    let (status, body) = shop.add(&token, cart_id, mug.id, 2).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (customer_id, token, cart_id, mug.id)
+}
+
+#[tokio::test]
+async fn checkout_is_accepted_once_and_the_same_key_replays_it() {
+    let shop = Shop::with_order().await;
+    let (customer_id, token, cart_id, mug) = filled_cart(&shop).await;
+    let body = checkout_body("tok_visa");
+
+    let (status, _, problem) = shop.checkout(&token, cart_id, None, &body).await;
+    assert_problem(status, &problem, StatusCode::BAD_REQUEST, None);
+
+    let (status, headers, accepted) = shop.checkout(&token, cart_id, Some("key-1"), &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let order_id = accepted["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(headers["location"], format!("/api/orders/{order_id}"));
+
+    let (status, headers, replay) = shop.checkout(&token, cart_id, Some("key-1"), &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{replay}");
+    assert_eq!(
+        replay["order_id"], order_id,
+        "the same key gives the same order"
+    );
+    assert_eq!(headers["location"], format!("/api/orders/{order_id}"));
+
+    let (status, _, problem) = shop
+        .checkout(
+            &token,
+            cart_id,
+            Some("key-1"),
+            &checkout_body("tok_declined"),
+        )
+        .await;
+    assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, None);
+
+    let (status, _, problem) = shop.checkout(&token, cart_id, Some("key-2"), &body).await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    assert_eq!(problem["cart_status"], "checked_out", "{problem}");
+
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["status"], "checked_out");
+    assert_eq!(cart["order_id"], order_id);
+    let (status, body) = shop.add(&token, cart_id, mug, 1).await;
+    assert_problem(status, &body, StatusCode::CONFLICT, None);
+
+    let checkouts = shop.events("cart.checkout").await;
+    assert_eq!(checkouts.len(), 1, "one checkout event for one order");
+    let event = &checkouts[0];
+    assert_eq!(event["order_id"], order_id);
+    assert_eq!(event["customer_id"], customer_id.to_string());
+    assert_eq!(event["items"][0]["quantity"], 2);
+    assert_eq!(event["subtotal"]["amount"], 2598);
+    assert_eq!(event["tax"]["amount"], 520);
+    assert_eq!(event["total"]["amount"], 3118);
+    assert_eq!(event["shipping_address"]["country"], "GB");
+
+    // The token went to the order service only: no trace of it in any stored event.
+    for (event_type, envelope) in shop.outbox().await {
+        let text = envelope.to_string();
+        assert!(
+            !text.contains("tok_"),
+            "{event_type} carries the token: {text}"
+        );
+        assert!(!text.contains("payment_token"), "{event_type}: {text}");
+    }
+
+    // The order service takes it from there: charged and confirmed.
+    let order = shop.order.as_ref().unwrap();
+    let status = eventually("the order to be confirmed", WAIT, || async {
+        let (status, o) = order
+            .call(
+                Method::GET,
+                &format!("/api/orders/{order_id}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        (status == StatusCode::OK && o["status"] == "confirmed").then_some(o)
+    })
+    .await;
+    assert_eq!(status["total"]["amount"], 3118);
+    eventually("the reservation committed into a sale", WAIT, || async {
+        let stock = shop.stock(mug).await;
+        (stock["on_hand"] == 8 && stock["reserved"] == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_checkouts_with_one_key_make_one_order() {
+    let shop = Shop::with_order().await;
+    let (_, token, cart_id, _) = filled_cart(&shop).await;
+    let body = checkout_body("tok_visa");
+    let attempts = (0..4).map(|_| shop.checkout(&token, cart_id, Some("same"), &body));
+    let results = futures::future::join_all(attempts).await;
+    let mut orders = BTreeSet::new();
+    for (status, _, body) in &results {
+        match *status {
+            StatusCode::ACCEPTED => {
+                orders.insert(body["order_id"].as_str().unwrap().to_owned());
+            }
+            StatusCode::CONFLICT => assert_eq!(body["status"], 409, "{body}"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(
+        orders.len(),
+        1,
+        "every accepted attempt names one order: {results:?}"
+    );
+    // Whatever raced, a retry now replays the one order.
+    let (status, _, replay) = shop.checkout(&token, cart_id, Some("same"), &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(orders.contains(replay["order_id"].as_str().unwrap()));
+    assert_eq!(shop.events("cart.checkout").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_the_lease_of_a_dead_request_continues_with_its_order_id() {
+    let shop = Shop::with_order().await;
+    let (customer_id, token, cart_id, _) = filled_cart(&shop).await;
+    let body = checkout_body("tok_visa");
+    let address: ShippingAddress =
+        serde_json::from_value(body["shipping_address"].clone()).unwrap();
+    let fingerprint = cart::domain::fingerprint(cart_id, "tok_visa", &address);
+    let order_id = Uuid::now_v7();
+    // A request that claimed the key and died; its lease still runs.
+    sqlx::query(
+        "insert into checkout_requests
+             (customer_id, idempotency_key, cart_id, fingerprint, order_id, status, locked_until)
+         values ($1, 'dead', $2, $3, $4, 'in_flight', now() + interval '1 hour')",
+    )
+    .bind(customer_id)
+    .bind(cart_id)
+    .bind(&fingerprint)
+    .bind(order_id)
+    .execute(&shop.db)
+    .await
+    .unwrap();
+    let (status, headers, problem) = shop.checkout(&token, cart_id, Some("dead"), &body).await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    assert!(headers.contains_key("retry-after"));
+
+    // Once its lease ended, the retry proceeds with the order id it had chosen.
+    sqlx::query("update checkout_requests set locked_until = now() - interval '1 second'")
+        .execute(&shop.db)
+        .await
+        .unwrap();
+    let (status, _, accepted) = shop.checkout(&token, cart_id, Some("dead"), &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    assert_eq!(accepted["order_id"], order_id.to_string());
+}
+
+#[tokio::test]
+async fn lines_that_cannot_be_held_any_more_are_named_and_the_cart_stays_open() {
+    // Reservations lapse after a second unless renewed.
+    let shop = Shop::start_with(Options {
+        with_order: true,
+        reservation_ttl_secs: 1,
+        ..Options::default()
+    })
+    .await;
+    let (_, token, cart_id, mug) = filled_cart(&shop).await;
+    let last = shop.product(700, 1).await;
+    let (status, _) = shop.add(&token, cart_id, last.id, 1).await;
+    assert_eq!(status, StatusCode::OK);
+    // The customer dawdles; the reservation lapses and another customer takes the last one.
+    let (_, other) = shop.customer();
+    let other_cart = shop.open_cart(&other).await;
+    eventually("the other customer to get the last one", WAIT, || async {
+        (shop.add(&other, other_cart, last.id, 1).await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    let body = checkout_body("tok_visa");
+    let (status, _, problem) = shop.checkout(&token, cart_id, Some("k"), &body).await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    let lines = problem["lines"].as_array().expect("lines named");
+    assert_eq!(lines.len(), 1, "{problem}");
+    assert_eq!(lines[0]["product_id"], last.id.to_string());
+    assert_eq!(lines[0]["available"], 0);
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["status"], "open");
+    assert!(shop.events("cart.checkout").await.is_empty());
+
+    // Without the line, the same key and body go through.
+    let (status, _) = shop
+        .call(
+            Method::DELETE,
+            &format!("/api/carts/{cart_id}/items/{}", last.id),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, accepted) = shop.checkout(&token, cart_id, Some("k"), &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let checkouts = shop.events("cart.checkout").await;
+    assert_eq!(checkouts.len(), 1);
+    assert_eq!(checkouts[0]["items"].as_array().unwrap().len(), 1);
+    assert_eq!(checkouts[0]["items"][0]["product_id"], mug.to_string());
+}
+
+#[tokio::test]
+async fn bad_checkout_input_is_problem_json_and_changes_nothing() {
+    let shop = Shop::start().await;
+    let (_, token, cart_id, _) = filled_cart(&shop).await;
+    let good = checkout_body("tok_visa");
+    let mut no_city = good.clone();
+    no_city["shipping_address"]
+        .as_object_mut()
+        .unwrap()
+        .remove("city");
+    let mut bad_country = good.clone();
+    bad_country["shipping_address"]["country"] = json!("Germany");
+    let mut blank_name = good.clone();
+    blank_name["shipping_address"]["name"] = json!("  ");
+    let mut extra = good.clone();
+    extra["coupon"] = json!("FREE");
+    let cases: [(Value, Option<&str>, StatusCode, Option<&str>); 7] = [
+        (good.clone(), None, StatusCode::BAD_REQUEST, None),
+        (good.clone(), Some(""), StatusCode::BAD_REQUEST, None),
+        (
+            checkout_body(""),
+            Some("a"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("payment_token"),
+        ),
+        (
+            no_city,
+            Some("b"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("shipping_address.city"),
+        ),
+        (
+            bad_country,
+            Some("c"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("shipping_address.country"),
+        ),
+        (
+            blank_name,
+            Some("d"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("shipping_address.name"),
+        ),
+        (extra, Some("e"), StatusCode::UNPROCESSABLE_ENTITY, None),
+    ];
+    for (body, key, expected, field) in cases {
+        let (status, _, problem) = shop.checkout(&token, cart_id, key, &body).await;
+        assert_problem(status, &problem, expected, field);
+    }
+    // No order service is running: the hand-off fails, the key is given back.
+    let (status, _, problem) = shop.checkout(&token, cart_id, Some("f"), &good).await;
+    assert_problem(status, &problem, StatusCode::SERVICE_UNAVAILABLE, None);
+    let (status, _, problem) = shop.checkout(&token, cart_id, Some("f"), &good).await;
+    assert_problem(status, &problem, StatusCode::SERVICE_UNAVAILABLE, None);
+
+    // An empty cart cannot be checked out.
+    let (_, other) = shop.customer();
+    let empty = shop.open_cart(&other).await;
+    let (status, _, problem) = shop.checkout(&other, empty, Some("g"), &good).await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["status"], "open");
+    assert!(shop.events("cart.checkout").await.is_empty());
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from checkout_requests where status = 'done'")
+            .fetch_one(&shop.db)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0);
+}

@@ -1,0 +1,309 @@
+//! One isolated environment with the vendor, inventory and cart services (and the order
+//! service for checkouts), tokens signed by the environment's keys, products listed
+//! through the vendor's API, and views of inventory's stock and the cart's outbox.
+
+use std::time::Duration;
+
+use mp_events::Service;
+use mp_test_support::api::{Tokens, outbox};
+use mp_test_support::{TestEnv, TestService, eventually};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Options {
+    pub with_order: bool,
+    pub idle_secs: u64,
+    /// Inventory's reservation TTL.
+    pub reservation_ttl_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            with_order: false,
+            idle_secs: 900,
+            reservation_ttl_secs: 900,
+        }
+    }
+}
+
+pub struct Shop {
+    // The services first: they stop before the environment drops their schemas.
+    pub cart: TestService,
+    pub order: Option<TestService>,
+    pub inventory: TestService,
+    pub vendor: TestService,
+    pub db: PgPool,
+    pub tokens: Tokens,
+    #[expect(
+        dead_code,
+        reason = "held for its drop, which removes the schemas and keys"
+    )]
+    env: TestEnv,
+}
+
+/// A listed product with its vendor and the vendor's owner token.
+pub struct Product {
+    pub id: Uuid,
+    pub vendor_id: Uuid,
+    pub owner: String,
+}
+
+impl Shop {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn with_order() -> Self {
+        Self::start_with(Options {
+            with_order: true,
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let env = TestEnv::new();
+        let vendor = env
+            .spawn(Service::Vendor, |common, listener, shutdown| {
+                vendor::run(vendor::Config::with_common(common), listener, shutdown)
+            })
+            .await;
+        let ttl = options.reservation_ttl_secs;
+        let inventory = env
+            .spawn(Service::Inventory, move |common, listener, shutdown| {
+                let mut config = inventory::Config::with_common(common);
+                config.settings.reservation_ttl_secs = ttl;
+                inventory::run(config, listener, shutdown)
+            })
+            .await;
+        let order = if options.with_order {
+            Some(
+                env.spawn(Service::Order, |common, listener, shutdown| {
+                    let mut config = order::Config::with_common(common);
+                    config.settings.payment_gateway = order::GatewayKind::Test;
+                    order::run(config, listener, shutdown)
+                })
+                .await,
+            )
+        } else {
+            None
+        };
+        let settings = cart::Settings {
+            inventory_url: inventory.base_url.clone(),
+            vendor_url: vendor.base_url.clone(),
+            // Nothing listens on port 9: without an order service a checkout gets 503.
+            order_url: order
+                .as_ref()
+                .map_or("http://127.0.0.1:9".into(), |o| o.base_url.clone()),
+            call_timeout_ms: 5_000,
+            tax_rate_bps: 2000,
+            currency: "EUR".into(),
+            idle_secs: options.idle_secs,
+            idle_check_ms: 100,
+            checkout_lease_secs: 30,
+        };
+        let cart = env
+            .spawn(Service::Cart, move |common, listener, shutdown| {
+                cart::run(cart::Config { common, settings }, listener, shutdown)
+            })
+            .await;
+        let db = env.db(Service::Cart).await;
+        let tokens = Tokens::new(&env);
+        Self {
+            cart,
+            order,
+            inventory,
+            vendor,
+            db,
+            tokens,
+            env,
+        }
+    }
+
+    /// A new customer: their id and token.
+    pub fn customer(&self) -> (Uuid, String) {
+        let id = Uuid::now_v7();
+        (id, self.tokens.customer(id))
+    }
+
+    /// Lists a product priced `price` cents with `stock` units, through the vendor's API,
+    /// and waits until inventory holds its stock.
+    pub async fn product(&self, price: i64, stock: i64) -> Product {
+        let owner_id = Uuid::now_v7();
+        let owner = self.tokens.customer(owner_id);
+        let (status, vendor) = self
+            .vendor
+            .call(
+                Method::POST,
+                "/api/vendors",
+                Some(&owner),
+                Some(json!({"name": format!("Shop {owner_id}"), "email": "shop@shop.test", "phone": "+4930123456"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{vendor}");
+        let vendor_id: Uuid = vendor["id"].as_str().unwrap().parse().unwrap();
+        let owner = self.tokens.member(owner_id, vendor_id);
+        let sku = format!("MUG-{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let (status, product) = self
+            .vendor
+            .call(
+                Method::POST,
+                &format!("/api/vendors/{vendor_id}/products"),
+                Some(&owner),
+                Some(json!({
+                    "sku": sku,
+                    "name": format!("Mug {sku}"),
+                    "description": "Stoneware, 350 ml.",
+                    "price": {"amount": price, "currency": "EUR"},
+                    "initial_stock": stock,
+                    "low_stock_threshold": 0,
+                })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{product}");
+        let id: Uuid = product["id"].as_str().unwrap().parse().unwrap();
+        eventually("the product's stock at inventory", WAIT, || async {
+            (self.stock(id).await["on_hand"] == stock).then_some(())
+        })
+        .await;
+        Product {
+            id,
+            vendor_id,
+            owner,
+        }
+    }
+
+    /// Inventory's figures for a product (`on_hand`, `reserved`, `available`, `active`).
+    pub async fn stock(&self, product_id: Uuid) -> Value {
+        let (status, body) = self
+            .inventory
+            .call(
+                Method::GET,
+                &format!("/api/inventory/{product_id}"),
+                Some(&self.tokens.admin()),
+                None,
+            )
+            .await;
+        if status == StatusCode::OK {
+            body
+        } else {
+            Value::Null
+        }
+    }
+
+    pub async fn reserved(&self, product_id: Uuid) -> i64 {
+        self.stock(product_id).await["reserved"]
+            .as_i64()
+            .expect("stock figures")
+    }
+
+    /// Calls the cart service.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.cart.call(method, path, token, body).await
+    }
+
+    /// Opens (or returns) the customer's cart; returns its id.
+    pub async fn open_cart(&self, token: &str) -> Uuid {
+        let (status, cart) = self
+            .call(Method::POST, "/api/carts", Some(token), None)
+            .await;
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::OK,
+            "{status} {cart}"
+        );
+        cart["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn add(
+        &self,
+        token: &str,
+        cart_id: Uuid,
+        product_id: Uuid,
+        quantity: i64,
+    ) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            &format!("/api/carts/{cart_id}/items"),
+            Some(token),
+            Some(json!({"product_id": product_id, "quantity": quantity})),
+        )
+        .await
+    }
+
+    pub async fn get_cart(&self, token: &str, cart_id: Uuid) -> (StatusCode, Value) {
+        self.call(
+            Method::GET,
+            &format!("/api/carts/{cart_id}"),
+            Some(token),
+            None,
+        )
+        .await
+    }
+
+    /// A checkout request; returns status, headers and body.
+    pub async fn checkout(
+        &self,
+        token: &str,
+        cart_id: Uuid,
+        key: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut req = self
+            .cart
+            .http()
+            .post(self.cart.url(&format!("/api/carts/{cart_id}/checkout")))
+            .bearer_auth(token)
+            .json(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.expect("body read");
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The cart's outbox: (type, envelope), oldest first.
+    pub async fn outbox(&self) -> Vec<(String, Value)> {
+        outbox(&self.db).await
+    }
+
+    pub async fn events(&self, event_type: &str) -> Vec<Value> {
+        self.outbox()
+            .await
+            .into_iter()
+            .filter(|(t, _)| t == event_type)
+            .map(|(_, e)| e["payload"].clone())
+            .collect()
+    }
+}
+
+/// A valid checkout body.
+pub fn checkout_body(token: &str) -> Value {
+    json!({
+        "payment_token": token,
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "12 St James's Square",
+            "city": "London",
+            "postal_code": "SW1Y 4JH",
+            "country": "GB",
+        },
+    })
+}
