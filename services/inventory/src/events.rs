@@ -6,19 +6,24 @@
 //!   product revision. An update that overtakes its create makes the stock item with no
 //!   stock; the create then adds its initial stock, once (`initial_stock_recorded`).
 //! * `inventory.check` / `inventory.release`: the synchronous reservation calls are
-//!   authoritative and always precede the cart's events, so a check only confirms (and
-//!   extends) a reservation whose durable copy still has the event's quantity, and a
-//!   release leaves a reservation written after the removal happened.
+//!   authoritative and always precede the cart's events, which carry the generation of
+//!   the reservation they are about. A check confirms (and extends) only the
+//!   reservation of that generation; a release ends a reservation only up to that
+//!   generation, so a late removal never ends a newer reservation. No clocks compare.
 //! * `inventory.commit` / `inventory.restock`: `order_commits` records each order's
 //!   fate, so an order commits at most once, releases at most once and only after a
 //!   commit, and an order that failed before its commit can never commit later.
 //!
-//! Redis follow-ups that must see committed state (clearing a checked-out cart's
-//! reservations, refreshing the on-hand mirror) run in `after_commit`.
+//! `handle` is PostgreSQL only: levels come from the row and the reservations kept in
+//! PostgreSQL, so no Redis round trip happens while the transaction holds row locks.
+//! Redis follows in `after_commit`, which re-reads the committed state and applies it
+//! (versions and generations order every write), so it is idempotent and also runs for
+//! a redelivered duplicate.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use mp_events::catalog::{
     CartItemAdded, CartItemRemoved, InventoryCreated, InventoryUpdated, OrderCreated, OrderStatus,
     OrderUpdated, Shortage, StockChange, VendorProductCreated, VendorProductUpdated,
@@ -30,7 +35,6 @@ use uuid::Uuid;
 use crate::db::{self, CommittedLine, NewMovement, ProductData, StockItem};
 use crate::domain::{MovementKind, order_quantities, releases_stock};
 use crate::stock::Inventory;
-use crate::store::Reserve;
 
 /// `vendor.product.created`: the stock item, with its initial stock as the first
 /// ledger movement; then `inventory.created`.
@@ -84,14 +88,15 @@ impl EventHandler for CreateStockItem {
             };
             (item, _) = self
                 .0
-                .apply_movement(conn, p.product_id, &movement, None)
+                .apply_movement(conn, p.product_id, &movement)
                 .await?
                 .ok_or_else(|| HandlerError::transient("the stock item vanished"))?;
         }
         db::mark_initial_stock_recorded(conn, p.product_id).await?;
         item.initial_stock_recorded = true;
-        let item = self.0.settle_low_stock(conn, item, None).await?;
-        let level = self.0.level(&item, None).await;
+        item.version += 1;
+        let item = self.0.settle_low_stock(conn, item).await?;
+        let level = self.0.level(conn, &item).await?;
         mp_events::enqueue(
             conn,
             Service::Inventory,
@@ -106,7 +111,9 @@ impl EventHandler for CreateStockItem {
     }
 
     async fn after_commit(&self, event: &Envelope<VendorProductCreated>) {
-        self.0.refresh_logged(&[event.payload.product_id]).await;
+        self.0
+            .mirror_logged(&[event.payload.product_id], None)
+            .await;
     }
 }
 
@@ -145,7 +152,7 @@ impl EventHandler for UpdateStockItem {
         }
         match db::update_metadata(conn, &data).await? {
             // The threshold may have moved across on-hand stock.
-            Some(item) => drop(self.0.settle_low_stock(conn, item, None).await?),
+            Some(item) => drop(self.0.settle_low_stock(conn, item).await?),
             None => {
                 tracing::info!(product_id = %p.product_id, revision = p.revision, "stale product revision ignored")
             }
@@ -154,14 +161,18 @@ impl EventHandler for UpdateStockItem {
     }
 
     async fn after_commit(&self, event: &Envelope<VendorProductUpdated>) {
-        self.0.refresh_logged(&[event.payload.product_id]).await;
+        self.0
+            .mirror_logged(&[event.payload.product_id], None)
+            .await;
     }
 }
 
 /// `cart.item.added`: confirms the reservation the cart made synchronously and extends
-/// its expiry. A confirmation that finds too little stock (Redis lost the reservation
-/// and others took the stock) is logged and counted, not retried: the commit at
-/// checkout decides, and PostgreSQL's guard keeps it from overselling.
+/// its expiry. Only the reservation of the event's generation is confirmed (with
+/// generation 0, from a cart that did not know it, the one of the event's quantity).
+/// If it has lapsed meanwhile it is taken again only from stock nobody else holds; a
+/// confirmation that finds too little is logged and counted, not retried: the commit at
+/// checkout decides, from PostgreSQL, and never oversells.
 pub struct CheckReservation(pub Inventory);
 
 #[async_trait]
@@ -176,37 +187,53 @@ impl EventHandler for CheckReservation {
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
         let held = db::reservation_for_update(conn, p.product_id, p.cart_id).await?;
-        if held.as_ref().map(|r| r.quantity) != Some(p.quantity) {
-            tracing::info!(cart_id = %p.cart_id, product_id = %p.product_id, "reservation changed or released since this event; nothing to confirm");
+        let Some(held) = held.filter(|r| confirms(r, p)) else {
+            tracing::info!(cart_id = %p.cart_id, product_id = %p.product_id, generation = p.generation, "reservation changed or released since this event; nothing to confirm");
             return Ok(());
-        }
-        match self
-            .0
-            .reserve_in(conn, p.product_id, p.cart_id, p.quantity)
-            .await?
-        {
-            Some(Reserve::Reserved { expires_at, .. }) => {
-                db::upsert_reservation(conn, p.product_id, p.cart_id, p.quantity, expires_at)
-                    .await?;
-            }
-            Some(Reserve::Insufficient { available }) => {
+        };
+        if held.expires_at <= Utc::now() {
+            let Some(item) = db::item(conn, p.product_id).await? else {
+                tracing::warn!(cart_id = %p.cart_id, product_id = %p.product_id, "no stock item for a reserved product");
+                return Ok(());
+            };
+            let others = db::reserved_totals(conn, &[p.product_id], Some(p.cart_id))
+                .await?
+                .get(&p.product_id)
+                .copied()
+                .unwrap_or(0);
+            let free = item.on_hand - others;
+            if !item.active || free < held.quantity {
                 self.0.metrics.check_shortfalls.inc();
-                tracing::warn!(cart_id = %p.cart_id, product_id = %p.product_id, quantity = p.quantity, available, "reservation could not be confirmed: not enough stock");
-            }
-            Some(Reserve::Inactive) => {
-                self.0.metrics.check_shortfalls.inc();
-                tracing::warn!(cart_id = %p.cart_id, product_id = %p.product_id, "reservation could not be confirmed: product inactive");
-            }
-            None => {
-                tracing::warn!(cart_id = %p.cart_id, product_id = %p.product_id, "no stock item for a reserved product")
+                tracing::warn!(cart_id = %p.cart_id, product_id = %p.product_id, quantity = held.quantity, available = free.max(0), active = item.active, "lapsed reservation could not be confirmed");
+                return Ok(());
             }
         }
+        let ttl_ms = self.0.store.ttl().as_millis() as i64;
+        db::extend_reservation(conn, p.product_id, p.cart_id, ttl_ms).await?;
         Ok(())
+    }
+
+    async fn after_commit(&self, event: &Envelope<CartItemAdded>) {
+        let p = &event.payload;
+        self.0.mirror_logged(&[p.product_id], Some(p.cart_id)).await;
     }
 }
 
-/// `cart.item.removed`: releases the reservation, unless it was made again after the
-/// removal.
+/// Whether `held` is the reservation `event` is about.
+fn confirms(held: &db::Reservation, event: &CartItemAdded) -> bool {
+    held.quantity > 0
+        && if event.generation == 0 {
+            held.quantity == event.quantity
+        } else {
+            held.generation == event.generation
+        }
+}
+
+/// `cart.item.removed`: ends the reservation if its generation is the event's or
+/// older; a newer reservation of the same cart (the item added again) is kept. An event
+/// without a generation (0, from a cart that did not know it) ends nothing: without a
+/// generation a late removal cannot be told from a current one, and the cart's
+/// synchronous `DELETE` has already released the reservation (else it expires).
 pub struct ReleaseReservation(pub Inventory);
 
 #[async_trait]
@@ -220,14 +247,23 @@ impl EventHandler for ReleaseReservation {
         event: &Envelope<CartItemRemoved>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        let held = db::reservation_for_update(conn, p.product_id, p.cart_id).await?;
-        if held.is_some_and(|r| r.updated_at > event.occurred_at) {
-            tracing::info!(cart_id = %p.cart_id, product_id = %p.product_id, "reserved again after this removal; kept");
+        if p.generation == 0 {
+            tracing::info!(cart_id = %p.cart_id, product_id = %p.product_id, "removal without a generation; the reservation is left to its release or expiry");
             return Ok(());
         }
-        self.0.store.release(p.product_id, p.cart_id).await?;
-        db::delete_reservations(conn, p.cart_id, &[p.product_id]).await?;
+        let ended =
+            db::end_reservations(conn, p.cart_id, &[p.product_id], Some(p.generation)).await?;
+        if ended.is_empty() {
+            tracing::info!(cart_id = %p.cart_id, product_id = %p.product_id, generation = p.generation, "nothing held up to this generation; a newer reservation is kept");
+        }
         Ok(())
+    }
+
+    async fn after_commit(&self, event: &Envelope<CartItemRemoved>) {
+        let p = &event.payload;
+        if p.generation != 0 {
+            self.0.mirror_logged(&[p.product_id], Some(p.cart_id)).await;
+        }
     }
 }
 
@@ -236,9 +272,14 @@ fn product_ids(lines: &[(Uuid, i64)]) -> Vec<Uuid> {
 }
 
 /// `order.created`: the order's stock becomes a sale, all lines or none, in this
-/// transaction: guarded decrements, ledger rows, the order's commit record and
-/// `inventory.updated` (`order_committed`, or `order_rejected` with the shortages and
-/// nothing changed).
+/// transaction: guarded decrements, ledger rows, the cart's reservations ended, the
+/// order's commit record and `inventory.updated` (`order_committed`, or
+/// `order_rejected` with the shortages and nothing changed).
+///
+/// A commit honours reservations: each line may take at most what is on hand less the
+/// live reservations of other carts, decided here from PostgreSQL with the stock rows
+/// locked (in product id order). A cart whose reservation is live holds its quantity
+/// by construction; one whose reservation lapsed takes only what nobody else holds.
 pub struct CommitOrder(pub Inventory);
 
 #[async_trait]
@@ -263,14 +304,17 @@ impl EventHandler for CommitOrder {
             .into_iter()
             .map(|i| (i.product_id, i))
             .collect();
+        let held_by_others = db::reserved_totals(conn, &ids, Some(p.cart_id)).await?;
         let shortages: Vec<Shortage> = lines
             .iter()
             .filter_map(|&(product_id, requested)| {
                 let on_hand = items.get(&product_id).map_or(0, |i| i.on_hand);
-                (on_hand < requested).then_some(Shortage {
+                let others = held_by_others.get(&product_id).copied().unwrap_or(0);
+                let available = (on_hand - others).max(0);
+                (available < requested).then_some(Shortage {
                     product_id,
                     requested,
-                    available: on_hand,
+                    available,
                 })
             })
             .collect();
@@ -280,7 +324,7 @@ impl EventHandler for CommitOrder {
             let mut levels = Vec::with_capacity(items.len());
             for &id in &ids {
                 if let Some(item) = items.get(&id) {
-                    levels.push(self.0.level(item, Some(p.cart_id)).await);
+                    levels.push(self.0.level(conn, item).await?);
                 }
             }
             mp_events::enqueue(
@@ -299,6 +343,8 @@ impl EventHandler for CommitOrder {
             return Ok(());
         }
 
+        // The cart's reservations become the sale.
+        db::end_reservations(conn, p.cart_id, &ids, None).await?;
         let reference = p.order_id.to_string();
         let mut levels = Vec::with_capacity(lines.len());
         for &(product_id, quantity) in &lines {
@@ -313,10 +359,10 @@ impl EventHandler for CommitOrder {
             // would mean a broken invariant, so the whole commit rolls back.
             let (item, _) = self
                 .0
-                .apply_movement(conn, product_id, &movement, Some(p.cart_id))
+                .apply_movement(conn, product_id, &movement)
                 .await?
                 .ok_or_else(|| HandlerError::transient("stock changed under a row lock"))?;
-            levels.push(self.0.level(&item, Some(p.cart_id)).await);
+            levels.push(self.0.level(conn, &item).await?);
         }
         let committed: Vec<CommittedLine> = lines
             .iter()
@@ -326,7 +372,6 @@ impl EventHandler for CommitOrder {
             })
             .collect();
         db::settle_order(conn, p.order_id, "committed", &committed).await?;
-        db::delete_reservations(conn, p.cart_id, &ids).await?;
         mp_events::enqueue(
             conn,
             Service::Inventory,
@@ -349,8 +394,9 @@ impl EventHandler for CommitOrder {
 
     async fn after_commit(&self, event: &Envelope<OrderCreated>) {
         let ids: Vec<Uuid> = event.payload.items.iter().map(|i| i.product_id).collect();
-        self.0.release_logged(event.payload.cart_id, &ids).await;
-        self.0.refresh_logged(&ids).await;
+        self.0
+            .mirror_logged(&ids, Some(event.payload.cart_id))
+            .await;
     }
 }
 
@@ -381,14 +427,19 @@ impl EventHandler for RestockOrder {
             return Ok(());
         }
         let event_ids: Vec<Uuid> = p.items.iter().map(|i| i.product_id).collect();
-        db::delete_reservations(conn, p.cart_id, &event_ids).await?;
+        // Lock order everywhere: the order's record, the stock rows (by product id),
+        // then reservations.
         let Some(mut lines) = db::release_order(conn, p.order_id).await? else {
             // Never committed: make sure a late order.created cannot commit it now.
             db::void_order(conn, p.order_id, p.cart_id).await?;
+            db::end_reservations(conn, p.cart_id, &event_ids, None).await?;
             tracing::info!(order_id = %p.order_id, "no committed stock to release");
             return Ok(());
         };
         lines.sort_by_key(|l| l.product_id);
+        let line_ids: Vec<Uuid> = lines.iter().map(|l| l.product_id).collect();
+        db::items_for_update(conn, &line_ids).await?;
+        db::end_reservations(conn, p.cart_id, &event_ids, None).await?;
         let reason = format!("order {}", status_name(p.status));
         let reference = p.order_id.to_string();
         let mut levels = Vec::with_capacity(lines.len());
@@ -402,7 +453,7 @@ impl EventHandler for RestockOrder {
             };
             let (item, _) = self
                 .0
-                .apply_movement(conn, line.product_id, &movement, Some(p.cart_id))
+                .apply_movement(conn, line.product_id, &movement)
                 .await?
                 .ok_or_else(|| {
                     HandlerError::permanent(format!(
@@ -410,7 +461,7 @@ impl EventHandler for RestockOrder {
                         line.product_id
                     ))
                 })?;
-            levels.push(self.0.level(&item, Some(p.cart_id)).await);
+            levels.push(self.0.level(conn, &item).await?);
         }
         mp_events::enqueue(
             conn,
@@ -431,8 +482,9 @@ impl EventHandler for RestockOrder {
     async fn after_commit(&self, event: &Envelope<OrderUpdated>) {
         if releases_stock(event.payload.status) {
             let ids: Vec<Uuid> = event.payload.items.iter().map(|i| i.product_id).collect();
-            self.0.release_logged(event.payload.cart_id, &ids).await;
-            self.0.refresh_logged(&ids).await;
+            self.0
+                .mirror_logged(&ids, Some(event.payload.cart_id))
+                .await;
         }
     }
 }

@@ -30,7 +30,9 @@ use std::time::Duration;
 
 use mp_common::{Infra, Worker};
 use mp_events::Service;
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -53,6 +55,34 @@ pub struct Settings {
 
 pub type Config = mp_common::config::Config<Settings>;
 
+/// The bound of a reservation's durable write: the pool's acquire timeout plus the
+/// statement timeout stay below `store::SETTLE_MS`, so a rebuilt mirror has seen every
+/// write that was on its way when Redis lost its data.
+const RESERVATION_WRITE_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// The pool for the durable copies of reservations: sessions in the service's schema
+/// with `synchronous_commit=off` (see `routes::create_reservation`) and a statement
+/// timeout, half the size of the main pool (at least 2). Connects lazily; the main pool
+/// has already migrated the schema.
+fn reservations_pool(
+    common: &mp_common::config::CommonConfig,
+    schema: &str,
+) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = common.database_url.parse()?;
+    let timeout = RESERVATION_WRITE_TIMEOUT.as_millis().to_string();
+    let options = options
+        .options([
+            ("search_path", schema),
+            ("synchronous_commit", "off"),
+            ("statement_timeout", timeout.as_str()),
+        ])
+        .application_name(&format!("{schema}_reservations"));
+    Ok(PgPoolOptions::new()
+        .max_connections((common.db_max_connections / 2).max(2))
+        .acquire_timeout(RESERVATION_WRITE_TIMEOUT)
+        .connect_lazy_with(options))
+}
+
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -62,6 +92,7 @@ pub async fn run(
     let s = &config.settings;
     let inventory = Inventory {
         db: infra.db.clone(),
+        reservations_db: reservations_pool(&config.common, &infra.schema)?,
         store: store::Store::new(
             infra.redis.clone(),
             infra.redis_keys.clone(),

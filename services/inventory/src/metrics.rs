@@ -34,7 +34,7 @@ impl InventoryMetrics {
         let reservations = IntCounterVec::new(
             Opts::new(
                 "inventory_reservations_total",
-                "Reservation requests, by outcome (reserved, insufficient, inactive).",
+                "Reservation requests, by outcome (reserved, insufficient, inactive, superseded).",
             ),
             &["outcome"],
         )?;
@@ -72,7 +72,7 @@ impl InventoryMetrics {
         for outcome in ["ok", "error"] {
             reconcile_runs.with_label_values(&[outcome]);
         }
-        for outcome in ["reserved", "insufficient", "inactive"] {
+        for outcome in ["reserved", "insufficient", "inactive", "superseded"] {
             reservations.with_label_values(&[outcome]);
         }
         for outcome in ["committed", "rejected", "released"] {

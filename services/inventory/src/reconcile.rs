@@ -4,9 +4,10 @@
 //! the same versioned script commits use: a missing mirror (Redis restarted, flushed or
 //! evicted the key) is rebuilt, with the unexpired reservations whose durable copies
 //! PostgreSQL keeps; a mirror whose on-hand differs is corrected; the reserved total is
-//! recounted from the entries. Every repair is counted in
-//! `inventory_reconcile_drift_total` by kind. Durable copies of reservations that
-//! expired are purged. Replicas may reconcile at the same time: the script applies a
+//! recounted from the entries; a rebuilt mirror that has settled catches up with the
+//! reservations written meanwhile. Every repair is counted in
+//! `inventory_reconcile_drift_total` by kind. Tombstones and expired reservations older
+//! than a day are purged. Replicas may reconcile at the same time: the script applies a
 //! version only once and never moves a mirror backwards.
 
 use std::time::Duration;
@@ -55,7 +56,7 @@ impl Report {
 
 /// One pass over every stock item.
 pub async fn reconcile_once(inv: &Inventory) -> Result<Report, Error> {
-    db::purge_expired_reservations(&inv.db).await?;
+    db::purge_reservations(&inv.db).await?;
     let mut report = Report::default();
     let mut after: Option<Uuid> = None;
     loop {

@@ -181,6 +181,9 @@ pub struct ReservationResponse {
     pub expires_at: DateTime<Utc>,
     /// Units of the product still free for other carts.
     pub available: i64,
+    /// This change of the reservation; grows with every change of any reservation.
+    /// The cart puts it in `cart.item.added` and `cart.item.removed`.
+    pub generation: i64,
 }
 
 /// Loads the item and checks that `user` may manage its stock.
@@ -255,11 +258,8 @@ async fn adjust_stock(
         reference: None,
         actor_id: Some(user.id),
     };
-    let Some((item, movement)) = inv
-        .apply_movement(&mut tx, product_id, &movement, None)
-        .await?
-    else {
-        let level = inv.level(&item, None).await;
+    let Some((item, movement)) = inv.apply_movement(&mut tx, product_id, &movement).await? else {
+        let level = inv.level(&mut tx, &item).await?;
         return Err(Problem::conflict(
             "insufficient-stock",
             format!(
@@ -273,7 +273,7 @@ async fn adjust_stock(
         .with("available", level.available)
         .into());
     };
-    let level = inv.level(&item, None).await;
+    let level = inv.level(&mut tx, &item).await?;
     mp_events::enqueue(
         &mut tx,
         Service::Inventory,
@@ -286,7 +286,8 @@ async fn adjust_stock(
     )
     .await?;
     tx.commit().await?;
-    inv.refresh_logged(&[product_id]).await;
+    // Redis only after the commit: the row lock is never held across a Redis call.
+    inv.mirror_logged(&[product_id], None).await;
     tracing::info!(%product_id, delta, on_hand = item.on_hand, "stock adjusted");
     Ok((
         StatusCode::CREATED,
@@ -359,7 +360,7 @@ async fn list_movements(
         (status = 201, description = "Reserved until `expires_at`", body = ReservationResponse),
         (status = 401, description = "No service token", body = Problem),
         (status = 404, description = "No stock item for the product", body = Problem),
-        (status = 409, description = "Not enough stock, or the product is inactive; `available` is the most this cart could hold", body = Problem),
+        (status = 409, description = "Not enough stock, the product is inactive, or a later change of this reservation was made at the same time; `available` is the most this cart could hold", body = Problem),
         (status = 422, description = "Invalid fields", body = Problem),
     ))]
 async fn create_reservation(
@@ -370,8 +371,10 @@ async fn create_reservation(
     let quantity =
         domain::check_quantity(body.quantity).map_err(|m| Problem::invalid_field("quantity", m))?;
     let (cart_id, product_id) = (body.cart_id, body.product_id);
+    // Round trips: the generation, the Redis script, the durable copy (one statement).
+    let generation = db::next_generation(&inv.reservations_db).await?;
     let outcome = inv
-        .reserve(product_id, cart_id, quantity)
+        .reserve(product_id, cart_id, quantity, generation)
         .await?
         .ok_or_else(|| Problem::not_found("Stock item"))?;
     let (previous, previous_expires_ms, available, expires_at) = match outcome {
@@ -409,26 +412,48 @@ async fn create_reservation(
             .with("requested", quantity)
             .into());
         }
+        Reserve::Superseded { available } => {
+            inv.metrics
+                .reservations
+                .with_label_values(&["superseded"])
+                .inc();
+            return Err(Problem::conflict(
+                "reservation-superseded",
+                "A later change of this cart's reservation was made at the same time; it stands.",
+            )
+            .title("Reservation changed concurrently")
+            .with("available", available)
+            .with("requested", quantity)
+            .into());
+        }
     };
-    // The durable copy, from which reservations come back if Redis loses them. If it
-    // cannot be written, undo the change so that both agree, and say so. It does not
-    // wait for the WAL flush: a crash of PostgreSQL loses at most the last moment of
-    // copies (those reservations are then not restored after a Redis loss), never
-    // stock, which the guarded commit protects; waiting put every checkpoint's disk
-    // stall into add-to-cart latency.
-    let written = async {
-        let mut tx = inv.db.begin().await?;
-        sqlx::query("set local synchronous_commit = off")
-            .execute(&mut *tx)
-            .await?;
-        db::upsert_reservation(&mut tx, product_id, cart_id, quantity, expires_at).await?;
-        tx.commit().await
-    }
+    // The durable copy, from which reservations come back if Redis loses them: one
+    // statement on a pool whose sessions use synchronous_commit=off, so no explicit
+    // transaction and no wait for the WAL flush. A crash of PostgreSQL loses at most
+    // the last moment of copies (those reservations are then not restored after a
+    // Redis loss), never stock, which the guarded commit protects; waiting put every
+    // checkpoint's disk stall into add-to-cart latency. An older generation never
+    // overwrites a newer one. If it cannot be written, undo the change in Redis (only
+    // while the entry still has our generation) so that both agree, and say so.
+    let written = db::upsert_reservation(
+        &inv.reservations_db,
+        product_id,
+        cart_id,
+        quantity,
+        expires_at,
+        generation,
+    )
     .await;
     if let Err(e) = written {
         if let Err(undo) = inv
             .store
-            .put_back(product_id, cart_id, previous, previous_expires_ms)
+            .undo(
+                product_id,
+                cart_id,
+                previous,
+                previous_expires_ms,
+                generation,
+            )
             .await
         {
             tracing::warn!(error = %undo, %cart_id, %product_id, "could not undo a reservation; it will expire");
@@ -439,7 +464,7 @@ async fn create_reservation(
         .reservations
         .with_label_values(&["reserved"])
         .inc();
-    tracing::debug!(%cart_id, %product_id, quantity, caller = %caller.service, "reserved");
+    tracing::debug!(%cart_id, %product_id, quantity, generation, caller = %caller.service, "reserved");
     Ok((
         StatusCode::CREATED,
         Json(ReservationResponse {
@@ -448,6 +473,7 @@ async fn create_reservation(
             quantity,
             expires_at,
             available,
+            generation,
         }),
     ))
 }
@@ -464,7 +490,12 @@ async fn delete_reservation(
     _caller: ServiceCaller,
     ApiPath((cart_id, product_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
-    inv.store.release(product_id, cart_id).await?;
-    db::delete_reservations(&mut *inv.db.acquire().await?, cart_id, &[product_id]).await?;
+    // PostgreSQL first, with a new generation: a rebuild that reads it afterwards sees
+    // the tombstone, and one that read before sends an older generation, which Redis
+    // refuses once the release below is applied.
+    let ended = db::end_reservation(&mut *inv.db.acquire().await?, cart_id, product_id).await?;
+    if let Some(generation) = ended {
+        inv.store.release(product_id, cart_id, generation).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,8 +1,13 @@
 //! The operations the API and the event handlers share: ledger movements with their
 //! low-stock alerts, stock levels, reservations with the mirror loaded on demand, and
 //! mirror refreshes from PostgreSQL.
+//!
+//! Inside a transaction only PostgreSQL is used (levels, alerts, movements); every
+//! Redis write happens after the commit and re-reads the committed state, so a slow
+//! Redis never holds a row lock.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use chrono::Utc;
 use mp_common::ApiError;
@@ -14,7 +19,9 @@ use uuid::Uuid;
 use crate::db::{self, Movement, NewMovement, StockItem};
 use crate::domain::{LowStock, low_stock};
 use crate::metrics::InventoryMetrics;
-use crate::store::{Reserve, Store, SyncOutcome, SyncState};
+use crate::store::{
+    Attempt, Reserve, Rows, SETTLE_MS, Store, SyncOutcome, SyncState, TOMBSTONE_MS,
+};
 
 /// A failure of PostgreSQL or Redis.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,9 @@ impl From<Error> for HandlerError {
 #[derive(Clone)]
 pub struct Inventory {
     pub db: PgPool,
+    /// A small pool whose sessions commit without waiting for the WAL flush, for the
+    /// durable copies of reservations (see `routes::create_reservation`).
+    pub reservations_db: PgPool,
     pub store: Store,
     pub metrics: InventoryMetrics,
 }
@@ -54,20 +64,18 @@ pub struct Inventory {
 impl Inventory {
     /// Changes on-hand stock by `m.delta` (guarded: never below zero), writes the ledger
     /// row and settles the low-stock alert, all on `conn`, whose transaction the caller
-    /// commits. `None` if the item is missing or short. `cart`: the cart whose
-    /// reservations this change consumes, left out of the alert's available stock.
+    /// commits. PostgreSQL only. `None` if the item is missing or short.
     pub async fn apply_movement(
         &self,
         conn: &mut PgConnection,
         product_id: Uuid,
         m: &NewMovement<'_>,
-        cart: Option<Uuid>,
     ) -> sqlx::Result<Option<(StockItem, Movement)>> {
         let Some(item) = db::change_on_hand(conn, product_id, m.delta).await? else {
             return Ok(None);
         };
         let movement = db::insert_movement(conn, product_id, m, item.on_hand).await?;
-        let item = self.settle_low_stock(conn, item, cart).await?;
+        let item = self.settle_low_stock(conn, item).await?;
         Ok(Some((item, movement)))
     }
 
@@ -78,7 +86,6 @@ impl Inventory {
         &self,
         conn: &mut PgConnection,
         mut item: StockItem,
-        cart: Option<Uuid>,
     ) -> sqlx::Result<StockItem> {
         if !item.initial_stock_recorded {
             return Ok(item);
@@ -87,7 +94,7 @@ impl Inventory {
             LowStock::Fire => {
                 db::set_low_stock_armed(conn, item.product_id, false).await?;
                 item.low_stock_armed = false;
-                let level = self.level(&item, cart).await;
+                let level = self.level(conn, &item).await?;
                 mp_events::enqueue(
                     conn,
                     Service::Inventory,
@@ -114,22 +121,24 @@ impl Inventory {
         Ok(item)
     }
 
-    /// The item's level for an event: on-hand from PostgreSQL, reservations from Redis
-    /// (less `exclude`'s). Reservations are soft state: if Redis cannot say, the level
-    /// shows none rather than failing the change it reports.
-    pub async fn level(&self, item: &StockItem, exclude: Option<Uuid>) -> StockLevel {
-        let reserved = match self.store.reserved(item.product_id, exclude).await {
-            Ok(r) => r.unwrap_or(0),
-            Err(e) => {
-                tracing::warn!(error = %e, product_id = %item.product_id, "reservations unknown; reporting none");
-                0
-            }
-        };
-        stock_level(item, reserved)
+    /// The item's level for an event, from PostgreSQL alone (through `conn`, in the
+    /// caller's transaction): on-hand from the row, reserved from the live reservations
+    /// kept there; the version is the row's.
+    pub async fn level(
+        &self,
+        conn: &mut PgConnection,
+        item: &StockItem,
+    ) -> sqlx::Result<StockLevel> {
+        let reserved = db::reserved_totals(conn, &[item.product_id], None)
+            .await?
+            .get(&item.product_id)
+            .copied()
+            .unwrap_or(0);
+        Ok(stock_level(item, reserved))
     }
 
-    /// The item's level for a read, loading the mirror (and the reservations kept in
-    /// PostgreSQL) if Redis lost it.
+    /// The item's level for a read, from the Redis mirror, loading it (and the
+    /// reservations kept in PostgreSQL) if Redis lost it.
     pub async fn current_level(&self, item: &StockItem) -> Result<StockLevel, Error> {
         for _ in 0..3 {
             if let Some(reserved) = self.store.reserved(item.product_id, None).await? {
@@ -140,41 +149,29 @@ impl Inventory {
         Ok(stock_level(item, 0))
     }
 
-    /// Sets a reservation, loading the mirror first if Redis lost it. `None` if the
-    /// product has no stock item. A connection is taken from the pool only to load.
+    /// Sets a reservation as change `generation`, loading the mirror first if Redis
+    /// lost it and waiting while a rebuilt mirror settles. `None` if the product has no
+    /// stock item. A connection is taken from the pool only to load.
     pub async fn reserve(
         &self,
         product_id: Uuid,
         cart_id: Uuid,
         quantity: i64,
+        generation: i64,
     ) -> Result<Option<Reserve>, Error> {
-        if let Some(outcome) = self.store.reserve(product_id, cart_id, quantity).await? {
-            return Ok(Some(outcome));
-        }
-        let mut conn = self.db.acquire().await?;
-        self.reserve_in(&mut conn, product_id, cart_id, quantity)
-            .await
-    }
-
-    /// [`Inventory::reserve`] for an event handler, loading through its transaction's
-    /// connection (a second connection from the pool could wait on handlers that hold
-    /// the others).
-    pub async fn reserve_in(
-        &self,
-        conn: &mut PgConnection,
-        product_id: Uuid,
-        cart_id: Uuid,
-        quantity: i64,
-    ) -> Result<Option<Reserve>, Error> {
-        for _ in 0..3 {
-            if let Some(outcome) = self.store.reserve(product_id, cart_id, quantity).await? {
-                return Ok(Some(outcome));
-            }
-            if self
-                .refresh_in(conn, &[product_id], false)
+        for _ in 0..4 {
+            match self
+                .store
+                .reserve(product_id, cart_id, quantity, generation)
                 .await?
-                .is_empty()
             {
+                Attempt::Done(outcome) => return Ok(Some(outcome)),
+                Attempt::Missing => {}
+                Attempt::Settling(wait) => {
+                    tokio::time::sleep(wait.min(Duration::from_millis(SETTLE_MS as u64))).await
+                }
+            }
+            if self.refresh(&[product_id], false).await?.is_empty() {
                 return Ok(None);
             }
         }
@@ -190,23 +187,14 @@ impl Inventory {
         verify: bool,
     ) -> Result<Vec<(Uuid, SyncOutcome)>, Error> {
         let mut conn = self.db.acquire().await?;
-        self.refresh_in(&mut conn, product_ids, verify).await
+        let rows = db::mirror_rows(&mut conn, product_ids).await?;
+        self.sync_rows(&mut conn, &rows, verify).await
     }
 
-    /// [`Inventory::refresh`] reading through `conn`.
-    pub async fn refresh_in(
-        &self,
-        conn: &mut PgConnection,
-        product_ids: &[Uuid],
-        verify: bool,
-    ) -> Result<Vec<(Uuid, SyncOutcome)>, Error> {
-        let rows = db::mirror_rows(conn, product_ids).await?;
-        self.sync_rows(conn, &rows, verify).await
-    }
-
-    /// Writes the mirrors of `rows`. Unexpired reservations are loaded and sent only
-    /// for mirrors that turn out to be missing, so a pass over intact mirrors never
-    /// ships every reservation through Redis.
+    /// Writes the mirrors of `rows`. Reservations are loaded and sent only for mirrors
+    /// that turn out to be missing (or settled and waiting to catch up), so a pass over
+    /// intact mirrors never ships every reservation through Redis. The connection is
+    /// used for reads only, outside any transaction.
     pub async fn sync_rows(
         &self,
         conn: &mut PgConnection,
@@ -216,51 +204,88 @@ impl Inventory {
         let mut outcomes = Vec::with_capacity(rows.len());
         let mut missing = Vec::new();
         for row in rows {
-            let outcome = self.store.sync(row, None, verify).await?;
+            let outcome = self.store.sync(row, Rows::None, verify).await?;
             if outcome.state == SyncState::Missing {
                 missing.push(row);
             } else {
                 outcomes.push((row.product_id, outcome));
             }
         }
-        if missing.is_empty() {
-            return Ok(outcomes);
+        outcomes.extend(self.rebuild(conn, &missing, verify).await?);
+        Ok(outcomes)
+    }
+
+    /// Rebuilds (or catches up) the mirrors of `rows` with every unexpired reservation
+    /// and recent tombstone PostgreSQL holds for them.
+    async fn rebuild(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[&db::MirrorRow],
+        verify: bool,
+    ) -> Result<Vec<(Uuid, SyncOutcome)>, Error> {
+        if rows.is_empty() {
+            return Ok(vec![]);
         }
-        let ids: Vec<Uuid> = missing.iter().map(|r| r.product_id).collect();
-        let reservations = db::live_reservations(conn, &ids).await?;
-        let mut by_product: HashMap<Uuid, Vec<&db::Reservation>> = HashMap::new();
-        for r in &reservations {
-            by_product.entry(r.product_id).or_default().push(r);
-        }
-        for row in missing {
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.product_id).collect();
+        let never_reserved = db::never_reserved(conn, &ids).await?;
+        let reservations = db::mirror_reservations(conn, &ids, TOMBSTONE_MS).await?;
+        let by_product = by_product(&reservations);
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in rows {
             let held = by_product
                 .get(&row.product_id)
                 .map_or(&[][..], Vec::as_slice);
-            outcomes.push((
-                row.product_id,
-                self.store.sync(row, Some(held), verify).await?,
-            ));
+            let rows = if never_reserved.contains(&row.product_id) {
+                Rows::Fresh
+            } else {
+                Rows::Rebuild(held)
+            };
+            outcomes.push((row.product_id, self.store.sync(row, rows, verify).await?));
         }
         Ok(outcomes)
     }
 
-    /// After a commit: refreshes the mirror of `product_ids`, logging failures (the
-    /// periodic reconciliation repairs what this misses).
-    pub async fn refresh_logged(&self, product_ids: &[Uuid]) {
-        if let Err(e) = self.refresh(product_ids, false).await {
-            tracing::warn!(error = %e, "could not refresh the stock mirror; reconciliation will");
+    /// After a commit (and again for a redelivered duplicate): applies PostgreSQL's
+    /// committed state of `product_ids` to Redis, the on-hand mirror and `cart`'s
+    /// reservations (ended ones as tombstones). Idempotent: it re-reads PostgreSQL and
+    /// every write is ordered by version or generation. Failures are logged: the
+    /// periodic reconciliation repairs the mirror, and reservations expire by
+    /// themselves.
+    pub async fn mirror_logged(&self, product_ids: &[Uuid], cart_id: Option<Uuid>) {
+        if let Err(e) = self.mirror(product_ids, cart_id).await {
+            tracing::warn!(error = %e, "could not bring the Redis mirror up to date; reconciliation will");
         }
     }
 
-    /// Releases `cart`'s reservations of `product_ids` in Redis, logging failures (they
-    /// expire by themselves).
-    pub async fn release_logged(&self, cart_id: Uuid, product_ids: &[Uuid]) {
-        for &product_id in product_ids {
-            if let Err(e) = self.store.release(product_id, cart_id).await {
-                tracing::warn!(error = %e, %product_id, %cart_id, "could not release a reservation; it will expire");
+    async fn mirror(&self, product_ids: &[Uuid], cart_id: Option<Uuid>) -> Result<(), Error> {
+        let mut conn = self.db.acquire().await?;
+        let rows = db::mirror_rows(&mut conn, product_ids).await?;
+        let reservations = match cart_id {
+            Some(cart_id) => db::cart_reservations(&mut conn, cart_id, product_ids).await?,
+            None => vec![],
+        };
+        let by_product = by_product(&reservations);
+        let mut missing = Vec::new();
+        for row in &rows {
+            let cart_rows = by_product
+                .get(&row.product_id)
+                .map_or(&[][..], Vec::as_slice);
+            let outcome = self.store.sync(row, Rows::Apply(cart_rows), false).await?;
+            if outcome.state == SyncState::Missing {
+                missing.push(row);
             }
         }
+        self.rebuild(&mut conn, &missing, false).await?;
+        Ok(())
     }
+}
+
+fn by_product(reservations: &[db::Reservation]) -> HashMap<Uuid, Vec<&db::Reservation>> {
+    let mut by_product: HashMap<Uuid, Vec<&db::Reservation>> = HashMap::new();
+    for r in reservations {
+        by_product.entry(r.product_id).or_default().push(r);
+    }
+    by_product
 }
 
 fn mirror_unstable() -> Error {

@@ -1,24 +1,41 @@
 //! Reservations and the on-hand mirror in Redis.
 //!
-//! Per product, three keys share one hash tag (so they live in one cluster slot and
+//! Per product, four keys share one hash tag (so they live in one cluster slot and
 //! one script may touch them all):
 //!
 //! * `<prefix>:inv:{<product>}:stock`: HASH `on_hand`, `active`, `version` (a mirror
-//!   of the PostgreSQL row, written only by a newer version) and `reserved`, the sum of
-//!   the live reservations below, kept by the scripts;
+//!   of the PostgreSQL row, written only by a newer version), `reserved`, the sum of
+//!   the live reservations below, kept by the scripts, and `settle_until` right after a
+//!   rebuild (see below);
 //! * `<prefix>:inv:{<product>}:res-qty`: HASH cart id -> reserved quantity;
+//! * `<prefix>:inv:{<product>}:res-gen`: HASH cart id -> generation of the entry;
 //! * `<prefix>:inv:{<product>}:res-exp`: ZSET cart id -> expiry (Unix ms).
 //!
 //! Every change runs as one Lua script, so check-and-reserve is atomic. Each script
-//! first drops the product's expired reservations and takes the time from Redis
-//! (`TIME`), so replicas with skewed clocks agree on what has expired. The reservation
-//! keys expire with their last reservation; when they are gone, `reserved` is 0.
+//! first drops the product's expired entries and takes the time from Redis (`TIME`),
+//! so replicas with skewed clocks agree on what has expired. The reservation keys
+//! expire with their last entry; when they are gone, `reserved` is 0.
+//!
+//! Generations order the changes of a (product, cart) entry: every change carries one
+//! (from the PostgreSQL sequence `reservation_generation`), and a script applies it only
+//! over an older one. An ended reservation stays as a tombstone (in `res-gen` and
+//! `res-exp`, not in `res-qty`) for [`TOMBSTONE_MS`], so an older copy arriving late (a
+//! rebuild that read PostgreSQL before the release, a slow undo) cannot bring it back.
+//! Expired entries are dropped with their generation: nothing older can revive them,
+//! since a rebuild sends only unexpired reservations.
 //!
 //! The mirror is soft state. A script that finds it missing answers so, and the caller
-//! loads it from PostgreSQL (with the unexpired reservations kept there) through
-//! [`Store::sync`]; the same script is how commits refresh it and how reconciliation
-//! repairs it. PostgreSQL's guard on `on_hand`, not this mirror, is what prevents
-//! overselling.
+//! loads it from PostgreSQL (with the unexpired reservations and recent tombstones kept
+//! there) through [`Store::sync`]; the same script is how commits refresh it and how
+//! reconciliation repairs it. PostgreSQL's guard on `on_hand`, not this mirror, is what
+//! prevents overselling, and the commit honours the reservations PostgreSQL holds.
+//!
+//! Settling: a reservation is written to Redis first and to PostgreSQL right after. If
+//! Redis loses its data between the two, a rebuild does not see that reservation yet.
+//! So a rebuilt mirror refuses new reservations for [`SETTLE_MS`] (longer than a
+//! durable write may take: its pool's acquire timeout plus its statement timeout), and
+//! then catches up with a second pass over PostgreSQL before it takes reservations
+//! again: no reservation answered 201 is lost to a Redis loss.
 
 use std::time::Duration;
 
@@ -31,43 +48,80 @@ use mp_common::redis::RedisKeys;
 
 use crate::db::{MirrorRow, Reservation};
 
-/// Helpers every script starts with. KEYS: 1 stock hash, 2 expiry zset, 3 quantity hash.
+/// How long an ended reservation's generation is kept in Redis, in milliseconds.
+pub const TOMBSTONE_MS: i64 = 600_000;
+/// How long a rebuilt mirror waits for reservation writes that were on their way when
+/// Redis lost its data, in milliseconds.
+pub const SETTLE_MS: i64 = 3_000;
+
+/// Helpers every script starts with. KEYS: 1 stock hash, 2 expiry zset, 3 quantity
+/// hash, 4 generation hash.
 const PRELUDE: &str = r#"
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Lets the reservation keys expire with their last reservation.
+local function mirrored()
+  return redis.call('HEXISTS', KEYS[1], 'on_hand') == 1
+end
+
+-- Lets the reservation keys expire with their last entry.
 local function touch()
   local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
   if last[2] then
     local at = math.floor(tonumber(last[2])) + 1000
     redis.call('PEXPIREAT', KEYS[2], at)
     redis.call('PEXPIREAT', KEYS[3], at)
+    redis.call('PEXPIREAT', KEYS[4], at)
   else
-    redis.call('DEL', KEYS[2], KEYS[3])
+    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   end
 end
 
--- Drops expired reservations and returns the live total. Needs the stock hash.
-local function prune(now)
-  if redis.call('EXISTS', KEYS[3]) == 0 then
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[1], 'reserved', 0)
-    return 0
-  end
+-- The generation of the cart's entry (live or tombstone), 0 if none.
+local function gen_of(cart)
+  return tonumber(redis.call('HGET', KEYS[4], cart) or '0')
+end
+
+-- Drops expired entries with their generations. With the mirror (m), keeps `reserved`
+-- right and returns it.
+local function prune(now, m)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
   for _, cart in ipairs(expired) do
     local q = redis.call('HGET', KEYS[3], cart)
     if q then
       redis.call('HDEL', KEYS[3], cart)
-      redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(q))
+      if m then redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(q)) end
     end
+    redis.call('HDEL', KEYS[4], cart)
     redis.call('ZREM', KEYS[2], cart)
   end
   if #expired > 0 then touch() end
+  if not m then return 0 end
+  if redis.call('EXISTS', KEYS[3]) == 0 then
+    redis.call('HSET', KEYS[1], 'reserved', 0)
+    return 0
+  end
   return tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
+end
+
+-- Sets the cart's entry to q units until exp, or (q 0, or exp past) to a tombstone,
+-- with generation g. With the mirror (m), keeps `reserved`. Returns the units now held.
+-- The caller checks the generation first and calls touch() after.
+local function put(cart, q, exp, g, now, m)
+  local cur = tonumber(redis.call('HGET', KEYS[3], cart) or '0')
+  if q > 0 and exp > now then
+    redis.call('HSET', KEYS[3], cart, q)
+    redis.call('ZADD', KEYS[2], exp, cart)
+  else
+    q = 0
+    redis.call('HDEL', KEYS[3], cart)
+    redis.call('ZADD', KEYS[2], now + TOMBSTONE_MS, cart)
+  end
+  redis.call('HSET', KEYS[4], cart, g)
+  if m and q ~= cur then redis.call('HINCRBY', KEYS[1], 'reserved', q - cur) end
+  return q
 end
 
 -- Recomputes `reserved` from the entries; returns 1 if the stored total was wrong.
@@ -75,6 +129,7 @@ local function recount(now)
   local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
   for _, cart in ipairs(expired) do
     redis.call('HDEL', KEYS[3], cart)
+    redis.call('HDEL', KEYS[4], cart)
     redis.call('ZREM', KEYS[2], cart)
   end
   local total = 0
@@ -87,108 +142,141 @@ local function recount(now)
 end
 "#;
 
-/// ARGV: cart, quantity, ttl ms. Sets the cart's reservation to `quantity`, taking only
-/// the difference from what it already holds.
-/// Returns {0} without a mirror; {1, prev, prev_exp, free_after, exp} when reserved;
-/// {2, prev, prev_exp, most} when short (`most` = what this cart could hold in all);
-/// {3, prev, prev_exp, 0} when the product is inactive.
+/// ARGV: cart, quantity, ttl ms, generation. Sets the cart's reservation to `quantity`,
+/// taking only the difference from what it already holds.
+/// Returns {0} without a mirror (or a settled one still to catch up); {5, ms} while the
+/// mirror settles; {1, prev, prev_exp, free_after, exp} when reserved; {2, prev,
+/// prev_exp, most} when short (`most` = what this cart could hold in all); {3, prev,
+/// prev_exp, 0} when the product is inactive; {4, prev, prev_exp, most} when the entry
+/// already has this generation or a newer one (a later change of this cart won).
 const RESERVE: &str = r#"
 local now = now_ms()
-local stock = redis.call('HMGET', KEYS[1], 'on_hand', 'active')
+local stock = redis.call('HMGET', KEYS[1], 'on_hand', 'active', 'settle_until')
 if not stock[1] then return {0} end
-local reserved = prune(now)
+if stock[3] then
+  local wait = tonumber(stock[3]) - now
+  if wait > 0 then return {5, wait} end
+  return {0}
+end
+local reserved = prune(now, true)
 local cart = ARGV[1]
 local want = tonumber(ARGV[2])
+local g = tonumber(ARGV[4])
 local prev = tonumber(redis.call('HGET', KEYS[3], cart) or '0')
-local prev_exp = tonumber(redis.call('ZSCORE', KEYS[2], cart) or '0')
+local prev_exp = 0
+if prev > 0 then prev_exp = tonumber(redis.call('ZSCORE', KEYS[2], cart) or '0') end
 local free = tonumber(stock[1]) - reserved
+local most = free + prev
+if most < 0 then most = 0 end
+if gen_of(cart) >= g then return {4, prev, prev_exp, most} end
 if stock[2] ~= '1' and want > prev then return {3, prev, prev_exp, 0} end
-if want > prev and want - prev > free then
-  local most = free + prev
-  if most < 0 then most = 0 end
-  return {2, prev, prev_exp, most}
-end
+if want > prev and want - prev > free then return {2, prev, prev_exp, most} end
 local exp = now + tonumber(ARGV[3])
-redis.call('HSET', KEYS[3], cart, want)
-redis.call('ZADD', KEYS[2], exp, cart)
-redis.call('HINCRBY', KEYS[1], 'reserved', want - prev)
+put(cart, want, exp, g, now, true)
 touch()
 return {1, prev, prev_exp, free - (want - prev), exp}
 "#;
 
-/// ARGV: cart. Removes the cart's reservation; returns the quantity it held.
+/// ARGV: cart, generation. Ends the cart's reservation with that generation (a
+/// tombstone), unless the entry is as new or newer. Returns the quantity it held, or
+/// -1 when a newer change was kept.
 const RELEASE: &str = r#"
-if not redis.call('HGET', KEYS[3], ARGV[1]) then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 1 then prune(now_ms()) end
-local q = redis.call('HGET', KEYS[3], ARGV[1])
-if not q then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(q))
-end
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-touch()
-return tonumber(q)
-"#;
-
-/// ARGV: cart, quantity, expiry ms. Puts a reservation back as it was (quantity 0 or a
-/// past expiry removes it), without checking stock: undoes a change whose durable copy
-/// could not be written.
-const PUT_BACK: &str = r#"
 local now = now_ms()
-local has_stock = redis.call('EXISTS', KEYS[1]) == 1
-if has_stock then prune(now) end
-local cur = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-local q = tonumber(ARGV[2])
-local exp = tonumber(ARGV[3])
-if q > 0 and exp > now then
-  redis.call('HSET', KEYS[3], ARGV[1], q)
-  redis.call('ZADD', KEYS[2], exp, ARGV[1])
-else
-  q = 0
-  redis.call('HDEL', KEYS[3], ARGV[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
-end
-if has_stock then redis.call('HINCRBY', KEYS[1], 'reserved', q - cur) end
+local m = mirrored()
+prune(now, m)
+local g = tonumber(ARGV[2])
+if gen_of(ARGV[1]) >= g then return -1 end
+local q = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+put(ARGV[1], 0, 0, g, now, m)
 touch()
 return q
 "#;
 
+/// ARGV: cart, quantity, expiry ms, generation. Undoes the change of that generation
+/// whose durable copy could not be written: puts back what the cart held before
+/// (quantity 0 or a past expiry ends it), keeping the generation, and only while the
+/// entry still has that generation, so a newer change is never overwritten. Returns 1
+/// if undone.
+const UNDO: &str = r#"
+local now = now_ms()
+local m = mirrored()
+prune(now, m)
+local g = tonumber(ARGV[4])
+if gen_of(ARGV[1]) ~= g then return 0 end
+put(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), g, now, m)
+touch()
+return 1
+"#;
+
 /// ARGV: a cart id or ''. Returns {0} without a mirror, else {1, reserved, the cart's}.
 const LEVEL: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
-local reserved = prune(now_ms())
+if not mirrored() then return {0} end
+local reserved = prune(now_ms(), true)
 local mine = 0
 if ARGV[1] ~= '' then mine = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') end
 return {1, reserved, mine}
 "#;
 
-/// ARGV: on_hand, active (1/0), version, verify (1/0), with reservations (1/0), then
-/// (cart, quantity, expiry ms) triples. Writes the mirror from PostgreSQL: a missing
-/// mirror is rebuilt with the given unexpired reservations (none already present is
-/// replaced), or, when they were not sent, reported missing (5) so the caller loads and
-/// sends them: the common case (mirror present) never ships every reservation of a
-/// product through the script. An existing mirror takes the values only from a newer
-/// version. With verify, also recounts `reserved`. Returns {state, restored,
-/// recounted}: state 0 in sync, 1 rebuilt, 2 updated from a newer version, 3 differed
-/// at the same version (repaired), 4 Redis is newer (kept), 5 missing (resend).
+/// ARGV: on_hand, active (1/0), version, verify (1/0), mode, then (cart, quantity,
+/// expiry ms, generation) quadruples. Writes the mirror from PostgreSQL.
+///
+/// Modes: 0 no reservations sent; 1 rebuild: every unexpired reservation and recent
+/// tombstone of the product, each applied only over an older generation (none already
+/// present with the same or a newer one is replaced); 2 apply: some carts' committed
+/// rows, as mode 1, and a row of the same generation extends the entry's expiry; 3
+/// fresh: as 1 for a product that never had a reservation, built without settling.
+///
+/// A missing mirror comes back as state 5 (send the rows) in modes 0 and 2 (mode 2
+/// still applies its rows, so what it carries is never lost); mode 1 rebuilds it and
+/// lets it settle (see the module docs). A settled mirror still to catch up answers 5
+/// in mode 0; mode 1 catches it up. An existing mirror takes on-hand and the active
+/// flag only from a newer version. With verify, `reserved` is recounted. Returns
+/// {state, restored, recounted}: state 0 in sync, 1 rebuilt, 2 updated from a newer
+/// version, 3 differed at the same version (repaired), 4 Redis is newer (kept), 5
+/// missing or settled (resend with mode 1).
 const SYNC: &str = r#"
 local now = now_ms()
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if ARGV[5] ~= '1' then return {5, 0, 0} end
-  redis.call('HSET', KEYS[1], 'on_hand', ARGV[1], 'active', ARGV[2], 'version', ARGV[3], 'reserved', 0)
+local mode = ARGV[5]
+local m = mirrored()
+
+local function apply_rows(mm)
   local restored = 0
-  for i = 6, #ARGV, 3 do
+  for i = 6, #ARGV, 4 do
+    local cart = ARGV[i]
+    local q = tonumber(ARGV[i + 1])
     local exp = tonumber(ARGV[i + 2])
-    if exp > now and redis.call('HEXISTS', KEYS[3], ARGV[i]) == 0 then
-      redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
-      redis.call('ZADD', KEYS[2], exp, ARGV[i])
-      restored = restored + 1
+    local g = tonumber(ARGV[i + 3])
+    local stored = gen_of(cart)
+    if g > stored then
+      if put(cart, q, exp, g, now, mm) > 0 then restored = restored + 1 end
+    elseif g == stored and mode == '2' and q > 0 and exp > now
+        and redis.call('HEXISTS', KEYS[3], cart) == 1 then
+      local cur = tonumber(redis.call('ZSCORE', KEYS[2], cart) or '0')
+      if exp > cur then redis.call('ZADD', KEYS[2], exp, cart) end
     end
   end
+  touch()
+  return restored
+end
+
+if not m then
+  if mode == '0' then return {5, 0, 0} end
+  prune(now, false)
+  if mode == '2' then
+    apply_rows(false)
+    return {5, 0, 0}
+  end
+  redis.call('HSET', KEYS[1], 'on_hand', ARGV[1], 'active', ARGV[2], 'version', ARGV[3],
+    'reserved', 0)
+  if mode ~= '3' then redis.call('HSET', KEYS[1], 'settle_until', now + SETTLE_MS) end
+  local restored = apply_rows(false)
   recount(now)
   return {1, restored, 0}
 end
+
+local settle = tonumber(redis.call('HGET', KEYS[1], 'settle_until') or '0')
+local settled = settle > 0 and settle <= now
+if settled and mode == '0' then return {5, 0, 0} end
 local state = 0
 local cur = redis.call('HMGET', KEYS[1], 'on_hand', 'active', 'version')
 local version = tonumber(cur[3] or '-1')
@@ -205,9 +293,16 @@ elseif incoming == version then
 else
   state = 4
 end
+local restored = 0
+if mode ~= '0' then restored = apply_rows(true) end
 local recounted = 0
-if ARGV[4] == '1' then recounted = recount(now) end
-return {state, 0, recounted}
+if settled and mode == '1' then
+  redis.call('HDEL', KEYS[1], 'settle_until')
+  recount(now)
+elseif ARGV[4] == '1' then
+  recounted = recount(now)
+end
+return {state, restored, recounted}
 "#;
 
 /// The outcome of setting a reservation.
@@ -226,13 +321,27 @@ pub enum Reserve {
         available: i64,
     },
     Inactive,
+    /// A newer change of this cart's reservation was applied first; this one is not.
+    Superseded {
+        available: i64,
+    },
+}
+
+/// What a reservation script answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Done(Reserve),
+    /// The mirror is missing (or settled and still to catch up): sync, then retry.
+    Missing,
+    /// The mirror was just rebuilt and settles for this long.
+    Settling(Duration),
 }
 
 /// What a mirror write found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncOutcome {
     pub state: SyncState,
-    /// Reservations put back from PostgreSQL into a rebuilt mirror.
+    /// Reservations put back from PostgreSQL into the mirror.
     pub restored: i64,
     /// The stored reservation total was wrong and was recounted.
     pub recounted: bool,
@@ -250,8 +359,22 @@ pub enum SyncState {
     Repaired,
     /// Redis already holds a newer version; nothing written.
     Newer,
-    /// The mirror is missing and no reservations were sent to rebuild it with.
+    /// The mirror is missing (or settled and waits to catch up): send every reservation.
     Missing,
+}
+
+/// Reservations sent with a mirror write.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    /// None: a missing mirror is reported as [`SyncState::Missing`].
+    None,
+    /// Every unexpired reservation and recent tombstone of the product.
+    Rebuild(&'a [&'a Reservation]),
+    /// A product that has never had a reservation: a missing mirror is built without
+    /// settling, since no reservation can be on its way.
+    Fresh,
+    /// Some carts' committed rows, applied over older generations.
+    Apply(&'a [&'a Reservation]),
 }
 
 #[derive(Clone)]
@@ -261,13 +384,15 @@ pub struct Store {
     ttl: Duration,
     reserve: Script,
     release: Script,
-    put_back: Script,
+    undo: Script,
     level: Script,
     sync: Script,
 }
 
 fn script(body: &str) -> Script {
-    Script::new(&format!("{PRELUDE}\n{body}"))
+    Script::new(&format!(
+        "local TOMBSTONE_MS = {TOMBSTONE_MS}\nlocal SETTLE_MS = {SETTLE_MS}\n{PRELUDE}\n{body}"
+    ))
 }
 
 fn datetime_ms(ms: i64) -> DateTime<Utc> {
@@ -282,7 +407,7 @@ impl Store {
             ttl,
             reserve: script(RESERVE),
             release: script(RELEASE),
-            put_back: script(PUT_BACK),
+            undo: script(UNDO),
             level: script(LEVEL),
             sync: script(SYNC),
         }
@@ -292,69 +417,88 @@ impl Store {
         self.ttl
     }
 
-    fn product_keys(&self, product_id: Uuid) -> [String; 3] {
+    fn product_keys(&self, product_id: Uuid) -> [String; 4] {
         [
             self.keys.key(format_args!("inv:{{{product_id}}}:stock")),
             self.keys.key(format_args!("inv:{{{product_id}}}:res-exp")),
             self.keys.key(format_args!("inv:{{{product_id}}}:res-qty")),
+            self.keys.key(format_args!("inv:{{{product_id}}}:res-gen")),
         ]
     }
 
-    /// Sets `cart`'s reservation of `product` to `quantity`; `None` when the mirror is
-    /// missing (load it with [`Store::sync`] and ask again).
+    /// Sets `cart`'s reservation of `product` to `quantity` as change `generation`.
     pub async fn reserve(
         &self,
         product_id: Uuid,
         cart_id: Uuid,
         quantity: i64,
-    ) -> redis::RedisResult<Option<Reserve>> {
+        generation: i64,
+    ) -> redis::RedisResult<Attempt> {
         let r: Vec<i64> = self
             .reserve
             .key(&self.product_keys(product_id)[..])
             .arg(cart_id.to_string())
             .arg(quantity)
             .arg(self.ttl.as_millis() as i64)
+            .arg(generation)
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match r.as_slice() {
-            [1, previous, previous_expires_ms, available, exp] => Some(Reserve::Reserved {
-                previous: *previous,
-                previous_expires_ms: *previous_expires_ms,
-                // Below zero only after stock was adjusted under existing reservations.
-                available: (*available).max(0),
-                expires_at: datetime_ms(*exp),
-            }),
-            [2, _, _, most] => Some(Reserve::Insufficient { available: *most }),
-            [3, ..] => Some(Reserve::Inactive),
-            _ => None,
+            [1, previous, previous_expires_ms, available, exp] => {
+                Attempt::Done(Reserve::Reserved {
+                    previous: *previous,
+                    previous_expires_ms: *previous_expires_ms,
+                    // Below zero only after stock was adjusted under existing reservations.
+                    available: (*available).max(0),
+                    expires_at: datetime_ms(*exp),
+                })
+            }
+            [2, _, _, most] => Attempt::Done(Reserve::Insufficient { available: *most }),
+            [3, ..] => Attempt::Done(Reserve::Inactive),
+            [4, _, _, most] => Attempt::Done(Reserve::Superseded { available: *most }),
+            [5, ms] => Attempt::Settling(Duration::from_millis((*ms).max(1) as u64)),
+            _ => Attempt::Missing,
         })
     }
 
-    /// Removes `cart`'s reservation of `product`; returns the quantity it held.
-    pub async fn release(&self, product_id: Uuid, cart_id: Uuid) -> redis::RedisResult<i64> {
-        self.release
-            .key(&self.product_keys(product_id)[..])
-            .arg(cart_id.to_string())
-            .invoke_async(&mut self.redis.clone())
-            .await
-    }
-
-    /// Restores a reservation to an earlier state (see `PUT_BACK`).
-    pub async fn put_back(
+    /// Ends `cart`'s reservation of `product` as change `generation`; returns the
+    /// quantity it held (`None` if a newer change was kept).
+    pub async fn release(
         &self,
         product_id: Uuid,
         cart_id: Uuid,
-        quantity: i64,
-        expires_ms: i64,
-    ) -> redis::RedisResult<()> {
-        self.put_back
+        generation: i64,
+    ) -> redis::RedisResult<Option<i64>> {
+        let held: i64 = self
+            .release
             .key(&self.product_keys(product_id)[..])
             .arg(cart_id.to_string())
-            .arg(quantity)
-            .arg(expires_ms)
-            .invoke_async::<i64>(&mut self.redis.clone())
-            .await
-            .map(drop)
+            .arg(generation)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok((held >= 0).then_some(held))
+    }
+
+    /// Undoes change `generation` of a reservation, putting back what the cart held
+    /// before, unless a newer change was made since (see `UNDO`). True if undone.
+    pub async fn undo(
+        &self,
+        product_id: Uuid,
+        cart_id: Uuid,
+        previous: i64,
+        previous_expires_ms: i64,
+        generation: i64,
+    ) -> redis::RedisResult<bool> {
+        let undone: i64 = self
+            .undo
+            .key(&self.product_keys(product_id)[..])
+            .arg(cart_id.to_string())
+            .arg(previous)
+            .arg(previous_expires_ms)
+            .arg(generation)
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(undone == 1)
     }
 
     /// Units reserved by live reservations of `product`, less those of `exclude`;
@@ -376,25 +520,31 @@ impl Store {
         })
     }
 
-    /// Writes the mirror of one item from PostgreSQL (see `SYNC`). Without
-    /// `reservations`, a missing mirror comes back as [`SyncState::Missing`].
+    /// Writes the mirror of one item from PostgreSQL (see `SYNC`).
     pub async fn sync(
         &self,
         row: &MirrorRow,
-        reservations: Option<&[&Reservation]>,
+        rows: Rows<'_>,
         verify: bool,
     ) -> redis::RedisResult<SyncOutcome> {
         let keys = self.product_keys(row.product_id);
+        let (mode, reservations) = match rows {
+            Rows::None => (0, &[][..]),
+            Rows::Rebuild(r) => (1, r),
+            Rows::Fresh => (3, &[][..]),
+            Rows::Apply(r) => (2, r),
+        };
         let mut call = self.sync.key(&keys[..]);
         call.arg(row.on_hand)
             .arg(i64::from(row.active))
             .arg(row.version)
             .arg(i64::from(verify))
-            .arg(i64::from(reservations.is_some()));
-        for r in reservations.unwrap_or_default() {
+            .arg(mode);
+        for r in reservations {
             call.arg(r.cart_id.to_string())
                 .arg(r.quantity)
-                .arg(r.expires_at.timestamp_millis());
+                .arg(r.expires_at.timestamp_millis())
+                .arg(r.generation);
         }
         let r: Vec<i64> = call.invoke_async(&mut self.redis.clone()).await?;
         let state = match r.first() {

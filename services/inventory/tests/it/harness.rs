@@ -61,6 +61,42 @@ impl Harness {
         }
     }
 
+    /// Another inventory process in this environment: same schema, queues and Redis
+    /// keys, so it shares the consumer's queue and the stock mirror with `svc`.
+    pub async fn spawn_another(&self, settings: Settings) -> TestService {
+        self.env
+            .spawn(Service::Inventory, move |common, listener, shutdown| {
+                inventory::run(Config { common, settings }, listener, shutdown)
+            })
+            .await
+    }
+
+    /// Sets a reservation through `svc` (this harness's process or another one).
+    pub async fn reserve_on(
+        &self,
+        svc: &TestService,
+        cart_id: Uuid,
+        product_id: Uuid,
+        quantity: i64,
+    ) -> (StatusCode, Value) {
+        svc.call(
+            Method::POST,
+            "/api/reservations",
+            Some(&self.service_token()),
+            Some(json!({"cart_id": cart_id, "product_id": product_id, "quantity": quantity})),
+        )
+        .await
+    }
+
+    /// The service's Redis store, as a process of it would use it.
+    pub async fn store(&self) -> inventory::store::Store {
+        inventory::store::Store::new(
+            self.env.redis().await,
+            mp_common::redis::RedisKeys::new(&format!("t_{}", self.env.id)),
+            Duration::from_secs(900),
+        )
+    }
+
     /// A token of the cart service.
     pub fn service_token(&self) -> String {
         self.keys.service_token(Service::Cart).0

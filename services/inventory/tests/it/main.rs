@@ -3,6 +3,7 @@
 //! vendor, cart and order services would send are published on the test's exchange.
 
 mod adjustments;
+mod guarantees;
 mod harness;
 mod orders;
 mod redis_loss;
