@@ -425,7 +425,9 @@ impl Carts {
                 return Err(in_flight());
             }
         }
-        let current = db::cart_for_update(&mut tx, cart.id)
+        // Read, not locked: the final transaction locks the cart, then this key's row;
+        // locking them here in the other order could deadlock with it.
+        let current = db::cart(&mut tx, cart.id)
             .await?
             .ok_or_else(|| Problem::not_found("Cart"))?;
         if !is_open(&current) {

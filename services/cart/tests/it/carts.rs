@@ -1,6 +1,9 @@
 //! Carts and their items: ownership, reservations at inventory, shortages, prices, bad
 //! input and idle carts.
 
+use cart::events::PriceRefresh;
+use mp_events::catalog::VendorProductUpdated;
+use mp_events::{Envelope, EventHandler, Money, Service};
 use mp_test_support::api::assert_problem;
 use mp_test_support::eventually;
 use reqwest::{Method, StatusCode};
@@ -182,6 +185,18 @@ async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
     assert_eq!(removed.len(), 1);
     assert_eq!(removed[0]["product_id"], mug.id.to_string());
     assert_eq!(removed[0]["cart_id"], cart_id.to_string());
+    // Each change carries the generation of the reservation it made, growing; the
+    // removal names the last one the line held (the PATCH's).
+    let generations: Vec<i64> = added
+        .iter()
+        .map(|e| e["generation"].as_i64().unwrap())
+        .collect();
+    assert!(generations[0] > 0, "{generations:?}");
+    assert!(
+        generations.windows(2).all(|w| w[0] < w[1]),
+        "{generations:?}"
+    );
+    assert_eq!(removed[0]["generation"], generations[3]);
 }
 
 #[tokio::test]
@@ -473,4 +488,74 @@ async fn an_idle_cart_is_abandoned_and_its_reservations_released() {
         .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_ne!(fresh["id"], cart_id.to_string());
+}
+
+#[tokio::test]
+async fn price_updates_apply_by_product_revision_never_by_arrival() {
+    let shop = Shop::start().await;
+    let mug = shop.product(1299, 10).await;
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let (status, _) = shop.add(&token, cart_id, mug.id, 1).await;
+    assert_eq!(status, StatusCode::OK);
+    let update = |revision: i64, price: Money| {
+        Envelope::new(
+            Service::Vendor,
+            VendorProductUpdated {
+                product_id: mug.id,
+                vendor_id: mug.vendor_id,
+                sku: "MUG".into(),
+                name: format!("Mug, revision {revision}"),
+                price,
+                active: true,
+                low_stock_threshold: 0,
+                revision,
+            },
+        )
+    };
+    let mut conn = shop.db.acquire().await.unwrap();
+    // Revision 3 arrives before revision 2.
+    for envelope in [
+        update(3, Money::new(800, "EUR")),
+        update(2, Money::new(900, "EUR")),
+    ] {
+        PriceRefresh.handle(&mut conn, &envelope).await.unwrap();
+    }
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    let line = &cart["items"][0];
+    assert_eq!(line["unit_price"]["amount"], 800, "{line}");
+    assert_eq!(line["name"], "Mug, revision 3");
+    assert_eq!(line["price_changed"], true);
+    assert_eq!(line["added_price"]["amount"], 1299);
+
+    // A price in another currency cannot apply to a EUR cart; the name still does.
+    PriceRefresh
+        .handle(&mut conn, &update(4, Money::new(700, "USD")))
+        .await
+        .unwrap();
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(
+        cart["items"][0]["unit_price"],
+        json!({"amount": 800, "currency": "EUR"})
+    );
+    assert_eq!(cart["items"][0]["name"], "Mug, revision 4");
+}
+
+#[tokio::test]
+async fn concurrent_opens_give_one_cart() {
+    let shop = Shop::start().await;
+    let (_, token) = shop.customer();
+    let opens = (0..4).map(|_| shop.call(Method::POST, "/api/carts", Some(&token), None));
+    let results = futures::future::join_all(opens).await;
+    let created = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    assert_eq!(created, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .all(|(s, c)| s.is_success() && c["id"] == results[0].1["id"])
+    );
+    assert_eq!(shop.events("cart.created").await.len(), 1);
 }
