@@ -139,15 +139,21 @@ pub struct CustomerCreated {
     pub email: String,
     pub name: String,
     pub phone: Option<String>,
+    /// The profile's revision: 1 at registration, +1 per change. Read models keep the
+    /// highest they saw. (0 in events from before revisions existed.)
+    #[serde(default)]
+    pub revision: i64,
 }
 
-/// A customer's profile changed; carries the whole new profile.
+/// A customer's profile changed; carries the whole new profile and its revision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CustomerUpdated {
     pub customer_id: Uuid,
     pub email: String,
     pub name: String,
     pub phone: Option<String>,
+    #[serde(default)]
+    pub revision: i64,
 }
 
 /// A vendor was created; its creator is the owner.

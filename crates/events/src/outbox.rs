@@ -132,17 +132,22 @@ impl Relay {
     }
 
     /// Claims up to `limit` unsent rows, oldest first, that no live claim holds, until
-    /// `lease` from now. One statement: its row locks last only as long as it runs.
+    /// `lease` from now. One statement: its row locks last only as long as it runs. A
+    /// claim is live until its lease ends, or until the database connection that made it
+    /// is gone (its process died): a crashed relay's rows go out again at once.
     pub async fn claim(
         pool: &PgPool,
         limit: i64,
         lease: Duration,
     ) -> Result<Vec<OutboxRow>, sqlx::Error> {
         let mut rows: Vec<OutboxRow> = sqlx::query_as(
-            "update outbox set claimed_until = now() + make_interval(secs => $2)
+            "update outbox set claimed_until = now() + make_interval(secs => $2),
+                 claimed_by = pg_backend_pid()
              where seq in (
-                 select seq from outbox
-                 where published_at is null and (claimed_until is null or claimed_until < now())
+                 select seq from outbox o
+                 where published_at is null
+                   and (claimed_until is null or claimed_until < now()
+                        or not exists (select 1 from pg_stat_activity a where a.pid = o.claimed_by))
                  order by seq limit $1 for update skip locked)
              returning seq, id, event_type, envelope",
         )
@@ -183,7 +188,8 @@ impl Relay {
     async fn mark_published(&self, rows: &[OutboxRow]) -> Result<(), sqlx::Error> {
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         sqlx::query(
-            "update outbox set published_at = now(), claimed_until = null where seq = any($1)",
+            "update outbox set published_at = now(), claimed_until = null, claimed_by = null
+             where seq = any($1)",
         )
         .bind(&seqs)
         .execute(&self.pool)
@@ -195,7 +201,8 @@ impl Relay {
     async fn unclaim(&self, rows: &[OutboxRow]) {
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         if let Err(e) = sqlx::query(
-            "update outbox set claimed_until = null where seq = any($1) and published_at is null",
+            "update outbox set claimed_until = null, claimed_by = null
+             where seq = any($1) and published_at is null",
         )
         .bind(&seqs)
         .execute(&self.pool)

@@ -12,6 +12,7 @@ pub struct CustomerRow {
     pub name: String,
     pub phone: Option<String>,
     pub is_admin: bool,
+    pub revision: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -28,7 +29,8 @@ pub struct NewCustomer<'a> {
 
 pub const EMAIL_UNIQUE: &str = "customers_email_unique";
 
-const COLUMNS: &str = "id, email, password_hash, name, phone, is_admin, created_at, updated_at";
+const COLUMNS: &str =
+    "id, email, password_hash, name, phone, is_admin, revision, created_at, updated_at";
 
 pub async fn insert(conn: &mut PgConnection, c: &NewCustomer<'_>) -> sqlx::Result<CustomerRow> {
     sqlx::query_as(&format!(
@@ -85,7 +87,8 @@ pub async fn update_profile(
     phone: Option<&str>,
 ) -> sqlx::Result<CustomerRow> {
     sqlx::query_as(&format!(
-        "update customers set name = $2, phone = $3, updated_at = now() where id = $1 returning {COLUMNS}"
+        "update customers set name = $2, phone = $3, revision = revision + 1, updated_at = now()
+         where id = $1 returning {COLUMNS}"
     ))
     .bind(id)
     .bind(name)

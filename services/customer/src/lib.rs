@@ -117,6 +117,7 @@ async fn ensure_admin(infra: &Infra, email: &str, password: &str) -> anyhow::Res
                     email: row.email,
                     name: row.name,
                     phone: None,
+                    revision: row.revision,
                 },
             )
             .await?;

@@ -213,6 +213,7 @@ async fn register_customer(
             email: row.email.clone(),
             name: row.name.clone(),
             phone: row.phone.clone(),
+            revision: row.revision,
         },
     )
     .await?;
@@ -271,6 +272,7 @@ async fn update_me(
                 email: row.email.clone(),
                 name: row.name.clone(),
                 phone: row.phone.clone(),
+                revision: row.revision,
             },
         )
         .await?;

@@ -15,53 +15,25 @@ pub struct Contact {
     pub phone: Option<String>,
 }
 
-/// A customer's contact from `customer.created`: kept if a later update got here first.
-pub async fn insert_customer(conn: &mut PgConnection, id: Uuid, c: &Contact) -> sqlx::Result<()> {
-    sqlx::query(
-        "insert into contacts (kind, id, name, email, phone) values ('customer', $1, $2, $3, $4)
-         on conflict (kind, id) do nothing",
-    )
-    .bind(id)
-    .bind(&c.name)
-    .bind(&c.email)
-    .bind(&c.phone)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// A customer's whole new profile from `customer.updated`.
-pub async fn upsert_customer(conn: &mut PgConnection, id: Uuid, c: &Contact) -> sqlx::Result<()> {
-    sqlx::query(
-        "insert into contacts (kind, id, name, email, phone) values ('customer', $1, $2, $3, $4)
-         on conflict (kind, id) do update
-         set name = excluded.name, email = excluded.email, phone = excluded.phone,
-             updated_at = now()",
-    )
-    .bind(id)
-    .bind(&c.name)
-    .bind(&c.email)
-    .bind(&c.phone)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// A vendor's contact at `revision`: applied only over an older revision.
-pub async fn upsert_vendor(
+/// A contact at `revision` (a customer's profile revision, a vendor's revision):
+/// applied only over an older revision, so events arriving out of order never put an
+/// older profile back. Returns whether it was applied.
+pub async fn upsert_contact(
     conn: &mut PgConnection,
+    kind: Audience,
     id: Uuid,
     c: &Contact,
     revision: i64,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
         "insert into contacts (kind, id, name, email, phone, revision)
-         values ('vendor', $1, $2, $3, $4, $5)
+         values ($1, $2, $3, $4, $5, $6)
          on conflict (kind, id) do update
          set name = excluded.name, email = excluded.email, phone = excluded.phone,
              revision = excluded.revision, updated_at = now()
-         where contacts.revision < excluded.revision",
+         where contacts.revision is null or contacts.revision < excluded.revision",
     )
+    .bind(kind.as_str())
     .bind(id)
     .bind(&c.name)
     .bind(&c.email)

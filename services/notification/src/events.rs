@@ -2,10 +2,9 @@
 //! row, and every notification is unique per (event, channel, recipient), so a
 //! redelivered event never stores, and so never sends, a message twice.
 //!
-//! * `notification.contact`: the contact read model. Vendor events carry a revision
-//!   and only a newer one is applied. Customer events carry none: `customer.created`
-//!   never overwrites what an earlier-arrived `customer.updated` wrote, and updates
-//!   apply in arrival order.
+//! * `notification.contact`: the contact read model. Customer and vendor events carry
+//!   the profile's revision and only a newer one is applied, whatever order they
+//!   arrive in.
 //! * `notification.order`: the customer's email and SMS for order changes and
 //!   shipments.
 //! * `notification.vendor`: the vendor's low-stock email.
@@ -17,15 +16,25 @@ use mp_events::catalog::{
     CustomerCreated, CustomerUpdated, InventoryLowStock, OrderShipped, OrderUpdated, VendorCreated,
     VendorUpdated,
 };
-use mp_events::{Envelope, EventHandler, HandlerError};
+use std::marker::PhantomData;
+
+use mp_events::{Envelope, Event, EventHandler, HandlerError};
 use sqlx::PgConnection;
 
+use uuid::Uuid;
+
 use crate::db::{self, Contact};
+use crate::domain::Audience;
 use crate::notify::Notifier;
 
 pub const CONTACT: &str = "notification.contact";
 pub const ORDER: &str = "notification.order";
 pub const VENDOR: &str = "notification.vendor";
+
+/// An event that carries a contact: who, what, and at which revision.
+trait ContactEvent {
+    fn contact(&self) -> (Audience, Uuid, Contact, i64);
+}
 
 fn contact(name: &str, email: &str, phone: &Option<String>) -> Contact {
     Contact {
@@ -35,83 +44,62 @@ fn contact(name: &str, email: &str, phone: &Option<String>) -> Contact {
     }
 }
 
-pub struct CustomerCreatedContact;
-
-#[async_trait]
-impl EventHandler for CustomerCreatedContact {
-    type Event = CustomerCreated;
-    const NAME: &'static str = CONTACT;
-
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &Envelope<CustomerCreated>,
-    ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        db::insert_customer(conn, p.customer_id, &contact(&p.name, &p.email, &p.phone)).await?;
-        Ok(())
-    }
-}
-
-pub struct CustomerUpdatedContact;
-
-#[async_trait]
-impl EventHandler for CustomerUpdatedContact {
-    type Event = CustomerUpdated;
-    const NAME: &'static str = CONTACT;
-
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &Envelope<CustomerUpdated>,
-    ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        db::upsert_customer(conn, p.customer_id, &contact(&p.name, &p.email, &p.phone)).await?;
-        Ok(())
-    }
-}
-
-pub struct VendorCreatedContact;
-
-#[async_trait]
-impl EventHandler for VendorCreatedContact {
-    type Event = VendorCreated;
-    const NAME: &'static str = CONTACT;
-
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &Envelope<VendorCreated>,
-    ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        // A vendor starts at revision 1; a vendor.updated that overtook it wins.
-        db::upsert_vendor(conn, p.vendor_id, &contact(&p.name, &p.email, &p.phone), 1).await?;
-        Ok(())
-    }
-}
-
-pub struct VendorUpdatedContact;
-
-#[async_trait]
-impl EventHandler for VendorUpdatedContact {
-    type Event = VendorUpdated;
-    const NAME: &'static str = CONTACT;
-
-    async fn handle(
-        &self,
-        conn: &mut PgConnection,
-        event: &Envelope<VendorUpdated>,
-    ) -> Result<(), HandlerError> {
-        let p = &event.payload;
-        let applied = db::upsert_vendor(
-            conn,
-            p.vendor_id,
-            &contact(&p.name, &p.email, &p.phone),
-            p.revision,
+impl ContactEvent for CustomerCreated {
+    fn contact(&self) -> (Audience, Uuid, Contact, i64) {
+        let c = contact(&self.name, &self.email, &self.phone);
+        (
+            Audience::Customer,
+            self.customer_id,
+            c,
+            self.revision.max(1),
         )
-        .await?;
-        if !applied {
-            tracing::info!(vendor_id = %p.vendor_id, revision = p.revision, "older vendor revision ignored");
+    }
+}
+
+impl ContactEvent for CustomerUpdated {
+    fn contact(&self) -> (Audience, Uuid, Contact, i64) {
+        let c = contact(&self.name, &self.email, &self.phone);
+        (Audience::Customer, self.customer_id, c, self.revision)
+    }
+}
+
+impl ContactEvent for VendorCreated {
+    fn contact(&self) -> (Audience, Uuid, Contact, i64) {
+        // A vendor starts at revision 1; a vendor.updated that overtook it wins.
+        let c = contact(&self.name, &self.email, &self.phone);
+        (Audience::Vendor, self.vendor_id, c, 1)
+    }
+}
+
+impl ContactEvent for VendorUpdated {
+    fn contact(&self) -> (Audience, Uuid, Contact, i64) {
+        let c = contact(&self.name, &self.email, &self.phone);
+        (Audience::Vendor, self.vendor_id, c, self.revision)
+    }
+}
+
+/// `notification.contact` for any event that carries a contact.
+pub struct ContactHandler<E>(PhantomData<fn() -> E>);
+
+impl<E> Default for ContactHandler<E> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+#[async_trait]
+impl<E: Event + ContactEvent> EventHandler for ContactHandler<E> {
+    type Event = E;
+    const NAME: &'static str = CONTACT;
+
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        event: &Envelope<E>,
+    ) -> Result<(), HandlerError> {
+        let (kind, id, contact, revision) = event.payload.contact();
+        if !db::upsert_contact(conn, kind, id, &contact, revision).await? {
+            tracing::info!(kind = kind.as_str(), %id, revision, "older contact revision ignored");
         }
         Ok(())
     }

@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use mp_common::{Infra, Worker};
 use mp_events::Service;
+use mp_events::catalog::{CustomerCreated, CustomerUpdated, VendorCreated, VendorUpdated};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -73,10 +74,10 @@ pub async fn run(
     };
     let consumer = infra
         .consumer()
-        .handle(events::CustomerCreatedContact)
-        .handle(events::CustomerUpdatedContact)
-        .handle(events::VendorCreatedContact)
-        .handle(events::VendorUpdatedContact)
+        .handle(events::ContactHandler::<CustomerCreated>::default())
+        .handle(events::ContactHandler::<CustomerUpdated>::default())
+        .handle(events::ContactHandler::<VendorCreated>::default())
+        .handle(events::ContactHandler::<VendorUpdated>::default())
         .handle(events::OrderUpdatedNotice(notifier.clone()))
         .handle(events::OrderShippedNotice(notifier.clone()))
         .handle(events::LowStockNotice(notifier));

@@ -1,9 +1,10 @@
 //! Email over a real SMTP server: recipient, subject, HTML and text, Message-ID.
 
 use mp_events::Service;
-use mp_events::catalog::{OrderShipped, OrderStatus};
+use mp_events::catalog::{CustomerUpdated, OrderShipped, OrderStatus};
+use mp_test_support::eventually;
 
-use crate::harness::{Harness, order_updated};
+use crate::harness::{Harness, WAIT, order_updated};
 
 #[tokio::test]
 async fn a_confirmed_order_reaches_the_customer_by_email_with_its_summary_and_by_sms() {
@@ -126,4 +127,42 @@ async fn each_shipment_tells_carrier_and_tracking_number_and_paid_orders_are_not
         "a paid order is not told (confirmed follows)"
     );
     assert!(h.sms.messages().is_empty());
+}
+
+#[tokio::test]
+async fn order_emails_go_to_the_newest_customer_profile_whatever_order_its_updates_arrive_in() {
+    let h = Harness::start().await;
+    let ada = h.customer("Ada", None).await;
+    let update = |email: &str, revision| CustomerUpdated {
+        customer_id: ada.customer_id,
+        email: email.into(),
+        name: "Ada".into(),
+        phone: None,
+        revision,
+    };
+    h.publish(Service::Customer, update("newest@ada.test", 3))
+        .await;
+    eventually("revision 3 applied", WAIT, || async {
+        (h.contact_email("customer", ada.customer_id)
+            .await
+            .as_deref()
+            == Some("newest@ada.test"))
+        .then_some(())
+    })
+    .await;
+    // Revision 2 arrives late, then a redelivered customer.created: neither wins.
+    h.publish(Service::Customer, update("stale@ada.test", 2))
+        .await;
+    h.publish(Service::Customer, ada.clone()).await;
+
+    let event = h
+        .publish(
+            Service::Order,
+            order_updated(ada.customer_id, OrderStatus::Confirmed),
+        )
+        .await;
+    h.settled(event.id, 1).await;
+    let emails = h.emails();
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0].rcpt_to, vec!["newest@ada.test".to_owned()]);
 }

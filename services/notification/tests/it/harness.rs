@@ -286,6 +286,7 @@ impl Harness {
             ),
             name: name.to_owned(),
             phone: phone.map(str::to_owned),
+            revision: 1,
         };
         self.publish(Service::Customer, created.clone()).await;
         self.wait_contact("customer", customer_id).await;
