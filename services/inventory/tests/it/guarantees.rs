@@ -3,7 +3,7 @@
 //! older state), stock levels carry a growing version, and two processes sharing the
 //! queue and Redis keep all of it through a Redis loss under load.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures::future::join_all;
 use inventory::db::Reservation;
@@ -243,11 +243,20 @@ async fn two_processes_fifty_carts_and_a_redis_flush_never_oversell_nor_lose_a_r
     ];
     let processes = [&h.svc, &other];
     let finished = AtomicUsize::new(0);
+    let flushed = AtomicBool::new(false);
 
+    // The first 25 carts start at once; Redis loses everything once 10 of them are
+    // done, while the others are in flight; the last 25 start right after the loss.
     let carts = join_all((0..50usize).map(|i| {
-        let finished = &finished;
+        let (finished, flushed) = (&finished, &flushed);
         let h = &h;
         async move {
+            if i >= 25 {
+                eventually("the flush", WAIT, || async {
+                    flushed.load(Ordering::SeqCst).then_some(())
+                })
+                .await;
+            }
             let svc = processes[i % 2];
             let mut cart = Cart {
                 id: Uuid::now_v7(),
@@ -291,19 +300,18 @@ async fn two_processes_fifty_carts_and_a_redis_flush_never_oversell_nor_lose_a_r
                     cart.order = Some(order);
                 }
             }
-            finished.fetch_add(1, Ordering::SeqCst);
+            if finished.fetch_add(1, Ordering::SeqCst) + 1 == 10 {
+                h.flush_redis().await;
+                println!(
+                    "Redis flushed with {} of the first 25 carts done",
+                    finished.load(Ordering::SeqCst)
+                );
+                flushed.store(true, Ordering::SeqCst);
+            }
             cart
         }
-    }));
-    // Redis loses everything while the carts are at it.
-    let flush = async {
-        eventually("15 carts done", WAIT, || async {
-            (finished.load(Ordering::SeqCst) >= 15).then_some(())
-        })
-        .await;
-        h.flush_redis().await;
-    };
-    let (carts, ()) = tokio::join!(carts, flush);
+    }))
+    .await;
     let reserved = carts.iter().filter(|c| c.reserved).count();
     println!("50 carts on 2 x {STOCK}: {reserved} reserved, the rest refused");
 
