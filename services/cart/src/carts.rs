@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::clients::{Clients, Reservation};
 use crate::db::{self, Cart, Item, LineUpdate};
 use crate::domain::{self, CartStatus};
+use crate::metrics::{CartMetrics, outcome};
 
 /// The cart service's state and rules.
 #[derive(Clone)]
@@ -36,6 +37,7 @@ pub struct Carts {
     pub currency: String,
     /// How long a checkout request holds its Idempotency-Key before a retry may take over.
     pub checkout_lease: Duration,
+    pub metrics: CartMetrics,
 }
 
 /// A checkout request, parsed and validated.
@@ -147,6 +149,7 @@ impl Carts {
             )
             .await?;
             tx.commit().await?;
+            self.metrics.carts_opened.inc();
             tracing::info!(cart_id = %cart.id, %customer_id, "cart opened");
             return Ok((true, cart));
         }
@@ -171,6 +174,45 @@ impl Carts {
 
     /// Adds `quantity` of a product (to the line's quantity when the cart has it).
     pub async fn add_item(&self, cart: &Cart, product_id: Uuid, quantity: i64) -> ApiResult<Item> {
+        self.counted(
+            "added",
+            self.add_item_inner(cart, product_id, quantity).await,
+        )
+    }
+
+    /// Sets a line's quantity, reserving the new total.
+    pub async fn set_quantity(
+        &self,
+        cart: &Cart,
+        product_id: Uuid,
+        quantity: i64,
+    ) -> ApiResult<Item> {
+        self.counted(
+            "changed",
+            self.set_quantity_inner(cart, product_id, quantity).await,
+        )
+    }
+
+    /// Removes a line and releases its reservation.
+    pub async fn remove_item(&self, cart: &Cart, product_id: Uuid) -> ApiResult<()> {
+        self.counted("removed", self.remove_item_inner(cart, product_id).await)
+    }
+
+    fn counted<T>(&self, done: &str, result: ApiResult<T>) -> ApiResult<T> {
+        let label = match &result {
+            Ok(_) => done,
+            Err(e) => outcome(e),
+        };
+        self.metrics.item_changes.with_label_values(&[label]).inc();
+        result
+    }
+
+    async fn add_item_inner(
+        &self,
+        cart: &Cart,
+        product_id: Uuid,
+        quantity: i64,
+    ) -> ApiResult<Item> {
         if !is_open(cart) {
             return Err(not_open(cart).into());
         }
@@ -247,8 +289,7 @@ impl Carts {
         Ok(item)
     }
 
-    /// Sets a line's quantity, reserving the new total.
-    pub async fn set_quantity(
+    async fn set_quantity_inner(
         &self,
         cart: &Cart,
         product_id: Uuid,
@@ -302,8 +343,7 @@ impl Carts {
         Ok(item)
     }
 
-    /// Removes a line and releases its reservation.
-    pub async fn remove_item(&self, cart: &Cart, product_id: Uuid) -> ApiResult<()> {
+    async fn remove_item_inner(&self, cart: &Cart, product_id: Uuid) -> ApiResult<()> {
         let mut tx = self.db.begin().await?;
         let locked = self.lock_open(&mut tx, cart.id).await?;
         let item = db::delete_item(&mut tx, cart.id, product_id)
@@ -393,6 +433,17 @@ impl Carts {
 
     /// Checks out `cart` under an Idempotency-Key (see the crate docs for the rules).
     pub async fn checkout(&self, cart: &Cart, input: CheckoutInput) -> ApiResult<Accepted> {
+        let result = self.checkout_inner(cart, input).await;
+        let label = match &result {
+            Ok(a) if a.replayed => "replayed",
+            Ok(_) => "accepted",
+            Err(e) => outcome(e),
+        };
+        self.metrics.checkouts.with_label_values(&[label]).inc();
+        result
+    }
+
+    async fn checkout_inner(&self, cart: &Cart, input: CheckoutInput) -> ApiResult<Accepted> {
         let customer_id = cart.customer_id;
         let key = input.idempotency_key.as_str();
         let fingerprint = domain::fingerprint(
@@ -628,6 +679,7 @@ impl Carts {
         }
         tx.commit().await?;
         for cart in &carts {
+            self.metrics.carts_abandoned.inc();
             tracing::info!(cart_id = %cart.id, "idle cart abandoned");
         }
         join_all(

@@ -390,3 +390,15 @@ pub async fn finish_request(
     .await?;
     Ok(())
 }
+
+/// Forgets Idempotency-Keys older than `hours`: a retry after that is a new request
+/// (which a checked-out cart refuses with 409).
+pub async fn purge_requests(conn: &mut PgConnection, hours: i64) -> sqlx::Result<u64> {
+    let r = sqlx::query(
+        "delete from checkout_requests where created_at < now() - make_interval(hours => $1::int)",
+    )
+    .bind(hours)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected())
+}

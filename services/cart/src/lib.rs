@@ -20,13 +20,14 @@
 //!
 //! Layout: [`routes`] (HTTP) and [`events`] (consumed events) and the idle worker call
 //! [`carts`] (the operations), which uses [`clients`] (calls to other services), [`db`]
-//! (queries) and [`domain`] (rules, no I/O).
+//! (queries) and [`domain`] (rules, no I/O); [`metrics`].
 
 pub mod carts;
 pub mod clients;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod metrics;
 pub mod routes;
 
 use std::time::Duration;
@@ -76,6 +77,10 @@ pub struct Settings {
     #[arg(long, env = "CHECKOUT_LEASE_SECS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub checkout_lease_secs: u64,
+    /// How long Idempotency-Keys of checkouts are remembered, in hours.
+    #[arg(long, env = "CHECKOUT_KEY_RETENTION_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub checkout_key_retention_hours: u64,
 }
 
 pub type Config = mp_common::config::Config<Settings>;
@@ -104,14 +109,16 @@ pub async fn run(
         tax_rate_bps: s.tax_rate_bps,
         currency: s.currency.clone(),
         checkout_lease: Duration::from_secs(s.checkout_lease_secs),
+        metrics: metrics::CartMetrics::new(&infra.metrics.registry)?,
     };
     let consumer = infra.consumer().handle(events::PriceRefresh);
     let idle = {
         let carts = carts.clone();
         let idle = Duration::from_secs(s.idle_secs);
         let every = Duration::from_millis(s.idle_check_ms);
+        let retention = s.checkout_key_retention_hours as i64;
         Worker::new("idle_carts", move |token| {
-            idle_carts(carts.clone(), idle, every, token)
+            idle_carts(carts.clone(), idle, every, retention, token)
         })
     };
     let state = routes::AppState {
@@ -130,12 +137,14 @@ pub async fn run(
     .await
 }
 
-/// The idle worker: abandons idle carts every `every` until shutdown. A failed round
-/// (database down) is logged and retried at the next tick.
+/// The idle worker: abandons idle carts every `every` until shutdown, and forgets
+/// Idempotency-Keys past their retention. A failed round (database down) is logged and
+/// retried at the next tick.
 async fn idle_carts(
     carts: Carts,
     idle: Duration,
     every: Duration,
+    key_retention_hours: i64,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(every);
@@ -155,6 +164,12 @@ async fn idle_carts(
                     break;
                 }
             }
+        }
+        let purged = async {
+            crate::db::purge_requests(&mut *carts.db.acquire().await?, key_retention_hours).await
+        };
+        if let Err(e) = purged.await {
+            tracing::warn!(error = %e, "forgetting old Idempotency-Keys failed; retrying at the next tick");
         }
     }
 }

@@ -127,6 +127,22 @@ async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
     assert_eq!(cart["subtotal"], json!({"amount": 4397, "currency": "EUR"}));
     assert_eq!(cart["tax"], json!({"amount": 879, "currency": "EUR"}));
     assert_eq!(cart["total"], json!({"amount": 5276, "currency": "EUR"}));
+    // Activity extends the other lines' reservations: adding the plate renewed the mug's.
+    let renewed: i64 = sqlx::query_scalar(
+        "select generation from cart_items where cart_id = $1 and product_id = $2",
+    )
+    .bind(cart_id)
+    .bind(mug.id)
+    .fetch_one(&shop.db)
+    .await
+    .unwrap();
+    let plate_added = shop.events("cart.item.added").await[2]["generation"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        renewed > plate_added,
+        "renewed at {renewed}, plate at {plate_added}"
+    );
 
     let (status, cart) = shop
         .call(

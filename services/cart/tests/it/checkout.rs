@@ -64,6 +64,23 @@ async fn checkout_is_accepted_once_and_the_same_key_replays_it() {
     let (status, body) = shop.add(&token, cart_id, mug, 1).await;
     assert_problem(status, &body, StatusCode::CONFLICT, None);
 
+    let metrics = shop
+        .cart
+        .http()
+        .get(shop.cart.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = metrics.text().await.unwrap();
+    for line in [
+        r#"cart_checkouts_total{outcome="accepted"} 1"#,
+        r#"cart_checkouts_total{outcome="replayed"} 1"#,
+        r#"cart_checkouts_total{outcome="idempotency-key-reused"} 1"#,
+        r#"cart_checkouts_total{outcome="cart-checked-out"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+
     let checkouts = shop.events("cart.checkout").await;
     assert_eq!(checkouts.len(), 1, "one checkout event for one order");
     let event = &checkouts[0];

@@ -106,6 +106,7 @@ impl Shop {
             idle_secs: options.idle_secs,
             idle_check_ms: 100,
             checkout_lease_secs: 30,
+            checkout_key_retention_hours: 24,
         };
         let cart = env
             .spawn(Service::Cart, move |common, listener, shutdown| {
