@@ -41,11 +41,13 @@ RUN apt-get update \
         --home-dir /nonexistent --shell /usr/sbin/nologin marketplace
 COPY --from=build /out/ /usr/local/bin/
 COPY deploy/docker/healthcheck.sh /usr/local/bin/healthcheck
+COPY deploy/docker/entrypoint.sh /usr/local/bin/mp-entrypoint
 # Numeric user so Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 ENV LOG_FORMAT=json
 # Each service listens on its own port (customer 5000, order 5001, notification
 # 5002, inventory 5003, vendor 5004, cart 5005); LISTEN_ADDR overrides it.
 EXPOSE 5000 5001 5002 5003 5004 5005
-ENTRYPOINT ["/usr/bin/tini", "--"]
+# tini reaps and forwards signals; mp-entrypoint turns NAME_FILE secrets into NAME.
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mp-entrypoint"]
 CMD ["customer"]
