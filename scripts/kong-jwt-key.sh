@@ -13,6 +13,10 @@
 # Writes to --out (default: stdout). Waits up to KONG_JWKS_WAIT seconds (default
 # 60) for the JWKS to answer, so it can run as an init step beside the service.
 #
+# KONG_REDIS_HOST, KONG_REDIS_PORT and KONG_REDIS_SSL=true, when set, rewrite the
+# rate-limiting plugins' Redis (host redis, port 6379 in the file), e.g. for a
+# managed Redis over TLS in production.
+#
 # Key rotation: the customer service publishes the previous user keys next to
 # the current one while they are still trusted, so run this again (or restart
 # the Kong pods / the kong-config compose step) after each rotation.
@@ -88,6 +92,16 @@ for k in keys:
     block.append("  rsa_public_key: |")
     block.extend("    " + l for l in pem_of(k).splitlines())
 rendered = text[:line_start] + "\n".join(indent + l for l in block) + "\n" + indent + text[end:]
+
+import os, re
+host, port, ssl = (os.environ.get(k, "") for k in ("KONG_REDIS_HOST", "KONG_REDIS_PORT", "KONG_REDIS_SSL"))
+if host:
+    rendered = re.sub(r"(?m)^(\s+)host: redis$", lambda m: f"{m.group(1)}host: {host}", rendered)
+if port or ssl == "true":
+    def redis_port(m):
+        line = f"{m.group(1)}port: {port or m.group(2)}"
+        return line + (f"\n{m.group(1)}ssl: true\n{m.group(1)}ssl_verify: true" if ssl == "true" else "")
+    rendered = re.sub(r"(?m)^(\s+)port: (6379)$", redis_port, rendered)
 
 if out == "-":
     sys.stdout.write(rendered)
