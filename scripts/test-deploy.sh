@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# test-deploy.sh — validates the edge and operations files (issue 9); `make test`
+# runs it. Offline checks first, then a live check against the running fleet:
+#
+#   1. tools (scripts/install-deploy-tools.sh) and yamllint
+#   2. generated files are up to date (k8s services, Grafana dashboards)
+#   3. Prometheus: promtool check config / check rules / test rules; every
+#      dashboard query parses
+#   4. docker-compose config (with and without the logging profile)
+#   5. Kubernetes: each overlay rendered with `kubectl kustomize`, validated
+#      strictly against the schemas (kubernetes-validate --strict) and against
+#      our own rules (deploy/tests/check_k8s.py)
+#   6. live: the fleet up (`make up` unless it already runs; stopped again if we
+#      started it), the Kong routes against the six /openapi.json, the RabbitMQ
+#      permissions against `<service> rabbitmq-user`, a checkout through the
+#      services, every metric of the rules and dashboards in the live scrape,
+#      and a real Prometheus scraping the fleet: every target up, every rule
+#      loaded, every dashboard query accepted.
+#
+# DEPLOY_TEST_LIVE=0 skips step 6 (offline only).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/marketplace/target}
+case $CARGO_TARGET_DIR in /*) ;; *) CARGO_TARGET_DIR=$ROOT/$CARGO_TARGET_DIR ;; esac
+
+SERVICES=(customer:5000 order:5001 notification:5002 inventory:5003 vendor:5004 cart:5005)
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/test-deploy.XXXXXX")
+PROM_PID=
+STARTED_FLEET=0
+
+cleanup() {
+    local rc=$?
+    if [[ -n $PROM_PID ]]; then
+        kill "$PROM_PID" 2>/dev/null || true
+        wait "$PROM_PID" 2>/dev/null || true
+    fi
+    if ((STARTED_FLEET)); then
+        echo "test-deploy: stopping the fleet this test started"
+        bash scripts/fleet.sh down >/dev/null 2>&1 || true
+    fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+
+step() { printf '\n== test-deploy: %s\n' "$*"; }
+die() {
+    printf 'test-deploy: FAIL: %s\n' "$*" >&2
+    exit 1
+}
+
+# ------------------------------------------------------------------ 1. tools
+step "tools"
+bash scripts/install-deploy-tools.sh
+PY=${PYTHON:-python3}
+
+step "yamllint"
+yamllint -f parsable -s -c deploy/tests/yamllint.yml deploy docker-compose.yml
+echo "yamllint: ok"
+
+# ------------------------------------------------------- 2. generated files
+step "generated files are up to date"
+"$PY" deploy/k8s/generate.py "$TMP/k8s-services"
+diff -r "$TMP/k8s-services" deploy/k8s/base/services ||
+    die "deploy/k8s/base/services is stale: run python3 deploy/k8s/generate.py"
+"$PY" deploy/grafana/generate.py "$TMP/dashboards"
+diff -r "$TMP/dashboards" deploy/grafana/dashboards ||
+    die "deploy/grafana/dashboards is stale: run python3 deploy/grafana/generate.py"
+echo "generated: ok"
+
+# ------------------------------------------------------------- 3. Prometheus
+step "promtool"
+promtool check config deploy/prometheus/prometheus.yml
+promtool check config deploy/prometheus/prometheus-k8s.yml
+promtool check rules deploy/prometheus/rules/*.yml
+promtool test rules deploy/prometheus/tests/*.test.yml
+# Dashboard queries, with Grafana's variables replaced, as recording rules.
+"$PY" deploy/grafana/generate.py --exprs >"$TMP/exprs.json"
+"$PY" - "$TMP/exprs.json" >"$TMP/dashboard-rules.yml" <<'PY'
+import json, sys, yaml
+exprs = json.load(open(sys.argv[1]))
+sub = lambda e: e.replace("$__range", "1h").replace("$service", ".*")
+rules = [{"record": f"dashboard:query_{i}", "expr": sub(e)} for i, e in enumerate(exprs)]
+print(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+PY
+promtool check rules "$TMP/dashboard-rules.yml" >/dev/null || {
+    promtool check rules "$TMP/dashboard-rules.yml"
+    die "a dashboard query does not parse"
+}
+echo "dashboards: $(jq length "$TMP/exprs.json") queries parse"
+
+# --------------------------------------------------------- 4. docker-compose
+step "docker-compose config"
+MP_BIN=/nonexistent bash scripts/deploy-secrets.sh compose "$TMP/compose-secrets" 2>/dev/null
+for profile in "" logging; do
+    MP_SECRETS_DIR=$TMP/compose-secrets docker-compose --env-file "$TMP/compose-secrets/secrets.env" \
+        -f docker-compose.yml ${profile:+--profile "$profile"} config >"$TMP/compose${profile:+-$profile}.yml"
+done
+"$PY" - "$TMP/compose.yml" "$TMP/compose-logging.yml" <<'PY'
+import sys, yaml
+base, logging = (yaml.safe_load(open(f)) for f in sys.argv[1:3])
+want = {"postgres", "redis", "rabbitmq", "rabbitmq-users", "migrate", "customer", "order", "notification",
+        "inventory", "vendor", "cart", "kong-config", "kong", "prometheus", "grafana", "maildev"}
+svcs = base["services"]
+missing = want - set(svcs)
+assert not missing, f"compose: missing services {missing}"
+for s in ("customer", "order", "notification", "inventory", "vendor", "cart"):
+    d = svcs[s]
+    assert d.get("healthcheck"), f"compose: {s} has no health check"
+    assert d["depends_on"]["migrate"]["condition"] == "service_completed_successfully", f"compose: {s} does not wait for migrations"
+    assert d.get("read_only") is True, f"compose: {s} is not read-only"
+    assert not d.get("ports"), f"compose: {s} is published on the host; only Kong is the way in"
+    assert f"amqp://{s}:" in d["environment"]["AMQP_URL"], f"compose: {s} does not use its own RabbitMQ user"
+assert svcs["kong"]["environment"]["KONG_DATABASE"] == "off", "compose: Kong must be DB-less"
+assert {"opensearch", "opensearch-dashboards", "fluent-bit"} <= set(logging["services"]), "compose: logging profile incomplete"
+for s in ("opensearch", "opensearch-dashboards", "fluent-bit"):
+    assert logging["services"][s].get("profiles") == ["logging"], f"compose: {s} must be behind the logging profile"
+print(f"compose: {len(svcs)} services, {len(logging['services'])} with the logging profile: ok")
+PY
+
+# ------------------------------------------------------------- 5. Kubernetes
+step "Kubernetes overlays"
+for overlay in dev prod; do
+    work=$TMP/k8s-$overlay
+    mkdir -p "$work/scripts"
+    cp -r deploy "$work/"
+    cp scripts/kong-jwt-key.sh scripts/deploy-secrets.sh "$work/scripts/"
+    MP_BIN=/nonexistent bash "$work/scripts/deploy-secrets.sh" k8s "$work/deploy/k8s/overlays/$overlay" 2>/dev/null
+    kubectl kustomize --load-restrictor LoadRestrictionsNone "$work/deploy/k8s/overlays/$overlay" >"$TMP/$overlay.yaml"
+    kubernetes-validate --strict --quiet "$TMP/$overlay.yaml" >"$TMP/$overlay.validate" 2>&1 || {
+        cat "$TMP/$overlay.validate"
+        die "$overlay overlay does not validate against the Kubernetes schemas"
+    }
+    if grep -q . "$TMP/$overlay.validate"; then
+        cat "$TMP/$overlay.validate"
+        die "$overlay overlay: kubernetes-validate reported problems"
+    fi
+    echo "k8s $overlay: $(grep -c '^kind:' "$TMP/$overlay.yaml") objects valid against the schemas (strict)"
+    "$PY" deploy/tests/check_k8s.py "$TMP/$overlay.yaml" "$overlay"
+done
+
+if [[ ${DEPLOY_TEST_LIVE:-1} == 0 ]]; then
+    step "live checks skipped (DEPLOY_TEST_LIVE=0)"
+    exit 0
+fi
+
+# ------------------------------------------------------------------- 6. live
+step "the fleet"
+fleet_ready() {
+    local entry
+    for entry in "${SERVICES[@]}"; do
+        curl -fs -o /dev/null --max-time 3 "http://127.0.0.1:${entry##*:}/health/ready" || return 1
+    done
+}
+if fleet_ready; then
+    echo "test-deploy: the fleet is running; using it"
+else
+    echo "test-deploy: starting the fleet (make up)"
+    STARTED_FLEET=1
+    bash scripts/fleet.sh up
+    fleet_ready || die "the fleet is not ready"
+fi
+
+step "Kong routes against the services' OpenAPI documents"
+mkdir -p "$TMP/openapi"
+for entry in "${SERVICES[@]}"; do
+    curl -fsS --max-time 10 "http://127.0.0.1:${entry##*:}/openapi.json" >"$TMP/openapi/${entry%%:*}.json"
+done
+"$PY" deploy/tests/check_kong.py deploy/kong/kong.yml "$TMP/openapi"
+curl -fsS --max-time 5 http://127.0.0.1:5000/.well-known/jwks.json >"$TMP/jwks.json" ||
+    die "the customer service does not serve /.well-known/jwks.json"
+bash scripts/kong-jwt-key.sh --jwks-file "$TMP/jwks.json" --out "$TMP/kong.rendered.yml"
+"$PY" deploy/tests/check_kong.py "$TMP/kong.rendered.yml" "$TMP/openapi" >/dev/null
+echo "kong: the live JWKS renders into a config that still passes"
+
+step "RabbitMQ users"
+"$PY" deploy/rabbitmq/rabbitmq_permissions.py check "$CARGO_TARGET_DIR/release" deploy/rabbitmq/permissions.json
+
+step "traffic: a paid and a declined checkout"
+bash deploy/tests/checkout-traffic.sh
+
+step "metrics of the rules and dashboards against the live scrape"
+mkdir -p "$TMP/scrape"
+for entry in "${SERVICES[@]}"; do
+    curl -fsS --max-time 10 "http://127.0.0.1:${entry##*:}/metrics" >"$TMP/scrape/${entry%%:*}.metrics"
+done
+"$PY" deploy/tests/check_metrics.py "$TMP/scrape" deploy/prometheus/rules/*.yml -- "$TMP/exprs.json"
+
+step "a real Prometheus scraping the fleet"
+PROM_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$TMP/prometheus/data"
+{
+    echo "global: {scrape_interval: 1s, evaluation_interval: 1s}"
+    echo "rule_files: [\"$ROOT/deploy/prometheus/rules/*.yml\", \"$TMP/dashboard-rules.yml\"]"
+    echo "scrape_configs:"
+    echo "  - job_name: marketplace"
+    echo "    static_configs:"
+    for entry in "${SERVICES[@]}"; do
+        echo "      - {targets: [\"127.0.0.1:${entry##*:}\"], labels: {service: ${entry%%:*}}}"
+    done
+} >"$TMP/prometheus/prometheus.yml"
+promtool check config "$TMP/prometheus/prometheus.yml" >/dev/null
+prometheus --config.file="$TMP/prometheus/prometheus.yml" --storage.tsdb.path="$TMP/prometheus/data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" >"$TMP/prometheus/log" 2>&1 &
+PROM_PID=$!
+"$PY" - "http://127.0.0.1:$PROM_PORT" deploy/prometheus/rules/*.yml <<'PY' || { tail -20 "$TMP/prometheus/log" >&2; die "Prometheus check"; }
+import json, sys, time, urllib.request, yaml
+api, rule_files = sys.argv[1], sys.argv[2:]
+want_rules = {r.get("alert") or r.get("record") for f in rule_files for g in yaml.safe_load(open(f))["groups"] for r in g["rules"]}
+def get(path):
+    with urllib.request.urlopen(api + path, timeout=5) as r:
+        return json.load(r)["data"]
+deadline, last = time.monotonic() + 90, "Prometheus did not answer"
+while time.monotonic() < deadline:
+    try:
+        targets = get("/api/v1/targets")["activeTargets"]
+        up = {t["labels"]["service"] for t in targets if t["health"] == "up"}
+        groups = get("/api/v1/rules")["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        loaded = {r["name"] for r in rules}
+        evaluated = [r for r in rules if r.get("lastEvaluation", "").startswith("0001")]  # never evaluated yet
+        broken = [f"{r['name']}: {r['lastError']}" for r in rules if r.get("lastError")]
+        if broken:
+            sys.exit("prometheus: rules fail to evaluate: " + "; ".join(broken))
+        last = f"targets up: {sorted(up)}; rules loaded: {len(want_rules & loaded)}/{len(want_rules)}"
+        if len(up) == 6 and len(targets) == 6 and want_rules <= loaded and not evaluated \
+                and all(r.get("health") == "ok" for r in rules):
+            print(f"prometheus: 6/6 targets up, {len(want_rules)} alert rules and "
+                  f"{len(rules) - len(want_rules)} dashboard queries loaded and evaluated without error")
+            firing = [a["labels"]["alertname"] for a in get("/api/v1/alerts")["alerts"] if a["state"] == "firing"]
+            print(f"prometheus: alerts firing now: {firing or 'none'}")
+            sys.exit(0)
+    except OSError as e:
+        last = f"Prometheus not answering: {e}"
+    time.sleep(1)
+sys.exit(f"prometheus: not all targets up / rules loaded in time ({last})")
+PY
+
+step "all deploy checks passed"
