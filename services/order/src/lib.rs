@@ -61,28 +61,35 @@ pub struct Settings {
           value_parser = |s: &str| Ok::<_, String>(SecretString::from(s.to_owned())))]
     pub stripe_secret_key: Option<SecretString>,
     /// Timeout of one payment provider call, in milliseconds.
-    #[arg(long, env = "PAYMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "PAYMENT_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub payment_timeout_ms: u64,
     /// Retries of a transiently failing payment call before it counts as declined.
-    #[arg(long, env = "PAYMENT_RETRIES", default_value_t = 3)]
-    pub payment_retries: usize,
+    #[arg(long, env = "PAYMENT_RETRIES", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(0..=20))]
+    pub payment_retries: u64,
     /// First retry delay of a payment call, in milliseconds (doubling, with jitter).
     #[arg(long, env = "PAYMENT_RETRY_MIN_MS", default_value_t = 200)]
     pub payment_retry_min_ms: u64,
     /// How often the saga driver looks for due work when nothing wakes it, in ms.
-    #[arg(long, env = "SAGA_POLL_MS", default_value_t = 500)]
+    #[arg(long, env = "SAGA_POLL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(10..))]
     pub saga_poll_ms: u64,
     /// How long a driver holds a claimed order before another may take it over, in s.
-    #[arg(long, env = "SAGA_LEASE_SECS", default_value_t = 60)]
+    #[arg(long, env = "SAGA_LEASE_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub saga_lease_secs: u64,
     /// An order waiting on a step longer than this is counted as stuck, in seconds.
-    #[arg(long, env = "SAGA_SOFT_TIMEOUT_SECS", default_value_t = 60)]
+    #[arg(long, env = "SAGA_SOFT_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub saga_soft_timeout_secs: u64,
     /// Past this an order waiting on its charge or its stock is compensated, in s.
-    #[arg(long, env = "SAGA_HARD_TIMEOUT_SECS", default_value_t = 900)]
+    #[arg(long, env = "SAGA_HARD_TIMEOUT_SECS", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub saga_hard_timeout_secs: u64,
     /// Unused payment tokens are deleted after this many hours.
-    #[arg(long, env = "PAYMENT_METHOD_TTL_HOURS", default_value_t = 24)]
+    #[arg(long, env = "PAYMENT_METHOD_TTL_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub payment_method_ttl_hours: u64,
 }
 
@@ -128,7 +135,7 @@ pub async fn run(
         retry: payments::RetryPolicy {
             min_delay: Duration::from_millis(s.payment_retry_min_ms),
             max_delay: Duration::from_secs(5),
-            retries: s.payment_retries,
+            retries: s.payment_retries as usize,
         },
         poll: Duration::from_millis(s.saga_poll_ms),
         lease: Duration::from_secs(s.saga_lease_secs),
