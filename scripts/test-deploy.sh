@@ -91,6 +91,29 @@ promtool check rules "$TMP/dashboard-rules.yml" >/dev/null || {
 }
 echo "dashboards: $(jq length "$TMP/exprs.json") queries parse"
 
+# ------------------------------------------------------------- Dockerfile
+step "Dockerfile"
+"$PY" - <<'PY'
+import re, pathlib
+text = pathlib.Path("Dockerfile").read_text()
+stages = re.findall(r"(?m)^FROM\s+\S+(?:\s+AS\s+(\S+))?", text)
+assert len(stages) >= 2, "Dockerfile: not multi-stage"
+final = text[text.rfind("\nFROM "):]
+user = re.search(r"(?m)^USER\s+(\d+)", final)
+assert user and int(user.group(1)) != 0, "Dockerfile: the final stage must run as a numeric non-root USER"
+for src in re.findall(r"(?m)^COPY\s+(?!--from)(.+)\s+\S+$", text):
+    for path in src.split():
+        assert pathlib.Path(path).exists(), f"Dockerfile: COPY {path}: no such path"
+ignore = pathlib.Path(".dockerignore").read_text()
+for path in re.findall(r"(?m)^COPY\s+(?!--from)(.+)\s+\S+$", text):
+    for p in path.split():
+        top = p.split("/")[0]
+        assert f"!{top}" in ignore, f".dockerignore excludes {p}, which the Dockerfile copies"
+for svc in ("cart", "customer", "inventory", "notification", "order", "vendor"):
+    assert f"-p {svc}" in text, f"Dockerfile: {svc} is not built"
+print(f"Dockerfile: {len(stages)} stages, final stage runs as user {user.group(1)}, every COPY source exists")
+PY
+
 # --------------------------------------------------------- 4. docker-compose
 step "docker-compose config"
 MP_BIN=/nonexistent bash scripts/deploy-secrets.sh compose "$TMP/compose-secrets" 2>/dev/null
