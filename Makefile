@@ -44,13 +44,26 @@ logs: ## Follow all service logs
 infra: ## Install/start PostgreSQL, Redis, RabbitMQ; create the database
 	bash scripts/infra.sh ensure
 
-build: ## Build the release binaries
-	cargo build --release --bins
+# release: what `make up` runs, quick to build (no LTO). dist: thin LTO, for images
+# and benchmarks (make build PROFILE=dist; FLEET_PROFILE=dist make up).
+PROFILE ?= release
+
+build: ## Build the service binaries (PROFILE=release, or dist for thin LTO)
+	cargo build --profile $(PROFILE) -p cart -p customer -p inventory -p notification -p order -p vendor --bins
+
+# The tests log in as the project role, like the services (DATABASE_URL from
+# .local/db.env unless set). With CI set: nextest's ci profile (no retries, no
+# fail-fast, JUnit report, path printed at the end).
+NEXTEST_PROFILE = $(if $(CI),ci,default)
+JUNIT_PATH = $(CARGO_TARGET_DIR)/nextest/ci/junit.xml
 
 test: ## Run the whole test suite with cargo-nextest (starts deps first)
 	bash scripts/infra.sh ensure
 	cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
-	cargo nextest run --workspace --no-fail-fast
+	if [[ -z $${DATABASE_URL:-} ]]; then export DATABASE_URL=$$(bash scripts/infra.sh database-url); fi; \
+	status=0; cargo nextest run --workspace --profile $(NEXTEST_PROFILE) --no-fail-fast || status=$$?; \
+	if [[ $(NEXTEST_PROFILE) == ci ]]; then echo "make: JUnit report: $(JUNIT_PATH)"; fi; \
+	exit $$status
 
 bench: ## Load figures against the running fleet (run make up first)
 	bash scripts/bench.sh

@@ -9,7 +9,12 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source-path=SCRIPTDIR source=infra.sh
+. "$ROOT/scripts/infra.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/marketplace/target}
+case $CARGO_TARGET_DIR in /*) ;; *) CARGO_TARGET_DIR=$ROOT/$CARGO_TARGET_DIR ;; esac
+PROFILE=${FLEET_PROFILE:-release}
+STATE_DIR=${FLEET_STATE_DIR:-$ROOT/.local}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 say() { printf 'bench-checkout: %s\n' "$*"; }
 die() {
@@ -17,21 +22,23 @@ die() {
     exit 1
 }
 
-command -v pgbench >/dev/null || die "pgbench not found (apt-get install postgresql-client)"
-[[ -f .local/admin.env ]] || die "no .local/admin.env: run 'make up' first"
+infra_need_cmd pgbench postgresql-client
+infra_need_cmd jq jq
+[[ -f $STATE_DIR/admin.env ]] || die "no $STATE_DIR/admin.env: run 'make up' first"
 set -a
 # shellcheck source=/dev/null
-. .local/admin.env
+. "$STATE_DIR/admin.env"
 set +a
 for port in 5000 5001 5002 5003 5004 5005; do
     curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null || die "service on :$port is not ready: run 'make up'"
 done
 
-cargo build --release -q -p mp-integration-tests --bin checkout-bench
-"$CARGO_TARGET_DIR/release/checkout-bench"
+cargo build --profile "$PROFILE" -q -p mp-integration-tests --bin checkout-bench
+"$CARGO_TARGET_DIR/$PROFILE/checkout-bench"
 
-# pgbench on a scratch database of the same server, right after the load.
-PGURL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/marketplace}
+# pgbench on a scratch database of the same server, right after the load, as the
+# project role (scripts/infra.sh gives it CREATEDB).
+PGURL=${DATABASE_URL:-$(infra_database_url)}
 psql "$PGURL" -qtAc "drop database if exists mp_pgbench" >/dev/null
 psql "$PGURL" -qtAc "create database mp_pgbench" >/dev/null
 bench_url=${PGURL%/*}/mp_pgbench

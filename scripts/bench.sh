@@ -9,12 +9,23 @@
 #   3. the event hop (outbox commit to consumer commit), from the services' histograms;
 #   4. peak memory of the services under that load.
 #
-# BENCH_SECONDS (default 10) sets each run's length.
+# The reservation run uses a product of its own, under a vendor of its own ("Bench",
+# made once, its id kept in the state dir's bench.env): the product is active only while
+# the benchmark runs, so the demo catalog never shows it.
+#
+# BENCH_SECONDS (default 10) sets each run's length. FLEET_STATE_DIR and FLEET_PROFILE
+# as for scripts/fleet.sh (the bare endpoint is built with the fleet's profile, so the
+# ratio compares like with like).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source-path=SCRIPTDIR source=infra.sh
+. "$ROOT/scripts/infra.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/marketplace/target}
+case $CARGO_TARGET_DIR in /*) ;; *) CARGO_TARGET_DIR=$ROOT/$CARGO_TARGET_DIR ;; esac
+PROFILE=${FLEET_PROFILE:-release}
+STATE_DIR=${FLEET_STATE_DIR:-$ROOT/.local}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 BARE_ADDR=127.0.0.1:5999
 say() { printf 'bench: %s\n' "$*"; }
@@ -23,23 +34,18 @@ die() {
     exit 1
 }
 
-for tool in wrk hey jq curl; do
-    command -v "$tool" >/dev/null || {
-        say "installing $tool"
-        apt-get install -y -qq "$tool" >/dev/null || die "could not install $tool"
-    }
-done
-[[ -f .local/admin.env ]] || die "no .local/admin.env: run 'make up' first"
+for tool in wrk hey jq curl; do infra_need_cmd "$tool" "$tool"; done
+[[ -f $STATE_DIR/admin.env ]] || die "no $STATE_DIR/admin.env: run 'make up' first"
 set -a
 # shellcheck source=/dev/null
-. .local/admin.env
+. "$STATE_DIR/admin.env"
 set +a
 for port in 5000 5003 5004; do
     curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null || die "service on :$port is not ready: run 'make up'"
 done
 
-cargo build --release -q -p mp-integration-tests --bin mp-bench
-BENCH=$CARGO_TARGET_DIR/release/mp-bench
+cargo build --profile "$PROFILE" -q -p mp-integration-tests --bin mp-bench
+BENCH=$CARGO_TARGET_DIR/$PROFILE/mp-bench
 "$BENCH" bare "$BARE_ADDR" &
 bare_pid=$!
 trap 'kill $bare_pid 2>/dev/null || true' EXIT
@@ -71,17 +77,37 @@ say "  p99 $(awk '/99% in/ {printf "%.2f ms", $3 * 1000}' <<<"$hey_out") (target
 # ---------------------------------------------------------------- 2. reservations
 admin_token=$(curl -sf http://127.0.0.1:5000/api/auth/login -H 'content-type: application/json' \
     -d "$(jq -n --arg e "$ADMIN_EMAIL" --arg p "$ADMIN_PASSWORD" '{email: $e, password: $p}')" | jq -r .access_token)
-vendor_id=$(curl -sf "$catalog_url" | jq -r .vendor_id)
-bench_product=$(curl -sf "http://127.0.0.1:5004/api/vendors/$vendor_id/products" -H "authorization: Bearer $admin_token" \
-    -H 'content-type: application/json' -d "$(jq -n --arg sku "BENCH-$(date +%s%N)" \
-        '{sku: $sku, name: "Bench stock", description: "for scripts/bench.sh", price: {amount: 100, currency: "EUR"},
-          initial_stock: 100000000, low_stock_threshold: 0}')" | jq -r .id)
+auth=(-H "authorization: Bearer $admin_token" -H 'content-type: application/json')
+# The bench vendor and product, made once and remembered.
+bench_env=$STATE_DIR/bench.env
+bench_vendor="" bench_product=""
+if [[ -f $bench_env ]]; then
+    bench_vendor=$(sed -n 's/^BENCH_VENDOR=//p' "$bench_env")
+    bench_product=$(sed -n 's/^BENCH_PRODUCT=//p' "$bench_env")
+fi
+if [[ -z $bench_product ]] || ! curl -sf "http://127.0.0.1:5004/api/products/$bench_product" >/dev/null; then
+    bench_vendor=$(curl -sf http://127.0.0.1:5004/api/vendors "${auth[@]}" \
+        -d '{"name": "Bench", "email": "bench@bench.marketplace.local"}' | jq -r .id)
+    bench_product=$(curl -sf "http://127.0.0.1:5004/api/vendors/$bench_vendor/products" "${auth[@]}" \
+        -d '{"sku": "BENCH-STOCK", "name": "Bench stock", "description": "for scripts/bench.sh",
+             "price": {"amount": 100, "currency": "EUR"}, "initial_stock": 100000000,
+             "low_stock_threshold": 0}' | jq -r .id)
+    [[ $bench_product =~ ^[0-9a-f-]{36}$ ]] || die "could not create the bench product"
+    printf 'BENCH_VENDOR=%s\nBENCH_PRODUCT=%s\n' "$bench_vendor" "$bench_product" >"$bench_env"
+    say "bench vendor $bench_vendor, product $bench_product (kept in $bench_env)"
+fi
+set_bench_active() {
+    curl -sf -o /dev/null -X PATCH "http://127.0.0.1:5004/api/products/$bench_product" "${auth[@]}" \
+        -d "{\"active\": $1}"
+}
+set_bench_active true
+trap 'kill $bare_pid 2>/dev/null || true; set_bench_active false || true' EXIT
 until curl -sf "http://127.0.0.1:5003/api/inventory/$bench_product" -H "authorization: Bearer $admin_token" >/dev/null; do
     sleep 0.05
 done
 service_token=$(JWT_SECRET=$JWT_SECRET "$BENCH" service-token cart)
 lua=$(mktemp --suffix=.lua)
-trap 'kill $bare_pid 2>/dev/null || true; rm -f "$lua"' EXIT
+trap 'kill $bare_pid 2>/dev/null || true; rm -f "$lua"; set_bench_active false || true' EXIT
 cat >"$lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -122,6 +148,6 @@ say "  inventory.created -> vendor:        $(hop_p99 5004 inventory.created)"
 # ---------------------------------------------------------------- 4. memory
 say "peak memory (VmHWM) after the runs:"
 for svc in customer vendor inventory; do
-    pid=$(cat ".local/run/$svc.pid" 2>/dev/null || true)
+    pid=$(cat "$STATE_DIR/run/$svc.pid" 2>/dev/null || true)
     [[ -n $pid && -r /proc/$pid/status ]] && say "  $svc: $(awk '/VmHWM/ {printf "%d MB", $2 / 1024}' "/proc/$pid/status") (target < 100 MB)"
 done

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # fleet.sh — run the six Marketplace services locally, in the background.
 #
-#   bash scripts/fleet.sh up       dependencies + release build + start what is
+#   bash scripts/fleet.sh up       dependencies + build + start what is
 #                                  not running + wait until ready + seed
 #   bash scripts/fleet.sh down     stop the services (dependencies keep running)
 #   bash scripts/fleet.sh status   services and dependencies at a glance
 #   bash scripts/fleet.sh restart  down, then up
 #
 # State lives in .local/ (gitignored): logs/<svc>.log, run/<svc>.pid,
-# admin.env (generated admin credentials and JWT secret, mode 600), sms.log
+# admin.env (generated admin credentials and JWT secret, mode 600), db.env
+# (the PostgreSQL role's generated password and DATABASE_URL, mode 600, made by
+# scripts/infra.sh), sms.log
 # (every SMS the notification service sends, one JSON object a line) and
 # maildev/ (the mail catcher: MailDev from npm, whose web page shows every
 # email: http://localhost:1080).
 #
 # Environment knobs (all optional):
-#   CARGO_TARGET_DIR     where the release binaries are (same default as the Makefile)
+#   CARGO_TARGET_DIR     where the binaries are (same default as the Makefile)
+#   FLEET_PROFILE        cargo profile to build and run (default release: fast
+#                        to build; 'dist' is the thin-LTO one of the images)
 #   FLEET_SKIP_BUILD=1   don't run cargo build (use the binaries already built)
 #   FLEET_SKIP_MIGRATE=1 don't run '<svc> migrate' before starting a service
 #   FLEET_BIND_HOST      interface the services listen on (default 0.0.0.0)
@@ -25,7 +29,8 @@
 #   FLEET_NO_MAIL=1      don't start the mail catcher (SMTP_HOST/SMTP_PORT
 #                        then name a server of your own)
 # Anything else the services read (DATABASE_URL, RUST_LOG, LOG_FORMAT, ...)
-# is passed through from the caller's environment.
+# is passed through from the caller's environment; DATABASE_URL defaults to
+# the project role's URL in db.env.
 
 set -euo pipefail
 
@@ -55,9 +60,10 @@ SMS_LOG=$STATE_DIR/sms.log
 # find the same binaries. A relative value is taken from the repo root, as
 # cargo (run from there) would.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/marketplace/target}
+FLEET_PROFILE=${FLEET_PROFILE:-release}
 case $CARGO_TARGET_DIR in
-/*) BIN_DIR=$CARGO_TARGET_DIR/release ;;
-*) BIN_DIR=$FLEET_ROOT/$CARGO_TARGET_DIR/release ;;
+/*) BIN_DIR=$CARGO_TARGET_DIR/$FLEET_PROFILE ;;
+*) BIN_DIR=$FLEET_ROOT/$CARGO_TARGET_DIR/$FLEET_PROFILE ;;
 esac
 
 say() { printf 'fleet: %s\n' "$*"; }
@@ -160,8 +166,10 @@ build() {
         say "FLEET_SKIP_BUILD=1: not building, using $BIN_DIR"
     else
         ensure_cargo
-        say "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-        (cd "$FLEET_ROOT" && cargo build --release --bins)
+        local pkgs=() entry
+        for entry in "${SERVICES[@]}"; do pkgs+=(-p "$(svc_name "$entry")"); done
+        say "building the services, profile $FLEET_PROFILE (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+        (cd "$FLEET_ROOT" && cargo build --profile "$FLEET_PROFILE" "${pkgs[@]}" --bins)
     fi
     local entry missing=()
     for entry in "${SERVICES[@]}"; do
@@ -216,6 +224,16 @@ load_admin_env() {
     # shellcheck source=/dev/null
     . "$ADMIN_ENV"
     set +a
+}
+
+# The services log in as the project role (scripts/infra.sh made it and its
+# password), unless the caller's environment names another DATABASE_URL.
+export_database_url() {
+    if [[ -z ${DATABASE_URL:-} ]]; then
+        DATABASE_URL=$(sed -n 's/^DATABASE_URL=//p' "$INFRA_DB_ENV")
+        [[ -n $DATABASE_URL ]] || die "$INFRA_DB_ENV has no DATABASE_URL; run 'make infra'"
+    fi
+    export DATABASE_URL
 }
 
 # ------------------------------------------------------------ mail catcher
@@ -373,6 +391,7 @@ cmd_up() {
     prepare_state_dir
     ensure_admin_env
     load_admin_env
+    export_database_url
     start_mail_catcher
     export_notification_settings
 

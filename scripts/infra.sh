@@ -6,6 +6,22 @@
 #                                  wait for each, create the database
 #   bash scripts/infra.sh status   one line per dependency: up/down
 #                                  (exit status 1 if any is down)
+#   bash scripts/infra.sh database-url
+#                                  print the DATABASE_URL of the project role
+#
+# The services never connect as the postgres superuser: ensure creates the
+# project role (MARKETPLACE_DB_USER, default marketplace) with a generated
+# password kept in .local/db.env (mode 600, beside admin.env), makes it the
+# owner of the database, and writes DATABASE_URL there. fleet.sh, the Makefile
+# and the bench scripts hand that URL to the services and tests. This works
+# the same on a machine whose PostgreSQL trusts 127.0.0.1 and on a fresh
+# install that asks TCP clients for a password (scram-sha-256): admin SQL then
+# goes through 'su postgres' (peer auth on the socket), and pg_hba.conf is
+# never touched.
+#
+# Environment knobs: INFRA_PG_PORT (default 5432), MARKETPLACE_DB (database,
+# default marketplace), MARKETPLACE_DB_USER (role, default marketplace),
+# FLEET_STATE_DIR (instead of .local/).
 #
 # It can also be sourced (fleet.sh does) to use infra_ensure / infra_status.
 #
@@ -21,11 +37,16 @@ set -euo pipefail
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
 
 INFRA_HOST=127.0.0.1
-INFRA_PG_PORT=5432
+INFRA_PG_PORT=${INFRA_PG_PORT:-5432}
 INFRA_REDIS_PORT=6379
 INFRA_AMQP_PORT=5672
 # Database the services use (matches the default DATABASE_URL).
 INFRA_DB_NAME="${MARKETPLACE_DB:-marketplace}"
+# The project role the services log in as, and where its password is kept.
+INFRA_DB_USER="${MARKETPLACE_DB_USER:-marketplace}"
+INFRA_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+INFRA_STATE_DIR=${FLEET_STATE_DIR:-$INFRA_ROOT/.local}
+INFRA_DB_ENV=$INFRA_STATE_DIR/db.env
 
 # Set by infra_pg_detect_admin: "tcp" or "su" (see there).
 INFRA_PG_ADMIN_MODE=""
@@ -151,39 +172,40 @@ infra_pg_start() {
     infra_wait_port PostgreSQL "$INFRA_PG_PORT" 60
 }
 
-# psql as the postgres superuser over TCP, exactly as the services connect.
-# -w: never prompt for a password (CI has no stdin).
+# psql as the postgres superuser over TCP, on database $1 (the rest: psql's
+# arguments). -w: never prompt for a password (CI has no stdin).
 infra_pg_tcp_psql() {
+    local db=$1
+    shift
     PGCONNECT_TIMEOUT=5 psql -X -q -A -t -w -v ON_ERROR_STOP=1 \
-        -h "$INFRA_HOST" -p "$INFRA_PG_PORT" -U postgres -d postgres "$@"
+        -h "$INFRA_HOST" -p "$INFRA_PG_PORT" -U postgres -d "$db" "$@"
 }
 
-# psql as the postgres OS user over the Unix socket (peer auth); SQL on stdin.
+# psql as the postgres OS user over the Unix socket (peer auth), on database
+# $1; SQL on stdin.
 infra_pg_su_psql() {
     infra_as_root su postgres -s /bin/sh -c \
-        "cd / && exec psql -X -q -A -t -w -v ON_ERROR_STOP=1 -p $INFRA_PG_PORT -d postgres"
+        "cd / && exec psql -X -q -A -t -w -v ON_ERROR_STOP=1 -p $INFRA_PG_PORT -d $1"
 }
 
-# Decide how to run admin SQL. The normal case is "tcp": trust auth for
-# 127.0.0.1, as on the dev/CI machines. A fresh PostgreSQL install instead
-# asks TCP clients for a password (scram-sha-256) but lets the postgres OS
-# user in through the socket (peer auth), so we fall back to
-# 'su postgres -c psql' just to create the database. The services themselves
-# still connect over TCP, hence the warning: they need a password in
-# DATABASE_URL or a trust line in pg_hba.conf.
+# Decide how to run admin SQL. "tcp": the machine trusts 127.0.0.1 (as the
+# dev/CI machines here do). "su": a fresh PostgreSQL install asks TCP clients
+# for a password (scram-sha-256) but lets the postgres OS user in through the
+# socket (peer auth). Either way the services log in as the project role with
+# its password (infra_pg_ensure_role), so both work without editing
+# pg_hba.conf.
 infra_pg_detect_admin() {
     [[ -n $INFRA_PG_ADMIN_MODE ]] && return 0
     local i
     # Right after start the server may still refuse ("starting up"): retry.
     for i in $(seq 1 15); do
-        if infra_pg_tcp_psql -c 'SELECT 1' </dev/null >/dev/null 2>&1; then
+        if infra_pg_tcp_psql postgres -c 'SELECT 1' </dev/null >/dev/null 2>&1; then
             INFRA_PG_ADMIN_MODE=tcp
             return 0
         fi
-        if infra_pg_su_psql <<<'SELECT 1' >/dev/null 2>&1; then
+        if infra_pg_su_psql postgres <<<'SELECT 1' >/dev/null 2>&1; then
             INFRA_PG_ADMIN_MODE=su
-            infra_warn "psql -h $INFRA_HOST -U postgres is refused (no trust auth?); using 'su postgres -c psql' to create the database."
-            infra_warn "The services connect over TCP: put a password in DATABASE_URL or allow trust for 127.0.0.1 in pg_hba.conf."
+            infra_info "PostgreSQL asks TCP clients for a password; admin SQL goes through 'su postgres'"
             return 0
         fi
         ((i == 1)) && infra_info "waiting for PostgreSQL to accept connections"
@@ -192,26 +214,150 @@ infra_pg_detect_admin() {
     infra_die "cannot connect to PostgreSQL as postgres, neither over TCP nor via 'su postgres'"
 }
 
-# Run one SQL statement as superuser and print its result.
+# Run SQL as superuser and print its result: infra_pg_sql SQL [DATABASE].
+# The SQL goes on stdin, never on a command line (ps would show a password).
 infra_pg_sql() {
     infra_pg_detect_admin
     if [[ $INFRA_PG_ADMIN_MODE == tcp ]]; then
-        infra_pg_tcp_psql -c "$1" </dev/null
+        infra_pg_tcp_psql "${2:-postgres}" <<<"$1"
     else
-        infra_pg_su_psql <<<"$1"
+        infra_pg_su_psql "${2:-postgres}" <<<"$1"
     fi
 }
 
 infra_pg_ensure_db() {
-    # The name is spliced into SQL below; keep it to a plain identifier.
+    # The names are spliced into SQL below; keep them plain identifiers.
     [[ $INFRA_DB_NAME =~ ^[a-z_][a-z0-9_]*$ ]] || infra_die "bad database name '$INFRA_DB_NAME'"
     # Detect here, not inside the $(...) below, so the result is kept.
     infra_pg_detect_admin
-    if [[ $(infra_pg_sql "SELECT 1 FROM pg_database WHERE datname = '$INFRA_DB_NAME'") == 1 ]]; then
+    if [[ $(infra_pg_sql "SELECT 1 FROM pg_database WHERE datname = '$INFRA_DB_NAME'") != 1 ]]; then
+        infra_info "creating database $INFRA_DB_NAME (owner $INFRA_DB_USER)"
+        infra_pg_sql "CREATE DATABASE $INFRA_DB_NAME OWNER $INFRA_DB_USER" >/dev/null
         return 0
     fi
-    infra_info "creating database $INFRA_DB_NAME"
-    infra_pg_sql "CREATE DATABASE $INFRA_DB_NAME" >/dev/null
+    infra_pg_ensure_owner
+}
+
+# A database made before the project role existed (services then logged in as
+# postgres) is handed over to the role with everything the services created in
+# it, so their migrations go on. Test schemas (t_*) are left alone: each lives
+# only as long as its test, which may be running right now. A no-op once done.
+infra_pg_ensure_owner() {
+    local u=$INFRA_DB_USER others
+    if [[ $(infra_pg_sql "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$INFRA_DB_NAME'") != "$u" ]]; then
+        infra_info "handing database $INFRA_DB_NAME over to role $u"
+        infra_pg_sql "ALTER DATABASE $INFRA_DB_NAME OWNER TO $u" >/dev/null
+    fi
+    others=$(infra_pg_sql "SELECT count(*) FROM pg_namespace WHERE nspname !~ '^(pg_|t_)'
+        AND nspname NOT IN ('information_schema', 'public') AND nspowner <> '$u'::regrole" "$INFRA_DB_NAME")
+    ((others == 0)) && return 0
+    infra_info "handing $others schema(s) of $INFRA_DB_NAME and their objects over to role $u"
+    infra_pg_sql "DO \$\$
+DECLARE r record;
+BEGIN
+    FOR r IN SELECT n.nspname FROM pg_namespace n
+             WHERE n.nspname !~ '^(pg_|t_)' AND n.nspname <> 'information_schema'
+               AND n.nspowner <> '$u'::regrole AND n.nspowner <> 'pg_database_owner'::regrole LOOP
+        EXECUTE format('ALTER SCHEMA %I OWNER TO $u', r.nspname);
+    END LOOP;
+    -- Tables (their indexes and owned sequences follow), views, free sequences.
+    FOR r IN SELECT c.oid::regclass AS name, c.relkind FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname !~ '^(pg_|t_)' AND n.nspname <> 'information_schema'
+               AND c.relowner <> '$u'::regrole AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                               AND d.objid = c.oid AND d.deptype IN ('a', 'i')) LOOP
+        EXECUTE format(CASE r.relkind WHEN 'v' THEN 'ALTER VIEW %s OWNER TO $u'
+                                      WHEN 'm' THEN 'ALTER MATERIALIZED VIEW %s OWNER TO $u'
+                                      WHEN 'S' THEN 'ALTER SEQUENCE %s OWNER TO $u'
+                                      WHEN 'f' THEN 'ALTER FOREIGN TABLE %s OWNER TO $u'
+                                      ELSE 'ALTER TABLE %s OWNER TO $u' END, r.name);
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p
+             JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname !~ '^(pg_|t_)' AND n.nspname <> 'information_schema'
+               AND p.proowner <> '$u'::regrole LOOP
+        EXECUTE format('ALTER ROUTINE %s OWNER TO $u', r.name);
+    END LOOP;
+    FOR r IN SELECT t.oid::regtype AS name FROM pg_type t
+             JOIN pg_namespace n ON n.oid = t.typnamespace
+             WHERE n.nspname !~ '^(pg_|t_)' AND n.nspname <> 'information_schema'
+               AND t.typowner <> '$u'::regrole AND t.typtype IN ('e', 'd', 'r')
+               AND t.typelem = 0 LOOP
+        EXECUTE format('ALTER TYPE %s OWNER TO $u', r.name);
+    END LOOP;
+END
+\$\$" "$INFRA_DB_NAME" >/dev/null
+}
+
+# The project role's password: generated once into $INFRA_DB_ENV (mode 600)
+# and reused, so a running fleet keeps working across 'make up' and 'make
+# test'. The file also holds the DATABASE_URL built from it.
+infra_pg_password() {
+    local pw=""
+    if [[ -f $INFRA_DB_ENV ]]; then
+        pw=$(sed -n 's/^MARKETPLACE_DB_PASSWORD=\([A-Za-z0-9]\{16,\}\)$/\1/p' "$INFRA_DB_ENV")
+    fi
+    if [[ -z $pw ]]; then
+        while ((${#pw} < 32)); do
+            pw+=$(head -c 96 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+        done
+        pw=${pw:0:32}
+    fi
+    printf '%s' "$pw"
+}
+
+infra_database_url() {
+    local pw
+    [[ -f $INFRA_DB_ENV ]] || infra_die "no $INFRA_DB_ENV yet: run 'make infra'"
+    pw=$(infra_pg_password)
+    printf 'postgres://%s:%s@%s:%s/%s' "$INFRA_DB_USER" "$pw" "$INFRA_HOST" "$INFRA_PG_PORT" "$INFRA_DB_NAME"
+}
+
+infra_write_db_env() {
+    local pw=$1 tmp
+    mkdir -p "$INFRA_STATE_DIR"
+    [[ -f $INFRA_STATE_DIR/.gitignore ]] || printf '*\n' >"$INFRA_STATE_DIR/.gitignore"
+    tmp=$(umask 077 && mktemp "$INFRA_STATE_DIR/db.env.XXXXXX")
+    {
+        echo "# Written by scripts/infra.sh: the PostgreSQL role the services log in as."
+        echo "# Keep the password; delete the file to have 'make infra' set a new one."
+        echo "MARKETPLACE_DB_PASSWORD=$pw"
+        echo "DATABASE_URL=postgres://$INFRA_DB_USER:$pw@$INFRA_HOST:$INFRA_PG_PORT/$INFRA_DB_NAME"
+    } >"$tmp"
+    chmod 600 "$tmp"
+    mv "$tmp" "$INFRA_DB_ENV"
+}
+
+# True if the project role can log in over TCP with the password, exactly as
+# the services do.
+infra_pg_role_login_ok() {
+    PGPASSWORD=$1 PGCONNECT_TIMEOUT=5 psql -X -q -A -t -w -h "$INFRA_HOST" -p "$INFRA_PG_PORT" \
+        -U "$INFRA_DB_USER" -d postgres -c 'SELECT 1' </dev/null >/dev/null 2>&1
+}
+
+infra_pg_ensure_role() {
+    [[ $INFRA_DB_USER =~ ^[a-z_][a-z0-9_]*$ ]] || infra_die "bad role name '$INFRA_DB_USER'"
+    infra_pg_detect_admin
+    local pw
+    pw=$(infra_pg_password)
+    infra_write_db_env "$pw"
+    if [[ $(infra_pg_sql "SELECT 1 FROM pg_roles WHERE rolname = '$INFRA_DB_USER'") != 1 ]]; then
+        infra_info "creating PostgreSQL role $INFRA_DB_USER (password in $INFRA_DB_ENV)"
+        infra_pg_sql "CREATE ROLE $INFRA_DB_USER LOGIN CREATEDB PASSWORD '$pw'" >/dev/null
+    elif ! infra_pg_role_login_ok "$pw"; then
+        # The role exists but not with this password (a new clone or a deleted
+        # db.env): the file wins. Another clone's db.env then no longer works
+        # until it runs 'make infra' in turn.
+        infra_info "setting the password of PostgreSQL role $INFRA_DB_USER from $INFRA_DB_ENV"
+        infra_pg_sql "ALTER ROLE $INFRA_DB_USER LOGIN PASSWORD '$pw'" >/dev/null
+    fi
+    # CREATEDB: the bench scripts make a scratch database for pgbench.
+    if [[ $(infra_pg_sql "SELECT rolcreatedb FROM pg_roles WHERE rolname = '$INFRA_DB_USER'") != t ]]; then
+        infra_pg_sql "ALTER ROLE $INFRA_DB_USER CREATEDB" >/dev/null
+    fi
+    infra_pg_role_login_ok "$pw" ||
+        infra_die "role $INFRA_DB_USER cannot log in over TCP at $INFRA_HOST:$INFRA_PG_PORT (see pg_hba.conf)"
 }
 
 # The test suite runs many services at once, each with a pool: Debian's default of 100
@@ -286,10 +432,11 @@ infra_ensure() {
     # running (possibly not from Debian's packages).
     infra_need_cmd psql postgresql-client
     infra_pg_ensure_capacity
+    infra_pg_ensure_role
     infra_pg_ensure_db
     infra_redis_start
     infra_rabbit_start
-    infra_info "PostgreSQL :$INFRA_PG_PORT (db $INFRA_DB_NAME), Redis :$INFRA_REDIS_PORT, RabbitMQ :$INFRA_AMQP_PORT are up"
+    infra_info "PostgreSQL :$INFRA_PG_PORT (db $INFRA_DB_NAME, role $INFRA_DB_USER: DATABASE_URL in $INFRA_DB_ENV), Redis :$INFRA_REDIS_PORT, RabbitMQ :$INFRA_AMQP_PORT are up"
 }
 
 # One line per dependency. Returns 1 if any is down.
@@ -313,6 +460,8 @@ usage: bash scripts/infra.sh <command>
   ensure   install (apt-get) and start PostgreSQL, Redis, RabbitMQ if needed;
            create database '$INFRA_DB_NAME'
   status   show whether each dependency is up or down
+  database-url
+           print the project role's DATABASE_URL (from $INFRA_DB_ENV)
 EOF
 }
 
@@ -320,6 +469,7 @@ infra_main() {
     case "${1:-}" in
     ensure) infra_ensure ;;
     status) infra_status ;;
+    database-url) infra_database_url && echo ;;
     -h | --help | help) infra_usage ;;
     *)
         infra_usage >&2

@@ -18,12 +18,11 @@ die() {
     exit 1
 }
 
-if ! command -v jq >/dev/null; then
-    say "installing jq"
-    sudo_cmd=()
-    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get install -y -qq jq >/dev/null || die "could not install jq"
-fi
+# Installs go through infra.sh's one helper (apt-get update once, non-interactive, sudo -n).
+# shellcheck source-path=SCRIPTDIR source=infra.sh
+. "$(dirname "${BASH_SOURCE[0]}")/infra.sh"
+infra_need_cmd jq jq
+infra_need_cmd curl curl
 
 # post URL TOKEN JSON -> prints the body; fails on a non-2xx status with the problem.
 post() {
