@@ -14,7 +14,7 @@ ARG DEBIAN_RELEASE=bookworm
 # ---------------------------------------------------------------- build
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
 WORKDIR /src
-# Manifests first: the dependency layer is rebuilt only when they change.
+# The dist profile: release with thin LTO (Cargo.toml), for images.
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 COPY services ./services
@@ -22,11 +22,11 @@ COPY tests ./tests
 COPY migrations ./migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
+    cargo build --profile dist --locked \
         -p cart -p customer -p inventory -p notification -p order -p vendor --bins \
     && mkdir -p /out \
     && for bin in cart customer inventory notification order vendor; do \
-        cp "target/release/$bin" /out/; \
+        cp "target/dist/$bin" /out/; \
     done
 
 # -------------------------------------------------------------- runtime
