@@ -10,7 +10,7 @@
 #          the overlay's secretGenerator turns into the Secrets `marketplace-secrets`
 #          and `marketplace-keys` (deploy/k8s/.gitignore keeps them out of git).
 #          In production you may instead create those two Secrets yourself
-#          (sealed-secrets, an external secret store); docs in deploy/k8s/README.md.
+#          (sealed-secrets, an external secret store); see deploy/README.md.
 #
 # Nothing is overwritten: existing files are kept, so running it again is safe
 # and never rotates a key by accident. Keys (ES256, P-256, PKCS#8 PEM):
