@@ -7,6 +7,7 @@
 //! lines' reservations) are best-effort: the events inventory consumes and the
 //! reservations' TTL cover a call that fails.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -232,61 +233,74 @@ impl Carts {
             )
             .into());
         }
-        let existing = db::item(&mut *self.db.acquire().await?, cart.id, product_id).await?;
-        let total = existing.as_ref().map_or(0, |i| i.quantity) + quantity;
-        if total > domain::MAX_QUANTITY {
-            return Err(Problem::invalid_field(
-                "quantity",
-                format!(
-                    "the line would hold {total}; a line holds at most {}",
-                    domain::MAX_QUANTITY
-                ),
-            )
-            .into());
-        }
-        let answer = self.clients.reserve(cart.id, product_id, total).await?;
-        let generation = reserved(product_id, total, answer)?;
-
-        let mut tx = self.db.begin().await?;
-        let locked = match self.lock_open(&mut tx, cart.id).await {
-            Ok(c) => c,
-            Err(e) => {
-                drop(tx);
-                self.release_if_abandoned(cart.id, product_id).await;
-                return Err(e);
+        // Optimistic: the line's quantity is read, the new total reserved, and the write
+        // applies only if no other change of the line came in between (same quantity,
+        // no newer reservation); otherwise it starts over with the line as it is now.
+        for _ in 0..MAX_ATTEMPTS {
+            let existing = db::item(&mut *self.db.acquire().await?, cart.id, product_id).await?;
+            let before = existing.as_ref().map(|i| i.quantity);
+            let total = before.unwrap_or(0) + quantity;
+            if total > domain::MAX_QUANTITY {
+                return Err(Problem::invalid_field(
+                    "quantity",
+                    format!(
+                        "the line would hold {total}; a line holds at most {}",
+                        domain::MAX_QUANTITY
+                    ),
+                )
+                .into());
             }
-        };
-        let item = db::upsert_item(
-            &mut tx,
-            &LineUpdate {
-                cart_id: cart.id,
-                product_id,
-                vendor_id: product.vendor_id,
-                name: &product.name,
-                quantity: total,
-                unit_price: product.price.amount,
-                price_revision: product.revision,
-                generation,
-            },
-        )
-        .await?;
-        db::touch(&mut tx, cart.id).await?;
-        mp_events::enqueue(
-            &mut tx,
-            Service::Cart,
-            CartItemAdded {
-                cart_id: cart.id,
-                customer_id: locked.customer_id,
-                product_id,
-                quantity: total,
-                generation,
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::info!(cart_id = %cart.id, %product_id, quantity = total, "item added");
-        self.renew_others(cart.id, product_id).await;
-        Ok(item)
+            let answer = self.clients.reserve(cart.id, product_id, total).await?;
+            let generation = reserved(product_id, total, answer)?;
+
+            let mut tx = self.db.begin().await?;
+            let locked = match self.lock_open(&mut tx, cart.id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    drop(tx);
+                    self.release_if_abandoned(cart.id, product_id).await;
+                    return Err(e);
+                }
+            };
+            let now = db::item(&mut tx, cart.id, product_id).await?;
+            if now.as_ref().map(|i| i.quantity) != before
+                || now.as_ref().is_some_and(|i| superseded(i, generation))
+            {
+                continue;
+            }
+            let item = db::upsert_item(
+                &mut tx,
+                &LineUpdate {
+                    cart_id: cart.id,
+                    product_id,
+                    vendor_id: product.vendor_id,
+                    name: &product.name,
+                    quantity: total,
+                    unit_price: product.price.amount,
+                    price_revision: product.revision,
+                    generation,
+                },
+            )
+            .await?;
+            db::touch(&mut tx, cart.id).await?;
+            mp_events::enqueue(
+                &mut tx,
+                Service::Cart,
+                CartItemAdded {
+                    cart_id: cart.id,
+                    customer_id: locked.customer_id,
+                    product_id,
+                    quantity: total,
+                    generation,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(cart_id = %cart.id, %product_id, quantity = total, "item added");
+            self.renew_others(cart.id, product_id).await;
+            return Ok(item);
+        }
+        Err(concurrent_change().into())
     }
 
     async fn set_quantity_inner(
@@ -304,43 +318,54 @@ impl Carts {
         {
             return Err(Problem::not_found("Cart item").into());
         }
-        let answer = self.clients.reserve(cart.id, product_id, quantity).await?;
-        let generation = reserved(product_id, quantity, answer)?;
+        // Optimistic as in add: a newer reservation of the line (another change, or a
+        // renewal with the quantity read before this change) sends it round again, so
+        // inventory ends holding what the line says.
+        for _ in 0..MAX_ATTEMPTS {
+            let answer = self.clients.reserve(cart.id, product_id, quantity).await?;
+            let generation = reserved(product_id, quantity, answer)?;
 
-        let mut tx = self.db.begin().await?;
-        let locked = match self.lock_open(&mut tx, cart.id).await {
-            Ok(c) => c,
-            Err(e) => {
-                drop(tx);
-                self.release_if_abandoned(cart.id, product_id).await;
-                return Err(e);
+            let mut tx = self.db.begin().await?;
+            let locked = match self.lock_open(&mut tx, cart.id).await {
+                Ok(c) => c,
+                Err(e) => {
+                    drop(tx);
+                    self.release_if_abandoned(cart.id, product_id).await;
+                    return Err(e);
+                }
+            };
+            match db::item(&mut tx, cart.id, product_id).await? {
+                Some(current) if superseded(&current, generation) => continue,
+                Some(_) => {}
+                None => {
+                    // Removed meanwhile: the reservation just made belongs to no line.
+                    drop(tx);
+                    self.release_logged(cart.id, product_id).await;
+                    return Err(Problem::not_found("Cart item").into());
+                }
             }
-        };
-        let Some(item) =
-            db::set_quantity(&mut tx, cart.id, product_id, quantity, generation).await?
-        else {
-            // Removed meanwhile: the reservation just made belongs to no line.
-            drop(tx);
-            self.release_logged(cart.id, product_id).await;
-            return Err(Problem::not_found("Cart item").into());
-        };
-        db::touch(&mut tx, cart.id).await?;
-        mp_events::enqueue(
-            &mut tx,
-            Service::Cart,
-            CartItemAdded {
-                cart_id: cart.id,
-                customer_id: locked.customer_id,
-                product_id,
-                quantity,
-                generation,
-            },
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::info!(cart_id = %cart.id, %product_id, quantity, "quantity changed");
-        self.renew_others(cart.id, product_id).await;
-        Ok(item)
+            let item = db::set_quantity(&mut tx, cart.id, product_id, quantity, generation)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("a locked cart's line vanished"))?;
+            db::touch(&mut tx, cart.id).await?;
+            mp_events::enqueue(
+                &mut tx,
+                Service::Cart,
+                CartItemAdded {
+                    cart_id: cart.id,
+                    customer_id: locked.customer_id,
+                    product_id,
+                    quantity,
+                    generation,
+                },
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(cart_id = %cart.id, %product_id, quantity, "quantity changed");
+            self.renew_others(cart.id, product_id).await;
+            return Ok(item);
+        }
+        Err(concurrent_change().into())
     }
 
     async fn remove_item_inner(&self, cart: &Cart, product_id: Uuid) -> ApiResult<()> {
@@ -404,31 +429,45 @@ impl Carts {
         let renewals = items
             .iter()
             .filter(|i| i.product_id != except)
-            .map(|i| async move {
-                let answer = self
-                    .clients
-                    .reserve(cart_id, i.product_id, i.quantity)
-                    .await;
-                (i.product_id, answer)
-            });
-        for (product_id, answer) in join_all(renewals).await {
-            match answer {
-                Ok(Reservation::Reserved { generation }) => {
-                    if let Ok(mut conn) = self.db.acquire().await
-                        && let Err(e) =
-                            db::set_generation(&mut conn, cart_id, product_id, generation).await
-                    {
-                        tracing::warn!(%cart_id, %product_id, error = %e, "could not record a renewal");
-                    }
-                }
+            .map(|i| self.renew(cart_id, i.product_id, i.quantity));
+        join_all(renewals).await;
+    }
+
+    /// Renews one line's reservation with `quantity`, the line's quantity as last read.
+    /// The renewal is recorded only if the line still has that quantity; if it changed
+    /// meanwhile the renewal may have set inventory back to the old quantity, so it
+    /// reserves again with the line's current one (and releases a line that is gone).
+    async fn renew(&self, cart_id: Uuid, product_id: Uuid, mut quantity: i64) {
+        for _ in 0..MAX_ATTEMPTS {
+            let generation = match self.clients.reserve(cart_id, product_id, quantity).await {
+                Ok(Reservation::Reserved { generation }) => generation,
                 Ok(other) => {
                     tracing::info!(%cart_id, %product_id, answer = ?other, "a line's reservation could not be renewed; checkout will name it");
+                    return;
                 }
                 Err(e) => {
                     tracing::warn!(%cart_id, %product_id, error = %e, "could not renew a reservation");
+                    return;
+                }
+            };
+            let recorded = async {
+                let mut conn = self.db.acquire().await?;
+                db::record_renewal(&mut conn, cart_id, product_id, quantity, generation).await
+            };
+            match recorded.await {
+                Ok(db::Renewal::Recorded) => return,
+                Ok(db::Renewal::Changed(now)) => quantity = now,
+                Ok(db::Renewal::Gone) => {
+                    self.release_logged(cart_id, product_id).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%cart_id, %product_id, error = %e, "could not record a renewal");
+                    return;
                 }
             }
         }
+        tracing::warn!(%cart_id, %product_id, "a line kept changing while renewed; checkout re-confirms it");
     }
 
     /// Checks out `cart` under an Idempotency-Key (see the crate docs for the rules).
@@ -544,16 +583,19 @@ impl Carts {
             )
         });
         let mut unavailable = Vec::new();
+        let mut confirmed = HashMap::new();
         for (item, answer) in join_all(confirmations).await {
             match answer? {
                 Reservation::Reserved { generation } => {
-                    db::set_generation(
+                    db::record_renewal(
                         &mut *self.db.acquire().await?,
                         cart.id,
                         item.product_id,
+                        item.quantity,
                         generation,
                     )
                     .await?;
+                    confirmed.insert(item.product_id, item.quantity);
                 }
                 other => {
                     let available = match other {
@@ -611,6 +653,19 @@ impl Carts {
         let items = db::items(&mut tx, cart.id).await?;
         if items.is_empty() {
             return Err(empty().into());
+        }
+        // What is checked out must be what was just re-confirmed at inventory.
+        if items.len() != confirmed.len()
+            || items
+                .iter()
+                .any(|i| confirmed.get(&i.product_id) != Some(&i.quantity))
+        {
+            return Err(Problem::conflict(
+                "cart-changed",
+                "The cart changed during checkout; check it and retry.",
+            )
+            .title("Cart changed")
+            .into());
         }
         let totals = domain::totals(
             items.iter().map(|i| (i.quantity, i.unit_price)),
@@ -690,6 +745,22 @@ impl Carts {
         .await;
         Ok(carts.len())
     }
+}
+
+/// Attempts of an item change that meets concurrent changes of the same line.
+const MAX_ATTEMPTS: usize = 3;
+
+/// Whether the line already holds a newer reservation than `generation` (0: unknown).
+fn superseded(item: &Item, generation: i64) -> bool {
+    generation > 0 && item.generation > generation
+}
+
+fn concurrent_change() -> Problem {
+    Problem::conflict(
+        "concurrent-change",
+        "The line kept changing under concurrent requests; retry.",
+    )
+    .title("Concurrent change")
 }
 
 fn in_flight() -> ApiError {

@@ -181,23 +181,40 @@ pub async fn set_quantity(
     .await
 }
 
-/// Records the generation of a renewed reservation.
-pub async fn set_generation(
+/// What became of a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Recorded,
+    /// The line holds another quantity now.
+    Changed(i64),
+    /// The line was removed.
+    Gone,
+}
+
+/// Records the generation of a renewal made with `quantity`, if the line still holds it.
+pub async fn record_renewal(
     conn: &mut PgConnection,
     cart_id: Uuid,
     product_id: Uuid,
+    quantity: i64,
     generation: i64,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "update cart_items set generation = greatest(generation, $3)
-         where cart_id = $1 and product_id = $2",
+) -> sqlx::Result<Renewal> {
+    let updated = sqlx::query(
+        "update cart_items set generation = greatest(generation, $4)
+         where cart_id = $1 and product_id = $2 and quantity = $3",
     )
     .bind(cart_id)
     .bind(product_id)
+    .bind(quantity)
     .bind(generation)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    if updated.rows_affected() == 1 {
+        return Ok(Renewal::Recorded);
+    }
+    Ok(item(conn, cart_id, product_id)
+        .await?
+        .map_or(Renewal::Gone, |i| Renewal::Changed(i.quantity)))
 }
 
 pub async fn delete_item(

@@ -575,3 +575,56 @@ async fn concurrent_opens_give_one_cart() {
     );
     assert_eq!(shop.events("cart.created").await.len(), 1);
 }
+
+#[tokio::test]
+async fn concurrent_changes_of_one_line_leave_cart_and_inventory_agreeing() {
+    let shop = Shop::start().await;
+    let mug = shop.product(1299, 100).await;
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+
+    let adds = (0..4).map(|_| shop.add(&token, cart_id, mug.id, 1));
+    let results = futures::future::join_all(adds).await;
+    let added = results.iter().filter(|(s, _)| *s == StatusCode::OK).count() as i64;
+    for (status, body) in &results {
+        assert!(
+            *status == StatusCode::OK || *status == StatusCode::CONFLICT,
+            "{status} {body}"
+        );
+    }
+    assert!(added >= 1);
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(
+        cart["items"][0]["quantity"], added,
+        "every accepted add counted once"
+    );
+    assert_eq!(shop.reserved(mug.id).await, added);
+
+    let path = format!("/api/carts/{cart_id}/items/{}", mug.id);
+    let patches = [3, 7, 5, 9].map(|quantity| {
+        shop.call(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"quantity": quantity})),
+        )
+    });
+    let mut accepted = Vec::new();
+    for (status, body) in futures::future::join_all(patches).await {
+        match status {
+            StatusCode::OK => accepted.push(body),
+            // Changes that kept meeting newer ones give up and say so.
+            StatusCode::CONFLICT => assert_eq!(body["type"], "/problems/concurrent-change"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!(!accepted.is_empty());
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    let quantity = cart["items"][0]["quantity"].as_i64().unwrap();
+    assert!([3, 7, 5, 9].contains(&quantity), "{cart}");
+    assert_eq!(
+        shop.reserved(mug.id).await,
+        quantity,
+        "inventory holds what the cart shows"
+    );
+}
