@@ -486,17 +486,17 @@ pub async fn mirror_reservations(
     .await
 }
 
-/// Those of `product_ids` that never had a reservation, for the fresh products
-/// nobody can have reserved yet (rows are kept a day after they end).
-pub async fn never_reserved(
+/// Marks the mirrors of `product_ids` as built and returns those that never were:
+/// their first build cannot have reservations on their way. Marked before the build,
+/// so a rebuild after a loss of a first build always settles. Autocommit.
+pub async fn claim_first_mirror(
     conn: &mut PgConnection,
     product_ids: &[Uuid],
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
-        "select i.product_id from stock_items i
-         where i.product_id = any($1)
-           and i.created_at > now() - interval '1 day'
-           and not exists (select 1 from reservations r where r.product_id = i.product_id)",
+        "update stock_items set mirrored = true
+         where product_id = any($1) and not mirrored
+         returning product_id",
     )
     .bind(product_ids)
     .fetch_all(conn)

@@ -5,9 +5,19 @@
 //!   only with a guard) and the `stock_movements` ledger, written together, so on-hand
 //!   always equals the sum of the ledger and no commit can oversell.
 //! * Redis holds reservations and a mirror of on-hand ([`store`]), checked and changed
-//!   atomically by Lua scripts. It is soft state: reservations are also written to
-//!   PostgreSQL, and [`reconcile`] rebuilds Redis from there at start-up, periodically,
-//!   and on demand whenever a script finds the mirror missing.
+//!   atomically by Lua scripts: the gate that answers add-to-cart. It is soft state:
+//!   every reservation is also written to PostgreSQL with its generation (one number
+//!   per change of any reservation, so every copy is ordered without clocks; ended
+//!   reservations stay as tombstones for a day), and [`reconcile`] rebuilds Redis
+//!   from there at start-up, periodically, and on demand whenever a script finds the
+//!   mirror missing. A rebuilt mirror settles briefly before it takes reservations, so
+//!   writes on their way during the loss are not lost.
+//! * Commits honour reservations: an order takes at most what is on hand less the live
+//!   reservations of other carts, decided from PostgreSQL alone in the commit's
+//!   transaction. No handler calls Redis inside a transaction; Redis follows after the
+//!   commit, from the committed state.
+//! * Stock levels in events carry the stock item's `version`, bumped by every change
+//!   that publishes a level.
 //! * Events in ([`events`]): product created/updated make and update stock items, cart
 //!   items confirm and release reservations, orders commit and release stock. Events
 //!   out, through the outbox: `inventory.created`, `inventory.updated`,

@@ -168,7 +168,9 @@ impl Inventory {
                 Attempt::Done(outcome) => return Ok(Some(outcome)),
                 Attempt::Missing => {}
                 Attempt::Settling(wait) => {
-                    tokio::time::sleep(wait.min(Duration::from_millis(SETTLE_MS as u64))).await
+                    // A little past the end, so Redis' clock has passed it too.
+                    let wait = wait.min(Duration::from_millis(SETTLE_MS as u64));
+                    tokio::time::sleep(wait + Duration::from_millis(10)).await
                 }
             }
             if self.refresh(&[product_id], false).await?.is_empty() {
@@ -227,7 +229,7 @@ impl Inventory {
             return Ok(vec![]);
         }
         let ids: Vec<Uuid> = rows.iter().map(|r| r.product_id).collect();
-        let never_reserved = db::never_reserved(conn, &ids).await?;
+        let first = db::claim_first_mirror(conn, &ids).await?;
         let reservations = db::mirror_reservations(conn, &ids, TOMBSTONE_MS).await?;
         let by_product = by_product(&reservations);
         let mut outcomes = Vec::with_capacity(rows.len());
@@ -235,7 +237,7 @@ impl Inventory {
             let held = by_product
                 .get(&row.product_id)
                 .map_or(&[][..], Vec::as_slice);
-            let rows = if never_reserved.contains(&row.product_id) {
+            let rows = if first.contains(&row.product_id) {
                 Rows::Fresh
             } else {
                 Rows::Rebuild(held)

@@ -224,7 +224,7 @@ return {1, reserved, mine}
 /// tombstone of the product, each applied only over an older generation (none already
 /// present with the same or a newer one is replaced); 2 apply: some carts' committed
 /// rows, as mode 1, and a row of the same generation extends the entry's expiry; 3
-/// fresh: as 1 for a product that never had a reservation, built without settling.
+/// fresh: as 1 for the first build of the product's mirror ever, without settling.
 ///
 /// A missing mirror comes back as state 5 (send the rows) in modes 0 and 2 (mode 2
 /// still applies its rows, so what it carries is never lost); mode 1 rebuilds it and
@@ -370,8 +370,8 @@ pub enum Rows<'a> {
     None,
     /// Every unexpired reservation and recent tombstone of the product.
     Rebuild(&'a [&'a Reservation]),
-    /// A product that has never had a reservation: a missing mirror is built without
-    /// settling, since no reservation can be on its way.
+    /// The first build of a product's mirror ever: built without settling, since no
+    /// reservation can be on its way before a mirror exists.
     Fresh,
     /// Some carts' committed rows, applied over older generations.
     Apply(&'a [&'a Reservation]),

@@ -317,7 +317,8 @@ async fn two_processes_fifty_carts_and_a_redis_flush_never_oversell_nor_lose_a_r
 
     // Every cart that ordered what it held got it, flush or not.
     for order in carts.iter().filter_map(|c| c.order.as_ref()) {
-        assert_eq!(outcome(&h, order).await["change"], "order_committed");
+        let event = outcome(&h, order).await;
+        assert_eq!(event["change"], "order_committed", "{event}");
     }
 
     // The reservations still held are all in the rebuilt mirror.
