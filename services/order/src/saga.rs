@@ -3,6 +3,9 @@
 //!
 //! The saga's state lives in the order row (`saga_step`, `step_since`,
 //! `next_attempt_at`, `claimed_until`), so a killed service resumes where it stopped.
+//! Every call to the gateway is recorded in `payments`, each transiently failed try
+//! as an attempt of its own.
+//!
 //! A round claims due orders with `for update skip locked` and a lease (one committed
 //! statement), calls the gateway with no transaction open, then records the payment
 //! attempt, the transition and its events in one new transaction. A driver that dies
@@ -113,10 +116,10 @@ impl Driver {
                     idempotency_key: payments::charge_key(c.id),
                 };
                 let started = Instant::now();
-                let outcome = payments::with_retries(self.retry, "charge", || {
-                    let gateway = self.gateway.clone();
-                    let request = &request;
-                    async move { gateway.charge(request).await }
+                let outcome = payments::with_retries(self.retry, "charge", || async {
+                    let outcome = self.gateway.charge(&request).await;
+                    self.record_transient(c, "charge", &outcome).await;
+                    outcome
                 })
                 .await;
                 self.orders
@@ -129,6 +132,46 @@ impl Driver {
         };
         self.count("charge", &outcome);
         self.record_charge(c, outcome).await
+    }
+
+    /// Records a transiently failed call as an attempt of its own (the final outcome
+    /// is recorded with the transition). A failure to record it is only logged: the
+    /// attempt changed nothing.
+    async fn record_transient(
+        &self,
+        c: &Claimed,
+        kind: &str,
+        outcome: &Result<Approved, PaymentError>,
+    ) {
+        let Err(PaymentError::Transient(error)) = outcome else {
+            return;
+        };
+        let key = match kind {
+            "charge" => payments::charge_key(c.id),
+            _ => payments::refund_key(c.id),
+        };
+        let recorded = async {
+            let mut conn = self.orders.db.acquire().await?;
+            db::insert_payment(
+                &mut conn,
+                &NewPayment {
+                    order_id: c.id,
+                    kind,
+                    status: "failed",
+                    gateway: self.gateway.name(),
+                    idempotency_key: &key,
+                    provider_id: None,
+                    amount: c.total,
+                    currency: &c.currency,
+                    error: Some(error),
+                },
+            )
+            .await
+        }
+        .await;
+        if let Err(e) = recorded {
+            tracing::warn!(order_id = %c.id, error = %e, "could not record a failed payment attempt");
+        }
     }
 
     fn count(&self, operation: &str, outcome: &Result<Approved, PaymentError>) {
@@ -159,21 +202,24 @@ impl Driver {
             Err(PaymentError::Declined(e)) => ("declined", None, Some(e.clone())),
             Err(PaymentError::Transient(e)) => ("failed", None, Some(e.clone())),
         };
-        db::insert_payment(
-            &mut tx,
-            &NewPayment {
-                order_id: c.id,
-                kind: "charge",
-                status,
-                gateway: self.gateway.name(),
-                idempotency_key: &key,
-                provider_id,
-                amount: c.total,
-                currency: &c.currency,
-                error: error.as_deref(),
-            },
-        )
-        .await?;
+        // A transient failure was recorded as its attempt already.
+        if !matches!(outcome, Err(PaymentError::Transient(_))) {
+            db::insert_payment(
+                &mut tx,
+                &NewPayment {
+                    order_id: c.id,
+                    kind: "charge",
+                    status,
+                    gateway: self.gateway.name(),
+                    idempotency_key: &key,
+                    provider_id,
+                    amount: c.total,
+                    currency: &c.currency,
+                    error: error.as_deref(),
+                },
+            )
+            .await?;
+        }
         if order.saga_step.as_deref() != Some(Step::Charge.as_str()) {
             // Cancelled (or timed out) while the charge was under way: give the money
             // back if it went through and no refund is planned yet.
@@ -244,10 +290,10 @@ impl Driver {
             charge_id: charge.provider_id.clone().unwrap_or_default(),
             idempotency_key: key.clone(),
         };
-        let outcome = payments::with_retries(self.retry, "refund", || {
-            let gateway = self.gateway.clone();
-            let request = &request;
-            async move { gateway.refund(request).await }
+        let outcome = payments::with_retries(self.retry, "refund", || async {
+            let outcome = self.gateway.refund(&request).await;
+            self.record_transient(c, "refund", &outcome).await;
+            outcome
         })
         .await;
         self.count("refund", &outcome);
@@ -257,21 +303,23 @@ impl Driver {
             Err(PaymentError::Declined(e)) => ("declined", None, Some(e.as_str())),
             Err(PaymentError::Transient(e)) => ("failed", None, Some(e.as_str())),
         };
-        db::insert_payment(
-            &mut tx,
-            &NewPayment {
-                order_id: c.id,
-                kind: "refund",
-                status,
-                gateway: self.gateway.name(),
-                idempotency_key: &key,
-                provider_id,
-                amount: charge.amount,
-                currency: &charge.currency,
-                error,
-            },
-        )
-        .await?;
+        if !matches!(outcome, Err(PaymentError::Transient(_))) {
+            db::insert_payment(
+                &mut tx,
+                &NewPayment {
+                    order_id: c.id,
+                    kind: "refund",
+                    status,
+                    gateway: self.gateway.name(),
+                    idempotency_key: &key,
+                    provider_id,
+                    amount: charge.amount,
+                    currency: &charge.currency,
+                    error,
+                },
+            )
+            .await?;
+        }
         if outcome.is_ok() {
             db::set_step(&mut tx, c.id, None).await?;
             tracing::info!(order_id = %c.id, "refunded");
