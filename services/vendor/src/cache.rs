@@ -18,7 +18,11 @@
 //!
 //! Entries expire after a TTL as the last safety net. Redis is soft state: when it fails,
 //! reads go to PostgreSQL.
+//!
+//! In front of Redis sits the in-process cache of [`crate::near`]: a writer's last step,
+//! after its store here, makes every replica drop its copy before the write is answered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -34,6 +38,7 @@ use uuid::Uuid;
 use mp_common::redis::RedisKeys;
 
 use crate::db;
+use crate::near::{Near, Ticket};
 
 /// Stores `ARGV[2]` (`<version>:<json>`) unless the entry holds version `ARGV[1]` or later.
 const PUT_IF_NEWER: &str = r"
@@ -53,10 +58,12 @@ const FORMAT: u32 = 1;
 
 #[derive(Clone)]
 pub struct ProductCache {
+    /// The in-process layer in front of Redis (see [`crate::near`]), when configured.
+    near: Option<Arc<Near>>,
     redis: ConnectionManager,
     keys: RedisKeys,
     ttl: Duration,
-    put_script: std::sync::Arc<Script>,
+    put_script: Arc<Script>,
     outcomes: IntCounterVec,
 }
 
@@ -83,12 +90,44 @@ impl ProductCache {
         )?;
         registry.register(Box::new(outcomes.clone()))?;
         Ok(Self {
+            near: None,
             redis,
             keys,
             ttl,
-            put_script: std::sync::Arc::new(Script::new(PUT_IF_NEWER)),
+            put_script: Arc::new(Script::new(PUT_IF_NEWER)),
             outcomes,
         })
+    }
+
+    /// Puts the in-process cache in front of Redis.
+    pub fn with_near(mut self, near: Arc<Near>) -> Self {
+        self.near = Some(near);
+        self
+    }
+
+    /// The product's body from this process's memory (no network round trip).
+    pub fn local(&self, id: Uuid) -> Option<Bytes> {
+        self.near.as_ref()?.get(id)
+    }
+
+    /// Taken before a lookup in Redis or PostgreSQL; see [`ProductCache::keep`].
+    pub fn ticket(&self) -> Option<Ticket> {
+        self.near.as_ref().map(|n| n.ticket())
+    }
+
+    /// Keeps a body loaded after `ticket` in memory, unless the product changed meanwhile.
+    pub fn keep(&self, ticket: Option<Ticket>, id: Uuid, body: &Bytes) {
+        if let (Some(near), Some(ticket)) = (&self.near, ticket) {
+            near.keep(ticket, id, body.clone());
+        }
+    }
+
+    /// A writer's last step, after its store: every replica drops its in-process copy
+    /// before this returns (see [`crate::near`]).
+    pub async fn invalidate(&self, id: Uuid) {
+        if let Some(near) = &self.near {
+            near.invalidate(id).await;
+        }
     }
 
     /// The entry of a product. The format number changes with the shape of the cached
@@ -168,6 +207,9 @@ pub async fn refresh(db: &PgPool, cache: &ProductCache, id: Uuid) -> anyhow::Res
             cache.put(id, version, &json).await?;
         }
         None => cache.remove(id).await?,
+    }
+    if let Some(near) = &cache.near {
+        near.announce(id).await;
     }
     Ok(())
 }

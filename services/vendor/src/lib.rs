@@ -5,6 +5,8 @@
 //! * [`domain`]: what valid vendor and product data is; page cursors.
 //! * [`db`]: queries on the `vendor` schema.
 //! * [`cache`]: the Redis cache of single product reads and what keeps it fresh.
+//! * [`near`]: the in-process cache in front of it, invalidated on every replica before
+//!   a write is answered.
 //! * [`events`]: stock figures consumed from the inventory service.
 //!
 //! Publishes `vendor.created`, `vendor.product.created` and `vendor.product.updated`
@@ -14,6 +16,7 @@ pub mod cache;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod near;
 pub mod routes;
 
 use std::time::Duration;
@@ -33,6 +36,16 @@ pub struct Settings {
     /// once; the TTL only bounds staleness if a refresh was lost.
     #[arg(long, env = "PRODUCT_CACHE_TTL_SECS", default_value_t = 600)]
     pub product_cache_ttl_secs: u64,
+
+    /// Memory for the in-process cache of product reads, in MiB (0 turns it off).
+    #[arg(long, env = "PRODUCT_LOCAL_CACHE_MB", default_value_t = 64)]
+    pub product_local_cache_mb: u64,
+
+    /// How long a replica may serve from its in-process cache after its last heartbeat
+    /// through Redis, in milliseconds; also the longest a write waits for a replica
+    /// that does not acknowledge it.
+    #[arg(long, env = "PRODUCT_LOCAL_CACHE_LEASE_MS", default_value_t = 1000)]
+    pub product_local_cache_lease_ms: u64,
 }
 
 pub type Config = mp_common::config::Config<Settings>;
@@ -43,19 +56,35 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let infra = Infra::connect(Service::Vendor, &config.common, &MIGRATOR, &shutdown).await?;
-    let cache = cache::ProductCache::new(
+    let mut cache = cache::ProductCache::new(
         infra.redis.clone(),
         infra.redis_keys.clone(),
         Duration::from_secs(config.settings.product_cache_ttl_secs),
         &infra.metrics.registry,
     )?;
+    let mut workers = Vec::new();
+    if config.settings.product_local_cache_mb > 0 {
+        let near = near::Near::new(
+            redis::Client::open(config.common.redis_url.as_str())?,
+            infra.redis.clone(),
+            &infra.redis_keys,
+            config.settings.product_local_cache_mb << 20,
+            Duration::from_millis(config.settings.product_local_cache_lease_ms.max(10)),
+            &infra.metrics.registry,
+        )?;
+        cache = cache.with_near(near.clone());
+        workers.push(Worker::infallible("product_changes", move |token| {
+            near.clone().run(token)
+        }));
+    }
     let refresher = cache::Refresher {
         db: infra.db.clone(),
         cache: cache.clone(),
         channel: db::changes_channel(&infra.schema),
     };
-    let refresher =
-        Worker::infallible("cache_refresher", move |token| refresher.clone().run(token));
+    workers.push(Worker::infallible("cache_refresher", move |token| {
+        refresher.clone().run(token)
+    }));
     let stock = events::Stock {
         db: infra.db.clone(),
         cache: cache.clone(),
@@ -74,7 +103,7 @@ pub async fn run(
         routes::router(state),
         routes::ApiDoc::openapi(),
         Some(consumer),
-        vec![refresher],
+        workers,
         listener,
         shutdown,
     )

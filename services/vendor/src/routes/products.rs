@@ -3,8 +3,9 @@
 //!
 //! Every change writes the product, its `vendor.product.*` event (whole new state and
 //! revision) and a change notification in one transaction; after the commit the writer
-//! stores the new read in the cache (see [`crate::cache`]) before it answers, so any read
-//! after the answer shows the change.
+//! stores the new read in the Redis cache (see [`crate::cache`]) and has every replica drop
+//! its in-process copy (see [`crate::near`]) before it answers, so any read after the
+//! answer, on any replica, shows the change.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -286,7 +287,8 @@ pub async fn create_product(
 }
 
 /// A product by id, active or not, with its stock when inventory has reported it.
-/// Served from the Redis cache, which every change refreshes before it is acknowledged.
+/// Served from this replica's memory when it holds the product, else from the Redis cache,
+/// else from PostgreSQL; every change reaches all of them before it is acknowledged.
 #[utoipa::path(get, path = "/api/products/{id}", tag = "products",
     params(("id" = Uuid, Path, description = "Product id")),
     responses((status = 200, body = ProductResponse), (status = 400, body = Problem), (status = 404, body = Problem)))]
@@ -294,8 +296,15 @@ pub async fn get_product(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Response> {
+    if let Some(body) = state.cache.local(id) {
+        return Ok(json_body(body));
+    }
+    let ticket = state.cache.ticket();
     match state.cache.get(id).await {
-        Ok(Some(body)) => return Ok(json_body(body)),
+        Ok(Some(body)) => {
+            state.cache.keep(ticket, id, &body);
+            return Ok(json_body(body));
+        }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "product cache unavailable; reading PostgreSQL"),
     }
@@ -307,7 +316,9 @@ pub async fn get_product(
     if let Err(e) = state.cache.fill(id, version, &json).await {
         tracing::warn!(product_id = %id, error = %e, "could not fill the product cache");
     }
-    Ok(json_body(Bytes::from(json)))
+    let body = Bytes::from(json);
+    state.cache.keep(ticket, id, &body);
+    Ok(json_body(body))
 }
 
 /// Change a product's price, name, description, active flag or low-stock threshold: the
@@ -398,6 +409,8 @@ pub async fn update_product(
     if !unchanged {
         let json = serialize(&response)?;
         store(&state.cache, version, &response, &json).await;
+        // Last: once every replica dropped its in-process copy, any read sees the change.
+        state.cache.invalidate(id).await;
         tracing::info!(product_id = %id, revision = response.revision, "product updated");
     }
     Ok(Json(response))

@@ -1,0 +1,151 @@
+//! Two replicas of the vendor service on one schema and one Redis prefix, each with its
+//! own in-process product cache: a write answered by one is what the other reads next.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Fleet, product_body};
+use futures::StreamExt;
+use mp_events::Service;
+use mp_test_support::{TestService, eventually};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+async fn second_replica(fleet: &Fleet) -> TestService {
+    fleet
+        .env
+        .spawn(Service::Vendor, |common, listener, shutdown| {
+            vendor::run(vendor::Config::with_common(common), listener, shutdown)
+        })
+        .await
+}
+
+/// Reads of a replica answered from its memory so far.
+async fn memory_hits(replica: &TestService) -> u64 {
+    let text = replica
+        .http()
+        .get(replica.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"vendor_product_local_cache_total{outcome="hit"} "#))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+async fn read(replica: &TestService, path: &str) -> Value {
+    let (status, body) = replica.call(Method::GET, path, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// Waits until the replica answers the product from memory.
+async fn until_served_from_memory(replica: &TestService, path: &str) {
+    eventually(
+        "the replica answers the product from memory",
+        Duration::from_secs(20),
+        || async {
+            let before = memory_hits(replica).await;
+            read(replica, path).await;
+            (memory_hits(replica).await > before).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_price_written_on_one_replica_is_read_at_once_on_the_other() {
+    let fleet = Fleet::start().await;
+    let other = second_replica(&fleet).await;
+    let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
+    let product = fleet
+        .product(&owner, vendor_id, product_body("MUG-1"))
+        .await;
+    let path = format!("/api/products/{}", product["id"].as_str().unwrap());
+    let replicas = [&fleet.vendor, &other];
+    for replica in replicas {
+        until_served_from_memory(replica, &path).await;
+    }
+    let hits_before = [
+        memory_hits(replicas[0]).await,
+        memory_hits(replicas[1]).await,
+    ];
+
+    let mut current = product["price"]["amount"].as_i64().unwrap();
+    for (round, amount) in (2000..2020).enumerate() {
+        let (writer, reader) = (replicas[round % 2], replicas[(round + 1) % 2]);
+        // Both hold the current price in memory...
+        for replica in replicas {
+            assert_eq!(read(replica, &path).await["price"]["amount"], current);
+        }
+        // ...one of them takes a new one...
+        let (status, body) = writer
+            .call(
+                Method::PATCH,
+                &path,
+                Some(&owner.token),
+                Some(json!({"price": {"amount": amount, "currency": "EUR"}})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // ...and the other shows it on the very next read.
+        assert_eq!(
+            read(reader, &path).await["price"]["amount"],
+            amount,
+            "a read on the other replica right after the write"
+        );
+        current = amount;
+    }
+
+    for (replica, before) in replicas.into_iter().zip(hits_before) {
+        assert!(
+            memory_hits(replica).await > before,
+            "reads between the writes were answered from memory"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_replica_that_never_acknowledges_delays_a_write_by_a_lease_but_does_not_block_it() {
+    let fleet = Fleet::start().await;
+    let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
+    let product = fleet
+        .product(&owner, vendor_id, product_body("MUG-1"))
+        .await;
+    let path = format!("/api/products/{}", product["id"].as_str().unwrap());
+    until_served_from_memory(&fleet.vendor, &path).await;
+
+    // A subscriber that receives every change and never answers, as a wedged replica.
+    let client = redis::Client::open(fleet.env.config(Service::Vendor).redis_url).unwrap();
+    let mut silent = client.get_async_pubsub().await.unwrap();
+    silent
+        .subscribe(format!("t_{}:vendor:product-changes", fleet.env.id))
+        .await
+        .unwrap();
+
+    let (status, body) = fleet
+        .patch(
+            &path,
+            &owner.token,
+            json!({"price": {"amount": 4242, "currency": "EUR"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(read(&fleet.vendor, &path).await["price"]["amount"], 4242);
+    let change = silent
+        .on_message()
+        .next()
+        .await
+        .expect("the change reached the silent subscriber");
+    assert!(
+        change
+            .get_payload::<String>()
+            .unwrap()
+            .starts_with(product["id"].as_str().unwrap()),
+        "the change names the product"
+    );
+}
