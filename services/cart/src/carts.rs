@@ -104,6 +104,7 @@ fn reserved(product_id: Uuid, requested: i64, r: Reservation) -> Result<i64, Pro
         Reservation::Reserved { generation } => Ok(generation),
         Reservation::Insufficient { available } => Err(shortage(product_id, requested, available)),
         Reservation::Inactive => Err(inactive(product_id)),
+        Reservation::Superseded => Err(concurrent_change()),
         Reservation::Unknown => Err(Problem::conflict(
             "not-stocked",
             "Inventory holds no stock of the product yet.",
@@ -251,6 +252,9 @@ impl Carts {
                 .into());
             }
             let answer = self.clients.reserve(cart.id, product_id, total).await?;
+            if answer == Reservation::Superseded {
+                continue;
+            }
             let generation = reserved(product_id, total, answer)?;
 
             let mut tx = self.db.begin().await?;
@@ -323,6 +327,9 @@ impl Carts {
         // inventory ends holding what the line says.
         for _ in 0..MAX_ATTEMPTS {
             let answer = self.clients.reserve(cart.id, product_id, quantity).await?;
+            if answer == Reservation::Superseded {
+                continue;
+            }
             let generation = reserved(product_id, quantity, answer)?;
 
             let mut tx = self.db.begin().await?;
@@ -441,6 +448,8 @@ impl Carts {
         for _ in 0..MAX_ATTEMPTS {
             let generation = match self.clients.reserve(cart_id, product_id, quantity).await {
                 Ok(Reservation::Reserved { generation }) => generation,
+                // A concurrent change reserved the line anew: nothing to renew.
+                Ok(Reservation::Superseded) => return,
                 Ok(other) => {
                     tracing::info!(%cart_id, %product_id, answer = ?other, "a line's reservation could not be renewed; checkout will name it");
                     return;
@@ -597,6 +606,7 @@ impl Carts {
                     .await?;
                     confirmed.insert(item.product_id, item.quantity);
                 }
+                Reservation::Superseded => return Err(cart_changed().into()),
                 other => {
                     let available = match other {
                         Reservation::Insufficient { available } => available,
@@ -660,12 +670,7 @@ impl Carts {
                 .iter()
                 .any(|i| confirmed.get(&i.product_id) != Some(&i.quantity))
         {
-            return Err(Problem::conflict(
-                "cart-changed",
-                "The cart changed during checkout; check it and retry.",
-            )
-            .title("Cart changed")
-            .into());
+            return Err(cart_changed().into());
         }
         let totals = domain::totals(
             items.iter().map(|i| (i.quantity, i.unit_price)),
@@ -761,6 +766,14 @@ fn concurrent_change() -> Problem {
         "The line kept changing under concurrent requests; retry.",
     )
     .title("Concurrent change")
+}
+
+fn cart_changed() -> Problem {
+    Problem::conflict(
+        "cart-changed",
+        "The cart changed during checkout; check it and retry.",
+    )
+    .title("Cart changed")
 }
 
 fn in_flight() -> ApiError {

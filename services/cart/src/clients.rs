@@ -61,6 +61,9 @@ pub enum Reservation {
     Insufficient { available: i64 },
     /// The product is not for sale.
     Inactive,
+    /// A later change of this cart's reservation of the product was made at the same
+    /// time; that one stands.
+    Superseded,
     /// Inventory has no stock item for the product (yet).
     Unknown,
 }
@@ -115,6 +118,9 @@ impl Clients {
             }),
             StatusCode::CONFLICT if body["type"] == "/problems/product-inactive" => {
                 Ok(Reservation::Inactive)
+            }
+            StatusCode::CONFLICT if body["type"] == "/problems/reservation-superseded" => {
+                Ok(Reservation::Superseded)
             }
             StatusCode::CONFLICT => Ok(Reservation::Insufficient {
                 available: body["available"].as_i64().unwrap_or(0),
