@@ -159,3 +159,73 @@ impl EventHandler for StockOutcome {
         self.0.wake.notify_one();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mp_events::catalog::{LineItem, ShippingAddress};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn checkout(lines: &[(i64, i64)], tax: i64) -> CartCheckout {
+        let items: Vec<LineItem> = lines
+            .iter()
+            .map(|&(quantity, price)| LineItem {
+                product_id: Uuid::now_v7(),
+                vendor_id: Uuid::now_v7(),
+                name: "Teapot".into(),
+                quantity,
+                unit_price: Money::new(price, "EUR"),
+            })
+            .collect();
+        let subtotal: i64 = lines.iter().map(|(q, p)| q * p).sum();
+        CartCheckout {
+            cart_id: Uuid::now_v7(),
+            customer_id: Uuid::now_v7(),
+            order_id: Uuid::now_v7(),
+            items,
+            subtotal: Money::new(subtotal, "EUR"),
+            tax: Money::new(tax, "EUR"),
+            total: Money::new(subtotal + tax, "EUR"),
+            shipping_address: ShippingAddress {
+                name: "Ada".into(),
+                line1: "1 Way".into(),
+                line2: None,
+                city: "London".into(),
+                postal_code: "N1".into(),
+                country: "GB".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_checkout_whose_amounts_add_up_is_accepted() {
+        assert_eq!(
+            check_checkout(&checkout(&[(2, 1999), (1, 500)], 900)),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn checkouts_that_cannot_be_orders_are_refused() {
+        assert!(check_checkout(&checkout(&[], 0)).is_err(), "no items");
+        assert!(
+            check_checkout(&checkout(&[(0, 100)], 0)).is_err(),
+            "no quantity"
+        );
+        assert!(
+            check_checkout(&checkout(&[(1, -5)], 0)).is_err(),
+            "negative price"
+        );
+        assert!(
+            check_checkout(&checkout(&[(1, 100)], -1)).is_err(),
+            "negative tax"
+        );
+        let mut wrong_total = checkout(&[(1, 100)], 20);
+        wrong_total.total.amount += 1;
+        assert!(check_checkout(&wrong_total).is_err());
+        let mut mixed = checkout(&[(1, 100)], 20);
+        mixed.items[0].unit_price.currency = "USD".into();
+        assert!(check_checkout(&mixed).is_err());
+    }
+}
