@@ -1,8 +1,11 @@
 //! DESIGN flow 1 across three services and RabbitMQ: a vendor member lists a product, the
-//! stock item exists in inventory within a second, changes propagate, stock figures come
-//! back to the catalog, and the owner's refreshed token manages the stock.
+//! stock item appears in inventory, changes propagate, stock figures come back to the
+//! catalog, and the owner's refreshed token manages the stock.
+//!
+//! Outcomes only, each awaited with a generous deadline: how fast an event travels is a
+//! figure of `make bench` (the event hop), not a test, which a loaded machine would fail.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp_events::Service;
 use mp_test_support::{TestEnv, TestService, eventually};
@@ -12,6 +15,8 @@ use serde_json::{Value, json};
 const ADMIN_EMAIL: &str = "root@marketplace.test";
 const ADMIN_PASSWORD: &str = "admin password for tests";
 const PASSWORD: &str = "correct horse battery";
+/// Longest wait for an event's effect in another service.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 struct Fleet {
     customer: TestService,
@@ -97,7 +102,6 @@ async fn a_listed_product_becomes_stock_and_changes_flow_between_vendor_and_inve
         "sku": "TEA-1", "name": "Sencha", "description": "Green tea, 100 g",
         "price": {"amount": 850, "currency": "EUR"}, "initial_stock": 25, "low_stock_threshold": 5
     });
-    let created_at = Instant::now();
     let (status, product) = f
         .vendor
         .call(
@@ -111,8 +115,8 @@ async fn a_listed_product_becomes_stock_and_changes_flow_between_vendor_and_inve
     let product_id = product["id"].as_str().unwrap().to_owned();
     let stock_path = format!("/api/inventory/{product_id}");
 
-    // Flow 1: the stock item exists within a second, through RabbitMQ.
-    let stock = eventually("the stock item", Duration::from_secs(5), || async {
+    // Flow 1: the stock item appears, through RabbitMQ.
+    let stock = eventually("the stock item", DEADLINE, || async {
         let (status, body) = f
             .inventory
             .call(Method::GET, &stock_path, Some(token(&admin)), None)
@@ -120,9 +124,6 @@ async fn a_listed_product_becomes_stock_and_changes_flow_between_vendor_and_inve
         (status == StatusCode::OK).then_some(body)
     })
     .await;
-    let took = created_at.elapsed();
-    println!("product to stock item: {} ms", took.as_millis());
-    assert!(took < Duration::from_secs(1), "took {took:?}");
     assert_eq!(
         (stock["on_hand"].as_i64(), stock["available"].as_i64()),
         (Some(25), Some(25))
@@ -139,21 +140,17 @@ async fn a_listed_product_becomes_stock_and_changes_flow_between_vendor_and_inve
     assert_eq!(status, StatusCode::OK);
     let (_, read) = f.vendor.call(Method::GET, &product_path, None, None).await;
     assert_eq!(read["price"], json!({"amount": 990, "currency": "EUR"}));
-    eventually(
-        "the stock item's new metadata",
-        Duration::from_secs(5),
-        || async {
-            let (_, body) = f
-                .inventory
-                .call(Method::GET, &stock_path, Some(token(&admin)), None)
-                .await;
-            (body["low_stock_threshold"] == 8 && body["name"] == "Sencha Superior").then_some(())
-        },
-    )
+    eventually("the stock item's new metadata", DEADLINE, || async {
+        let (_, body) = f
+            .inventory
+            .call(Method::GET, &stock_path, Some(token(&admin)), None)
+            .await;
+        (body["low_stock_threshold"] == 8 && body["name"] == "Sencha Superior").then_some(())
+    })
     .await;
 
     // Stock figures come back to the catalog.
-    eventually("stock in the catalog", Duration::from_secs(5), || async {
+    eventually("stock in the catalog", DEADLINE, || async {
         let (_, read) = f.vendor.call(Method::GET, &product_path, None, None).await;
         (read["stock"]["on_hand"] == 25).then_some(())
     })
@@ -180,14 +177,10 @@ async fn a_listed_product_becomes_stock_and_changes_flow_between_vendor_and_inve
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    eventually(
-        "the adjusted stock in the catalog",
-        Duration::from_secs(5),
-        || async {
-            let (_, read) = f.vendor.call(Method::GET, &product_path, None, None).await;
-            (read["stock"]["on_hand"] == 7).then_some(())
-        },
-    )
+    eventually("the adjusted stock in the catalog", DEADLINE, || async {
+        let (_, read) = f.vendor.call(Method::GET, &product_path, None, None).await;
+        (read["stock"]["on_hand"] == 7).then_some(())
+    })
     .await;
     let (_, movements) = f
         .inventory
