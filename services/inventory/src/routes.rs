@@ -14,8 +14,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use mp_common::{
-    ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Authenticator, Problem, ServiceCaller,
-    Validation,
+    ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Authenticator, Problem,
+    ServiceCaller, Validation,
 };
 use mp_events::Service;
 use mp_events::catalog::{InventoryUpdated, StockChange, StockLevel};
@@ -435,31 +435,37 @@ async fn create_reservation(
     // checkpoint's disk stall into add-to-cart latency. An older generation never
     // overwrites a newer one. If it cannot be written, undo the change in Redis (only
     // while the entry still has our generation) so that both agree, and say so.
-    let written = db::upsert_reservation(
-        &inv.reservations_db,
-        product_id,
-        cart_id,
-        quantity,
-        expires_at,
-        generation,
-    )
-    .await;
-    if let Err(e) = written {
-        if let Err(undo) = inv
-            .store
-            .undo(
+    //
+    // It runs as its own task: if the caller goes away (its timeout, a dropped
+    // connection) this handler is dropped, but the copy (or the undo) still happens,
+    // so Redis never keeps a reservation PostgreSQL does not know.
+    let written = tokio::spawn({
+        let inv = inv.clone();
+        async move {
+            let written = db::upsert_reservation(
+                &inv.reservations_db,
                 product_id,
                 cart_id,
-                previous,
-                previous_expires_ms,
+                quantity,
+                expires_at,
                 generation,
             )
-            .await
-        {
-            tracing::warn!(error = %undo, %cart_id, %product_id, "could not undo a reservation; it will expire");
+            .await;
+            if written.is_err() {
+                let undo = inv
+                    .store
+                    .undo(product_id, cart_id, previous, previous_expires_ms, generation)
+                    .await;
+                if let Err(undo) = undo {
+                    tracing::warn!(error = %undo, %cart_id, %product_id, "could not undo a reservation; it will expire");
+                }
+            }
+            written
         }
-        return Err(e.into());
-    }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the reservation's durable copy failed: {e}"))?;
+    written.map_err(write_failed)?;
     inv.metrics
         .reservations
         .with_label_values(&["reserved"])
@@ -476,6 +482,17 @@ async fn create_reservation(
             generation,
         }),
     ))
+}
+
+/// A durable copy that hit its statement timeout means PostgreSQL is too slow right
+/// now: 503, like a pool timeout, not a 500.
+fn write_failed(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("57014") => {
+            ApiError::Unavailable(format!("PostgreSQL: {e}"))
+        }
+        _ => e.into(),
+    }
 }
 
 /// Release a cart's reservation of a product (service-to-service). Idempotent.
