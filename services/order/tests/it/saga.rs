@@ -250,7 +250,7 @@ async fn two_orders_racing_for_the_last_units_never_oversell_and_the_loser_is_re
 async fn an_order_whose_stock_never_comes_is_listed_as_stuck_then_compensated() {
     let mut s = settings();
     s.saga_soft_timeout_secs = 1;
-    s.saga_hard_timeout_secs = 4;
+    s.saga_hard_timeout_secs = 6;
     let h = Harness::start_with(s, false).await;
     let c = h
         .checkout(&[(Uuid::now_v7(), Uuid::now_v7(), 1)], "tok_visa")
