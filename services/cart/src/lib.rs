@@ -12,11 +12,16 @@
 //!   the other lines. The `idle_carts` worker abandons carts idle past
 //!   `CART_IDLE_SECS`: `abandoned` with a `cart.item.removed` per line in one
 //!   transaction, then the reservations are released at inventory outside it.
-//! * Checkout ([`carts::Carts::checkout`]): an Idempotency-Key record holds the key with
-//!   a lease and the chosen order id; every line is re-reserved; the payment token goes
+//! * Concurrent changes of one line: a change writes only if the line is as it read it
+//!   and holds no newer reservation (by inventory's `generation`); otherwise it reserves
+//!   again, so the cart and inventory agree. Item events carry the generation.
+//! * Checkout ([`carts::Carts::checkout`]): an Idempotency-Key record (scoped to the
+//!   cart's customer, remembered `CHECKOUT_KEY_RETENTION_HOURS`) holds the key with a
+//!   lease and the chosen order id; every line is re-reserved; the payment token goes
 //!   to the order service by `PUT /api/internal/orders/{id}/payment-method` (never into
 //!   an event or a log); then one transaction marks the cart checked out, writes
-//!   `cart.checkout` to the outbox and stores the response that replays answer.
+//!   `cart.checkout` to the outbox and stores the response that replays answer. A
+//!   failure before that gives the key back (its order id stays for the retry).
 //!
 //! Layout: [`routes`] (HTTP) and [`events`] (consumed events) and the idle worker call
 //! [`carts`] (the operations), which uses [`clients`] (calls to other services), [`db`]

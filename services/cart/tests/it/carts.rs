@@ -449,6 +449,26 @@ async fn a_price_change_reaches_open_carts_and_the_line_says_so() {
     assert_eq!(status, StatusCode::OK, "{cart}");
     assert_eq!(cart["items"][0]["unit_price"]["amount"], 999);
     assert_eq!(cart["items"][0]["added_price"]["amount"], 1299);
+
+    // A product taken off sale cannot be added.
+    let (status, body) = shop
+        .vendor
+        .call(
+            Method::PATCH,
+            &format!("/api/products/{}", mug.id),
+            Some(&mug.owner),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refused = eventually("the catalog to show it inactive", WAIT, || async {
+        let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
+        (status == StatusCode::CONFLICT).then_some(body)
+    })
+    .await;
+    assert_eq!(refused["type"], "/problems/product-inactive", "{refused}");
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["items"][0]["quantity"], 3);
 }
 
 #[tokio::test]
