@@ -217,6 +217,21 @@ async fn every_published_stock_level_carries_a_higher_version_of_the_item() {
         .await
         .unwrap();
     assert_eq!(*versions.last().unwrap(), stored);
+
+    // A product listed with no stock is a version too, and its first stock a later one.
+    let empty = h.product(vendor, 0, 0).await;
+    let created = h.wait_outbox("inventory.created", 2).await;
+    assert_eq!(created[1]["level"]["product_id"], empty.to_string());
+    let first = created[1]["level"]["version"].as_i64().unwrap();
+    assert!(first > 0, "created at version {first}");
+    let (_, body) = h.adjust(&member, empty, 4).await;
+    let updated = h.wait_outbox("inventory.updated", 5).await;
+    assert_eq!(
+        updated[4]["levels"][0]["product_id"],
+        empty.to_string(),
+        "{body}"
+    );
+    assert!(updated[4]["levels"][0]["version"].as_i64().unwrap() > first);
 }
 
 /// What one cart did in the concurrent test.
