@@ -648,3 +648,21 @@ async fn concurrent_changes_of_one_line_leave_cart_and_inventory_agreeing() {
         "inventory holds what the cart shows"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_inventory_is_a_503_and_changes_nothing() {
+    let shop = Shop::start_with(Options {
+        inventory_unreachable: true,
+        ..Options::default()
+    })
+    .await;
+    let mug = shop.product(1299, 10).await;
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
+    assert_problem(status, &body, StatusCode::SERVICE_UNAVAILABLE, None);
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["items"], json!([]));
+    assert!(shop.events("cart.item.added").await.is_empty());
+    assert_eq!(shop.reserved(mug.id).await, 0);
+}

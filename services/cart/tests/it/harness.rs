@@ -19,6 +19,8 @@ pub struct Options {
     pub idle_secs: u64,
     /// Inventory's reservation TTL.
     pub reservation_ttl_secs: u64,
+    /// Point the cart at an inventory that does not answer.
+    pub inventory_unreachable: bool,
 }
 
 impl Default for Options {
@@ -27,6 +29,7 @@ impl Default for Options {
             with_order: false,
             idle_secs: 900,
             reservation_ttl_secs: 900,
+            inventory_unreachable: false,
         }
     }
 }
@@ -94,7 +97,11 @@ impl Shop {
             None
         };
         let settings = cart::Settings {
-            inventory_url: inventory.base_url.clone(),
+            inventory_url: if options.inventory_unreachable {
+                "http://127.0.0.1:9".into()
+            } else {
+                inventory.base_url.clone()
+            },
             vendor_url: vendor.base_url.clone(),
             // Nothing listens on port 9: without an order service a checkout gets 503.
             order_url: order
