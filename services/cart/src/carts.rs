@@ -7,18 +7,12 @@
 //! lines' reservations) are best-effort: the events inventory consumes and the
 //! reservations' TTL cover a call that fails.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::join_all;
-use mp_common::{ApiError, ApiResult, AuthUser, Problem};
-use mp_events::catalog::{
-    CartCheckout, CartCreated, CartItemAdded, CartItemRemoved, LineItem, ShippingAddress,
-};
-use mp_events::{Money, Service};
-use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
+use mp_common::{ApiResult, AuthUser, Problem};
+use mp_events::Service;
+use mp_events::catalog::{CartCreated, CartItemAdded, CartItemRemoved};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -41,22 +35,7 @@ pub struct Carts {
     pub metrics: CartMetrics,
 }
 
-/// A checkout request, parsed and validated.
-pub struct CheckoutInput {
-    pub idempotency_key: String,
-    pub payment_token: SecretString,
-    pub shipping_address: ShippingAddress,
-}
-
-/// What a checkout request ended in.
-#[derive(Debug, Clone, Copy)]
-pub struct Accepted {
-    pub order_id: Uuid,
-    /// The response is the stored one of an earlier request with the same key.
-    pub replayed: bool,
-}
-
-fn not_open(cart: &Cart) -> Problem {
+pub(crate) fn not_open(cart: &Cart) -> Problem {
     match CartStatus::parse(&cart.status) {
         Some(CartStatus::CheckedOut) => Problem::conflict(
             "cart-checked-out",
@@ -73,7 +52,7 @@ fn not_open(cart: &Cart) -> Problem {
     .with("cart_status", &cart.status)
 }
 
-fn is_open(cart: &Cart) -> bool {
+pub(crate) fn is_open(cart: &Cart) -> bool {
     cart.status == CartStatus::Open.as_str()
 }
 
@@ -164,7 +143,11 @@ impl Carts {
     }
 
     /// Locks the cart for a change and checks that it is still open.
-    async fn lock_open(&self, conn: &mut PgConnection, cart_id: Uuid) -> ApiResult<Cart> {
+    pub(crate) async fn lock_open(
+        &self,
+        conn: &mut PgConnection,
+        cart_id: Uuid,
+    ) -> ApiResult<Cart> {
         let cart = db::cart_for_update(conn, cart_id)
             .await?
             .ok_or_else(|| Problem::not_found("Cart"))?;
@@ -479,240 +462,6 @@ impl Carts {
         tracing::warn!(%cart_id, %product_id, "a line kept changing while renewed; checkout re-confirms it");
     }
 
-    /// Checks out `cart` under an Idempotency-Key (see the crate docs for the rules).
-    pub async fn checkout(&self, cart: &Cart, input: CheckoutInput) -> ApiResult<Accepted> {
-        let result = self.checkout_inner(cart, input).await;
-        let label = match &result {
-            Ok(a) if a.replayed => "replayed",
-            Ok(_) => "accepted",
-            Err(e) => outcome(e),
-        };
-        self.metrics.checkouts.with_label_values(&[label]).inc();
-        result
-    }
-
-    async fn checkout_inner(&self, cart: &Cart, input: CheckoutInput) -> ApiResult<Accepted> {
-        let customer_id = cart.customer_id;
-        let key = input.idempotency_key.as_str();
-        let fingerprint = domain::fingerprint(
-            cart.id,
-            input.payment_token.expose_secret(),
-            &input.shipping_address,
-        );
-        let lease = self.checkout_lease.as_secs_f64();
-
-        // 1. Claim the key (or replay, or refuse).
-        let mut tx = self.db.begin().await?;
-        let existing = db::request_for_update(&mut tx, customer_id, key).await?;
-        if let Some(r) = &existing {
-            if r.fingerprint != fingerprint {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "This Idempotency-Key was used with another request; use a new key.",
-                )
-                .kind("idempotency-key-reused")
-                .title("Idempotency-Key reused")
-                .into());
-            }
-            if r.status == "done" {
-                return Ok(Accepted {
-                    order_id: r.order_id,
-                    replayed: true,
-                });
-            }
-            if r.leased {
-                return Err(in_flight());
-            }
-        }
-        // Read, not locked: the final transaction locks the cart, then this key's row;
-        // locking them here in the other order could deadlock with it.
-        let current = db::cart(&mut tx, cart.id)
-            .await?
-            .ok_or_else(|| Problem::not_found("Cart"))?;
-        if !is_open(&current) {
-            return Err(not_open(&current).into());
-        }
-        if db::items(&mut tx, cart.id).await?.is_empty() {
-            return Err(empty().into());
-        }
-        let order_id = match existing {
-            // A request with this key died or failed: take over its order id.
-            Some(r) => {
-                db::lease_request(&mut tx, customer_id, key, lease).await?;
-                r.order_id
-            }
-            None => {
-                let order_id = Uuid::now_v7();
-                if db::insert_request(
-                    &mut tx,
-                    customer_id,
-                    key,
-                    cart.id,
-                    &fingerprint,
-                    order_id,
-                    lease,
-                )
-                .await?
-                .is_none()
-                {
-                    return Err(in_flight());
-                }
-                order_id
-            }
-        };
-        tx.commit().await?;
-
-        // 2.-4. with the key held; any failure gives it back for a retry.
-        match self.hand_over(cart, &input, order_id).await {
-            Ok(()) => Ok(Accepted {
-                order_id,
-                replayed: false,
-            }),
-            Err(e) => {
-                if let Ok(mut conn) = self.db.acquire().await
-                    && let Err(le) = db::lease_request(&mut conn, customer_id, key, 0.0).await
-                {
-                    tracing::warn!(error = %le, "could not give a checkout key back; its lease will end");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Re-confirms every line, hands the payment token to the order service, then marks
-    /// the cart checked out with its event and the key's final response.
-    async fn hand_over(&self, cart: &Cart, input: &CheckoutInput, order_id: Uuid) -> ApiResult<()> {
-        let items = self.items(cart.id).await?;
-        let confirmations = items.iter().map(|i| async move {
-            (
-                i,
-                self.clients
-                    .reserve(cart.id, i.product_id, i.quantity)
-                    .await,
-            )
-        });
-        let mut unavailable = Vec::new();
-        let mut confirmed = HashMap::new();
-        for (item, answer) in join_all(confirmations).await {
-            match answer? {
-                Reservation::Reserved { generation } => {
-                    db::record_renewal(
-                        &mut *self.db.acquire().await?,
-                        cart.id,
-                        item.product_id,
-                        item.quantity,
-                        generation,
-                    )
-                    .await?;
-                    confirmed.insert(item.product_id, item.quantity);
-                }
-                Reservation::Superseded => return Err(cart_changed().into()),
-                other => {
-                    let available = match other {
-                        Reservation::Insufficient { available } => available,
-                        _ => 0,
-                    };
-                    unavailable.push(json!({
-                        "product_id": item.product_id,
-                        "name": item.name,
-                        "requested": item.quantity,
-                        "available": available,
-                    }));
-                }
-            }
-        }
-        if !unavailable.is_empty() {
-            let names: Vec<_> = unavailable
-                .iter()
-                .filter_map(|l| l["name"].as_str())
-                .collect();
-            return Err(Problem::conflict(
-                "lines-unavailable",
-                format!(
-                    "These lines cannot be held any more: {}. Change or remove them and retry.",
-                    names.join(", ")
-                ),
-            )
-            .title("Lines unavailable")
-            .with("lines", unavailable)
-            .into());
-        }
-
-        match self
-            .clients
-            .put_payment_method(order_id, cart.customer_id, cart.id, &input.payment_token)
-            .await?
-        {
-            StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::CREATED => {}
-            StatusCode::CONFLICT => {
-                return Err(Problem::conflict(
-                    "payment-method-conflict",
-                    "The order already holds another payment method.",
-                )
-                .into());
-            }
-            other => {
-                return Err(ApiError::Internal(anyhow::anyhow!(
-                    "the order service refused the payment hand-off with {other}"
-                )));
-            }
-        }
-
-        let mut tx = self.db.begin().await?;
-        let locked = self.lock_open(&mut tx, cart.id).await?;
-        let items = db::items(&mut tx, cart.id).await?;
-        if items.is_empty() {
-            return Err(empty().into());
-        }
-        // What is checked out must be what was just re-confirmed at inventory.
-        if items.len() != confirmed.len()
-            || items
-                .iter()
-                .any(|i| confirmed.get(&i.product_id) != Some(&i.quantity))
-        {
-            return Err(cart_changed().into());
-        }
-        let totals = domain::totals(
-            items.iter().map(|i| (i.quantity, i.unit_price)),
-            self.tax_rate_bps,
-        );
-        let (subtotal, tax, total) = totals.money(&locked.currency);
-        let event = CartCheckout {
-            cart_id: cart.id,
-            customer_id: locked.customer_id,
-            order_id,
-            items: items
-                .iter()
-                .map(|i| LineItem {
-                    product_id: i.product_id,
-                    vendor_id: i.vendor_id,
-                    name: i.name.clone(),
-                    quantity: i.quantity,
-                    unit_price: Money::new(i.unit_price, &locked.currency),
-                })
-                .collect(),
-            subtotal,
-            tax,
-            total,
-            shipping_address: input.shipping_address.clone(),
-        };
-        if !db::mark_checked_out(&mut tx, cart.id, order_id).await? {
-            return Err(not_open(&locked).into());
-        }
-        mp_events::enqueue(&mut tx, Service::Cart, event).await?;
-        db::finish_request(
-            &mut tx,
-            locked.customer_id,
-            &input.idempotency_key,
-            202,
-            &json!({"order_id": order_id}),
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::info!(cart_id = %cart.id, %order_id, "cart checked out");
-        Ok(())
-    }
-
     /// Abandons carts idle for `idle`: each becomes `abandoned` with a
     /// `cart.item.removed` per line in one transaction, then its reservations are
     /// released at inventory (outside it; the events release them if this fails).
@@ -766,30 +515,4 @@ fn concurrent_change() -> Problem {
         "The line kept changing under concurrent requests; retry.",
     )
     .title("Concurrent change")
-}
-
-fn cart_changed() -> Problem {
-    Problem::conflict(
-        "cart-changed",
-        "The cart changed during checkout; check it and retry.",
-    )
-    .title("Cart changed")
-}
-
-fn in_flight() -> ApiError {
-    Problem::conflict(
-        "request-in-progress",
-        "A request with this Idempotency-Key is still in progress; retry shortly.",
-    )
-    .title("Request in progress")
-    .header(axum::http::header::RETRY_AFTER, "1")
-    .into()
-}
-
-fn empty() -> Problem {
-    Problem::conflict(
-        "cart-empty",
-        "The cart is empty; add items before checking out.",
-    )
-    .title("Cart empty")
 }

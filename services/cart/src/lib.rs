@@ -15,7 +15,7 @@
 //! * Concurrent changes of one line: a change writes only if the line is as it read it
 //!   and holds no newer reservation (by inventory's `generation`); otherwise it reserves
 //!   again, so the cart and inventory agree. Item events carry the generation.
-//! * Checkout ([`carts::Carts::checkout`]): an Idempotency-Key record (scoped to the
+//! * Checkout ([`checkout`]): an Idempotency-Key record (scoped to the
 //!   cart's customer, remembered `CHECKOUT_KEY_RETENTION_HOURS`) holds the key with a
 //!   lease and the chosen order id; every line is re-reserved; the payment token goes
 //!   to the order service by `PUT /api/internal/orders/{id}/payment-method` (never into
@@ -23,11 +23,12 @@
 //!   `cart.checkout` to the outbox and stores the response that replays answer. A
 //!   failure before that gives the key back (its order id stays for the retry).
 //!
-//! Layout: [`routes`] (HTTP) and [`events`] (consumed events) and the idle worker call
-//! [`carts`] (the operations), which uses [`clients`] (calls to other services), [`db`]
-//! (queries) and [`domain`] (rules, no I/O); [`metrics`].
+//! Layout: [`routes`] (HTTP), [`events`] (consumed events) and the idle worker call
+//! [`carts`] and [`checkout`] (the operations), which use [`clients`] (calls to other
+//! services), [`db`] (queries) and [`domain`] (rules, no I/O); [`metrics`].
 
 pub mod carts;
+pub mod checkout;
 pub mod clients;
 pub mod db;
 pub mod domain;

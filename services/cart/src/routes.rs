@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::carts::{Carts, CheckoutInput};
+use crate::carts::Carts;
+use crate::checkout::CheckoutInput;
 use crate::db::{Cart, Item};
 use crate::domain::{self, CartStatus};
 
