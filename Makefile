@@ -64,6 +64,7 @@ test: ## Run the whole test suite with cargo-nextest (starts deps first)
 	status=0; cargo nextest run --workspace --profile $(NEXTEST_PROFILE) --no-fail-fast || status=$$?; \
 	if [[ $(NEXTEST_PROFILE) == ci ]]; then echo "make: JUnit report: $(JUNIT_PATH)"; fi; \
 	exit $$status
+	bash scripts/test-deploy.sh
 
 bench: ## Load figures against the running fleet (run make up first)
 	bash scripts/bench.sh
