@@ -199,7 +199,7 @@ bash scripts/kong-jwt-key.sh --jwks-file "$TMP/jwks.json" --out "$TMP/kong.rende
 echo "kong: the live JWKS renders into a config that still passes"
 
 step "RabbitMQ users"
-"$PY" deploy/rabbitmq/rabbitmq_permissions.py check "$CARGO_TARGET_DIR/release" deploy/rabbitmq/permissions.json
+"$PY" deploy/rabbitmq/rabbitmq_permissions.py check "$CARGO_TARGET_DIR/${FLEET_PROFILE:-release}" deploy/rabbitmq/permissions.json
 
 step "traffic: a paid and a declined checkout"
 bash deploy/tests/checkout-traffic.sh
