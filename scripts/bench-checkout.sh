@@ -34,7 +34,7 @@ for port in 5000 5001 5002 5003 5004 5005; do
 done
 
 cargo build --profile "$PROFILE" -q -p mp-integration-tests --bin checkout-bench
-"$CARGO_TARGET_DIR/$PROFILE/checkout-bench"
+JWT_SIGNING_KEY=$(<"$STATE_DIR/keys/user.pem") "$CARGO_TARGET_DIR/$PROFILE/checkout-bench"
 
 # pgbench on a scratch database of the same server, right after the load, as the
 # project role (scripts/infra.sh gives it CREATEDB).

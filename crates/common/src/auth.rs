@@ -1,30 +1,33 @@
 //! Token issuing and verification, shared by every service.
 //!
-//! Access tokens are short-lived HS256 JWTs whose header names the signing key (`kid`),
-//! so keys can rotate: `JWT_PREVIOUS_KEYS` keeps old keys valid for verification while
-//! new tokens use the current one. A user token carries the customer id, the login
+//! Access tokens are short-lived ES256 JWTs whose header names the signing key (`kid`).
+//! Only the customer service holds the private user key; every other service verifies
+//! with public keys only, fetched from the customer service's JWKS and cached, and
+//! fetched again when a token names a key not seen yet (a rotation). Each service signs
+//! its service tokens with a key of its own (see [`crate::keys`]). A user token carries the customer id, the login
 //! session id (`sid`), roles and vendor memberships; every service checks it itself and
 //! also checks that the session was not revoked (logout revokes at once, through Redis).
 //! Service tokens have their own audience, so a user token never opens an internal
 //! endpoint and a service token never acts as a user.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use jsonwebtoken::{
-    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
-};
+use jsonwebtoken::{Algorithm, Header, Validation, decode, decode_header, encode};
 use mp_events::Service;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::config::CommonConfig;
+use crate::keys::{self, KeyUse, PublicKey, Signer};
 use crate::problem::{ApiError, Problem};
 use crate::redis::RedisKeys;
 
@@ -55,71 +58,201 @@ pub struct Claims {
     pub jti: Uuid,
 }
 
-/// The signing key and every key accepted for verification.
+/// The keys a service signs with and the public keys it trusts (see [`crate::keys`]).
 pub struct TokenKeys {
-    kid: String,
-    encoding: EncodingKey,
-    decoding: HashMap<String, DecodingKey>,
+    /// The user-token key: the customer service's alone.
+    user: Option<Signer>,
+    /// Service keys this process may sign with: its own (every key in development mode).
+    services: HashMap<Service, Signer>,
+    /// Public keys by id: own public halves, `TRUSTED_KEYS`, keys fetched from the JWKS.
+    trusted: RwLock<HashMap<String, PublicKey>>,
+    /// Where user keys are published (the customer service), for keys not yet known.
+    jwks_url: Option<String>,
+    last_fetch: Mutex<Option<Instant>>,
+    http: reqwest::Client,
     pub access_ttl: Duration,
 }
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenKeys")
-            .field("kid", &self.kid)
+            .field("user", &self.user.as_ref().map(|s| &s.kid))
+            .field("services", &self.services.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
+/// Why a token was refused.
+#[derive(Debug)]
+enum Refusal {
+    /// Signed by a key this process does not know (yet).
+    UnknownKey,
+    Invalid,
+}
+
+/// How often the JWKS may be fetched again for an unknown key id: tokens with made-up
+/// key ids must not turn into a flood of requests.
+const JWKS_REFETCH: Duration = Duration::from_secs(5);
+
 impl TokenKeys {
+    /// Keys from signers and trusted public keys.
     pub fn new(
-        kid: &str,
-        secret: &str,
-        previous: &[(String, String)],
+        user: Option<Signer>,
+        services: Vec<(Service, Signer)>,
+        trusted: Vec<PublicKey>,
+        jwks_url: Option<String>,
         access_ttl: Duration,
-    ) -> anyhow::Result<Self> {
-        anyhow::ensure!(secret.len() >= 32, "JWT_SECRET must be at least 32 bytes");
-        let mut decoding = HashMap::new();
-        decoding.insert(kid.to_owned(), DecodingKey::from_secret(secret.as_bytes()));
-        for (k, s) in previous {
-            decoding
-                .entry(k.clone())
-                .or_insert_with(|| DecodingKey::from_secret(s.as_bytes()));
+    ) -> Self {
+        let mut known: HashMap<String, PublicKey> =
+            trusted.into_iter().map(|k| (k.kid.clone(), k)).collect();
+        for signer in user.iter().chain(services.iter().map(|(_, s)| s)) {
+            known.insert(signer.kid.clone(), signer.public.clone());
         }
-        Ok(Self {
-            kid: kid.to_owned(),
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding,
+        Self {
+            user,
+            services: services.into_iter().collect(),
+            trusted: RwLock::new(known),
+            jwks_url,
+            last_fetch: Mutex::new(None),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .expect("an HTTP client builds"),
             access_ttl,
-        })
+        }
     }
 
-    pub fn from_config(config: &CommonConfig) -> anyhow::Result<Self> {
-        let previous = config
-            .jwt_previous_keys
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .map(|pair| {
-                pair.split_once('=')
-                    .map(|(k, s)| (k.trim().to_owned(), s.trim().to_owned()))
-                    .ok_or_else(|| anyhow::anyhow!("JWT_PREVIOUS_KEYS entries are kid=secret"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Self::new(
-            &config.jwt_kid,
-            &config.jwt_secret,
-            &previous,
+    /// The keys of `service` (or of a tool, `None`) from its configuration: its own
+    /// service key (`SERVICE_KEY`), the user key where configured (`JWT_SIGNING_KEY`, the
+    /// customer service), `TRUSTED_KEYS` and `JWKS_URL`. In development mode missing keys
+    /// are the development keys; outside it, they are refused.
+    pub fn for_service(config: &CommonConfig, service: Option<Service>) -> anyhow::Result<Self> {
+        let dev = config.dev_mode;
+        let checked = |signer: Signer, usage: KeyUse, what: &str| -> anyhow::Result<Signer> {
+            anyhow::ensure!(
+                dev || !keys::is_dev_key(&signer, usage),
+                "{what} is the development key; set a real one, or DEV_MODE=true for local development"
+            );
+            Ok(signer)
+        };
+        let set = |k: &Option<SecretString>| {
+            k.as_ref()
+                .filter(|k| !k.expose_secret().trim().is_empty())
+                .cloned()
+        };
+        let user = match &set(&config.jwt_signing_key) {
+            Some(pem) => Some(checked(
+                keys::signer_from_pem(pem, KeyUse::User)
+                    .map_err(|e| anyhow::anyhow!("JWT_SIGNING_KEY: {e}"))?,
+                KeyUse::User,
+                "JWT_SIGNING_KEY",
+            )?),
+            None if dev => Some(keys::dev_signer(KeyUse::User)),
+            None => None,
+        };
+        let mut services = Vec::new();
+        match (&set(&config.service_key), service) {
+            (Some(pem), Some(s)) => services.push((
+                s,
+                checked(
+                    keys::signer_from_pem(pem, KeyUse::Service(s))
+                        .map_err(|e| anyhow::anyhow!("SERVICE_KEY: {e}"))?,
+                    KeyUse::Service(s),
+                    "SERVICE_KEY",
+                )?,
+            )),
+            _ if dev => {
+                // Development keys are public anyway: tests may speak for any service.
+                for s in Service::ALL {
+                    services.push((s, keys::dev_signer(KeyUse::Service(s))));
+                }
+            }
+            (None, Some(s)) => anyhow::bail!(
+                "SERVICE_KEY is not set: the {s} service needs a key of its own (`{s} keys --out DIR` makes a set), or DEV_MODE=true for local development"
+            ),
+            (_, None) => {}
+        }
+        let trusted = match &config.trusted_keys {
+            Some(text) if !text.trim().is_empty() => {
+                keys::parse_jwks(text).map_err(|e| anyhow::anyhow!("TRUSTED_KEYS: {e}"))?
+            }
+            _ => Vec::new(),
+        };
+        let jwks_url = (!config.jwks_url.is_empty()).then(|| config.jwks_url.clone());
+        Ok(Self::new(
+            user,
+            services,
+            trusted,
+            jwks_url,
             Duration::from_secs(config.access_token_ttl_secs),
+        ))
+    }
+
+    /// [`for_service`](Self::for_service) for tools and tests that sign no service token
+    /// of their own (development mode still gives them every key).
+    pub fn from_config(config: &CommonConfig) -> anyhow::Result<Self> {
+        Self::for_service(config, None)
+    }
+
+    /// Whether this process signs user tokens (the customer service).
+    pub fn signs_users(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// The public user keys to publish at `/.well-known/jwks.json`: the current one and
+    /// the trusted previous ones (a rotation keeps old tokens valid until they expire).
+    pub fn user_jwks(&self) -> Value {
+        let trusted = self.trusted.read().unwrap_or_else(|e| e.into_inner());
+        let mut keys: Vec<&PublicKey> = trusted
+            .values()
+            .filter(|k| k.kid.starts_with("user-"))
+            .collect();
+        keys.sort_by_key(|k| (Some(&k.kid) != self.user.as_ref().map(|u| &u.kid), &k.kid));
+        json!({ "keys": keys.iter().map(|k| &k.jwk).collect::<Vec<_>>() })
+    }
+
+    fn sign_with(signer: &Signer, claims: &Claims) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(signer.kid.clone());
+        encode(&header, claims, &signer.encoding).expect("ES256 signing with a parsed key")
+    }
+
+    /// Signs arbitrary claims with the key their audience calls for (the user key, or
+    /// the key of the service named in `sub`): for tests and tools that need a token
+    /// the normal paths would not make, such as an expired one.
+    pub fn sign(&self, claims: &Claims) -> String {
+        let signer = if claims.aud == USER_AUDIENCE {
+            self.user.as_ref().expect("no user key")
+        } else {
+            let service = Service::ALL
+                .into_iter()
+                .find(|s| s.as_str() == claims.sub)
+                .expect("sub names a service");
+            self.services.get(&service).expect("no key of that service")
+        };
+        Self::sign_with(signer, claims)
+    }
+
+    /// Keys nobody trusts: a fresh random user key and service keys, for tests of
+    /// tokens signed with the wrong key.
+    pub fn stranger() -> Self {
+        let random = |usage| {
+            keys::signer_from_pem(&keys::generate_pem(), usage).expect("a fresh key parses")
+        };
+        Self::new(
+            Some(random(KeyUse::User)),
+            Service::ALL
+                .into_iter()
+                .map(|s| (s, random(KeyUse::Service(s))))
+                .collect(),
+            vec![],
+            None,
+            Duration::from_secs(900),
         )
     }
 
-    pub fn sign(&self, claims: &Claims) -> String {
-        let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(self.kid.clone());
-        encode(&header, claims, &self.encoding).expect("HS256 signing cannot fail")
-    }
-
-    /// A user access token; returns it with its lifetime in seconds.
+    /// A user access token; returns it with its lifetime in seconds. Only the customer
+    /// service holds the key (panics elsewhere: a programming error).
     pub fn user_token(
         &self,
         customer_id: Uuid,
@@ -127,6 +260,10 @@ impl TokenKeys {
         roles: Vec<String>,
         vendors: Vec<Uuid>,
     ) -> (String, u64) {
+        let signer = self
+            .user
+            .as_ref()
+            .expect("only the customer service signs user tokens (JWT_SIGNING_KEY)");
         let now = chrono::Utc::now().timestamp();
         let ttl = self.access_ttl.as_secs();
         let claims = Claims {
@@ -140,11 +277,16 @@ impl TokenKeys {
             exp: now + ttl as i64,
             jti: Uuid::new_v4(),
         };
-        (self.sign(&claims), ttl)
+        (Self::sign_with(signer, &claims), ttl)
     }
 
-    /// A token a service presents to another service.
+    /// A token `service` presents to another service, signed with its own key (panics
+    /// if this process does not hold that service's key: a programming error).
     pub fn service_token(&self, service: Service) -> (String, i64) {
+        let signer = self
+            .services
+            .get(&service)
+            .unwrap_or_else(|| panic!("this process holds no key of the {service} service"));
         let now = chrono::Utc::now().timestamp();
         let exp = now + 300;
         let claims = Claims {
@@ -158,27 +300,98 @@ impl TokenKeys {
             exp,
             jti: Uuid::new_v4(),
         };
-        (self.sign(&claims), exp)
+        (Self::sign_with(signer, &claims), exp)
     }
 
-    /// Checks signature (by key id), expiry, issuer and audience.
+    /// Checks signature (by key id), expiry, issuer and audience, and that the key is
+    /// one for this kind of token: a user key for user tokens, the named service's own
+    /// key for service tokens. Only keys known now; see [`verify_fetching`].
     pub fn verify(&self, token: &str, audience: &str) -> Result<Claims, Problem> {
-        let invalid = || Problem::unauthorized("The access token is invalid or expired.");
-        let header = decode_header(token).map_err(|_| invalid())?;
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.decoding.get(kid))
-            .ok_or_else(invalid)?;
-        let mut validation = Validation::new(Algorithm::HS256);
+        self.check(token, audience).map_err(|_| invalid_token())
+    }
+
+    fn check(&self, token: &str, audience: &str) -> Result<Claims, Refusal> {
+        let header = decode_header(token).map_err(|_| Refusal::Invalid)?;
+        if header.alg != Algorithm::ES256 {
+            return Err(Refusal::Invalid);
+        }
+        let kid = header.kid.ok_or(Refusal::Invalid)?;
+        let user_token = audience == USER_AUDIENCE;
+        if user_token != kid.starts_with("user-") {
+            return Err(Refusal::Invalid);
+        }
+        let trusted = self.trusted.read().unwrap_or_else(|e| e.into_inner());
+        let key = trusted.get(&kid).ok_or(Refusal::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::ES256);
         validation.leeway = 5;
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        decode::<Claims>(token, key, &validation)
+        let claims = decode::<Claims>(token, &key.decoding, &validation)
             .map(|d| d.claims)
-            .map_err(|_| invalid())
+            .map_err(|_| Refusal::Invalid)?;
+        if !user_token && !kid.starts_with(&format!("svc-{}-", claims.sub)) {
+            // A service's key signs for that service only.
+            return Err(Refusal::Invalid);
+        }
+        Ok(claims)
     }
+
+    /// [`verify`](Self::verify), fetching the customer service's JWKS once when a user
+    /// token names a key not known yet (a rotation happened).
+    pub async fn verify_fetching(&self, token: &str, audience: &str) -> Result<Claims, Problem> {
+        match self.check(token, audience) {
+            Ok(claims) => Ok(claims),
+            Err(Refusal::UnknownKey) if audience == USER_AUDIENCE && self.refresh_jwks().await => {
+                self.verify(token, audience)
+            }
+            Err(_) => Err(invalid_token()),
+        }
+    }
+
+    /// Fetches the JWKS (at most every few seconds); whether new keys came.
+    async fn refresh_jwks(&self) -> bool {
+        let Some(url) = &self.jwks_url else {
+            return false;
+        };
+        {
+            let mut last = self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < JWKS_REFETCH) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        let fetched = async {
+            let text = self
+                .http
+                .get(url)
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?;
+            keys::parse_jwks(&text)
+        }
+        .await;
+        match fetched {
+            Ok(found) => {
+                let mut trusted = self.trusted.write().unwrap_or_else(|e| e.into_inner());
+                let before = trusted.len();
+                for key in found.into_iter().filter(|k| k.kid.starts_with("user-")) {
+                    trusted.entry(key.kid.clone()).or_insert(key);
+                }
+                trusted.len() > before
+            }
+            Err(e) => {
+                tracing::warn!(url = %url, error = %format!("{e:#}"), "could not fetch the JWKS");
+                false
+            }
+        }
+    }
+}
+
+fn invalid_token() -> Problem {
+    Problem::unauthorized("The access token is invalid or expired.")
 }
 
 /// Verifies bearer tokens and knows revoked sessions.
@@ -217,8 +430,10 @@ impl Authenticator {
     }
 
     /// Verified claims of the request's bearer token for `audience`.
-    fn claims(&self, parts: &Parts, audience: &str) -> Result<Claims, Problem> {
-        self.keys.verify(Self::bearer(parts)?, audience)
+    async fn claims(&self, parts: &Parts, audience: &str) -> Result<Claims, Problem> {
+        self.keys
+            .verify_fetching(Self::bearer(parts)?, audience)
+            .await
     }
 
     fn bearer(parts: &Parts) -> Result<&str, Problem> {
@@ -276,7 +491,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let auth = Authenticator::from_ref(state);
-        let claims = auth.claims(parts, USER_AUDIENCE)?;
+        let claims = auth.claims(parts, USER_AUDIENCE).await?;
         let id = claims
             .sub
             .parse()
@@ -324,7 +539,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let claims = Authenticator::from_ref(state).claims(parts, SERVICE_AUDIENCE)?;
+        let claims = Authenticator::from_ref(state)
+            .claims(parts, SERVICE_AUDIENCE)
+            .await?;
         if !claims.roles.iter().any(|r| r == ROLE_SERVICE) {
             return Err(Problem::forbidden("Only services may call this endpoint.").into());
         }
@@ -336,66 +553,120 @@ where
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::EncodingKey;
+    use sha2::Digest;
+
     use super::*;
 
-    fn keys(kid: &str, secret: &str) -> TokenKeys {
-        TokenKeys::new(kid, secret, &[], Duration::from_secs(60)).unwrap()
+    fn signer(usage: KeyUse) -> Signer {
+        keys::signer_from_pem(&keys::generate_pem(), usage).unwrap()
     }
 
-    #[test]
-    fn a_token_verifies_with_its_key_and_audience_only() {
-        let k = keys("a", &"s".repeat(32));
-        let (token, ttl) = k.user_token(
-            Uuid::new_v4(),
-            Uuid::new_v4(),
-            vec!["customer".into()],
+    fn issuer(user: &Signer) -> TokenKeys {
+        TokenKeys::new(
+            Some(user.clone()),
             vec![],
-        );
-        assert_eq!(ttl, 60);
-        assert!(k.verify(&token, USER_AUDIENCE).is_ok());
-        assert_eq!(k.verify(&token, SERVICE_AUDIENCE).unwrap_err().status, 401);
-        assert_eq!(
-            keys("a", &"t".repeat(32))
-                .verify(&token, USER_AUDIENCE)
-                .unwrap_err()
-                .status,
-            401
-        );
-    }
-
-    #[test]
-    fn previous_keys_keep_old_tokens_valid_during_rotation() {
-        let old = keys("old", &"o".repeat(32));
-        let (token, _) = old.service_token(Service::Cart);
-        let rotated = TokenKeys::new(
-            "new",
-            &"n".repeat(32),
-            &[("old".into(), "o".repeat(32))],
+            vec![],
+            None,
             Duration::from_secs(60),
         )
-        .unwrap();
-        assert_eq!(
-            rotated.verify(&token, SERVICE_AUDIENCE).unwrap().sub,
-            "cart"
-        );
     }
 
-    #[test]
-    fn tampered_tokens_are_rejected() {
-        let k = keys("a", &"s".repeat(32));
-        let (token, _) = k.user_token(
+    fn verifier(trusted: Vec<PublicKey>) -> TokenKeys {
+        TokenKeys::new(None, vec![], trusted, None, Duration::from_secs(60))
+    }
+
+    fn user_token(keys: &TokenKeys) -> String {
+        keys.user_token(
             Uuid::new_v4(),
             Uuid::new_v4(),
             vec!["customer".into()],
             vec![],
-        );
-        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[1] = parts[1].chars().rev().collect();
-        assert!(k.verify(&parts.join("."), USER_AUDIENCE).is_err());
+        )
+        .0
     }
 
     #[test]
-    fn short_secrets_are_refused() {
-        assert!(TokenKeys::new("a", "short", &[], Duration::from_secs(1)).is_err());
+    fn a_user_token_verifies_with_the_public_key_and_its_audience_only() {
+        let user = signer(KeyUse::User);
+        let token = user_token(&issuer(&user));
+        let v = verifier(vec![user.public.clone()]);
+        assert!(v.verify(&token, USER_AUDIENCE).is_ok());
+        assert_eq!(v.verify(&token, SERVICE_AUDIENCE).unwrap_err().status, 401);
+        let other = signer(KeyUse::User);
+        assert!(
+            verifier(vec![other.public])
+                .verify(&token, USER_AUDIENCE)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_service_key_signs_for_its_own_service_only() {
+        let cart = signer(KeyUse::Service(Service::Cart));
+        // A key of the cart service presented as the order service's: refused.
+        let forger = TokenKeys::new(
+            None,
+            vec![(Service::Order, cart.clone())],
+            vec![],
+            None,
+            Duration::from_secs(60),
+        );
+        let (forged, _) = forger.service_token(Service::Order);
+        let v = verifier(vec![cart.public.clone()]);
+        assert!(v.verify(&forged, SERVICE_AUDIENCE).is_err());
+        let honest = TokenKeys::new(
+            None,
+            vec![(Service::Cart, cart)],
+            vec![],
+            None,
+            Duration::from_secs(60),
+        );
+        let (token, _) = honest.service_token(Service::Cart);
+        assert_eq!(v.verify(&token, SERVICE_AUDIENCE).unwrap().sub, "cart");
+        // A user key cannot sign service tokens, nor a service key user tokens.
+        assert!(v.verify(&token, USER_AUDIENCE).is_err());
+    }
+
+    #[test]
+    fn tampered_tokens_and_other_algorithms_are_rejected() {
+        let user = signer(KeyUse::User);
+        let token = user_token(&issuer(&user));
+        let v = verifier(vec![user.public.clone()]);
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = parts[1].chars().rev().collect();
+        assert!(v.verify(&parts.join("."), USER_AUDIENCE).is_err());
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(user.kid.clone());
+        let claims = v.verify(&token, USER_AUDIENCE).unwrap();
+        let hs = encode(&header, &claims, &EncodingKey::from_secret(b"guess")).unwrap();
+        assert!(v.verify(&hs, USER_AUDIENCE).is_err());
+    }
+
+    #[test]
+    fn development_keys_are_refused_outside_development_mode() {
+        let mut config = CommonConfig::from_env();
+        config.dev_mode = false;
+        config.jwt_signing_key = None;
+        config.service_key = None;
+        let err = TokenKeys::for_service(&config, Some(Service::Cart)).unwrap_err();
+        assert!(err.to_string().contains("SERVICE_KEY"), "{err}");
+        config.service_key = Some(keys::generate_pem());
+        assert!(TokenKeys::for_service(&config, Some(Service::Cart)).is_ok());
+        let dev_pem = {
+            use p256::pkcs8::EncodePrivateKey;
+            let seed = sha2::Sha256::digest("marketplace development key: user");
+            let secret = p256::SecretKey::from_slice(&seed).unwrap();
+            secrecy::SecretString::from(
+                secret
+                    .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+                    .unwrap()
+                    .to_string(),
+            )
+        };
+        config.jwt_signing_key = Some(dev_pem);
+        let err = TokenKeys::for_service(&config, Some(Service::Cart)).unwrap_err();
+        assert!(err.to_string().contains("development key"), "{err}");
+        assert!(!format!("{config:?}").contains("PRIVATE KEY"));
     }
 }

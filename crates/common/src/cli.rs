@@ -1,6 +1,6 @@
 //! The command line every service binary shares:
 //! `<service> [serve]`, `<service> migrate`, `<service> dlq list|redrive`,
-//! `<service> rabbitmq-user`.
+//! `<service> rabbitmq-user`, `<service> keys --out DIR`.
 
 use std::process::ExitCode;
 
@@ -32,6 +32,13 @@ enum Command {
     Serve,
     /// Create the schema and apply migrations, then exit.
     Migrate,
+    /// Write a new key set into DIR: `user.pem` (the customer service's JWT_SIGNING_KEY),
+    /// `<service>.pem` for each service's SERVICE_KEY, and `trusted.jwks.json`
+    /// (TRUSTED_KEYS for every service). Existing files are never overwritten.
+    Keys {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Print the rabbitmqctl commands that give this service a RabbitMQ user of its own,
     /// allowed to publish only its own event types and to touch only its own queues.
     RabbitmqUser {
@@ -95,6 +102,11 @@ where
                 let schema = common.schema(service);
                 connect_db(&common, &schema, migrations).await?;
                 println!("{service}: schema {schema} is migrated");
+                Ok(())
+            }
+            Command::Keys { out } => {
+                write_key_set(&out)?;
+                println!("{service}: wrote a new key set into {}", out.display());
                 Ok(())
             }
             Command::RabbitmqUser { user, vhost } => {
@@ -163,4 +175,40 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes a [`KeySet`](crate::keys::KeySet): private keys readable by the owner only.
+fn write_key_set(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use secrecy::ExposeSecret;
+
+    std::fs::create_dir_all(dir)?;
+    let set = crate::keys::KeySet::generate()?;
+    let mut files: Vec<(String, String)> =
+        vec![("user.pem".into(), set.user.expose_secret().to_owned())];
+    for (service, pem) in &set.services {
+        files.push((format!("{service}.pem"), pem.expose_secret().to_owned()));
+    }
+    files.push((
+        "trusted.jwks.json".into(),
+        serde_json::to_string_pretty(&set.trusted)? + "\n",
+    ));
+    for (name, _) in &files {
+        anyhow::ensure!(
+            !dir.join(name).exists(),
+            "{} exists; keys are never overwritten (move the old set away to rotate)",
+            dir.join(name).display()
+        );
+    }
+    for (name, content) in files {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.join(&name))?;
+        f.write_all(content.as_bytes())?;
+    }
+    Ok(())
 }

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use mp_events::topology::QueueType;
 use mp_events::{Service, Topology};
-
-/// Development signing secret: fine on a laptop, replaced in any real deployment.
-pub const DEV_JWT_SECRET: &str = "marketplace-development-secret-change-me-0123456789";
+use secrecy::SecretString;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonConfig {
@@ -94,22 +92,35 @@ pub struct CommonConfig {
     #[arg(long, env = "REDIS_PREFIX", default_value = "mp")]
     pub redis_prefix: String,
 
-    /// HMAC secret that signs access and service tokens (at least 32 bytes).
-    #[arg(long, env = "JWT_SECRET", default_value = DEV_JWT_SECRET, hide_default_value = true)]
-    pub jwt_secret: String,
+    /// The private key (PKCS#8 PEM, P-256) that signs user access tokens: the customer
+    /// service's alone. `<service> keys --out DIR` makes a whole key set.
+    #[arg(long, env = "JWT_SIGNING_KEY", hide_env_values = true)]
+    pub jwt_signing_key: Option<SecretString>,
 
-    /// Key id of `JWT_SECRET`, written in each token's header.
-    #[arg(long, env = "JWT_KID", default_value = "k1")]
-    pub jwt_kid: String,
+    /// This service's own private key (PKCS#8 PEM, P-256), which signs the tokens it
+    /// presents to other services.
+    #[arg(long, env = "SERVICE_KEY", hide_env_values = true)]
+    pub service_key: Option<SecretString>,
 
-    /// Older keys still accepted during a rotation: `kid=secret,kid=secret`.
+    /// Public keys to trust, as a JWKS (`{"keys": [...]}`): every service's key, and
+    /// previous user keys during a rotation.
+    #[arg(long, env = "TRUSTED_KEYS", hide_env_values = true)]
+    pub trusted_keys: Option<String>,
+
+    /// Where the customer service publishes the user keys; fetched when a token names a
+    /// key not known yet.
     #[arg(
         long,
-        env = "JWT_PREVIOUS_KEYS",
-        default_value = "",
-        hide_default_value = true
+        env = "JWKS_URL",
+        default_value = "http://127.0.0.1:5000/.well-known/jwks.json"
     )]
-    pub jwt_previous_keys: String,
+    pub jwks_url: String,
+
+    /// Development mode: keys that are not configured are the development keys, which
+    /// are public. Never in a real deployment: outside development mode a service
+    /// refuses to start without its keys, and refuses the development keys.
+    #[arg(long, env = "DEV_MODE", default_value_t = false)]
+    pub dev_mode: bool,
 
     /// Lifetime of access tokens, in seconds.
     #[arg(long, env = "ACCESS_TOKEN_TTL_SECS", default_value_t = 900)]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod contact;
 pub mod health;
 pub mod http;
+pub mod keys;
 pub mod metrics;
 pub mod page;
 pub mod problem;

@@ -141,7 +141,7 @@ impl Infra {
         }
         let metrics = Metrics::new()?;
         let event_metrics = EventMetrics::new(&metrics.registry)?;
-        let tokens = Arc::new(TokenKeys::from_config(config)?);
+        let tokens = Arc::new(TokenKeys::for_service(config, Some(service))?);
         let auth = Authenticator::new(tokens.clone(), redis.clone(), redis_keys.clone());
         Ok(Self {
             service,

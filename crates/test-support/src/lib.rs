@@ -53,6 +53,10 @@ impl TestEnv {
         // seconds. Tests of delivery guarantees switch back with `with_quorum_queues`.
         base.amqp_queue_type = QueueType::Classic;
         base.shutdown_grace_secs = 5;
+        // Development keys: every service derives the same (public) keys, so tests can
+        // sign user tokens and speak for any service. Nothing fetches a JWKS.
+        base.dev_mode = true;
+        base.jwks_url = String::new();
         Self { id, base }
     }
 
@@ -152,6 +156,8 @@ impl TestEnv {
                 "AMQP_QUEUE_EXPIRES_MS",
                 c.amqp_queue_expires_ms.unwrap_or(120_000).to_string(),
             )
+            .env("DEV_MODE", "true")
+            .env("JWKS_URL", "")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null());
         (cmd, format!("http://127.0.0.1:{port}"))

@@ -97,18 +97,18 @@ pub async fn update_profile(
     .await
 }
 
-/// Makes an existing account an admin with the given password hash.
-pub async fn promote_admin(
+/// Sets an account's password hash.
+pub async fn set_password(
     conn: &mut PgConnection,
     id: Uuid,
     password_hash: &str,
 ) -> sqlx::Result<()> {
-    sqlx::query("update customers set is_admin = true, password_hash = $2, updated_at = now() where id = $1")
+    sqlx::query("update customers set password_hash = $2, updated_at = now() where id = $1")
         .bind(id)
         .bind(password_hash)
         .execute(conn)
-        .await
-        .map(drop)
+        .await?;
+    Ok(())
 }
 
 pub async fn vendor_ids(conn: &mut PgConnection, customer_id: Uuid) -> sqlx::Result<Vec<Uuid>> {

@@ -45,6 +45,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let infra = Infra::connect(Service::Customer, &config.common, &MIGRATOR, &shutdown).await?;
+    anyhow::ensure!(
+        infra.tokens.signs_users(),
+        "JWT_SIGNING_KEY is not set: the customer service signs the access tokens (`customer keys --out DIR` makes a key set), or DEV_MODE=true for local development"
+    );
     let s = &config.settings;
     if let (Some(email), Some(password)) = (&s.admin_email, &s.admin_password) {
         ensure_admin(&infra, email, password).await?;
@@ -82,8 +86,13 @@ pub async fn run(
     .await
 }
 
-/// Makes sure the configured administrator exists, is an admin and has the configured
-/// password. Replicas starting together may race: the unique email settles it.
+/// Makes sure the configured administrator exists with the configured password.
+///
+/// What it does, and does not: with no account for `ADMIN_EMAIL` it creates the
+/// administrator; with an administrator account it sets the configured password if it
+/// changed; an existing account that is *not* an administrator is never promoted (it is
+/// logged as an error and left alone). Replicas starting together may race: the unique
+/// email settles it.
 async fn ensure_admin(infra: &Infra, email: &str, password: &str) -> anyhow::Result<()> {
     let email = domain::Email::parse(email).map_err(|m| anyhow::anyhow!("ADMIN_EMAIL {m}"))?;
     domain::check_password(password, Some(email.as_str()))
@@ -94,7 +103,20 @@ async fn ensure_admin(infra: &Infra, email: &str, password: &str) -> anyhow::Res
         Some(row) if row.is_admin && domain::verify_password(password, &row.password_hash) => {
             return Ok(());
         }
-        Some(row) => db::promote_admin(&mut tx, row.id, &domain::hash_password(password)?).await?,
+        // The configured password changed: the administrator's password follows it.
+        Some(row) if row.is_admin => {
+            db::set_password(&mut tx, row.id, &domain::hash_password(password)?).await?
+        }
+        // Never promote an existing customer: whoever registered that address first (and
+        // may be logged in right now) would become an administrator without anyone
+        // deciding so. The operator picks another ADMIN_EMAIL or promotes deliberately.
+        Some(_) => {
+            tracing::error!(
+                email = email.as_str(),
+                "ADMIN_EMAIL belongs to an existing customer account, which is not an administrator; it is NOT promoted. Choose another ADMIN_EMAIL."
+            );
+            return Ok(());
+        }
         None => {
             let row = db::insert(
                 &mut tx,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -43,12 +44,26 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/login", post(login))
         .route("/api/auth/refresh", post(refresh))
         .route("/api/auth/logout", post(logout))
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
+}
+
+/// The public keys that verify access tokens (JWKS, RFC 7517): the current signing key
+/// first, then previous keys still trusted during a rotation. Verifiers cache it and
+/// fetch it again when a token names a key they do not know.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "JSON Web Key Set", body = Object,
+        example = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "user-1a2b3c4d5e6f", "use": "sig", "alg": "ES256", "x": "...", "y": "..."}]}))))]
+async fn jwks(State(tokens): State<Arc<TokenKeys>>) -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        Json(tokens.user_jwks()),
+    )
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    paths(register_customer, get_me, update_me, get_customer, login, refresh, logout),
+    paths(register_customer, get_me, update_me, get_customer, login, refresh, logout, jwks),
     components(schemas(Problem, mp_common::FieldError)),
     tags((name = "customers", description = "Accounts and profiles"), (name = "auth", description = "Login sessions and tokens"))
 )]

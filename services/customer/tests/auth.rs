@@ -303,7 +303,7 @@ async fn tampered_expired_and_malformed_tokens_are_401() {
         exp: now - 60,
         jti: Uuid::new_v4(),
     });
-    let other_key = TokenKeys::new("k1", &"z".repeat(40), &[], Duration::from_secs(60)).unwrap();
+    let other_key = TokenKeys::stranger();
     let (wrong_key, _) =
         other_key.user_token(Uuid::new_v4(), Uuid::new_v4(), vec!["admin".into()], vec![]);
     let (service_token, _) = keys.service_token(Service::Cart);
@@ -647,4 +647,35 @@ async fn the_correlation_id_is_echoed_and_carried_into_the_events_a_request_caus
         .await
         .unwrap();
     assert!(!resp.headers()["x-correlation-id"].is_empty());
+}
+
+#[tokio::test]
+async fn an_existing_customer_is_never_promoted_by_the_admin_setting() {
+    let env = TestEnv::new();
+    let plain = env
+        .spawn(Service::Customer, |common, listener, shutdown| {
+            customer::run(customer::Config::with_common(common), listener, shutdown)
+        })
+        .await;
+    // Someone registered the address before the operator configured it as the admin's.
+    register(&plain, ADMIN_EMAIL).await;
+    let (early_session, _) = tokens(&plain, ADMIN_EMAIL, PASSWORD).await;
+    plain.stop().await.unwrap();
+
+    let svc = spawn(&env).await;
+    let (_, me) = svc
+        .call(Method::GET, "/api/customers/me", Some(&early_session), None)
+        .await;
+    assert_eq!(me["roles"], json!(["customer"]), "{me}");
+    let (status, _) = login(&svc, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the password was not replaced"
+    );
+    let admins: i64 = sqlx::query_scalar("select count(*) from customers where is_admin")
+        .fetch_one(&env.db(Service::Customer).await)
+        .await
+        .unwrap();
+    assert_eq!(admins, 0);
 }

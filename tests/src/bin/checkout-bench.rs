@@ -2,7 +2,7 @@
 //!
 //! For each rate of `BENCH_RATES` (checkouts per second, default `50,100,150,300`) it
 //! fills `rate * BENCH_SECONDS` carts first (one fresh customer each, with a token
-//! signed by `JWT_SECRET`, one line of a bench product with ample stock), then checks
+//! signed with the user key `JWT_SIGNING_KEY`, one line of a bench product with ample stock), then checks
 //! them out at that rate, open loop, and waits for every order to settle. It prints,
 //! per rate: checkouts accepted, confirmed, completed per second (confirmations over
 //! the time from the first 202 to the last confirmation) and p50/p99 from the 202 to

@@ -1,7 +1,7 @@
 //! Helpers for `scripts/bench.sh`:
 //! `mp-bench bare <addr>` serves a bare axum endpoint (the baseline the catalog read is
 //! compared with, measured in the same run); `mp-bench service-token <service>` prints a
-//! service token signed with `JWT_SECRET`/`JWT_KID` from the environment.
+//! service token signed with that service's `SERVICE_KEY` from the environment.
 
 use std::process::ExitCode;
 
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
                 eprintln!("unknown service {service}");
                 return ExitCode::FAILURE;
             };
-            match TokenKeys::from_config(&CommonConfig::from_env()) {
+            match TokenKeys::for_service(&CommonConfig::from_env(), Some(service)) {
                 Ok(keys) => {
                     println!("{}", keys.service_token(service).0);
                     ExitCode::SUCCESS

@@ -1,0 +1,163 @@
+//! Identity as a deployment runs it (not development mode): the customer service alone
+//! signs user tokens (ES256) and publishes the public keys; other services verify with
+//! public keys only, learn new ones from the JWKS, and trust each service's own key for
+//! the tokens it presents.
+
+use mp_common::TokenKeys;
+use mp_common::keys::KeySet;
+use mp_events::Service;
+use mp_test_support::{TestEnv, TestService};
+use reqwest::{Method, StatusCode};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const PASSWORD: &str = "correct horse battery";
+
+fn key_of(set: &KeySet, service: Service) -> SecretString {
+    set.services
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map(|(_, k)| k.clone())
+        .unwrap()
+}
+
+/// The JWKS of the services' public keys only (user keys come from the customer service).
+fn service_keys(set: &KeySet) -> String {
+    let keys: Vec<&Value> = set.trusted["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kid"].as_str().unwrap().starts_with("svc-"))
+        .collect();
+    json!({ "keys": keys }).to_string()
+}
+
+async fn customer(env: &TestEnv) -> TestService {
+    env.spawn(Service::Customer, |common, listener, shutdown| {
+        customer::run(customer::Config::with_common(common), listener, shutdown)
+    })
+    .await
+}
+
+async fn login(svc: &TestService, email: &str) -> String {
+    let (status, body) = svc
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": email, "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+#[tokio::test]
+async fn a_rotated_user_key_keeps_old_tokens_valid_while_verifiers_learn_the_new_one_from_the_jwks()
+{
+    let old = KeySet::generate().unwrap();
+    let new_user_key = KeySet::generate().unwrap().user;
+    let mut env = TestEnv::new();
+    env.configure(|c| {
+        c.dev_mode = false;
+        c.trusted_keys = Some(service_keys(&old));
+        c.service_key = Some(key_of(&old, Service::Customer));
+        c.jwt_signing_key = Some(old.user.clone());
+    });
+    let before = customer(&env).await;
+    // The rolled-out replica signs with the new key and still publishes the old one.
+    let mut previous = vec![old.trusted["keys"][0].clone()];
+    previous.extend(old.trusted["keys"].as_array().unwrap()[1..].iter().cloned());
+    let with_previous = json!({ "keys": previous }).to_string();
+    env.configure(|c| {
+        c.jwt_signing_key = Some(new_user_key.clone());
+        c.trusted_keys = Some(with_previous);
+    });
+    let after = customer(&env).await;
+    // A verifier that knows no user key at all: it learns them from the JWKS.
+    let jwks_url = after.url("/.well-known/jwks.json");
+    env.configure(|c| {
+        c.jwt_signing_key = None;
+        c.trusted_keys = Some(service_keys(&old));
+        c.service_key = Some(key_of(&old, Service::Inventory));
+        c.jwks_url = jwks_url.clone();
+    });
+    let inventory = env
+        .spawn(Service::Inventory, |common, listener, shutdown| {
+            inventory::run(inventory::Config::with_common(common), listener, shutdown)
+        })
+        .await;
+
+    let email = format!("rot-{}@example.org", Uuid::new_v4().simple());
+    let (status, body) = before
+        .call(
+            Method::POST,
+            "/api/customers",
+            None,
+            Some(json!({"email": email, "password": PASSWORD, "name": "Rot"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let old_token = login(&before, &email).await;
+    let new_token = login(&after, &email).await;
+    assert_ne!(kid(&old_token), kid(&new_token));
+
+    let (_, jwks) = after
+        .call(Method::GET, "/.well-known/jwks.json", None, None)
+        .await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, vec![kid(&new_token), kid(&old_token)], "{jwks}");
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["d"].is_null()),
+        "no private part is published"
+    );
+
+    // Both tokens open the verifier's API (the stock item is unknown: 404, not 401).
+    let path = format!("/api/inventory/{}", Uuid::new_v4());
+    for token in [&new_token, &old_token] {
+        let (status, body) = inventory.call(Method::GET, &path, Some(token), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    // A token signed with a key nobody published is refused.
+    let (forged, _) = TokenKeys::stranger().user_token(
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        vec!["admin".into()],
+        vec![],
+    );
+    let (status, _) = inventory
+        .call(Method::GET, &path, Some(&forged), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn outside_development_mode_a_service_without_its_key_refuses_to_start() {
+    let mut env = TestEnv::new();
+    env.configure(|c| {
+        c.dev_mode = false;
+        c.service_key = None;
+        c.jwt_signing_key = None;
+    });
+    let svc = env
+        .start(Service::Inventory, |common, listener, shutdown| {
+            inventory::run(inventory::Config::with_common(common), listener, shutdown)
+        })
+        .await;
+    let err = svc.stop().await.unwrap_err();
+    assert!(err.to_string().contains("SERVICE_KEY"), "{err:#}");
+}
