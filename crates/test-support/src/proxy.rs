@@ -30,10 +30,7 @@ impl PausableProxy {
                     };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    tokio::join!(
-                        pipe(cr, sw, watch.clone()),
-                        pipe(sr, cw, watch),
-                    );
+                    tokio::join!(pipe(cr, sw, watch.clone()), pipe(sr, cw, watch),);
                 });
             }
         });
