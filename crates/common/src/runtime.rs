@@ -242,9 +242,12 @@ pub async fn serve(
     }
 
     tracing::info!(service = %infra.service, addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+    .await?;
 
     let grace = Duration::from_secs(infra.config.shutdown_grace_secs);
     if !supervisor.join(grace).await {

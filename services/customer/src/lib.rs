@@ -29,12 +29,20 @@ pub struct Settings {
     /// Lifetime of a login session (refresh token), in seconds.
     #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 14 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
-    /// Failed logins per email before logins are refused for a while.
+    /// Failed logins per email before that email is refused for a while.
     #[arg(long, env = "LOGIN_MAX_FAILURES", default_value_t = 5)]
     pub login_max_failures: u32,
-    /// How long failed logins are remembered, in seconds.
-    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 900)]
+    /// How long an email's failed logins are remembered, in seconds. Short on purpose:
+    /// anyone can fail logins for someone else's email.
+    #[arg(long, env = "LOGIN_FAILURE_WINDOW_SECS", default_value_t = 60)]
     pub login_failure_window_secs: u64,
+    /// Failed logins per client address (whatever the emails) before that address is
+    /// refused for a while.
+    #[arg(long, env = "LOGIN_MAX_FAILURES_PER_ADDRESS", default_value_t = 30)]
+    pub login_max_failures_per_address: u32,
+    /// How long a client address's failed logins are remembered, in seconds.
+    #[arg(long, env = "LOGIN_ADDRESS_WINDOW_SECS", default_value_t = 900)]
+    pub login_address_window_secs: u64,
 }
 
 pub type Config = mp_common::config::Config<Settings>;
@@ -68,6 +76,8 @@ pub async fn run(
             keys: infra.redis_keys.clone(),
             max_failures: s.login_max_failures,
             window_secs: s.login_failure_window_secs,
+            max_failures_per_address: s.login_max_failures_per_address,
+            address_window_secs: s.login_address_window_secs,
         },
     };
     let consumer = infra

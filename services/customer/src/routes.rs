@@ -1,6 +1,7 @@
 //! The customer API: registration, login, token refresh, logout, profiles.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
@@ -166,9 +167,8 @@ async fn load_customer(db: &PgPool, id: Uuid) -> ApiResult<CustomerResponse> {
 }
 
 pub(crate) async fn hash_password(password: String) -> ApiResult<String> {
-    tokio::task::spawn_blocking(move || domain::hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?
+    hashing(move || domain::hash_password(&password))
+        .await?
         .map_err(ApiError::Internal)
 }
 
@@ -319,48 +319,131 @@ async fn get_customer(
 pub struct LoginThrottle {
     pub redis: ConnectionManager,
     pub keys: mp_common::redis::RedisKeys,
+    /// Failed logins per email before that email is refused for `window_secs`. The
+    /// window is short: anyone can fail logins for a victim's email, so a long block
+    /// would be a way to lock them out.
     pub max_failures: u32,
     pub window_secs: u64,
+    /// Failed logins per client address (any emails) before that address is refused for
+    /// `address_window_secs`: one client guessing many accounts is blocked for long.
+    pub max_failures_per_address: u32,
+    pub address_window_secs: u64,
 }
 
 impl LoginThrottle {
-    fn key(&self, email: &str) -> String {
+    fn email_key(&self, email: &str) -> String {
         self.keys.key(format_args!("auth:login-failures:{email}"))
     }
 
-    async fn check(&self, email: &str) -> ApiResult<()> {
+    fn address_key(&self, address: &str) -> String {
+        self.keys
+            .key(format_args!("auth:login-failures-addr:{address}"))
+    }
+
+    async fn check(&self, email: &str, address: &str) -> ApiResult<()> {
         let mut redis = self.redis.clone();
-        let failures: Option<u32> = redis.get(self.key(email)).await?;
-        if failures.unwrap_or(0) >= self.max_failures {
-            let ttl: i64 = redis.ttl(self.key(email)).await?;
-            return Err(Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many failed logins; try again later.",
-            )
-            .kind("too-many-logins")
-            .header(header::RETRY_AFTER, ttl.max(1).to_string())
-            .into());
+        for (key, max) in [
+            (self.email_key(email), self.max_failures),
+            (self.address_key(address), self.max_failures_per_address),
+        ] {
+            let failures: Option<u32> = redis.get(&key).await?;
+            if failures.unwrap_or(0) >= max {
+                let ttl: i64 = redis.ttl(&key).await?;
+                return Err(Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many failed logins; try again later.",
+                )
+                .kind("too-many-logins")
+                .header(header::RETRY_AFTER, ttl.max(1).to_string())
+                .into());
+            }
         }
         Ok(())
     }
 
-    async fn failed(&self, email: &str) -> ApiResult<()> {
-        let key = self.key(email);
-        redis::pipe()
-            .incr(&key, 1)
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(self.window_secs)
-            .arg("NX")
-            .query_async::<()>(&mut self.redis.clone())
-            .await?;
+    async fn failed(&self, email: &str, address: &str) -> ApiResult<()> {
+        let mut pipe = redis::pipe();
+        for (key, window) in [
+            (self.email_key(email), self.window_secs),
+            (self.address_key(address), self.address_window_secs),
+        ] {
+            pipe.incr(&key, 1)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(window)
+                .arg("NX")
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.redis.clone()).await?;
         Ok(())
     }
 
     async fn succeeded(&self, email: &str) -> ApiResult<()> {
-        self.redis.clone().del::<_, ()>(self.key(email)).await?;
+        self.redis
+            .clone()
+            .del::<_, ()>(self.email_key(email))
+            .await?;
         Ok(())
     }
+}
+
+/// The client's address: the first `X-Forwarded-For` hop (set by Kong, the only way in
+/// in a deployment), else the TCP peer.
+pub struct ClientAddress(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(ClientAddress(
+            forwarded
+                .map(str::to_owned)
+                .or(peer)
+                .unwrap_or_else(|| "unknown".into()),
+        ))
+    }
+}
+
+/// Password hashing is memory-hard on purpose (argon2id, 19 MiB each): at most one hash
+/// per core at a time, and a request waits at most a few seconds for its turn, so a
+/// flood of logins is answered 503 instead of exhausting memory.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(
+        std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(2),
+    )
+});
+
+async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+    let _turn = tokio::time::timeout(Duration::from_secs(5), HASHING.acquire())
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is busy; try again in a moment.",
+            )
+            .header(header::RETRY_AFTER, "1")
+        })?
+        .expect("the hashing semaphore is never closed");
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
 }
 
 async fn tokens_for(
@@ -395,21 +478,20 @@ async fn tokens_for(
     ))]
 async fn login(
     State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
     let email = domain::normalize_email(&body.email);
-    state.throttle.check(&email).await?;
+    state.throttle.check(&email, &address).await?;
     let row = db::by_email(&mut *state.db.acquire().await?, &email).await?;
     // Verify against a real hash even for an unknown email, so timing tells nothing.
     let hash = row
         .as_ref()
         .map_or_else(|| DUMMY_HASH.clone(), |r| r.password_hash.clone());
     let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || domain::verify_password(&password, &hash))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let ok = hashing(move || domain::verify_password(&password, &hash)).await?;
     let Some(row) = row.filter(|_| ok) else {
-        state.throttle.failed(&email).await?;
+        state.throttle.failed(&email, &address).await?;
         return Err(Problem::unauthorized("Invalid email or password.").into());
     };
     state.throttle.succeeded(&email).await?;

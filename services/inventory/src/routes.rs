@@ -352,6 +352,9 @@ async fn list_movements(
     }))
 }
 
+/// The services that may hold and release stock for carts.
+const RESERVING: &[Service] = &[Service::Cart, Service::Order];
+
 /// Set a cart's reservation of a product to `quantity` (service-to-service). Setting
 /// it again changes only the difference; the same quantity twice just renews it.
 #[utoipa::path(post, path = "/api/reservations", tag = "reservations", security(("bearer" = [])),
@@ -359,6 +362,7 @@ async fn list_movements(
     responses(
         (status = 201, description = "Reserved until `expires_at`", body = ReservationResponse),
         (status = 401, description = "No service token", body = Problem),
+        (status = 403, description = "A service other than cart or order", body = Problem),
         (status = 404, description = "No stock item for the product", body = Problem),
         (status = 409, description = "Not enough stock, the product is inactive, or a later change of this reservation was made at the same time; `available` is the most this cart could hold", body = Problem),
         (status = 422, description = "Invalid fields", body = Problem),
@@ -368,6 +372,7 @@ async fn create_reservation(
     caller: ServiceCaller,
     ApiJson(body): ApiJson<ReservationRequest>,
 ) -> ApiResult<(StatusCode, Json<ReservationResponse>)> {
+    caller.allow(RESERVING)?;
     let quantity =
         domain::check_quantity(body.quantity).map_err(|m| Problem::invalid_field("quantity", m))?;
     let (cart_id, product_id) = (body.cart_id, body.product_id);
@@ -501,12 +506,14 @@ fn write_failed(e: sqlx::Error) -> ApiError {
     responses(
         (status = 204, description = "Released (or there was nothing to release)"),
         (status = 401, description = "No service token", body = Problem),
+        (status = 403, description = "A service other than cart or order", body = Problem),
     ))]
 async fn delete_reservation(
     State(inv): State<Inventory>,
-    _caller: ServiceCaller,
+    caller: ServiceCaller,
     ApiPath((cart_id, product_id)): ApiPath<(Uuid, Uuid)>,
 ) -> ApiResult<StatusCode> {
+    caller.allow(RESERVING)?;
     // PostgreSQL first, with a new generation: a rebuild that reads it afterwards sees
     // the tombstone, and one that read before sends an older generation, which Redis
     // refuses once the release below is applied.

@@ -455,3 +455,44 @@ async fn bad_reservation_requests_are_problems_and_change_nothing() {
         .unwrap();
     assert_eq!(rows, 0);
 }
+
+#[tokio::test]
+async fn only_cart_and_order_may_hold_or_release_stock() {
+    let h = Harness::start().await;
+    let product_id = h.product(Uuid::now_v7(), 5, 1).await;
+    let cart = Uuid::now_v7();
+    let vendor = h.keys.service_token(Service::Vendor).0;
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/api/reservations",
+            Some(&vendor),
+            Some(json!({"cart_id": cart, "product_id": product_id, "quantity": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("vendor"),
+        "{body}"
+    );
+    let (status, _) = h
+        .call(
+            Method::DELETE,
+            &format!("/api/reservations/{cart}/{product_id}"),
+            Some(&vendor),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(h.stock(product_id).await["reserved"], 0);
+    let order = h.keys.service_token(Service::Order).0;
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/api/reservations",
+            Some(&order),
+            Some(json!({"cart_id": cart, "product_id": product_id, "quantity": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
