@@ -4,10 +4,8 @@
 //!
 //! [`Fleet::shop`] fills a cart and checks it out as a customer would.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
 use mp_common::TokenKeys;
 use mp_common::auth::USER_AUDIENCE;
 use mp_events::{Broker, Envelope, Event, Service};
@@ -334,33 +332,6 @@ impl Fleet {
 
     /// Publishes an event on this environment's exchange, as its publisher would.
     pub async fn publish<E: Event>(&self, source: Service, payload: E) -> Envelope<E> {
-        let envelope = Envelope::new(source, payload);
-        let started = Instant::now();
-        let channel = loop {
-            match self.broker.confirm_channel().await {
-                Ok(channel) => break channel,
-                Err(e) if started.elapsed() < WAIT => {
-                    eprintln!("publisher: RabbitMQ not reachable yet ({e}); retrying");
-                }
-                Err(e) => panic!("RabbitMQ unreachable for {WAIT:?}: {e}"),
-            }
-        };
-        channel
-            .basic_publish(
-                &self.broker.topology().exchange(),
-                E::TYPE,
-                BasicPublishOptions::default(),
-                &serde_json::to_vec(&envelope).expect("envelope serializes"),
-                BasicProperties::default()
-                    .with_message_id(envelope.id.to_string().into())
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2),
-            )
-            .await
-            .expect("published")
-            .await
-            .expect("confirmed");
-        let _ = channel.close(200, "done").await;
-        envelope
+        mp_test_support::publish(&self.broker, source, payload).await
     }
 }

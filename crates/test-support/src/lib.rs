@@ -383,3 +383,53 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Publishes `envelope` on `broker`'s exchange, as its publisher's relay would (with
+/// publisher confirms), waiting up to 30 s for RabbitMQ to be reachable.
+pub async fn publish_envelope<E: mp_events::Event>(
+    broker: &mp_events::Broker,
+    envelope: &mp_events::Envelope<E>,
+) {
+    use lapin::BasicProperties;
+    use lapin::options::BasicPublishOptions;
+
+    const WAIT: Duration = Duration::from_secs(30);
+    let started = Instant::now();
+    let channel = loop {
+        match broker.confirm_channel().await {
+            Ok(channel) => break channel,
+            Err(e) if started.elapsed() < WAIT => {
+                eprintln!("publisher: RabbitMQ not reachable yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("RabbitMQ unreachable for {WAIT:?}: {e}"),
+        }
+    };
+    channel
+        .basic_publish(
+            &broker.topology().exchange(),
+            E::TYPE,
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(envelope).expect("envelope serializes"),
+            BasicProperties::default()
+                .with_message_id(envelope.id.to_string().into())
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    let _ = channel.close(200, "done").await;
+}
+
+/// Publishes `payload` as an event of `source` (see [`publish_envelope`]).
+pub async fn publish<E: mp_events::Event>(
+    broker: &mp_events::Broker,
+    source: Service,
+    payload: E,
+) -> mp_events::Envelope<E> {
+    let envelope = mp_events::Envelope::new(source, payload);
+    publish_envelope(broker, &envelope).await;
+    envelope
+}

@@ -3,15 +3,13 @@
 //! for the events other services would send, and a view of the service's database.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use axum::routing::post;
 use axum::{Form, Json, Router};
 use base64::Engine;
-use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
 use mp_common::TokenKeys;
 use mp_events::catalog::{CustomerCreated, LineItem, OrderStatus, OrderUpdated, VendorCreated};
 use mp_events::{Broker, Envelope, Event, Money, Service};
@@ -240,32 +238,7 @@ impl Harness {
 
     /// Publishes an event on this environment's exchange, as its publisher would.
     pub async fn publish_envelope<E: Event>(&self, envelope: &Envelope<E>) {
-        let started = Instant::now();
-        let channel = loop {
-            match self.broker.confirm_channel().await {
-                Ok(channel) => break channel,
-                Err(e) if started.elapsed() < WAIT => {
-                    eprintln!("publisher: RabbitMQ not reachable yet ({e}); retrying");
-                }
-                Err(e) => panic!("RabbitMQ unreachable for {WAIT:?}: {e}"),
-            }
-        };
-        channel
-            .basic_publish(
-                &self.broker.topology().exchange(),
-                E::TYPE,
-                BasicPublishOptions::default(),
-                &serde_json::to_vec(envelope).expect("envelope serializes"),
-                BasicProperties::default()
-                    .with_message_id(envelope.id.to_string().into())
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2),
-            )
-            .await
-            .expect("published")
-            .await
-            .expect("confirmed");
-        let _ = channel.close(200, "done").await;
+        mp_test_support::publish_envelope(&self.broker, envelope).await;
     }
 
     pub async fn publish<E: Event>(&self, source: Service, payload: E) -> Envelope<E> {
