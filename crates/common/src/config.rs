@@ -9,7 +9,7 @@ use mp_events::topology::QueueType;
 use mp_events::{Service, Topology};
 use secrecy::SecretString;
 
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct CommonConfig {
     /// Address to listen on [default: 0.0.0.0:<the service's port>].
     #[arg(long, env = "LISTEN_ADDR")]
@@ -141,6 +141,75 @@ pub struct CommonConfig {
     /// `json` (default) or `pretty`.
     #[arg(long, env = "LOG_FORMAT", default_value = "json")]
     pub log_format: String,
+}
+
+/// Like a derived `Debug`, with the passwords of connection URLs hidden (keys are
+/// `SecretString`s, which hide themselves).
+impl std::fmt::Debug for CommonConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommonConfig")
+            .field("listen_addr", &self.listen_addr)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("db_schema", &self.db_schema)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("amqp_prefix", &self.amqp_prefix)
+            .field("amqp_queue_type", &self.amqp_queue_type)
+            .field("amqp_prefetch", &self.amqp_prefetch)
+            .field("retry_delays_ms", &self.retry_delays_ms)
+            .field("amqp_delivery_limit", &self.amqp_delivery_limit)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("outbox_retention_secs", &self.outbox_retention_secs)
+            .field("inbox_retention_hours", &self.inbox_retention_hours)
+            .field("handler_timeout_secs", &self.handler_timeout_secs)
+            .field("amqp_queue_expires_ms", &self.amqp_queue_expires_ms)
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("jwt_signing_key", &self.jwt_signing_key)
+            .field("service_key", &self.service_key)
+            .field("trusted_keys", &self.trusted_keys)
+            .field("jwks_url", &self.jwks_url)
+            .field("dev_mode", &self.dev_mode)
+            .field("access_token_ttl_secs", &self.access_token_ttl_secs)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// `scheme://user:***@host/...`: a URL without its password.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}://{user}:***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_connection_passwords() {
+        let mut c = CommonConfig::from_env();
+        c.database_url = "postgres://marketplace:s3cret@db:5432/marketplace".into();
+        c.amqp_url = "amqps://order:hunter2@mq/%2f".into();
+        c.redis_url = "rediss://:redispw@cache:6379".into();
+        let text = format!("{c:?}");
+        for secret in ["s3cret", "hunter2", "redispw"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(
+            text.contains("postgres://marketplace:***@db:5432/marketplace"),
+            "{text}"
+        );
+    }
 }
 
 impl CommonConfig {
