@@ -261,9 +261,10 @@ async fn an_event_is_published_when_its_transaction_commits_and_never_when_it_ro
     rig.enqueue("committed").await;
 
     rig.wait_for_effect("committed").await;
-    // The committed event went out after the rolled-back one would have: give any stray
-    // delivery the same time again, then check it never came.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A later event as a positive marker: the relay publishes in outbox order, so once
+    // the marker is handled, anything written before it would have been too.
+    rig.enqueue("marker").await;
+    rig.wait_for_effect("marker").await;
     assert_eq!(rig.effects("rolled-back").await, 0);
     assert!(rig.deliveries("rolled-back").is_empty());
     let unsent: i64 = sqlx::query_scalar("select count(*) from outbox where published_at is null")
@@ -345,10 +346,26 @@ async fn two_relays_never_publish_the_same_row() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A later event as a positive marker instead of a pause: once it is handled and
+    // nothing is left unsent, both relays have gone past every bulk row.
+    rig.enqueue("marker").await;
+    rig.wait_for_effect("marker").await;
+    eventually("the outbox drained", Duration::from_secs(20), || async {
+        let unsent: i64 =
+            sqlx::query_scalar("select count(*) from outbox where published_at is null")
+                .fetch_one(&rig.db)
+                .await
+                .unwrap();
+        (unsent == 0).then_some(())
+    })
+    .await;
     assert_eq!(rig.outcome("duplicate"), 0, "no row was published twice");
-    assert_eq!(rig.outcome("ok"), 300);
-    assert_eq!(rig.metrics.outbox_published.get(), 300);
+    assert_eq!(
+        rig.outcome("ok"),
+        300 + 1,
+        "the bulk and the marker, once each"
+    );
+    assert_eq!(rig.metrics.outbox_published.get(), 300 + 1);
 }
 
 #[tokio::test]

@@ -393,18 +393,12 @@ pub async fn publish_envelope<E: mp_events::Event>(
     use lapin::BasicProperties;
     use lapin::options::BasicPublishOptions;
 
-    const WAIT: Duration = Duration::from_secs(30);
-    let started = Instant::now();
-    let channel = loop {
-        match broker.confirm_channel().await {
-            Ok(channel) => break channel,
-            Err(e) if started.elapsed() < WAIT => {
-                eprintln!("publisher: RabbitMQ not reachable yet ({e}); retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("RabbitMQ unreachable for {WAIT:?}: {e}"),
-        }
-    };
+    let channel = eventually(
+        "RabbitMQ to accept a publisher channel",
+        Duration::from_secs(30),
+        || async { broker.confirm_channel().await.ok() },
+    )
+    .await;
     channel
         .basic_publish(
             &broker.topology().exchange(),
