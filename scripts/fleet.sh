@@ -409,6 +409,7 @@ cmd_up() {
     build
     prepare_state_dir
     ensure_admin_env
+    ensure_keys
     load_admin_env
     export_database_url
     start_mail_catcher
