@@ -1,6 +1,6 @@
 //! The command line every service binary shares:
 //! `<service> [serve]`, `<service> migrate`, `<service> dlq list|redrive`,
-//! `<service> rabbitmq-user`, `<service> keys --out DIR`.
+//! `<service> rabbitmq-user`, `<service> keys --out DIR`, `<service> service-token`.
 
 use std::process::ExitCode;
 
@@ -39,6 +39,9 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Print a service token of this service (valid for five minutes), signed with its
+    /// SERVICE_KEY: for an operator, or the contract tests, calling an internal endpoint.
+    ServiceToken,
     /// Print the rabbitmqctl commands that give this service a RabbitMQ user of its own,
     /// allowed to publish only its own event types and to touch only its own queues.
     RabbitmqUser {
@@ -107,6 +110,11 @@ where
             Command::Keys { out } => {
                 write_key_set(&out)?;
                 println!("{service}: wrote a new key set into {}", out.display());
+                Ok(())
+            }
+            Command::ServiceToken => {
+                let keys = crate::auth::TokenKeys::for_service(&common, Some(service))?;
+                println!("{}", keys.service_token(service).0);
                 Ok(())
             }
             Command::RabbitmqUser { user, vhost } => {

@@ -16,11 +16,11 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 use utoipa::openapi::OpenApi;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
+use crate::openapi::finish_openapi;
 use crate::problem::Problem;
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
@@ -82,9 +82,12 @@ async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response
             _ => status.canonical_reason().unwrap_or("Error"),
         };
         let headers = std::mem::take(response.headers_mut());
-        response = Problem::new(status, detail)
-            .with("correlation_id", correlation_id.as_str())
-            .into_response();
+        let mut problem =
+            Problem::new(status, detail).with("correlation_id", correlation_id.as_str());
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            problem = problem.header(header::RETRY_AFTER, "1");
+        }
+        response = problem.into_response();
         for (k, v) in headers.iter() {
             response.headers_mut().entry(k).or_insert_with(|| v.clone());
         }
@@ -149,18 +152,6 @@ fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
     let error_id = uuid::Uuid::new_v4();
     tracing::error!(%error_id, "handler panicked");
     Problem::internal(error_id).into_response()
-}
-
-/// Adds the bearer scheme and the service's title to its OpenAPI document.
-pub fn finish_openapi(mut doc: OpenApi, service: &str) -> OpenApi {
-    doc.info.title = format!("Marketplace {service} service");
-    doc.info.version = env!("CARGO_PKG_VERSION").into();
-    let components = doc.components.get_or_insert_with(Default::default);
-    components.add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-    );
-    doc
 }
 
 /// The whole application: the service's API plus the common routes and layers.

@@ -311,8 +311,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
-/// Parses a JSON document into `T` with problem+json failures.
+/// Parses a JSON document into `T` with problem+json failures. A request body is a JSON
+/// object (serde would also fill a struct from an array), and its text holds no NUL
+/// character (PostgreSQL cannot store one).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(Problem::invalid_field("body", "must be a JSON object"));
+    }
+    if has_nul_escape(bytes) {
+        let field = serde_json::from_slice::<Value>(bytes)
+            .ok()
+            .and_then(|v| nul_path(&v, String::new()))
+            .unwrap_or_else(|| "body".into());
+        return Err(Problem::invalid_field(
+            &field,
+            "must not contain the NUL character (\\u0000)",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de);
     if value.is_ok() {
@@ -339,6 +355,57 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
         };
         Problem::validation(vec![FieldError { field, message }])
     })
+}
+
+/// Whether the JSON text has a `\\u0000` escape (not an escaped backslash before `u0000`):
+/// the only way a JSON document can carry a NUL character.
+fn has_nul_escape(bytes: &[u8]) -> bool {
+    const ESCAPE: &[u8] = b"\\u0000";
+    let mut from = 0;
+    while let Some(at) = bytes[from..]
+        .windows(ESCAPE.len())
+        .position(|w| w == ESCAPE)
+        .map(|i| from + i)
+    {
+        let backslashes = bytes[..at]
+            .iter()
+            .rev()
+            .take_while(|b| **b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
+/// The path of the first string (value or key) holding a NUL character.
+fn nul_path(value: &Value, path: String) -> Option<String> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            Some(if path.is_empty() { "body".into() } else { path })
+        }
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(k))
+            } else {
+                nul_path(v, join(k))
+            }
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, join(&i.to_string()))),
+        _ => None,
+    }
 }
 
 fn strip_position(message: &str) -> String {
@@ -401,6 +468,30 @@ mod tests {
     #[expect(dead_code, reason = "only parsed")]
     struct Price {
         amount: i64,
+    }
+
+    #[test]
+    fn a_body_must_be_an_object() {
+        for body in [
+            &b"[\"a\", {\"amount\": 1}]"[..],
+            b" 12",
+            b"\"text\"",
+            b"null",
+        ] {
+            let p = parse_json::<Body>(body).unwrap_err();
+            assert_eq!((p.status, p.errors[0].field.as_str()), (422, "body"));
+        }
+    }
+
+    #[test]
+    fn nul_characters_are_refused_by_field_but_an_escaped_backslash_is_text() {
+        let p =
+            parse_json::<Body>(br#"{"email": "a\u0000b", "price": {"amount": 1}}"#).unwrap_err();
+        assert_eq!((p.status, p.errors[0].field.as_str()), (422, "email"));
+        let p = parse_json::<Vec<Body>>(br#"{"x": [{"email": "\u0000"}]}"#).unwrap_err();
+        assert_eq!(p.errors[0].field, "x.0.email");
+        let body: Body = parse_json(br#"{"email": "a\\u0000b", "price": {"amount": 1}}"#).unwrap();
+        assert_eq!(body.email, "a\\u0000b");
     }
 
     #[test]
