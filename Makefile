@@ -15,7 +15,7 @@ ifeq ($(filter $(CARGO_BIN),$(subst :, ,$(PATH))),)
 export PATH := $(PATH):$(CARGO_BIN)
 endif
 
-.PHONY: help up down restart status logs infra build test bench fmt lint
+.PHONY: help up down restart status logs infra build test contracts bench fmt lint
 
 help: ## List the targets
 	@echo "usage: make <target>"
@@ -65,6 +65,9 @@ test: ## Run the whole test suite with cargo-nextest (starts deps first)
 	if [[ $(NEXTEST_PROFILE) == ci ]]; then echo "make: JUnit report: $(JUNIT_PATH)"; fi; \
 	exit $$status
 	bash scripts/test-deploy.sh
+
+contracts: ## Schemathesis contract tests against the running fleet (make up first)
+	bash scripts/contracts.sh
 
 bench: ## Load figures against the running fleet (run make up first)
 	bash scripts/bench.sh

@@ -15,7 +15,8 @@
 #      permissions against `<service> rabbitmq-user`, a checkout through the
 #      services, every metric of the rules and dashboards in the live scrape,
 #      and a real Prometheus scraping the fleet: every target up, every rule
-#      loaded, every dashboard query accepted.
+#      loaded, every dashboard query accepted. Then the contract tests
+#      (scripts/contracts.sh): Schemathesis against every service.
 #
 # DEPLOY_TEST_LIVE=0 skips step 6 (offline only).
 set -euo pipefail
@@ -260,5 +261,8 @@ while time.monotonic() < deadline:
     time.sleep(1)
 sys.exit(f"prometheus: not all targets up / rules loaded in time ({last})")
 PY
+
+step "contracts: Schemathesis against the six services' OpenAPI documents"
+bash scripts/contracts.sh
 
 step "all deploy checks passed"
