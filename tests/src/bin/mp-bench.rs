@@ -1,14 +1,13 @@
 //! Helpers for `scripts/bench.sh`:
 //! `mp-bench bare <addr>` serves a bare axum endpoint (the baseline the catalog read is
-//! compared with, measured in the same run); `mp-bench service-token <service>` prints a
-//! service token signed with that service's `SERVICE_KEY` from the environment.
+//! compared with, measured in the same run); `mp-bench layered <addr>` serves the same
+//! endpoint behind the layers every service runs (context, metrics, access log to
+//! stdout, time-out, panics, body limit), which shows what the layers cost.
 
 use std::process::ExitCode;
 
 use axum::Router;
 use axum::routing::get;
-use mp_common::{CommonConfig, TokenKeys};
-use mp_events::Service;
 
 const BODY: &str = r#"{"id":"00000000-0000-0000-0000-000000000000","name":"baseline","price":{"amount":100,"currency":"EUR"}}"#;
 
@@ -20,10 +19,11 @@ fn main() -> ExitCode {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["bare", addr] => {
+        [mode @ ("bare" | "layered"), addr] => {
+            let _log_flush = (*mode == "layered").then(|| mp_common::telemetry::init("json"));
             let runtime = tokio::runtime::Runtime::new().expect("runtime");
             runtime.block_on(async {
-                let app = Router::new().route(
+                let mut app = Router::new().route(
                     "/",
                     get(|| async {
                         (
@@ -32,29 +32,23 @@ fn main() -> ExitCode {
                         )
                     }),
                 );
+                if *mode == "layered" {
+                    let metrics = mp_common::metrics::Metrics::new().expect("metrics");
+                    app = mp_common::http::with_layers(
+                        app,
+                        "bench",
+                        metrics,
+                        std::time::Duration::from_secs(10),
+                        1 << 20,
+                    );
+                }
                 let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
                 axum::serve(listener, app).await.expect("serve");
             });
             ExitCode::SUCCESS
         }
-        ["service-token", service] => {
-            let Some(service) = Service::ALL.into_iter().find(|s| s.as_str() == *service) else {
-                eprintln!("unknown service {service}");
-                return ExitCode::FAILURE;
-            };
-            match TokenKeys::for_service(&CommonConfig::from_env(), Some(service)) {
-                Ok(keys) => {
-                    println!("{}", keys.service_token(service).0);
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
         _ => {
-            eprintln!("usage: mp-bench bare <addr> | mp-bench service-token <service>");
+            eprintln!("usage: mp-bench bare|layered <addr>");
             ExitCode::FAILURE
         }
     }
