@@ -15,6 +15,8 @@ set -euo pipefail
 KUBERNETES_VALIDATE_VERSION=1.37.0
 
 say() { printf 'install-deploy-tools: %s\n' "$*"; }
+# shellcheck source-path=SCRIPTDIR source=infra.sh
+. "$(dirname "${BASH_SOURCE[0]}")/infra.sh"
 
 apt_pkgs=()
 command -v promtool >/dev/null 2>&1 || apt_pkgs+=(prometheus)
@@ -22,19 +24,14 @@ command -v docker-compose >/dev/null 2>&1 || apt_pkgs+=(docker-compose)
 command -v yamllint >/dev/null 2>&1 || apt_pkgs+=(yamllint)
 command -v kubectl >/dev/null 2>&1 || apt_pkgs+=(kubernetes-client)
 if ((${#apt_pkgs[@]} > 0)); then
-    say "apt-get install ${apt_pkgs[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    SUDO=
-    ((EUID == 0)) || SUDO=sudo
-    $SUDO apt-get update -qq
-    # --no-install-recommends: the prometheus package must not pull in and
-    # start exporters; the package's own service is stopped below.
-    $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+    # infra_apt_install: update once, non-interactive, no recommends (the prometheus
+    # package must not pull in and start exporters), sudo -n without a terminal.
+    infra_apt_install "${apt_pkgs[@]}"
     if [[ " ${apt_pkgs[*]} " == *" prometheus "* ]]; then
         # We run our own Prometheus on a free port with a temp config; the
         # packaged daemon (port 9090) is not wanted.
-        (command -v systemctl >/dev/null && $SUDO systemctl disable --now prometheus) >/dev/null 2>&1 || true
-        (command -v service >/dev/null && $SUDO service prometheus stop) >/dev/null 2>&1 || true
+        (command -v systemctl >/dev/null && infra_as_root systemctl disable --now prometheus) >/dev/null 2>&1 || true
+        (command -v service >/dev/null && infra_as_root service prometheus stop) >/dev/null 2>&1 || true
     fi
 fi
 

@@ -25,8 +25,11 @@ use crate::problem::Problem;
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
+/// The observer's state, cloned for every request: one reference count to bump.
 #[derive(Clone)]
-struct Observe {
+struct Observe(std::sync::Arc<Observed>);
+
+struct Observed {
     service: &'static str,
     metrics: Metrics,
 }
@@ -51,7 +54,7 @@ fn new_correlation_id() -> String {
         .to_string()
 }
 
-async fn observe(State(o): State<Observe>, req: Request, next: Next) -> Response {
+async fn observe(State(Observe(o)): State<Observe>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     // `MatchedPath` is a shared string: cloning it allocates nothing.
     let matched = req.extensions().get::<MatchedPath>().cloned();
@@ -215,7 +218,7 @@ pub fn with_layers(
         ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(
-            Observe { service, metrics },
+            Observe(std::sync::Arc::new(Observed { service, metrics })),
             observe,
         ))
 }
