@@ -68,11 +68,20 @@ pub fn check_password(password: &str, email: Option<&str>) -> Result<(), String>
     Ok(())
 }
 
-/// A display name: trimmed, 1 to 100 characters, no control characters.
+/// The longest display name, in characters (as sent, before trimming).
+pub const NAME_MAX: usize = 100;
+
+/// What [`parse_name`] accepts, for the API document: no control character (Unicode
+/// `Cc`), and at least one character that is not white space (what `str::trim` removes).
+pub const NAME_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$";
+
+/// A display name: 1 to [`NAME_MAX`] characters as sent, not only white space, no
+/// control characters; stored trimmed. The rule judges the name as sent, so the API
+/// document can state it exactly ([`NAME_PATTERN`], `maxLength`).
 pub fn parse_name(raw: &str) -> Result<String, &'static str> {
     let name = raw.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        return Err("must be 1 to 100 characters");
+    if name.is_empty() || raw.chars().count() > NAME_MAX || raw.chars().any(char::is_control) {
+        return Err("must be 1 to 100 characters, not only spaces, without control characters");
     }
     Ok(name.to_owned())
 }
@@ -116,6 +125,23 @@ mod tests {
         assert!(check_password("ada.lovelace-rocks", Some("ada.lovelace@example.org")).is_err());
         assert!(check_password(&"x1".repeat(65), None).is_err());
         assert!(check_password("correct horse battery", Some("ada@example.org")).is_ok());
+    }
+
+    #[test]
+    fn names_are_judged_as_sent_and_stored_trimmed() {
+        assert_eq!(parse_name("  Ada Lovelace ").unwrap(), "Ada Lovelace");
+        assert_eq!(parse_name(&"x".repeat(NAME_MAX)).unwrap().len(), NAME_MAX);
+        for bad in [
+            "",
+            "   ",
+            "\u{3000}\u{a0}",
+            "Ada\nLovelace",
+            "Ada\u{85}",
+            &"x".repeat(NAME_MAX + 1),
+            &format!(" {}", "x".repeat(NAME_MAX)),
+        ] {
+            assert!(parse_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

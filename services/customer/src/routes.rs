@@ -73,27 +73,80 @@ pub struct ApiDoc;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(example = "ada@example.org")]
+    #[schema(schema_with = mp_common::contact::email_schema)]
     pub email: String,
-    /// 10 to 128 characters.
-    #[schema(example = "correct horse battery")]
+    #[schema(schema_with = schemas::password)]
     pub password: String,
-    #[schema(example = "Ada Lovelace")]
+    #[schema(schema_with = schemas::name)]
     pub name: String,
-    /// International form, e.g. `+4930123456`.
+    /// International form, e.g. `+4930123456`; `null` or absent: no phone number.
     #[serde(default)]
-    #[schema(example = "+4930123456")]
+    #[schema(schema_with = mp_common::contact::optional_phone_schema)]
     pub phone: Option<String>,
 }
 
+/// The fields to change; an absent field stays as it is.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProfile {
+    #[schema(schema_with = schemas::optional_name)]
     pub name: Option<String>,
-    /// `null` removes the phone number.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schemas::phone_change)]
     pub phone: Option<Option<String>>,
+}
+
+/// The exact request field schemas, built from the rules the handlers apply.
+mod schemas {
+    use utoipa::openapi::Object;
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+
+    use crate::domain::{NAME_MAX, NAME_PATTERN, PASSWORD_MAX, PASSWORD_MIN};
+
+    fn name_builder(kind: SchemaType) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(kind)
+            .min_length(Some(1))
+            .max_length(Some(NAME_MAX))
+            .pattern(Some(NAME_PATTERN))
+            .examples(["Ada Lovelace"])
+    }
+
+    /// 1 to 100 characters, not only white space, no control characters; stored trimmed.
+    pub fn name() -> Object {
+        name_builder(SchemaType::Type(Type::String))
+            .description(Some(
+                "1 to 100 characters, not only white space, no control characters; stored trimmed.",
+            ))
+            .build()
+    }
+
+    /// [`name`], or `null` (no change).
+    pub fn optional_name() -> Object {
+        name_builder(SchemaType::from_iter([Type::String, Type::Null]))
+            .description(Some("The new name: 1 to 100 characters, not only white space, no control characters; stored trimmed. `null` or absent: unchanged."))
+            .build()
+    }
+
+    /// The length is in the schema; the rest of the policy cannot be (see the 422).
+    pub fn password() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(PASSWORD_MIN))
+            .max_length(Some(PASSWORD_MAX))
+            .description(Some("10 to 128 characters, of at least 4 different characters, not one of the most common passwords, and not containing the local part of the email address (when it has 4 characters or more). A password breaking these rules is refused with 422."))
+            .examples(["correct horse battery"])
+            .build()
+    }
+
+    /// A new phone number, or `null` to remove it.
+    pub fn phone_change() -> Object {
+        let mut phone = mp_common::contact::optional_phone_schema();
+        phone.description = Some(
+            "International form, e.g. `+4930123456`; `null` removes the phone number; absent: unchanged.".into(),
+        );
+        phone
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -177,7 +230,10 @@ pub(crate) async fn hash_password(password: String) -> ApiResult<String> {
     responses(
         (status = 201, description = "Registered", body = CustomerResponse),
         (status = 409, description = "The email is taken (in any letter case)", body = Problem),
-        (status = 422, description = "Invalid fields, listed one by one", body = Problem),
+        (status = 422, description = "Invalid fields, listed one by one. Besides what the schema says, the password policy is checked here: at least 4 different characters, not one of the most common passwords, not containing the email's local part.", body = Problem,
+            example = json!({"type": "/problems/validation", "title": "Invalid request", "status": 422,
+                "detail": "password: must not contain your email address",
+                "errors": [{"field": "password", "message": "must not contain your email address"}]})),
     ))]
 async fn register_customer(
     State(db): State<PgPool>,
