@@ -10,23 +10,31 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::db;
-use crate::orders::Orders;
+use crate::domain::Step;
+use crate::orders::{Orders, status_of};
+use crate::routes::orders::StatusName;
 
 /// An order waiting on a saga step past its soft timeout.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StuckOrder {
     pub id: Uuid,
     pub customer_id: Uuid,
-    pub status: String,
-    /// `charge`, `stock` or `refund`.
-    pub waiting_on: String,
-    pub waiting_since: Option<DateTime<Utc>>,
+    pub status: StatusName,
+    pub waiting_on: Step,
+    pub waiting_since: DateTime<Utc>,
     pub total: Money,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StuckOrderPage {
     pub items: Vec<StuckOrder>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 512,
+        pattern = "^[A-Za-z0-9_-]+$"
+    )]
     pub next_cursor: Option<String>,
 }
 
@@ -64,9 +72,14 @@ pub async fn list_stuck_orders(
             id: o.id,
             customer_id: o.customer_id,
             total: Money::new(o.total, &o.currency),
-            status: o.status,
-            waiting_on: o.saga_step.unwrap_or_default(),
-            waiting_since: o.step_since,
+            status: status_of(&o).into(),
+            // The query keeps only orders with a step and its start.
+            waiting_on: o
+                .saga_step
+                .as_deref()
+                .and_then(Step::parse)
+                .unwrap_or(Step::Charge),
+            waiting_since: o.step_since.unwrap_or(o.updated_at),
         },
     )))
 }

@@ -22,8 +22,15 @@ use crate::orders::Orders;
 pub struct PaymentMethodRequest {
     pub customer_id: Uuid,
     pub cart_id: Uuid,
-    /// The provider's token for the card (`tok_visa` with the test gateway).
-    #[schema(value_type = String, example = "tok_visa")]
+    /// The provider's token for the card (`tok_visa` with the test gateway): 1 to 255
+    /// visible ASCII characters, no spaces.
+    #[schema(
+        value_type = String,
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[\\u0021-\\u007e]+$",
+        example = "tok_visa"
+    )]
     pub payment_token: SecretString,
 }
 

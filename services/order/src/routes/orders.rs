@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode, header};
 use chrono::{DateTime, Utc};
 use mp_common::{
     ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Page, PageQuery, PageRequest,
@@ -29,6 +29,100 @@ use uuid::Uuid;
 use crate::db::{self, Change, ItemRow, NewShipment, OrderRow, Scope};
 use crate::domain::{self, Actor, Step};
 use crate::orders::{Orders, TransitionError, line_items, status_of};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+
+/// An order's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = OrderStatus)]
+pub enum StatusName {
+    Pending,
+    Paid,
+    Confirmed,
+    Shipped,
+    Delivered,
+    Cancelled,
+    PaymentFailed,
+    Rejected,
+}
+
+impl From<OrderStatus> for StatusName {
+    fn from(s: OrderStatus) -> Self {
+        match s {
+            OrderStatus::Pending => Self::Pending,
+            OrderStatus::Paid => Self::Paid,
+            OrderStatus::Confirmed => Self::Confirmed,
+            OrderStatus::Shipped => Self::Shipped,
+            OrderStatus::Delivered => Self::Delivered,
+            OrderStatus::Cancelled => Self::Cancelled,
+            OrderStatus::PaymentFailed => Self::PaymentFailed,
+            OrderStatus::Rejected => Self::Rejected,
+        }
+    }
+}
+
+impl StatusName {
+    /// A status as stored (the table's check constraint allows only these names).
+    pub fn stored(s: &str) -> Self {
+        domain::parse_status(s)
+            .unwrap_or(OrderStatus::Pending)
+            .into()
+    }
+}
+
+/// What a payment attempt was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    Charge,
+    Refund,
+}
+
+/// How a payment attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Succeeded,
+    Declined,
+    /// A transient failure (the gateway did not answer); the attempt is retried.
+    Failed,
+}
+
+impl PaymentKind {
+    /// As stored (the table's check constraint allows only `charge` and `refund`).
+    fn stored(s: &str) -> Self {
+        if s == "refund" {
+            Self::Refund
+        } else {
+            Self::Charge
+        }
+    }
+}
+
+impl PaymentStatus {
+    /// As stored (the table's check constraint allows only these three).
+    fn stored(s: &str) -> Self {
+        match s {
+            "succeeded" => Self::Succeeded,
+            "declined" => Self::Declined,
+            _ => Self::Failed,
+        }
+    }
+}
+
+/// A carrier name or tracking number: 1 to 100 characters (code points), no control
+/// characters, no whitespace at either end.
+pub fn shipping_text_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(SHIPPING_TEXT_MAX))
+        .pattern(Some(domain::text_pattern()))
+        .build()
+}
+
+/// Carrier names and tracking numbers are at most this many characters.
+pub const SHIPPING_TEXT_MAX: usize = 100;
 
 /// One line of an order.
 #[derive(Debug, Serialize, ToSchema)]
@@ -36,6 +130,7 @@ pub struct ItemResponse {
     pub product_id: Uuid,
     pub vendor_id: Uuid,
     pub name: String,
+    #[schema(minimum = 1)]
     pub quantity: i64,
     pub unit_price: Money,
     pub line_total: Money,
@@ -45,11 +140,17 @@ pub struct ItemResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryEntry {
     /// `null` for the creation.
-    pub from: Option<String>,
-    pub to: String,
+    #[schema(required = true)]
+    pub from: Option<StatusName>,
+    pub to: StatusName,
+    #[schema(required = true)]
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
     /// `system`, or `customer:<id>`, `vendor:<id>`, `admin:<id>`.
+    #[schema(
+        pattern = "^(system|(customer|vendor|admin):[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$",
+        example = "system"
+    )]
     pub by: String,
 }
 
@@ -58,7 +159,9 @@ pub struct HistoryEntry {
 pub struct ShipmentResponse {
     pub id: Uuid,
     pub vendor_id: Uuid,
+    #[schema(schema_with = shipping_text_schema)]
     pub carrier: String,
+    #[schema(schema_with = shipping_text_schema)]
     pub tracking_number: String,
     pub shipped_at: DateTime<Utc>,
 }
@@ -66,11 +169,11 @@ pub struct ShipmentResponse {
 /// One payment attempt (not shown to vendor members).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentResponse {
-    /// `charge` or `refund`.
-    pub kind: String,
-    /// `succeeded`, `declined` or `failed`.
-    pub status: String,
+    pub kind: PaymentKind,
+    pub status: PaymentStatus,
     pub amount: Money,
+    /// Why it was declined or failed; `null` when it succeeded.
+    #[schema(required = true)]
     pub error: Option<String>,
     pub at: DateTime<Utc>,
 }
@@ -82,22 +185,25 @@ pub struct OrderResponse {
     pub id: Uuid,
     pub cart_id: Uuid,
     pub customer_id: Uuid,
-    /// pending, paid, confirmed, shipped, delivered, cancelled, payment_failed, rejected.
-    pub status: String,
-    /// The statuses the order may move to next.
-    pub next_statuses: Vec<String>,
+    pub status: StatusName,
+    /// The statuses the order may move to next (none once it is final).
+    pub next_statuses: Vec<StatusName>,
     pub items: Vec<ItemResponse>,
     pub subtotal: Money,
     pub tax: Money,
     pub total: Money,
     pub shipping_address: ShippingAddress,
-    /// Why the order failed, when it did.
+    /// Why the order failed, when it did; `null` otherwise.
+    #[schema(required = true)]
     pub failure_reason: Option<String>,
-    /// The saga step the order waits on (`charge`, `stock`, `refund`), if any.
-    pub waiting_on: Option<String>,
+    /// The saga step the order waits on; `null` when it waits on nothing.
+    #[schema(required = true)]
+    pub waiting_on: Option<Step>,
     pub stock_committed: bool,
     pub status_history: Vec<HistoryEntry>,
+    /// One per vendor that has shipped (a vendor member sees only its own).
     pub shipments: Vec<ShipmentResponse>,
+    /// Empty for vendor members.
     pub payments: Vec<PaymentResponse>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -108,10 +214,12 @@ pub struct OrderResponse {
 pub struct OrderSummary {
     pub id: Uuid,
     pub customer_id: Uuid,
-    pub status: String,
+    pub status: StatusName,
     pub items: Vec<ItemResponse>,
     pub total: Money,
-    pub waiting_on: Option<String>,
+    /// The saga step the order waits on; `null` when it waits on nothing.
+    #[schema(required = true)]
+    pub waiting_on: Option<Step>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -121,6 +229,12 @@ pub struct OrderSummary {
 pub struct OrderPage {
     pub items: Vec<OrderSummary>,
     /// Pass as `cursor` for the next page; `null` on the last one.
+    #[schema(
+        required = true,
+        min_length = 1,
+        max_length = 512,
+        pattern = "^[A-Za-z0-9_-]+$"
+    )]
     pub next_cursor: Option<String>,
 }
 
@@ -128,6 +242,7 @@ pub struct OrderPage {
 #[into_params(parameter_in = Query)]
 pub struct OrderFilter {
     /// Only orders in this status.
+    #[param(value_type = Option<StatusName>)]
     pub status: Option<String>,
 }
 
@@ -238,8 +353,8 @@ async fn order_response(
             .await?
             .into_iter()
             .map(|p| PaymentResponse {
-                kind: p.kind,
-                status: p.status,
+                kind: PaymentKind::stored(&p.kind),
+                status: PaymentStatus::stored(&p.status),
                 amount: Money::new(p.amount, &p.currency),
                 error: p.error,
                 at: p.created_at,
@@ -255,22 +370,22 @@ async fn order_response(
         customer_id: order.customer_id,
         next_statuses: domain::next_statuses(status_of(&order))
             .iter()
-            .map(|s| domain::status_name(*s).to_owned())
+            .map(|s| StatusName::from(*s))
             .collect(),
-        status: order.status.clone(),
+        status: status_of(&order).into(),
         items: lines.iter().map(|i| item_response(i, c)).collect(),
         subtotal: Money::new(subtotal, c),
         tax: Money::new(tax, c),
         total: Money::new(total, c),
         shipping_address: order.shipping_address.0.clone(),
         failure_reason: order.failure_reason.clone(),
-        waiting_on: order.saga_step.clone(),
+        waiting_on: order.saga_step.as_deref().and_then(Step::parse),
         stock_committed: order.stock_committed,
         status_history: history
             .into_iter()
             .map(|h| HistoryEntry {
-                from: h.from_status,
-                to: h.to_status,
+                from: h.from_status.as_deref().map(StatusName::stored),
+                to: StatusName::stored(&h.to_status),
                 reason: h.reason,
                 at: h.at,
                 by: h.by,
@@ -348,8 +463,8 @@ pub async fn list_orders(
                     .map(|i| item_response(i, &o.currency))
                     .collect(),
                 total: Money::new(total, &o.currency),
-                status: o.status,
-                waiting_on: o.saga_step,
+                status: status_of(&o).into(),
+                waiting_on: o.saga_step.as_deref().and_then(Step::parse),
                 created_at: o.created_at,
                 updated_at: o.updated_at,
             }
@@ -484,11 +599,11 @@ pub async fn cancel_order(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShipRequest {
-    /// 1 to 100 characters.
-    #[schema(example = "DHL")]
+    /// 1 to 100 characters, no control characters, no whitespace at either end.
+    #[schema(schema_with = shipping_text_schema, example = "DHL")]
     pub carrier: String,
-    /// 1 to 100 characters.
-    #[schema(example = "JJD000390007123456789")]
+    /// 1 to 100 characters, no control characters, no whitespace at either end.
+    #[schema(schema_with = shipping_text_schema, example = "JJD000390007123456789")]
     pub tracking_number: String,
     /// The vendor shipping; needed for admins and members of several of the order's
     /// vendors.
@@ -501,25 +616,35 @@ pub struct ShipRequest {
     params(("id" = Uuid, Path, description = "Order id")),
     request_body = ShipRequest,
     responses(
-        (status = 201, description = "Shipped; the order as the caller sees it", body = OrderResponse),
+        (status = 201, description = "Shipped; the order as the caller sees it, with the new shipment in \
+            `shipments`. `Location` names the order (a shipment has no address of its own).",
+            body = OrderResponse),
         (status = 400, description = "Malformed id or JSON", body = Problem),
         (status = 401, body = Problem),
         (status = 403, description = "Not a member of the vendor, or the customer", body = Problem),
         (status = 404, description = "No such order, or the vendor has no lines in it", body = Problem),
         (status = 409, description = "Not confirmed, or the vendor shipped already", body = Problem),
-        (status = 422, description = "Invalid fields", body = Problem),
+        (status = 422, description = "Invalid fields; also `vendor_id` missing when the caller may \
+            ship for several of the order's vendors", body = Problem,
+            example = json!({"type": "/problems/validation", "title": "Invalid request", "status": 422,
+                "detail": "vendor_id: is needed: the caller may ship for several vendors of this order",
+                "errors": [{"field": "vendor_id",
+                    "message": "is needed: the caller may ship for several vendors of this order"}]})),
     ))]
 pub async fn ship_order(
     State(orders): State<Orders>,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<ShipRequest>,
-) -> ApiResult<(StatusCode, Json<OrderResponse>)> {
+) -> ApiResult<(StatusCode, [(HeaderName, String); 1], Json<OrderResponse>)> {
     let mut v = Validation::new();
-    let carrier = v.field("carrier", domain::parse_text(&body.carrier, 100));
+    let carrier = v.field(
+        "carrier",
+        domain::parse_text(&body.carrier, SHIPPING_TEXT_MAX),
+    );
     let tracking = v.field(
         "tracking_number",
-        domain::parse_text(&body.tracking_number, 100),
+        domain::parse_text(&body.tracking_number, SHIPPING_TEXT_MAX),
     );
     v.finish()?;
     let (carrier, tracking) = (carrier.expect("validated"), tracking.expect("validated"));
@@ -630,6 +755,7 @@ pub async fn ship_order(
     let order = db::order(&mut conn, id).await?.ok_or_else(not_found)?;
     Ok((
         StatusCode::CREATED,
+        [(header::LOCATION, format!("/api/orders/{id}"))],
         Json(order_response(&mut conn, order, &items, &sight).await?),
     ))
 }
