@@ -14,12 +14,14 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use mp_common::{
-    ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Authenticator, Problem,
-    ServiceCaller, Validation,
+    ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Authenticator, Page, PageQuery,
+    PageRequest, Problem, ServiceCaller, Validation,
 };
 use mp_events::Service;
 use mp_events::catalog::{InventoryUpdated, StockChange, StockLevel};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+use utoipa::openapi::{KnownFormat, Object, Schema};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -98,12 +100,83 @@ fn stock_response(item: &StockItem, level: &StockLevel) -> StockResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustmentRequest {
-    /// Units added (positive) or removed (negative); not zero.
-    #[schema(example = -2)]
+    /// Units added (positive) or removed (negative): -1000000000 to 1000000000, not zero.
+    #[schema(schema_with = delta_schema)]
+    #[serde(deserialize_with = "integer")]
     pub delta: i64,
-    /// Why, 1 to 200 characters.
-    #[schema(example = "two units damaged in the warehouse")]
+    /// Why: 1 to 200 characters (Unicode scalar values), no control characters, no
+    /// whitespace at either end.
+    #[schema(schema_with = reason_schema)]
     pub reason: String,
+}
+
+/// An adjustment's `delta`: a non-zero integer of at most [`domain::MAX_DELTA`] either way.
+fn delta_schema() -> Schema {
+    let range = |min: i64, max: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(min))
+            .maximum(Some(max))
+            .build()
+    };
+    OneOfBuilder::new()
+        .item(range(-domain::MAX_DELTA, -1))
+        .item(range(1, domain::MAX_DELTA))
+        .description(Some(
+            "Units added (positive) or removed (negative): -1000000000 to 1000000000, not zero.",
+        ))
+        .examples([serde_json::json!(-2)])
+        .build()
+        .into()
+}
+
+/// An adjustment's `reason`, as [`domain::parse_reason`] accepts it.
+fn reason_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(domain::MAX_REASON_CHARS))
+        .pattern(Some(domain::reason_pattern()))
+        .description(Some(
+            "Why: 1 to 200 characters, no control characters, no whitespace at either end.",
+        ))
+        .examples(["two units damaged in the warehouse"])
+        .build()
+}
+
+/// An integer field: JSON Schema's `integer` includes numbers written with a zero
+/// fraction (`3.0`), which serde alone refuses for an `i64`.
+fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Integer;
+    impl serde::de::Visitor<'_> for Integer {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format_args!("{v} is out of range")))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // i64::MIN is -2^63 exactly; 2^63 is the first float above i64::MAX.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+                Ok(v as i64)
+            } else if v.fract() == 0.0 {
+                Err(E::custom(format_args!("{v} is out of range")))
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Integer)
 }
 
 /// One ledger movement.
@@ -152,12 +225,15 @@ pub struct MovementPage {
     pub next_cursor: Option<String>,
 }
 
+/// The ledger's paging: the shared cursor, with a page of up to 200 movements.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct MovementsQuery {
-    /// 1 to 200, default 50.
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// How many movements, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page (opaque: only a value the API returned).
+    #[param(min_length = 1, max_length = 512, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 
@@ -167,8 +243,9 @@ pub struct MovementsQuery {
 pub struct ReservationRequest {
     pub cart_id: Uuid,
     pub product_id: Uuid,
-    /// The cart's whole quantity of the product (not an increment), at least 1.
-    #[schema(example = 2)]
+    /// The cart's whole quantity of the product (not an increment), 1 to 1000000.
+    #[schema(example = 2, minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "integer")]
     pub quantity: i64,
 }
 
@@ -298,8 +375,8 @@ async fn adjust_stock(
     ))
 }
 
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 200;
 
 /// The product's stock ledger, newest first.
 #[utoipa::path(get, path = "/api/inventory/{product_id}/movements", tag = "inventory", security(("bearer" = [])),
@@ -318,37 +395,25 @@ async fn list_movements(
     ApiQuery(query): ApiQuery<MovementsQuery>,
 ) -> ApiResult<Json<MovementPage>> {
     let mut v = Validation::new();
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    v.check(
-        (1..=MAX_PAGE).contains(&limit),
-        "limit",
-        "must be between 1 and 200",
-    );
-    let before = match query.cursor.as_deref() {
-        None => None,
-        Some(c) => c
-            .parse::<i64>()
-            .ok()
-            .filter(|&n| n > 0)
-            .map(Some)
-            .unwrap_or_else(|| {
-                v.error("cursor", "is not a cursor this API returned");
-                None
-            }),
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
     };
+    // The cursor is the `seq` of the last movement of the previous page.
+    let page = PageRequest::<i64>::parse_with(&page, DEFAULT_PAGE, MAX_PAGE, &mut v);
     v.finish()?;
     managed_item(&inv, &user, product_id).await?;
-    let mut rows =
-        db::movements(&mut *inv.db.acquire().await?, product_id, before, limit + 1).await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|m| m.seq.to_string())
-    } else {
-        None
-    };
+    let rows = db::movements(
+        &mut *inv.db.acquire().await?,
+        product_id,
+        page.after,
+        page.fetch(),
+    )
+    .await?;
+    let page = Page::from_rows(rows, page.limit, |m| m.seq, MovementResponse::from);
     Ok(Json(MovementPage {
-        items: rows.into_iter().map(Into::into).collect(),
-        next_cursor,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -522,4 +587,24 @@ async fn delete_reservation(
         inv.store.release(product_id, cart_id, generation).await?;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let id = Uuid::nil();
+        let parse = |q: &str| {
+            let raw = format!(r#"{{"cart_id": "{id}", "product_id": "{id}", "quantity": {q}}}"#);
+            serde_json::from_str::<ReservationRequest>(&raw).map(|b| b.quantity)
+        };
+        assert_eq!(parse("3").unwrap(), 3);
+        assert_eq!(parse("3.0").unwrap(), 3);
+        assert_eq!(parse("-4e2").unwrap(), -400);
+        for bad in ["3.5", "\"3\"", "1e300", "18446744073709551615"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 }
