@@ -98,12 +98,16 @@ pub struct NotificationPage {
     pub next_cursor: Option<String>,
 }
 
+/// The filters. Read as text and checked field by field, so a bad value is a 422
+/// naming the field; documented as what they accept.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct NotificationFilter {
     /// Only those about this order.
+    #[param(value_type = Option<Uuid>, format = Uuid)]
     pub order_id: Option<String>,
-    /// `email` or `sms`.
+    /// Only those sent by this channel.
+    #[param(value_type = Option<Channel>, inline)]
     pub channel: Option<String>,
 }
 
@@ -126,7 +130,12 @@ async fn list_notifications(
     let order_id = filter.order_id.as_deref().and_then(|raw| {
         v.field(
             "order_id",
-            raw.parse::<Uuid>().map_err(|_| "must be a UUID"),
+            // The hyphenated form only, as `format: uuid` says (the parser alone would
+            // also take the simple, braced and URN forms).
+            Some(raw)
+                .filter(|r| r.len() == 36)
+                .and_then(|r| r.parse::<Uuid>().ok())
+                .ok_or("must be a UUID"),
         )
     });
     let channel = filter
