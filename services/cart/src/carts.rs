@@ -201,20 +201,28 @@ impl Carts {
         if !is_open(cart) {
             return Err(not_open(cart).into());
         }
-        let product = self.clients.product(product_id).await?.ok_or_else(|| {
-            Problem::invalid_field("product_id", "is not a product of the catalog")
-        })?;
+        // An unknown product is a missing resource (404); a product in another currency
+        // and a line that would grow past its maximum conflict with the cart as it is
+        // (409): neither is about the request's shape.
+        let product = self
+            .clients
+            .product(product_id)
+            .await?
+            .ok_or_else(|| Problem::not_found("Product").with("product_id", product_id))?;
         if !product.active {
             return Err(inactive(product_id).into());
         }
         if product.price.currency != cart.currency {
-            return Err(Problem::invalid_field(
-                "product_id",
+            return Err(Problem::conflict(
+                "currency-mismatch",
                 format!(
-                    "is priced in {}; this cart takes {}",
+                    "The product is priced in {}; this cart takes {}.",
                     product.price.currency, cart.currency
                 ),
             )
+            .title("Currency mismatch")
+            .with("product_id", product_id)
+            .with("currency", &cart.currency)
             .into());
         }
         // Optimistic: the line's quantity is read, the new total reserved, and the write
@@ -225,13 +233,18 @@ impl Carts {
             let before = existing.as_ref().map(|i| i.quantity);
             let total = before.unwrap_or(0) + quantity;
             if total > domain::MAX_QUANTITY {
-                return Err(Problem::invalid_field(
-                    "quantity",
+                return Err(Problem::conflict(
+                    "line-too-large",
                     format!(
-                        "the line would hold {total}; a line holds at most {}",
+                        "The line holds {}; adding {quantity} would make {total}, and a line holds at most {}.",
+                        before.unwrap_or(0),
                         domain::MAX_QUANTITY
                     ),
                 )
+                .title("Line too large")
+                .with("product_id", product_id)
+                .with("quantity", before.unwrap_or(0))
+                .with("max_quantity", domain::MAX_QUANTITY)
                 .into());
             }
             let answer = self.clients.reserve(cart.id, product_id, total).await?;

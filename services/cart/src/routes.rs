@@ -18,7 +18,9 @@ use mp_common::{ApiJson, ApiPath, ApiResult, AuthUser, Authenticator, Problem, V
 use mp_events::Money;
 use mp_events::catalog::ShippingAddress;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::Object;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -49,7 +51,7 @@ pub fn router(state: AppState) -> Router {
 #[derive(OpenApi)]
 #[openapi(
     paths(open_cart, get_cart, add_item, update_item, remove_item, checkout),
-    components(schemas(Problem, mp_common::FieldError, Money, ShippingAddress)),
+    components(schemas(Problem, mp_common::FieldError, Money, CheckoutAddress)),
     tags((name = "carts", description = "Carts, their items, prices and checkout"))
 )]
 pub struct ApiDoc;
@@ -145,8 +147,10 @@ async fn current(carts: &Carts, cart_id: Uuid) -> ApiResult<Json<CartResponse>> 
 #[serde(deny_unknown_fields)]
 pub struct AddItem {
     pub product_id: Uuid,
-    /// Added to the line's quantity; the line holds 1 to 999.
-    #[schema(example = 2)]
+    /// Added to the line's quantity, 1 to 999; the line then holds at most 999 (409
+    /// `line-too-large` otherwise).
+    #[schema(example = 2, minimum = 1, maximum = 999)]
+    #[serde(deserialize_with = "integer")]
     pub quantity: i64,
 }
 
@@ -154,17 +158,116 @@ pub struct AddItem {
 #[serde(deny_unknown_fields)]
 pub struct UpdateItem {
     /// The line's new quantity, 1 to 999.
-    #[schema(example = 3)]
+    #[schema(example = 3, minimum = 1, maximum = 999)]
+    #[serde(deserialize_with = "integer")]
     pub quantity: i64,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckoutRequest {
-    /// The payment provider's token; handed to the order service only, never in an event.
-    #[schema(value_type = String, example = "tok_visa")]
+    /// The payment provider's token, 1 to 200 visible ASCII characters; handed to the
+    /// order service only, never in an event.
+    #[schema(value_type = String, example = "tok_visa", min_length = 1, max_length = 200, pattern = "^[!-~]+$")]
     pub payment_token: SecretString,
-    pub shipping_address: ShippingAddress,
+    #[serde(deserialize_with = "mp_common::serde_ext::object")]
+    pub shipping_address: CheckoutAddress,
+}
+
+/// Where the order is shipped. Required lines have no whitespace at either end (it is
+/// refused, not trimmed); lengths count characters.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutAddress {
+    /// 1 to 200 characters.
+    #[schema(schema_with = text_200)]
+    pub name: String,
+    /// 1 to 200 characters.
+    #[schema(schema_with = text_200)]
+    pub line1: String,
+    /// Up to 200 characters; absent or `null` for none.
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub line2: Option<String>,
+    /// 1 to 100 characters.
+    #[schema(schema_with = text_100)]
+    pub city: String,
+    /// 1 to 20 characters.
+    #[schema(schema_with = text_20)]
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    #[schema(pattern = "^[A-Z]{2}$", example = "DE")]
+    pub country: String,
+}
+
+impl From<CheckoutAddress> for ShippingAddress {
+    fn from(a: CheckoutAddress) -> Self {
+        ShippingAddress {
+            name: a.name,
+            line1: a.line1,
+            line2: a.line2,
+            city: a.city,
+            postal_code: a.postal_code,
+            country: a.country,
+        }
+    }
+}
+
+/// A required line of text of 1 to `max` characters, as `domain::address_errors`
+/// checks it.
+fn text_schema(max: usize) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(domain::text_pattern()))
+        .build()
+}
+
+fn text_200() -> Object {
+    text_schema(200)
+}
+
+fn text_100() -> Object {
+    text_schema(100)
+}
+
+fn text_20() -> Object {
+    text_schema(20)
+}
+
+/// An integer field: JSON Schema's `integer` includes numbers written with a zero
+/// fraction (`3.0`), which serde alone refuses for an `i64`.
+fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Integer;
+    impl serde::de::Visitor<'_> for Integer {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format_args!("{v} is out of range")))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // i64::MIN is -2^63 exactly; 2^63 is the first float above i64::MAX.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+                Ok(v as i64)
+            } else if v.fract() == 0.0 {
+                Err(E::custom(format_args!("{v} is out of range")))
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    d.deserialize_any(Integer)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -219,9 +322,8 @@ async fn get_cart(
     responses(
         (status = 200, description = "The cart with the line", body = CartResponse),
         (status = 401, body = Problem),
-        (status = 404, body = Problem),
-        (status = 409, description = "Insufficient stock (with `available`), product inactive, or the cart is not open", body = Problem),
-        (status = 422, description = "Invalid fields, an unknown product or one in another currency", body = Problem),
+        (status = 404, description = "No such cart (or not the caller's), or no such product in the catalog", body = Problem),
+        (status = 409, description = "Insufficient stock (with `available`), product inactive or not stocked, priced in another currency than the cart's, the line would hold more than 999, or the cart is not open", body = Problem),
         (status = 503, description = "Inventory or the catalog cannot be reached", body = Problem),
     ))]
 async fn add_item(
@@ -299,13 +401,14 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 #[utoipa::path(post, path = "/api/carts/{id}/checkout", tag = "carts", security(("bearer" = [])),
     params(
         ("id" = Uuid, Path, description = "Cart id"),
-        ("Idempotency-Key" = String, Header, description = "A unique key per checkout attempt, 1 to 255 visible ASCII characters"),
+        ("Idempotency-Key" = String, Header, description = "A unique key per checkout attempt, 1 to 255 visible ASCII characters",
+         min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
     ),
     request_body = CheckoutRequest,
     responses(
         (status = 202, description = "Accepted; the order follows. `Location` names it.", body = CheckoutAccepted,
          headers(("Location" = String, description = "/api/orders/{order_id}"))),
-        (status = 400, description = "No Idempotency-Key", body = Problem),
+        (status = 400, description = "No Idempotency-Key, or one that is not 1 to 255 visible ASCII characters", body = Problem),
         (status = 401, body = Problem),
         (status = 404, body = Problem),
         (status = 409, description = "In progress under this key, the cart is not open or empty, or lines cannot be held (`lines`)", body = Problem),
@@ -339,7 +442,8 @@ async fn checkout(
         "payment_token",
         domain::check_payment_token(body.payment_token.expose_secret()),
     );
-    for (field, message) in domain::address_errors(&body.shipping_address) {
+    let shipping_address = ShippingAddress::from(body.shipping_address);
+    for (field, message) in domain::address_errors(&shipping_address) {
         v.error(field, message);
     }
     v.finish()?;
@@ -349,7 +453,7 @@ async fn checkout(
             CheckoutInput {
                 idempotency_key: key,
                 payment_token: body.payment_token,
-                shipping_address: body.shipping_address,
+                shipping_address,
             },
         )
         .await?;
@@ -372,6 +476,22 @@ async fn checkout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        let parse = |raw: &str| serde_json::from_str::<UpdateItem>(raw).map(|b| b.quantity);
+        assert_eq!(parse(r#"{"quantity": 3}"#).unwrap(), 3);
+        assert_eq!(parse(r#"{"quantity": 3.0}"#).unwrap(), 3);
+        assert_eq!(parse(r#"{"quantity": -4e2}"#).unwrap(), -400);
+        for bad in [
+            r#"{"quantity": 3.5}"#,
+            r#"{"quantity": "3"}"#,
+            r#"{"quantity": 1e300}"#,
+            r#"{"quantity": 18446744073709551615}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_openapi_document_lists_every_route() {
