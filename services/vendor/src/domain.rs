@@ -48,10 +48,30 @@ impl Role {
     }
 }
 
+/// What a name ([`parse_vendor_name`], [`parse_product_name`]) may be, for the API
+/// document: no control character (Unicode `Cc`), and at least one character that is not
+/// white space (what `str::trim` removes).
+pub const NAME_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$";
+
+/// What [`parse_description`] accepts: no control character but line breaks and tabs.
+pub const DESCRIPTION_PATTERN: &str = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$";
+
+/// What [`parse_query`] accepts: no control character.
+pub const QUERY_PATTERN: &str = r"^[^\x00-\x1F\x7F-\x9F]*$";
+
+/// What [`parse_sku`] accepts: 1 to 64 letters, digits or `-_./`, with white space (what
+/// `str::trim` removes) around them allowed and dropped.
+pub const SKU_PATTERN: &str = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[A-Za-z0-9_./-]{1,64}[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$";
+
+/// 1 to `max` characters as sent, not only white space, no control characters; the
+/// value kept is trimmed. The rule judges the text as sent, so the API document can state
+/// it exactly ([`NAME_PATTERN`], `maxLength`).
 fn single_line(raw: &str, max: usize) -> Result<String, String> {
     let s = raw.trim();
-    if s.is_empty() || s.chars().count() > max || s.chars().any(char::is_control) {
-        return Err(format!("must be 1 to {max} characters, on one line"));
+    if s.is_empty() || raw.chars().count() > max || raw.chars().any(char::is_control) {
+        return Err(format!(
+            "must be 1 to {max} characters on one line, not only spaces"
+        ));
     }
     Ok(s.to_owned())
 }
@@ -64,11 +84,13 @@ pub fn parse_product_name(raw: &str) -> Result<String, String> {
     single_line(raw, PRODUCT_NAME_MAX)
 }
 
-/// Free text; line breaks and tabs allowed, other control characters not.
+/// Free text, at most [`DESCRIPTION_MAX`] characters as sent; line breaks and tabs
+/// allowed, other control characters not. The value kept is trimmed.
 pub fn parse_description(raw: &str) -> Result<String, String> {
     let s = raw.trim();
-    if s.chars().count() > DESCRIPTION_MAX
-        || s.chars()
+    if raw.chars().count() > DESCRIPTION_MAX
+        || raw
+            .chars()
             .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
     {
         return Err(format!(
@@ -78,7 +100,8 @@ pub fn parse_description(raw: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-/// Letters, digits and `-_./`, 1 to 64 of them. Kept as written; uniqueness ignores case.
+/// Letters, digits and `-_./`, 1 to 64 of them, trimmed. Kept as written; uniqueness
+/// ignores case.
 pub fn parse_sku(raw: &str) -> Result<String, String> {
     let s = raw.trim();
     if s.is_empty()
@@ -124,17 +147,20 @@ pub fn check_quantity(value: i64) -> Result<(), String> {
     Ok(())
 }
 
-/// Catalog search text: trimmed; empty means no filter.
+/// Catalog search text: at most [`QUERY_MAX`] characters as sent, on one line; searched
+/// for trimmed, and empty (or only white space) means no filter.
 pub fn parse_query(raw: Option<&str>) -> Result<Option<String>, String> {
-    let Some(q) = raw.map(str::trim).filter(|q| !q.is_empty()) else {
+    let Some(raw) = raw else {
         return Ok(None);
     };
-    if q.chars().count() > QUERY_MAX || q.chars().any(char::is_control) {
+    if raw.chars().count() > QUERY_MAX || raw.chars().any(char::is_control) {
         return Err(format!(
             "must be at most {QUERY_MAX} characters on one line"
         ));
     }
-    Ok(Some(q.to_owned()))
+    Ok(Some(raw.trim())
+        .filter(|q| !q.is_empty())
+        .map(str::to_owned))
 }
 
 /// A `LIKE` pattern matching `q` anywhere, with its wildcards taken literally.
@@ -186,7 +212,13 @@ mod tests {
     #[test]
     fn skus_are_trimmed_and_limited_to_a_safe_alphabet() {
         assert_eq!(parse_sku("  TSHIRT-RED/L ").unwrap(), "TSHIRT-RED/L");
-        for bad in ["", "   ", "a b", "ä", "x;y", &"A".repeat(65)] {
+        assert_eq!(
+            parse_sku(&format!(" {} ", "A".repeat(SKU_MAX)))
+                .unwrap()
+                .len(),
+            SKU_MAX
+        );
+        for bad in ["", "   ", "a b", "\u{1}TSHIRT", "ä", "x;y", &"A".repeat(65)] {
             assert!(parse_sku(bad).is_err(), "{bad:?}");
         }
     }
@@ -218,6 +250,27 @@ mod tests {
         assert_eq!(parse_query(Some("  ")).unwrap(), None);
         assert_eq!(parse_query(Some(" mug ")).unwrap().as_deref(), Some("mug"));
         assert!(parse_query(Some(&"q".repeat(QUERY_MAX + 1))).is_err());
+        assert!(parse_query(Some(&format!("{} ", "q".repeat(QUERY_MAX)))).is_err());
+        assert!(parse_query(Some("mug\n")).is_err());
+    }
+
+    #[test]
+    fn names_and_descriptions_are_judged_as_sent_and_kept_trimmed() {
+        assert_eq!(parse_vendor_name(" Tea & Cups ").unwrap(), "Tea & Cups");
+        assert!(parse_vendor_name(&"x".repeat(VENDOR_NAME_MAX)).is_ok());
+        for bad in [
+            "",
+            " \u{3000}",
+            "Tea\nCups",
+            &"x".repeat(VENDOR_NAME_MAX + 1),
+            &format!("{} ", "x".repeat(VENDOR_NAME_MAX)),
+        ] {
+            assert!(parse_vendor_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_description(" a\n\tb\r\n").unwrap(), "a\n\tb");
+        assert_eq!(parse_description("").unwrap(), "");
+        assert!(parse_description("a\u{7}b").is_err());
+        assert!(parse_description(&format!("{} ", "x".repeat(DESCRIPTION_MAX))).is_err());
     }
 
     #[test]

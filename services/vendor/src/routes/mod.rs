@@ -11,7 +11,9 @@
 //! only saves the lookup, so a new owner can list products before their token carries
 //! the vendor.
 
+mod de;
 pub mod products;
+mod schemas;
 pub mod vendors;
 
 use axum::Router;

@@ -21,7 +21,7 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{AppState, require_member};
+use super::{AppState, de, require_member, schemas};
 use crate::cache::ProductCache;
 use crate::db::{self, ProductFilter, ProductRow, ProductView};
 use crate::domain::{self, Cursor};
@@ -30,33 +30,40 @@ use mp_common::problem::on_constraint;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    /// Unique within the vendor, whatever the letter case: 1 to 64 letters, digits or `-_./`.
-    #[schema(example = "MUG-350-BLUE")]
+    #[schema(schema_with = schemas::sku)]
     pub sku: String,
-    #[schema(example = "Blue mug, 350 ml")]
+    #[schema(schema_with = schemas::product_name)]
     pub name: String,
     #[serde(default)]
-    #[schema(example = "Stoneware, dishwasher safe.")]
+    #[schema(schema_with = schemas::product_description)]
     pub description: String,
-    /// More than zero, in minor units of an ISO 4217 currency.
+    #[serde(deserialize_with = "de::price")]
+    #[schema(schema_with = schemas::product_price)]
     pub price: Money,
-    /// Stock the inventory item starts with (0 or more).
-    #[schema(example = 25)]
+    #[serde(deserialize_with = "de::integer")]
+    #[schema(schema_with = schemas::initial_stock)]
     pub initial_stock: i64,
-    /// Available stock at or below which the vendor is alerted (0 or more).
-    #[schema(example = 5)]
+    #[serde(deserialize_with = "de::integer")]
+    #[schema(schema_with = schemas::low_stock_threshold)]
     pub low_stock_threshold: i64,
 }
 
-/// The fields to change; absent fields stay as they are. The SKU cannot change.
+/// The fields to change; absent (or `null`) fields stay as they are. The SKU cannot
+/// change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
+    #[schema(schema_with = schemas::product_name_change)]
     pub name: Option<String>,
+    #[schema(schema_with = schemas::product_description_change)]
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "de::optional_price")]
+    #[schema(schema_with = schemas::product_price_change)]
     pub price: Option<Money>,
-    /// Inactive products stay readable by id but leave the public catalog.
+    #[schema(schema_with = schemas::active_change)]
     pub active: Option<bool>,
+    #[serde(default, deserialize_with = "de::optional_integer")]
+    #[schema(schema_with = schemas::low_stock_threshold_change)]
     pub low_stock_threshold: Option<i64>,
 }
 
@@ -135,22 +142,22 @@ pub struct ProductPage {
 pub struct CatalogQuery {
     /// Only this vendor's products.
     pub vendor_id: Option<Uuid>,
-    /// Text found in the name, SKU or description, in any letter case.
+    #[param(schema_with = schemas::search_text)]
     pub q: Option<String>,
-    /// 1 to 100, default 20.
+    #[param(schema_with = schemas::limit)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    #[param(schema_with = schemas::cursor)]
     pub cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct VendorProductsQuery {
-    /// Text found in the name, SKU or description, in any letter case.
+    #[param(schema_with = schemas::search_text)]
     pub q: Option<String>,
-    /// 1 to 100, default 20.
+    #[param(schema_with = schemas::limit)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    #[param(schema_with = schemas::cursor)]
     pub cursor: Option<String>,
 }
 

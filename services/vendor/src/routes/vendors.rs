@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{require_member, require_owner};
+use super::{require_member, require_owner, schemas};
 use crate::db::{self, MemberRow, VendorRow};
 use crate::domain::{self, Cursor, Role};
 use mp_common::problem::on_constraint;
@@ -21,26 +21,25 @@ use mp_common::problem::on_constraint;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVendor {
-    /// 1 to 120 characters.
-    #[schema(example = "Tea & Cups")]
+    #[schema(schema_with = schemas::vendor_name)]
     pub name: String,
-    /// Where orders and stock alerts are sent.
-    #[schema(example = "shop@teacups.example")]
+    #[schema(schema_with = schemas::vendor_email)]
     pub email: String,
-    /// International form, e.g. `+4930123456`.
     #[serde(default)]
-    #[schema(example = "+4930123456")]
+    #[schema(schema_with = schemas::phone)]
     pub phone: Option<String>,
 }
 
+/// The fields to change; an absent field stays as it is.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateVendor {
+    #[schema(schema_with = schemas::vendor_name_change)]
     pub name: Option<String>,
+    #[schema(schema_with = schemas::vendor_email_change)]
     pub email: Option<String>,
-    /// `null` removes the phone number.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = schemas::phone_change)]
     pub phone: Option<Option<String>>,
 }
 
@@ -110,9 +109,9 @@ pub struct MemberPage {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// 1 to 100, default 20.
+    #[param(schema_with = schemas::limit)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    #[param(schema_with = schemas::cursor)]
     pub cursor: Option<String>,
 }
 
