@@ -112,13 +112,22 @@ impl PaymentStatus {
 
 /// A carrier name or tracking number: 1 to 100 characters (code points), no control
 /// characters, no whitespace at either end.
-pub fn shipping_text_schema() -> Object {
+fn shipping_text_schema(example: &str) -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(SHIPPING_TEXT_MAX))
         .pattern(Some(domain::text_pattern()))
+        .examples([example])
         .build()
+}
+
+pub fn carrier_schema() -> Object {
+    shipping_text_schema("DHL")
+}
+
+pub fn tracking_number_schema() -> Object {
+    shipping_text_schema("JJD000390007123456789")
 }
 
 /// Carrier names and tracking numbers are at most this many characters.
@@ -159,9 +168,9 @@ pub struct HistoryEntry {
 pub struct ShipmentResponse {
     pub id: Uuid,
     pub vendor_id: Uuid,
-    #[schema(schema_with = shipping_text_schema)]
+    #[schema(schema_with = carrier_schema)]
     pub carrier: String,
-    #[schema(schema_with = shipping_text_schema)]
+    #[schema(schema_with = tracking_number_schema)]
     pub tracking_number: String,
     pub shipped_at: DateTime<Utc>,
 }
@@ -600,10 +609,10 @@ pub async fn cancel_order(
 #[serde(deny_unknown_fields)]
 pub struct ShipRequest {
     /// 1 to 100 characters, no control characters, no whitespace at either end.
-    #[schema(schema_with = shipping_text_schema, example = "DHL")]
+    #[schema(schema_with = carrier_schema)]
     pub carrier: String,
     /// 1 to 100 characters, no control characters, no whitespace at either end.
-    #[schema(schema_with = shipping_text_schema, example = "JJD000390007123456789")]
+    #[schema(schema_with = tracking_number_schema)]
     pub tracking_number: String,
     /// The vendor shipping; needed for admins and members of several of the order's
     /// vendors.
@@ -804,4 +813,33 @@ pub async fn deliver_order(
     Ok(Json(
         order_response(&mut conn, order, &items, &sight).await?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_enums_serialize_as_the_domain_and_the_tables_name_them() {
+        for s in domain::ALL {
+            let name = domain::status_name(s);
+            assert_eq!(serde_json::to_value(StatusName::from(s)).unwrap(), name);
+            assert_eq!(StatusName::stored(name), StatusName::from(s));
+        }
+        for s in Step::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        for kind in ["charge", "refund"] {
+            assert_eq!(
+                serde_json::to_value(PaymentKind::stored(kind)).unwrap(),
+                kind
+            );
+        }
+        for status in ["succeeded", "declined", "failed"] {
+            assert_eq!(
+                serde_json::to_value(PaymentStatus::stored(status)).unwrap(),
+                status
+            );
+        }
+    }
 }

@@ -225,16 +225,23 @@ async fn only_the_customer_their_vendors_and_admins_read_cancel_and_ship() {
         StatusCode::NOT_FOUND,
         "a vendor with no lines in the order"
     );
-    // An admin ships on the vendor's behalf.
-    let (status, body) = ship(
-        &h,
-        &c,
-        &h.admin_token(),
-        json!({"carrier": "DHL", "tracking_number": "X", "vendor_id": vendor}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // An admin ships on the vendor's behalf; the 201 names the order.
+    let resp = h
+        .http
+        .post(h.url(&format!("/api/orders/{}/ship", c.order_id)))
+        .bearer_auth(h.admin_token())
+        .json(&json!({"carrier": "DHL", "tracking_number": "X", "vendor_id": vendor}))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("/api/orders/{}", c.order_id).as_str()
+    );
+    let body: Value = resp.json().await.expect("a JSON body");
     assert_eq!(body["status"], "shipped");
+    assert_eq!(body["shipments"][0]["carrier"], "DHL");
     assert_eq!(h.read(&c).await["status"], "shipped");
 }
 
@@ -461,6 +468,22 @@ async fn bad_input_on_every_endpoint_is_a_problem_and_changes_nothing() {
             Some(json!({"carrier": "x".repeat(101), "tracking_number": "T"})),
             StatusCode::UNPROCESSABLE_ENTITY,
             "carrier",
+        ),
+        (
+            Method::POST,
+            format!("{order}/ship"),
+            &member,
+            Some(json!({"carrier": " DHL", "tracking_number": "T"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "carrier",
+        ),
+        (
+            Method::POST,
+            format!("{order}/ship"),
+            &member,
+            Some(json!({"carrier": "DHL", "tracking_number": "T1\u{3000}"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tracking_number",
         ),
         (
             Method::POST,
