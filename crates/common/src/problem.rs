@@ -395,7 +395,8 @@ fn nul_path(value: &Value, path: String) -> Option<String> {
         }
         Value::Object(map) => map.iter().find_map(|(k, v)| {
             if k.contains('\0') {
-                Some(join(k))
+                // Named with the NUL escaped: a problem holds no NUL either.
+                Some(join(&k.replace('\0', "\\u0000")))
             } else {
                 nul_path(v, join(k))
             }
@@ -490,6 +491,9 @@ mod tests {
         assert_eq!((p.status, p.errors[0].field.as_str()), (422, "email"));
         let p = parse_json::<Vec<Body>>(br#"{"x": [{"email": "\u0000"}]}"#).unwrap_err();
         assert_eq!(p.errors[0].field, "x.0.email");
+        let p = parse_json::<Body>(br#"{"price": [{"a\u0000b": 1}]}"#).unwrap_err();
+        assert_eq!(p.errors[0].field, "price.0.a\\u0000b");
+        assert!(!p.detail.contains('\0'), "{}", p.detail);
         let body: Body = parse_json(br#"{"email": "a\\u0000b", "price": {"amount": 1}}"#).unwrap();
         assert_eq!(body.email, "a\\u0000b");
     }
