@@ -79,9 +79,8 @@ pub struct RegisterRequest {
     pub password: String,
     #[schema(schema_with = schemas::name)]
     pub name: String,
-    /// International form, e.g. `+4930123456`; `null` or absent: no phone number.
     #[serde(default)]
-    #[schema(schema_with = mp_common::contact::optional_phone_schema)]
+    #[schema(schema_with = schemas::phone)]
     pub phone: Option<String>,
 }
 
@@ -137,6 +136,15 @@ mod schemas {
             .description(Some("10 to 128 characters, of at least 4 different characters, not one of the most common passwords, and not containing the local part of the email address (when it has 4 characters or more). A password breaking these rules is refused with 422."))
             .examples(["correct horse battery"])
             .build()
+    }
+
+    /// A phone number, or `null` (none).
+    pub fn phone() -> Object {
+        let mut phone = mp_common::contact::optional_phone_schema();
+        phone.description = Some(
+            "International form, e.g. `+4930123456`; `null` or absent: no phone number.".into(),
+        );
+        phone
     }
 
     /// A new phone number, or `null` to remove it.
