@@ -9,7 +9,7 @@
 //! Every failure is problem+json; insufficient stock is a 409 carrying `available`.
 
 use axum::extract::{FromRef, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode, header};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -300,7 +300,7 @@ async fn get_stock(
     params(("product_id" = Uuid, Path, description = "Product id")),
     request_body = AdjustmentRequest,
     responses(
-        (status = 201, description = "Adjusted", body = AdjustmentResponse),
+        (status = 201, description = "Adjusted. No `Location`: a movement has no address of its own; it is read in the ledger (`/movements`)", body = AdjustmentResponse),
         (status = 401, body = Problem),
         (status = 403, description = "Not a member of the product's vendor", body = Problem),
         (status = 404, body = Problem),
@@ -425,7 +425,7 @@ const RESERVING: &[Service] = &[Service::Cart, Service::Order];
 #[utoipa::path(post, path = "/api/reservations", tag = "reservations", security(("bearer" = [])),
     request_body = ReservationRequest,
     responses(
-        (status = 201, description = "Reserved until `expires_at`", body = ReservationResponse),
+        (status = 201, description = "Reserved until `expires_at`; `Location` is the reservation, which DELETE releases", body = ReservationResponse),
         (status = 401, description = "No service token", body = Problem),
         (status = 403, description = "A service other than cart or order", body = Problem),
         (status = 404, description = "No stock item for the product", body = Problem),
@@ -436,7 +436,11 @@ async fn create_reservation(
     State(inv): State<Inventory>,
     caller: ServiceCaller,
     ApiJson(body): ApiJson<ReservationRequest>,
-) -> ApiResult<(StatusCode, Json<ReservationResponse>)> {
+) -> ApiResult<(
+    StatusCode,
+    [(HeaderName, String); 1],
+    Json<ReservationResponse>,
+)> {
     caller.allow(RESERVING)?;
     let quantity =
         domain::check_quantity(body.quantity).map_err(|m| Problem::invalid_field("quantity", m))?;
@@ -543,6 +547,10 @@ async fn create_reservation(
     tracing::debug!(%cart_id, %product_id, quantity, generation, caller = %caller.service, "reserved");
     Ok((
         StatusCode::CREATED,
+        [(
+            header::LOCATION,
+            format!("/api/reservations/{cart_id}/{product_id}"),
+        )],
         Json(ReservationResponse {
             cart_id,
             product_id,
