@@ -279,7 +279,7 @@ pub struct CheckoutAccepted {
 #[utoipa::path(post, path = "/api/carts", tag = "carts", security(("bearer" = [])),
     responses(
         (status = 200, description = "The open cart the customer already had", body = CartResponse),
-        (status = 201, description = "A new cart", body = CartResponse),
+        (status = 201, description = "A new cart (no `Location`: `id` names it)", body = CartResponse),
         (status = 401, body = Problem),
     ))]
 async fn open_cart(
@@ -292,6 +292,9 @@ async fn open_cart(
     } else {
         StatusCode::OK
     };
+    // No `Location` on the 201 (the finishing pass documents it, not required): with it,
+    // Schemathesis 4.32.5 infers links whose stateful run dead-ends after a 200 here
+    // ("No progress can be made from state"). The body's `id` names the cart.
     Ok((status, current(&carts, cart.id).await?))
 }
 
@@ -407,7 +410,8 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
     request_body = CheckoutRequest,
     responses(
         (status = 202, description = "Accepted; the order follows. `Location` names it.", body = CheckoutAccepted,
-         headers(("Location" = String, description = "/api/orders/{order_id}"))),
+         headers(("Location" = String, description = "/api/orders/{order_id}"),
+                 ("Idempotent-Replayed" = String, description = "`true` when this is the replay of an earlier request with the same key and body"))),
         (status = 400, description = "No Idempotency-Key, or one that is not 1 to 255 visible ASCII characters", body = Problem),
         (status = 401, body = Problem),
         (status = 404, body = Problem),
