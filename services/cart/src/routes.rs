@@ -18,7 +18,7 @@ use mp_common::{ApiJson, ApiPath, ApiResult, AuthUser, Authenticator, Problem, V
 use mp_events::Money;
 use mp_events::catalog::ShippingAddress;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::Object;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{OpenApi, ToSchema};
@@ -150,7 +150,7 @@ pub struct AddItem {
     /// Added to the line's quantity, 1 to 999; the line then holds at most 999 (409
     /// `line-too-large` otherwise).
     #[schema(example = 2, minimum = 1, maximum = 999)]
-    #[serde(deserialize_with = "integer")]
+    #[serde(deserialize_with = "mp_common::serde_ext::integer")]
     pub quantity: i64,
 }
 
@@ -159,7 +159,7 @@ pub struct AddItem {
 pub struct UpdateItem {
     /// The line's new quantity, 1 to 999.
     #[schema(example = 3, minimum = 1, maximum = 999)]
-    #[serde(deserialize_with = "integer")]
+    #[serde(deserialize_with = "mp_common::serde_ext::integer")]
     pub quantity: i64,
 }
 
@@ -234,40 +234,6 @@ fn text_100() -> Object {
 
 fn text_20() -> Object {
     text_schema(20)
-}
-
-/// An integer field: JSON Schema's `integer` includes numbers written with a zero
-/// fraction (`3.0`), which serde alone refuses for an `i64`.
-fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    struct Integer;
-    impl serde::de::Visitor<'_> for Integer {
-        type Value = i64;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an integer")
-        }
-
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
-            Ok(v)
-        }
-
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
-            i64::try_from(v).map_err(|_| E::custom(format_args!("{v} is out of range")))
-        }
-
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
-            // i64::MIN is -2^63 exactly; 2^63 is the first float above i64::MAX.
-            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-            if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
-                Ok(v as i64)
-            } else if v.fract() == 0.0 {
-                Err(E::custom(format_args!("{v} is out of range")))
-            } else {
-                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
-            }
-        }
-    }
-    d.deserialize_any(Integer)
 }
 
 #[derive(Debug, Serialize, ToSchema)]

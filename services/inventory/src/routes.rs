@@ -19,7 +19,7 @@ use mp_common::{
 };
 use mp_events::Service;
 use mp_events::catalog::{InventoryUpdated, StockChange, StockLevel};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
 use utoipa::openapi::{KnownFormat, Object, Schema};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -102,7 +102,7 @@ fn stock_response(item: &StockItem, level: &StockLevel) -> StockResponse {
 pub struct AdjustmentRequest {
     /// Units added (positive) or removed (negative): -1000000000 to 1000000000, not zero.
     #[schema(schema_with = delta_schema)]
-    #[serde(deserialize_with = "integer")]
+    #[serde(deserialize_with = "mp_common::serde_ext::integer")]
     pub delta: i64,
     /// Why: 1 to 200 characters (Unicode scalar values), no control characters, no
     /// whitespace at either end.
@@ -143,40 +143,6 @@ fn reason_schema() -> Object {
         ))
         .examples(["two units damaged in the warehouse"])
         .build()
-}
-
-/// An integer field: JSON Schema's `integer` includes numbers written with a zero
-/// fraction (`3.0`), which serde alone refuses for an `i64`.
-fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    struct Integer;
-    impl serde::de::Visitor<'_> for Integer {
-        type Value = i64;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("an integer")
-        }
-
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
-            Ok(v)
-        }
-
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
-            i64::try_from(v).map_err(|_| E::custom(format_args!("{v} is out of range")))
-        }
-
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
-            // i64::MIN is -2^63 exactly; 2^63 is the first float above i64::MAX.
-            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-            if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
-                Ok(v as i64)
-            } else if v.fract() == 0.0 {
-                Err(E::custom(format_args!("{v} is out of range")))
-            } else {
-                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
-            }
-        }
-    }
-    d.deserialize_any(Integer)
 }
 
 /// One ledger movement.
@@ -245,7 +211,7 @@ pub struct ReservationRequest {
     pub product_id: Uuid,
     /// The cart's whole quantity of the product (not an increment), 1 to 1000000.
     #[schema(example = 2, minimum = 1, maximum = 1_000_000)]
-    #[serde(deserialize_with = "integer")]
+    #[serde(deserialize_with = "mp_common::serde_ext::integer")]
     pub quantity: i64,
 }
 
