@@ -24,6 +24,7 @@ pub mod runtime;
 pub mod serde_ext;
 pub mod supervisor;
 pub mod telemetry;
+pub mod text;
 
 pub use auth::{AuthUser, Authenticator, ServiceCaller, TokenKeys};
 pub use config::CommonConfig;

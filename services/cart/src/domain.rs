@@ -113,46 +113,11 @@ pub fn fingerprint(cart_id: Uuid, payment_token: &str, address: &ShippingAddress
     format!("{:x}", h.finalize())
 }
 
-/// The whitespace characters (`char::is_whitespace`, what `str::trim` removes), as code
-/// point ranges.
-const WHITESPACE: &[(u32, u32)] = &[
-    (0x09, 0x0D),
-    (0x20, 0x20),
-    (0x85, 0x85),
-    (0xA0, 0xA0),
-    (0x1680, 0x1680),
-    (0x2000, 0x200A),
-    (0x2028, 0x2029),
-    (0x202F, 0x202F),
-    (0x205F, 0x205F),
-    (0x3000, 0x3000),
-];
-
-/// The pattern of a required address line: no whitespace at either end (refused, not
-/// trimmed) and no NUL (which every field refuses).
-pub fn text_pattern() -> String {
-    let edge: String = WHITESPACE
-        .iter()
-        .map(|&(lo, hi)| {
-            if lo == hi {
-                format!("\\u{lo:04X}")
-            } else {
-                format!("\\u{lo:04X}-\\u{hi:04X}")
-            }
-        })
-        .collect();
-    format!("^[^\\u0000{edge}]([^\\u0000]*[^\\u0000{edge}])?$")
-}
-
-/// A required line of text: 1 to `max` characters, no whitespace at either end.
+/// A required line of text: 1 to `max` characters, no control characters, no whitespace
+/// at either end (`mp_common::text`).
 fn text(v: &mut Vec<(&'static str, String)>, field: &'static str, value: &str, max: usize) {
-    let len = value.chars().count();
-    if len == 0 {
-        v.push((field, "must not be empty".into()));
-    } else if len > max {
-        v.push((field, format!("must be at most {max} characters")));
-    } else if value.trim() != value {
-        v.push((field, "must not start or end with whitespace".into()));
+    if let Err(message) = mp_common::text::parse_line(value, max) {
+        v.push((field, message));
     }
 }
 
@@ -191,17 +156,6 @@ pub fn check_payment_token(token: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_text_pattern_names_exactly_the_whitespace_trim_removes() {
-        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
-            let listed = WHITESPACE
-                .iter()
-                .any(|&(lo, hi)| (lo..=hi).contains(&u32::from(c)));
-            assert_eq!(listed, c.is_whitespace(), "{c:?}");
-        }
-        assert!(text_pattern().starts_with("^[^\\u0000\\u0009-\\u000D\\u0020\\u0085"));
-    }
 
     #[test]
     fn address_lines_are_bounded_and_not_padded() {

@@ -179,3 +179,10 @@ async fn idle_carts(
         }
     }
 }
+
+/// The binary's entry point: the command line and the runtime around [`run`]. It lives in
+/// the library so a release build instantiates the generic start-up code once, here,
+/// instead of again in the binary.
+pub fn main() -> std::process::ExitCode {
+    mp_common::cli::main(mp_events::Service::Cart, &MIGRATOR, run)
+}

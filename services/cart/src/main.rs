@@ -1,5 +1,3 @@
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    mp_common::cli::main(mp_events::Service::Cart, &cart::MIGRATOR, cart::run)
+fn main() -> std::process::ExitCode {
+    cart::main()
 }

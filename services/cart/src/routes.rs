@@ -220,7 +220,7 @@ fn text_schema(max: usize) -> Object {
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(max))
-        .pattern(Some(domain::text_pattern()))
+        .pattern(Some(mp_common::text::line_pattern()))
         .build()
 }
 

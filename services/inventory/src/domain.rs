@@ -35,58 +35,10 @@ pub fn check_delta(delta: i64) -> Result<i64, String> {
     }
 }
 
-/// Control characters (`char::is_control`, Unicode category Cc), as code point ranges.
-const CONTROL: &[(u32, u32)] = &[(0x00, 0x1F), (0x7F, 0x9F)];
-/// The whitespace characters (`char::is_whitespace`) that are not control characters.
-const SPACE: &[(u32, u32)] = &[
-    (0x20, 0x20),
-    (0xA0, 0xA0),
-    (0x1680, 0x1680),
-    (0x2000, 0x200A),
-    (0x2028, 0x2029),
-    (0x202F, 0x202F),
-    (0x205F, 0x205F),
-    (0x3000, 0x3000),
-];
-
-/// The ranges as the body of a regex character class (`\uXXXX` escapes).
-fn class(ranges: &[&[(u32, u32)]]) -> String {
-    ranges
-        .iter()
-        .flat_map(|r| r.iter())
-        .map(|&(lo, hi)| {
-            if lo == hi {
-                format!("\\u{lo:04X}")
-            } else {
-                format!("\\u{lo:04X}-\\u{hi:04X}")
-            }
-        })
-        .collect()
-}
-
-/// What [`parse_reason`] accepts besides its length: no control character, and no
-/// whitespace at either end.
-pub fn reason_pattern() -> String {
-    let inner = class(&[CONTROL]);
-    let edge = class(&[CONTROL, SPACE]);
-    format!("^[^{edge}]([^{inner}]*[^{edge}])?$")
-}
-
 /// A reason has 1 to 200 characters, no control character and no whitespace at either
 /// end (refused, not trimmed, so that what is stored is what was sent).
 pub fn parse_reason(reason: &str) -> Result<String, String> {
-    let chars = reason.chars().count();
-    if chars == 0 {
-        Err("must not be empty".into())
-    } else if chars > MAX_REASON_CHARS {
-        Err(format!("must be at most {MAX_REASON_CHARS} characters"))
-    } else if reason.chars().any(char::is_control) {
-        Err("must not contain control characters".into())
-    } else if reason.trim() != reason {
-        Err("must not start or end with whitespace".into())
-    } else {
-        Ok(reason.to_owned())
-    }
+    mp_common::text::parse_line(reason, MAX_REASON_CHARS)
 }
 
 /// Why a ledger movement happened.
@@ -219,27 +171,6 @@ mod tests {
         assert!(parse_reason(&"é".repeat(200)).is_ok());
         assert!(parse_reason(&"é".repeat(201)).is_err());
         assert!(parse_reason("a\u{0}b").is_err());
-    }
-
-    #[test]
-    fn the_reason_pattern_names_exactly_the_refused_characters() {
-        let within = |ranges: &[(u32, u32)], c: char| {
-            ranges
-                .iter()
-                .any(|&(lo, hi)| (lo..=hi).contains(&u32::from(c)))
-        };
-        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
-            assert_eq!(within(CONTROL, c), c.is_control(), "{c:?}");
-            assert_eq!(
-                within(SPACE, c),
-                c.is_whitespace() && !c.is_control(),
-                "{c:?}"
-            );
-        }
-        assert_eq!(
-            reason_pattern(),
-            "^[^\\u0000-\\u001F\\u007F-\\u009F\\u0020\\u00A0\\u1680\\u2000-\\u200A\\u2028-\\u2029\\u202F\\u205F\\u3000]([^\\u0000-\\u001F\\u007F-\\u009F]*[^\\u0000-\\u001F\\u007F-\\u009F\\u0020\\u00A0\\u1680\\u2000-\\u200A\\u2028-\\u2029\\u202F\\u205F\\u3000])?$"
-        );
     }
 
     #[test]

@@ -1,9 +1,3 @@
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    mp_common::cli::main(
-        mp_events::Service::Inventory,
-        &inventory::MIGRATOR,
-        inventory::run,
-    )
+fn main() -> std::process::ExitCode {
+    inventory::main()
 }

@@ -137,7 +137,7 @@ fn reason_schema() -> Object {
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(domain::MAX_REASON_CHARS))
-        .pattern(Some(domain::reason_pattern()))
+        .pattern(Some(mp_common::text::line_pattern()))
         .description(Some(
             "Why: 1 to 200 characters, no control characters, no whitespace at either end.",
         ))

@@ -148,60 +148,6 @@ pub fn check_payment_token(token: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// The characters [`parse_text`] refuses anywhere: the controls (`char::is_control`,
-/// Unicode `Cc`).
-const CONTROLS: &[(char, char)] = &[('\u{0}', '\u{1f}'), ('\u{7f}', '\u{9f}')];
-
-/// The characters [`parse_text`] refuses at either end: the controls and whitespace
-/// (`char::is_whitespace`, Unicode `White_Space`).
-const EDGES: &[(char, char)] = &[
-    ('\u{0}', '\u{20}'),
-    ('\u{7f}', '\u{a0}'),
-    ('\u{1680}', '\u{1680}'),
-    ('\u{2000}', '\u{200a}'),
-    ('\u{2028}', '\u{2029}'),
-    ('\u{202f}', '\u{202f}'),
-    ('\u{205f}', '\u{205f}'),
-    ('\u{3000}', '\u{3000}'),
-];
-
-/// What [`parse_text`] accepts, as a JSON Schema pattern (`\uXXXX` escapes, which both
-/// ECMA-262 and Python read). The code refuses rather than trims, so the schema can say
-/// exactly what is accepted.
-pub fn text_pattern() -> String {
-    fn class(ranges: &[(char, char)]) -> String {
-        let mut out = String::from("[^");
-        for &(lo, hi) in ranges {
-            out.push_str(&format!("\\u{:04x}", u32::from(lo)));
-            if hi != lo {
-                out.push_str(&format!("-\\u{:04x}", u32::from(hi)));
-            }
-        }
-        out.push(']');
-        out
-    }
-    let (edge, any) = (class(EDGES), class(CONTROLS));
-    format!("^{edge}(?:{any}*{edge})?$")
-}
-
-/// A carrier name or tracking number: 1 to `max` characters, no control characters,
-/// no whitespace at either end ([`text_pattern`]).
-pub fn parse_text(raw: &str, max: usize) -> Result<String, String> {
-    if raw.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if raw.chars().count() > max {
-        return Err(format!("must be at most {max} characters"));
-    }
-    if raw.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
-    }
-    if raw.starts_with(char::is_whitespace) || raw.ends_with(char::is_whitespace) {
-        return Err("must not start or end with whitespace".into());
-    }
-    Ok(raw.to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,30 +199,12 @@ mod tests {
     }
 
     #[test]
-    fn the_text_pattern_names_exactly_the_characters_the_code_refuses() {
-        let within = |ranges: &[(char, char)], c: char| {
-            ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
-        };
-        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
-            assert_eq!(within(CONTROLS, c), c.is_control(), "{c:?} anywhere");
-            assert_eq!(
-                within(EDGES, c),
-                c.is_control() || c.is_whitespace(),
-                "{c:?} at an end"
-            );
-        }
-        assert_eq!(
-            text_pattern(),
-            "^[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000]\
-             (?:[^\\u0000-\\u001f\\u007f-\\u009f]*\
-             [^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028-\\u2029\\u202f\\u205f\\u3000])?$"
-        );
-    }
-
-    #[test]
     fn shipping_texts_are_refused_not_trimmed() {
-        assert_eq!(parse_text("DHL Express", 100).as_deref(), Ok("DHL Express"));
-        assert_eq!(parse_text("x", 1).as_deref(), Ok("x"));
+        assert_eq!(
+            mp_common::text::parse_line("DHL Express", 100).as_deref(),
+            Ok("DHL Express")
+        );
+        assert_eq!(mp_common::text::parse_line("x", 1).as_deref(), Ok("x"));
         for bad in [
             "",
             " DHL",
@@ -286,10 +214,10 @@ mod tests {
             "D\tHL",
             "D\u{85}HL",
         ] {
-            assert!(parse_text(bad, 100).is_err(), "{bad:?}");
+            assert!(mp_common::text::parse_line(bad, 100).is_err(), "{bad:?}");
         }
-        assert!(parse_text(&"é".repeat(100), 100).is_ok());
-        assert!(parse_text(&"é".repeat(101), 100).is_err());
+        assert!(mp_common::text::parse_line(&"é".repeat(100), 100).is_ok());
+        assert!(mp_common::text::parse_line(&"é".repeat(101), 100).is_err());
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn shipping_text_schema(example: &str) -> Object {
         .schema_type(Type::String)
         .min_length(Some(1))
         .max_length(Some(SHIPPING_TEXT_MAX))
-        .pattern(Some(domain::text_pattern()))
+        .pattern(Some(mp_common::text::line_pattern()))
         .examples([example])
         .build()
 }
@@ -649,11 +649,11 @@ pub async fn ship_order(
     let mut v = Validation::new();
     let carrier = v.field(
         "carrier",
-        domain::parse_text(&body.carrier, SHIPPING_TEXT_MAX),
+        mp_common::text::parse_line(&body.carrier, SHIPPING_TEXT_MAX),
     );
     let tracking = v.field(
         "tracking_number",
-        domain::parse_text(&body.tracking_number, SHIPPING_TEXT_MAX),
+        mp_common::text::parse_line(&body.tracking_number, SHIPPING_TEXT_MAX),
     );
     v.finish()?;
     let (carrier, tracking) = (carrier.expect("validated"), tracking.expect("validated"));
