@@ -40,10 +40,10 @@ pub struct CreateProduct {
     #[serde(deserialize_with = "de::price")]
     #[schema(schema_with = schemas::product_price)]
     pub price: Money,
-    #[serde(deserialize_with = "de::integer")]
+    #[serde(deserialize_with = "mp_common::serde_ext::integer")]
     #[schema(schema_with = schemas::initial_stock)]
     pub initial_stock: i64,
-    #[serde(deserialize_with = "de::integer")]
+    #[serde(deserialize_with = "mp_common::serde_ext::integer")]
     #[schema(schema_with = schemas::low_stock_threshold)]
     pub low_stock_threshold: i64,
 }
@@ -62,7 +62,7 @@ pub struct UpdateProduct {
     pub price: Option<Money>,
     #[schema(schema_with = schemas::active_change)]
     pub active: Option<bool>,
-    #[serde(default, deserialize_with = "de::optional_integer")]
+    #[serde(default, deserialize_with = "mp_common::serde_ext::optional_integer")]
     #[schema(schema_with = schemas::low_stock_threshold_change)]
     pub low_stock_threshold: Option<i64>,
 }
