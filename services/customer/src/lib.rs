@@ -159,3 +159,10 @@ async fn ensure_admin(infra: &Infra, email: &str, password: &str) -> anyhow::Res
     tracing::info!(email = email.as_str(), "administrator ensured");
     Ok(())
 }
+
+/// The binary's entry point: the command line and the runtime around [`run`]. It lives in
+/// the library so a release build instantiates the generic start-up code once, here,
+/// instead of again in the binary.
+pub fn main() -> std::process::ExitCode {
+    mp_common::cli::main(mp_events::Service::Customer, &MIGRATOR, run)
+}

@@ -1,9 +1,3 @@
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    mp_common::cli::main(
-        mp_events::Service::Customer,
-        &customer::MIGRATOR,
-        customer::run,
-    )
+fn main() -> std::process::ExitCode {
+    customer::main()
 }

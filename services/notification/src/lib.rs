@@ -121,3 +121,10 @@ pub async fn run(
     )
     .await
 }
+
+/// The binary's entry point: the command line and the runtime around [`run`]. It lives in
+/// the library so a release build instantiates the generic start-up code once, here,
+/// instead of again in the binary.
+pub fn main() -> std::process::ExitCode {
+    mp_common::cli::main(mp_events::Service::Notification, &MIGRATOR, run)
+}

@@ -1,9 +1,3 @@
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    mp_common::cli::main(
-        mp_events::Service::Notification,
-        &notification::MIGRATOR,
-        notification::run,
-    )
+fn main() -> std::process::ExitCode {
+    notification::main()
 }

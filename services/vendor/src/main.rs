@@ -1,5 +1,3 @@
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    mp_common::cli::main(mp_events::Service::Vendor, &vendor::MIGRATOR, vendor::run)
+fn main() -> std::process::ExitCode {
+    vendor::main()
 }
