@@ -212,24 +212,26 @@ struct Escaped<'a, W: fmt::Write + ?Sized>(&'a mut W);
 
 impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Everything that needs escaping is ASCII, so scanning bytes is safe: a run of
+        // plain bytes between two escapes is whole UTF-8.
         let mut plain = 0;
-        for (i, c) in s.char_indices() {
-            let escape = match c {
-                '"' => "\\\"",
-                '\\' => "\\\\",
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                c if (c as u32) < 0x20 => "",
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
                 _ => continue,
             };
             self.0.write_str(&s[plain..i])?;
             if escape.is_empty() {
-                write!(self.0, "\\u{:04x}", c as u32)?;
+                write!(self.0, "\\u{b:04x}")?;
             } else {
                 self.0.write_str(escape)?;
             }
-            plain = i + c.len_utf8();
+            plain = i + 1;
         }
         self.0.write_str(&s[plain..])
     }
