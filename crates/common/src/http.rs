@@ -14,7 +14,6 @@ use mp_events::EventContext;
 use mp_events::envelope::{new_trace_id, parse_trace_id};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
-use tracing::Instrument;
 use utoipa::openapi::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -67,78 +66,81 @@ async fn observe(State(Observe(o)): State<Observe>, req: Request, next: Next) ->
         .and_then(|v| v.to_str().ok())
         .and_then(parse_trace_id)
         .unwrap_or_else(new_trace_id);
-    let span = tracing::info_span!(
-        "http",
-        service = o.service,
-        method = %method,
-        route = %route,
-        correlation_id = %correlation_id,
-        trace_id = %trace_id,
-    );
-    let ctx = EventContext {
-        correlation_id: correlation_id.clone(),
-        causation_id: None,
-        trace_id: trace_id.clone(),
-    };
-    let in_flight = InFlight::enter(&o.metrics.http_in_flight);
-    let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
-    drop(in_flight);
-
-    let status = response.status();
-    if status.as_u16() >= 400 && !response.headers().contains_key(header::CONTENT_TYPE) {
-        // A bare status from a layer or the router (405, 408, 413): give it a body.
-        let detail = match status {
-            StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this resource.",
-            StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
-                "The request took too long and was stopped; it may or may not have taken effect. Quote the correlation id when asking about it."
-            }
-            StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.",
-            _ => status.canonical_reason().unwrap_or("Error"),
+    // Every line the request logs carries these fields (see telemetry::in_request).
+    let handle = async {
+        let ctx = EventContext {
+            correlation_id: correlation_id.clone(),
+            causation_id: None,
+            trace_id: trace_id.clone(),
         };
-        let headers = std::mem::take(response.headers_mut());
-        let mut problem =
-            Problem::new(status, detail).with("correlation_id", correlation_id.as_str());
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            problem = problem.header(header::RETRY_AFTER, "1");
-        }
-        response = problem.into_response();
-        for (k, v) in headers.iter() {
-            response.headers_mut().entry(k).or_insert_with(|| v.clone());
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
-        response.headers_mut().insert(CORRELATION_HEADER, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&trace_id) {
-        response.headers_mut().insert("x-trace-id", v);
-    }
+        let in_flight = InFlight::enter(&o.metrics.http_in_flight);
+        let mut response = ctx.scope(next.run(req)).await;
+        drop(in_flight);
 
-    let elapsed = started.elapsed();
-    let class = match status.as_u16() / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
-    };
-    o.metrics
-        .http_requests
-        .with_label_values(&[method.as_str(), route, class])
-        .inc();
-    o.metrics
-        .http_duration
-        .with_label_values(&[method.as_str(), route])
-        .observe(elapsed.as_secs_f64());
-    if !route.starts_with("/health") && route != "/metrics" {
-        let _enter = span.enter();
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), latency_ms, "request failed");
-        } else {
-            tracing::info!(status = status.as_u16(), latency_ms, "request");
+        let status = response.status();
+        if status.as_u16() >= 400 && !response.headers().contains_key(header::CONTENT_TYPE) {
+            // A bare status from a layer or the router (405, 408, 413): give it a body.
+            let detail = match status {
+                StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this resource.",
+                StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+                    "The request took too long and was stopped; it may or may not have taken effect. Quote the correlation id when asking about it."
+                }
+                StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.",
+                _ => status.canonical_reason().unwrap_or("Error"),
+            };
+            let headers = std::mem::take(response.headers_mut());
+            let mut problem =
+                Problem::new(status, detail).with("correlation_id", correlation_id.as_str());
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                problem = problem.header(header::RETRY_AFTER, "1");
+            }
+            response = problem.into_response();
+            for (k, v) in headers.iter() {
+                response.headers_mut().entry(k).or_insert_with(|| v.clone());
+            }
         }
-    }
-    response
+        if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+            response.headers_mut().insert(CORRELATION_HEADER, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&trace_id) {
+            response.headers_mut().insert("x-trace-id", v);
+        }
+
+        let elapsed = started.elapsed();
+        let class = match status.as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
+        o.metrics
+            .http_requests
+            .with_label_values(&[method.as_str(), route, class])
+            .inc();
+        o.metrics
+            .http_duration
+            .with_label_values(&[method.as_str(), route])
+            .observe(elapsed.as_secs_f64());
+        if !route.starts_with("/health") && route != "/metrics" {
+            let latency_ms = elapsed.as_secs_f64() * 1000.0;
+            if status.is_server_error() {
+                tracing::error!(status = status.as_u16(), latency_ms, "request failed");
+            } else {
+                tracing::info!(status = status.as_u16(), latency_ms, "request");
+            }
+        }
+        response
+    };
+    crate::telemetry::in_request(
+        o.service,
+        method.as_str(),
+        route,
+        &correlation_id,
+        &trace_id,
+        handle,
+    )
+    .await
 }
 
 /// Counts a request in flight for as long as it lives, however it ends (a response, a
