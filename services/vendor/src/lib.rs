@@ -92,7 +92,7 @@ pub async fn run(
     let state = routes::AppState {
         db: infra.db.clone(),
         auth: infra.auth.clone(),
-        cache,
+        cache: std::sync::Arc::new(cache),
     };
     let consumer = infra
         .consumer()

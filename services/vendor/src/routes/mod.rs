@@ -28,11 +28,13 @@ use crate::cache::ProductCache;
 use crate::db;
 use crate::domain::Role;
 
+/// What the handlers share. axum clones it for every request, so the cache (many
+/// handles) sits behind one reference count.
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub db: PgPool,
     pub auth: Authenticator,
-    pub cache: ProductCache,
+    pub cache: std::sync::Arc<ProductCache>,
 }
 
 pub fn router(state: AppState) -> Router {
