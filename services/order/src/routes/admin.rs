@@ -12,14 +12,13 @@ use uuid::Uuid;
 use crate::db;
 use crate::domain::Step;
 use crate::orders::{Orders, status_of};
-use crate::routes::orders::StatusName;
 
 /// An order waiting on a saga step past its soft timeout.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StuckOrder {
     pub id: Uuid,
     pub customer_id: Uuid,
-    pub status: StatusName,
+    pub status: mp_events::catalog::OrderStatus,
     pub waiting_on: Step,
     pub waiting_since: DateTime<Utc>,
     pub total: Money,
@@ -72,7 +71,7 @@ pub async fn list_stuck_orders(
             id: o.id,
             customer_id: o.customer_id,
             total: Money::new(o.total, &o.currency),
-            status: status_of(&o).into(),
+            status: status_of(&o),
             // The query keeps only orders with a step and its start.
             waiting_on: o
                 .saga_step

@@ -31,43 +31,9 @@ use crate::domain::{self, Actor, Step};
 use crate::orders::{Orders, TransitionError, line_items, status_of};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
-/// An order's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(as = OrderStatus)]
-pub enum StatusName {
-    Pending,
-    Paid,
-    Confirmed,
-    Shipped,
-    Delivered,
-    Cancelled,
-    PaymentFailed,
-    Rejected,
-}
-
-impl From<OrderStatus> for StatusName {
-    fn from(s: OrderStatus) -> Self {
-        match s {
-            OrderStatus::Pending => Self::Pending,
-            OrderStatus::Paid => Self::Paid,
-            OrderStatus::Confirmed => Self::Confirmed,
-            OrderStatus::Shipped => Self::Shipped,
-            OrderStatus::Delivered => Self::Delivered,
-            OrderStatus::Cancelled => Self::Cancelled,
-            OrderStatus::PaymentFailed => Self::PaymentFailed,
-            OrderStatus::Rejected => Self::Rejected,
-        }
-    }
-}
-
-impl StatusName {
-    /// A status as stored (the table's check constraint allows only these names).
-    pub fn stored(s: &str) -> Self {
-        domain::parse_status(s)
-            .unwrap_or(OrderStatus::Pending)
-            .into()
-    }
+/// A status as stored (the table's check constraint allows only these names).
+pub fn stored_status(s: &str) -> OrderStatus {
+    domain::parse_status(s).unwrap_or(OrderStatus::Pending)
 }
 
 /// What a payment attempt was.
@@ -150,8 +116,8 @@ pub struct ItemResponse {
 pub struct HistoryEntry {
     /// `null` for the creation.
     #[schema(required = true)]
-    pub from: Option<StatusName>,
-    pub to: StatusName,
+    pub from: Option<OrderStatus>,
+    pub to: OrderStatus,
     #[schema(required = true)]
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
@@ -194,9 +160,9 @@ pub struct OrderResponse {
     pub id: Uuid,
     pub cart_id: Uuid,
     pub customer_id: Uuid,
-    pub status: StatusName,
+    pub status: OrderStatus,
     /// The statuses the order may move to next (none once it is final).
-    pub next_statuses: Vec<StatusName>,
+    pub next_statuses: Vec<OrderStatus>,
     pub items: Vec<ItemResponse>,
     pub subtotal: Money,
     pub tax: Money,
@@ -223,7 +189,7 @@ pub struct OrderResponse {
 pub struct OrderSummary {
     pub id: Uuid,
     pub customer_id: Uuid,
-    pub status: StatusName,
+    pub status: OrderStatus,
     pub items: Vec<ItemResponse>,
     pub total: Money,
     /// The saga step the order waits on; `null` when it waits on nothing.
@@ -251,7 +217,7 @@ pub struct OrderPage {
 #[into_params(parameter_in = Query)]
 pub struct OrderFilter {
     /// Only orders in this status.
-    #[param(value_type = Option<StatusName>)]
+    #[param(value_type = Option<OrderStatus>)]
     pub status: Option<String>,
 }
 
@@ -377,11 +343,8 @@ async fn order_response(
         id: order.id,
         cart_id: order.cart_id,
         customer_id: order.customer_id,
-        next_statuses: domain::next_statuses(status_of(&order))
-            .iter()
-            .map(|s| StatusName::from(*s))
-            .collect(),
-        status: status_of(&order).into(),
+        next_statuses: domain::next_statuses(status_of(&order)).to_vec(),
+        status: status_of(&order),
         items: lines.iter().map(|i| item_response(i, c)).collect(),
         subtotal: Money::new(subtotal, c),
         tax: Money::new(tax, c),
@@ -393,8 +356,8 @@ async fn order_response(
         status_history: history
             .into_iter()
             .map(|h| HistoryEntry {
-                from: h.from_status.as_deref().map(StatusName::stored),
-                to: StatusName::stored(&h.to_status),
+                from: h.from_status.as_deref().map(stored_status),
+                to: stored_status(&h.to_status),
                 reason: h.reason,
                 at: h.at,
                 by: h.by,
@@ -472,7 +435,7 @@ pub async fn list_orders(
                     .map(|i| item_response(i, &o.currency))
                     .collect(),
                 total: Money::new(total, &o.currency),
-                status: status_of(&o).into(),
+                status: status_of(&o),
                 waiting_on: o.saga_step.as_deref().and_then(Step::parse),
                 created_at: o.created_at,
                 updated_at: o.updated_at,
@@ -823,8 +786,8 @@ mod tests {
     fn response_enums_serialize_as_the_domain_and_the_tables_name_them() {
         for s in domain::ALL {
             let name = domain::status_name(s);
-            assert_eq!(serde_json::to_value(StatusName::from(s)).unwrap(), name);
-            assert_eq!(StatusName::stored(name), StatusName::from(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), name);
+            assert_eq!(stored_status(name), s);
         }
         for s in Step::ALL {
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
