@@ -4,7 +4,8 @@
 # shared machine, so ratios are measured in the same run).
 #
 #   1. catalog read GET /api/products/{id} against a bare axum endpoint (same run, same
-#      load generator), then p99 at half the catalog's rate;
+#      load generator), the same endpoint behind the common layers alone, then p99 at
+#      half the catalog's rate;
 #   2. reservations POST /api/reservations (the inventory half of add-to-cart);
 #   3. the event hop (outbox commit to consumer commit), from the services' histograms;
 #   4. peak memory of the services under that load.
@@ -28,6 +29,7 @@ PROFILE=${FLEET_PROFILE:-release}
 STATE_DIR=${FLEET_STATE_DIR:-$ROOT/.local}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 BARE_ADDR=127.0.0.1:5999
+LAYERED_ADDR=127.0.0.1:5998
 say() { printf 'bench: %s\n' "$*"; }
 die() {
     printf 'bench: ERROR: %s\n' "$*" >&2
@@ -67,6 +69,20 @@ catalog_rps=$(rps <<<"$catalog_out")
 say "  bare axum:     $bare_rps req/s (p99 $(p99_wrk <<<"$bare_out"))"
 say "  catalog read:  $catalog_rps req/s (p99 $(p99_wrk <<<"$catalog_out"))"
 say "  ratio:         $(awk -v a="$catalog_rps" -v b="$bare_rps" 'BEGIN {printf "%.0f%%", 100 * a / b}') of bare axum (target >= 60%)"
+
+# What the layers every service runs cost alone: the bare endpoint behind them (context,
+# metrics, access log written to a file like a service's, time-out, panics, body limit).
+layered_log=$(mktemp)
+"$BENCH" layered "$LAYERED_ADDR" >"$layered_log" &
+layered_pid=$!
+trap 'kill $bare_pid $layered_pid 2>/dev/null || true; rm -f "$layered_log"' EXIT
+until curl -sf "http://$LAYERED_ADDR/" >/dev/null; do sleep 0.05; done
+layered_rps=$(wrk -t2 -c64 -d"${SECONDS_PER_RUN}s" "http://$LAYERED_ADDR/" | rps)
+kill "$layered_pid" 2>/dev/null || true
+wait "$layered_pid" 2>/dev/null || true
+rm -f "$layered_log"
+trap 'kill $bare_pid 2>/dev/null || true' EXIT
+say "  layers alone:  $layered_rps req/s, $(awk -v a="$layered_rps" -v b="$bare_rps" 'BEGIN {printf "%.0f%%", 100 * a / b}') of bare axum (the bare endpoint behind the common layers)"
 
 half=$((catalog_rps / 2))
 workers=16

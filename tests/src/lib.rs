@@ -18,6 +18,20 @@ use uuid::Uuid;
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const PASSWORD: &str = "correct horse battery";
 
+/// Logs `email` in (with [`PASSWORD`]) at a customer service; the token response.
+pub async fn login(customer: &TestService, email: &str) -> Value {
+    let (status, body) = customer
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"email": email, "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
 pub struct Fleet {
     // The services first: they stop before the environment drops its schemas.
     pub customer: TestService,
@@ -169,16 +183,7 @@ impl Fleet {
 
     /// Logs in again (a new token carries memberships granted since).
     pub async fn login(&self, id: Uuid, email: &str) -> User {
-        let (status, body) = self
-            .customer
-            .call(
-                Method::POST,
-                "/api/auth/login",
-                None,
-                Some(json!({"email": email, "password": PASSWORD})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        let body = login(&self.customer, email).await;
         User {
             id,
             email: email.to_owned(),

@@ -6,13 +6,12 @@
 use mp_common::TokenKeys;
 use mp_common::keys::KeySet;
 use mp_events::Service;
+use mp_integration_tests::{PASSWORD, login};
 use mp_test_support::{TestEnv, TestService};
 use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-const PASSWORD: &str = "correct horse battery";
 
 fn key_of(set: &KeySet, service: Service) -> SecretString {
     set.services
@@ -38,19 +37,6 @@ async fn customer(env: &TestEnv) -> TestService {
         customer::run(customer::Config::with_common(common), listener, shutdown)
     })
     .await
-}
-
-async fn login(svc: &TestService, email: &str) -> String {
-    let (status, body) = svc
-        .call(
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some(json!({"email": email, "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["access_token"].as_str().unwrap().to_owned()
 }
 
 fn kid(token: &str) -> String {
@@ -103,8 +89,14 @@ async fn a_rotated_user_key_keeps_old_tokens_valid_while_verifiers_learn_the_new
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let old_token = login(&before, &email).await;
-    let new_token = login(&after, &email).await;
+    let old_token = login(&before, &email).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let new_token = login(&after, &email).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_ne!(kid(&old_token), kid(&new_token));
 
     let (_, jwks) = after
