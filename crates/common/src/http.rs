@@ -2,17 +2,22 @@
 //! metrics, access log, timeouts, body limit, panics and bare error statuses turned
 //! into problem+json, plus the health, metrics and API-doc routes.
 
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use mp_events::EventContext;
 use mp_events::envelope::{new_trace_id, parse_trace_id};
-use tower_http::catch_panic::CatchPanicLayer;
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -24,13 +29,55 @@ use crate::problem::Problem;
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 
-/// The observer's state, cloned for every request: one reference count to bump.
-#[derive(Clone)]
-struct Observe(std::sync::Arc<Observed>);
-
+/// What the observer needs, shared by every clone of it.
 struct Observed {
     service: &'static str,
     metrics: Metrics,
+}
+
+/// The outermost layer: request context (correlation id, trace id), metrics, access log,
+/// problem+json for bare error statuses. A hand-written service rather than
+/// `middleware::from_fn`, which boxes the inner service again for every request.
+#[derive(Clone)]
+struct ObserveLayer(Arc<Observed>);
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = ObserveService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ObserveService {
+            inner,
+            observed: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ObserveService<S> {
+    inner: S,
+    observed: Arc<Observed>,
+}
+
+impl<S> Service<Request> for ObserveService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The clone that was polled ready serves this request (tower's rule).
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        let observed = self.observed.clone();
+        Box::pin(async move { Ok(observe(&observed, req, inner).await) })
+    }
 }
 
 /// Accepts a sane client correlation id, or makes one.
@@ -47,13 +94,18 @@ fn new_correlation_id() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
+    let mut buf = uuid::Uuid::encode_buffer();
     uuid::Builder::from_random_bytes(bytes)
         .into_uuid()
         .hyphenated()
-        .to_string()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
-async fn observe(State(Observe(o)): State<Observe>, req: Request, next: Next) -> Response {
+async fn observe<S>(o: &Observed, req: Request, mut inner: S) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
     let started = Instant::now();
     // `MatchedPath` is a shared string: cloning it allocates nothing.
     let matched = req.extensions().get::<MatchedPath>().cloned();
@@ -66,15 +118,34 @@ async fn observe(State(Observe(o)): State<Observe>, req: Request, next: Next) ->
         .and_then(|v| v.to_str().ok())
         .and_then(parse_trace_id)
         .unwrap_or_else(new_trace_id);
+    // Both ids are visible ASCII (checked or made so): valid header values.
+    let correlation_header = HeaderValue::from_str(&correlation_id).ok();
+    let trace_header = HeaderValue::from_str(&trace_id).ok();
     // Every line the request logs carries these fields (see telemetry::in_request).
+    let fields = crate::telemetry::request_fields(
+        o.service,
+        method.as_str(),
+        route,
+        &correlation_id,
+        &trace_id,
+    );
+    let ctx = EventContext {
+        correlation_id,
+        causation_id: None,
+        trace_id,
+    };
     let handle = async {
-        let ctx = EventContext {
-            correlation_id: correlation_id.clone(),
-            causation_id: None,
-            trace_id: trace_id.clone(),
-        };
         let in_flight = InFlight::enter(&o.metrics.http_in_flight);
-        let mut response = ctx.scope(next.run(req)).await;
+        // A panicking handler is answered like any other failure, counted and logged.
+        let handled = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
+            Ok(future) => AssertUnwindSafe(ctx.scope(future)).catch_unwind().await,
+            Err(panic) => Err(panic),
+        };
+        let mut response = match handled {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(panic) => panic_response(panic),
+        };
         drop(in_flight);
 
         let status = response.status();
@@ -89,8 +160,13 @@ async fn observe(State(Observe(o)): State<Observe>, req: Request, next: Next) ->
                 _ => status.canonical_reason().unwrap_or("Error"),
             };
             let headers = std::mem::take(response.headers_mut());
-            let mut problem =
-                Problem::new(status, detail).with("correlation_id", correlation_id.as_str());
+            let mut problem = Problem::new(status, detail).with(
+                "correlation_id",
+                correlation_header
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default(),
+            );
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 problem = problem.header(header::RETRY_AFTER, "1");
             }
@@ -99,10 +175,10 @@ async fn observe(State(Observe(o)): State<Observe>, req: Request, next: Next) ->
                 response.headers_mut().entry(k).or_insert_with(|| v.clone());
             }
         }
-        if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        if let Some(v) = correlation_header {
             response.headers_mut().insert(CORRELATION_HEADER, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        if let Some(v) = trace_header {
             response.headers_mut().insert("x-trace-id", v);
         }
 
@@ -123,24 +199,11 @@ async fn observe(State(Observe(o)): State<Observe>, req: Request, next: Next) ->
             .with_label_values(&[method.as_str(), route])
             .observe(elapsed.as_secs_f64());
         if !route.starts_with("/health") && route != "/metrics" {
-            let latency_ms = elapsed.as_secs_f64() * 1000.0;
-            if status.is_server_error() {
-                tracing::error!(status = status.as_u16(), latency_ms, "request failed");
-            } else {
-                tracing::info!(status = status.as_u16(), latency_ms, "request");
-            }
+            crate::telemetry::access_log(status.as_u16(), elapsed.as_secs_f64() * 1000.0);
         }
         response
     };
-    crate::telemetry::in_request(
-        o.service,
-        method.as_str(),
-        route,
-        &correlation_id,
-        &trace_id,
-        handle,
-    )
-    .await
+    crate::telemetry::in_request(fields, handle).await
 }
 
 /// Counts a request in flight for as long as it lives, however it ends (a response, a
@@ -200,8 +263,8 @@ pub fn app(
     with_layers(router, service, metrics, request_timeout, body_limit)
 }
 
-/// The layers every request passes: the observer (context, metrics, access log,
-/// problem+json for bare statuses), panics caught, the time-out and the body limit.
+/// The layers every request passes: the observer (context, metrics, access log, panics
+/// caught, problem+json for bare statuses), the time-out and the body limit.
 pub fn with_layers(
     router: Router,
     service: &'static str,
@@ -209,18 +272,17 @@ pub fn with_layers(
     request_timeout: Duration,
     body_limit: usize,
 ) -> Router {
-    router
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
-        // Inside the observer: a time-out or a panic is a response it counts and logs
-        // like any other, and the in-flight gauge never leaks.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(middleware::from_fn_with_state(
-            Observe(std::sync::Arc::new(Observed { service, metrics })),
-            observe,
-        ))
+    // One stack, outermost first, added in one call: each `Router::layer` call boxes
+    // every route again, and each box costs an allocation and a clone per request.
+    router.fallback(not_found).layer(
+        ServiceBuilder::new()
+            // Outside the rest: it catches panics, and a time-out or a panic is a
+            // response it counts and logs like any other; the in-flight gauge never leaks.
+            .layer(ObserveLayer(Arc::new(Observed { service, metrics })))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                request_timeout,
+            ))
+            .layer(DefaultBodyLimit::max(body_limit)),
+    )
 }
