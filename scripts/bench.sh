@@ -79,12 +79,29 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 percent() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", 100 * a / b }'; }
 say "catalog read vs bare axum: $ROUNDS interleaved rounds of wrk -t2 -c64 -d${ROUND_SECONDS}s"
 bare_all="" catalog_all="" layered_all="" ratios="" layered_ratios="" catalog_p99s=""
+# CPU time the serving process spent (clock ticks, user and system) while wrk ran.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+requests() { awk '/requests in/ { print $1 }'; }
+# Microseconds of the server's CPU per request, over a wrk run: what the server costs,
+# whatever share of the cores wrk took (it still moves with the machine's load).
+run_wrk() { # run_wrk <server pid> <url> [wrk options]: sets out, us
+    local pid=$1 url=$2 before
+    shift 2
+    before=$(cpu_ticks "$pid")
+    out=$(wrk -t2 -c64 -d"${ROUND_SECONDS}s" "$@" "$url")
+    us=$(awk -v t=$(($(cpu_ticks "$pid") - before)) -v n="$(requests <<<"$out")" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.1f", t * 1000000 / hz / n }')
+}
+vendor_pid=$(cat "$STATE_DIR/run/vendor.pid")
+bare_us_all="" layered_us_all="" catalog_us_all=""
 for round in $(seq "$ROUNDS"); do
-    bare_out=$(wrk -t2 -c64 -d"${ROUND_SECONDS}s" --latency "http://$BARE_ADDR/")
-    layered_out=$(wrk -t2 -c64 -d"${ROUND_SECONDS}s" "http://$LAYERED_ADDR/")
-    catalog_out=$(wrk -t2 -c64 -d"${ROUND_SECONDS}s" --latency "$catalog_url")
-    b=$(rps <<<"$bare_out") l=$(rps <<<"$layered_out") c=$(rps <<<"$catalog_out")
-    say "  round $round: bare $b req/s, layers alone $l, catalog $c (p99 $(p99_wrk <<<"$catalog_out")): $(percent "$c" "$b")%"
+    run_wrk "$bare_pid" "http://$BARE_ADDR/"
+    b=$(rps <<<"$out") bare_us_all+="$us"$'\n'
+    run_wrk "$layered_pid" "http://$LAYERED_ADDR/"
+    l=$(rps <<<"$out") layered_us_all+="$us"$'\n'
+    run_wrk "$vendor_pid" "$catalog_url" --latency
+    c=$(rps <<<"$out") catalog_us_all+="$us"$'\n'
+    say "  round $round: bare $b req/s, layers alone $l, catalog $c (p99 $(p99_wrk <<<"$out")): $(percent "$c" "$b")%"
     bare_all+="$b"$'\n' layered_all+="$l"$'\n' catalog_all+="$c"$'\n'
     ratios+="$(percent "$c" "$b")"$'\n' layered_ratios+="$(percent "$l" "$b")"$'\n'
 done
@@ -98,6 +115,11 @@ say "  bare axum:     $bare_rps req/s (median)"
 say "  catalog read:  $catalog_rps req/s (median)"
 say "  ratio:         $(median <<<"${ratios%$'\n'}")% of bare axum, the median of the rounds' ratios (target >= 60%)"
 say "  layers alone:  $(median <<<"${layered_all%$'\n'}") req/s, $(median <<<"${layered_ratios%$'\n'}")% of bare axum (the bare endpoint behind the common layers)"
+bare_us=$(median <<<"${bare_us_all%$'\n'}")
+layered_us=$(median <<<"${layered_us_all%$'\n'}")
+catalog_us=$(median <<<"${catalog_us_all%$'\n'}")
+say "  server CPU per request (median): bare $bare_us us, layers alone $layered_us us, catalog $catalog_us us;"
+say "    bare/catalog $(percent "$bare_us" "$catalog_us")% (the ratio if each server had the cores to itself)"
 
 half=$((catalog_rps / 2))
 workers=16
