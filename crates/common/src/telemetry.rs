@@ -583,8 +583,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_line_is_json_with_the_event_fields_and_the_current_span() {
+    /// A subscriber writing JSON lines to a sink the test reads back once the guard drops.
+    fn json_lines() -> (Captured, LogFlush, impl Subscriber + Send + Sync) {
         let sink = Captured::default();
         let (writer, guard) = BatchWriter::start(sink.clone());
         let subscriber = tracing_subscriber::fmt()
@@ -592,6 +592,12 @@ mod tests {
             .event_format(JsonLine)
             .with_writer(writer)
             .finish();
+        (sink, guard, subscriber)
+    }
+
+    #[test]
+    fn a_line_is_json_with_the_event_fields_and_the_current_span() {
+        let (sink, guard, subscriber) = json_lines();
         let dispatch = tracing::Dispatch::new(subscriber);
         let _default = tracing::dispatcher::set_default(&dispatch);
         {
@@ -664,13 +670,7 @@ mod tests {
 
     #[test]
     fn the_access_line_is_the_line_tracing_gives_for_the_same_event() {
-        let sink = Captured::default();
-        let (writer, guard) = BatchWriter::start(sink.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .fmt_fields(JsonFields)
-            .event_format(JsonLine)
-            .with_writer(writer)
-            .finish();
+        let (sink, guard, subscriber) = json_lines();
         let mut direct = String::new();
         tracing::subscriber::with_default(subscriber, || {
             tokio::runtime::Builder::new_current_thread()
