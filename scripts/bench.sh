@@ -49,7 +49,9 @@ for port in 5000 5003 5004; do
     curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null || die "service on :$port is not ready: run 'make up'"
 done
 
-cargo build --profile "$PROFILE" -q -p mp-bench
+# With the services in one invocation: cargo then resolves the dependencies' features as
+# for the fleet and reuses its build (alone, mp-bench would compile some crates again).
+cargo build --profile "$PROFILE" -q -p mp-bench -p cart -p customer -p inventory -p notification -p order -p vendor --bins
 BENCH=$CARGO_TARGET_DIR/$PROFILE/mp-bench
 "$BENCH" bare "$BARE_ADDR" &
 bare_pid=$!
