@@ -75,52 +75,49 @@ trap 'kill $bare_pid $layered_pid 2>/dev/null || true; rm -f "$layered_log"' EXI
 until curl -sf "http://$LAYERED_ADDR/" >/dev/null; do sleep 0.05; done
 
 # Interleaved rounds (bare, layers alone, catalog), each ratio taken within its round and
-# the median reported: on a shared two-core machine the throughput drifts by a tenth or
-# more from one run to the next, and a single pair of runs can land on either side of it.
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# the median reported: on a shared two-core machine the throughput swings by a third from
+# one run to the next, and a single pair of runs can land on either side of the target.
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 percent() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", 100 * a / b }'; }
-say "catalog read vs bare axum: $ROUNDS interleaved rounds of wrk -t2 -c64 -d${ROUND_SECONDS}s"
-bare_all="" catalog_all="" layered_all="" ratios="" layered_ratios="" catalog_p99s=""
-# CPU time the serving process spent (clock ticks, user and system) while wrk ran.
+# CPU time the serving process spent (clock ticks, user and system).
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-requests() { awk '/requests in/ { print $1 }'; }
-# Microseconds of the server's CPU per request, over a wrk run: what the server costs,
-# whatever share of the cores wrk took (it still moves with the machine's load).
-run_wrk() { # run_wrk <server pid> <url> [wrk options]: sets out, us
-    local pid=$1 url=$2 before
-    shift 2
-    before=$(cpu_ticks "$pid")
-    out=$(wrk -t2 -c64 -d"${ROUND_SECONDS}s" "$@" "$url")
-    us=$(awk -v t=$(($(cpu_ticks "$pid") - before)) -v n="$(requests <<<"$out")" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "%.1f", t * 1000000 / hz / n }')
+# One wrk run against a server: sets `run_rps`, `p99` and `us`, the microseconds of the
+# server's CPU per request (what it costs whatever share of the cores wrk took; it still
+# moves with the machine's load).
+run_wrk() { # run_wrk <server pid> <url>
+    local before out
+    before=$(cpu_ticks "$1")
+    out=$(wrk -t2 -c64 -d"${ROUND_SECONDS}s" --latency "$2")
+    run_rps=$(rps <<<"$out") p99=$(p99_wrk <<<"$out")
+    us=$(awk -v t=$(($(cpu_ticks "$1") - before)) -v hz="$(getconf CLK_TCK)" \
+        -v n="$(awk '/requests in/ { print $1 }' <<<"$out")" 'BEGIN { printf "%.1f", t * 1000000 / hz / n }')
 }
 vendor_pid=$(cat "$STATE_DIR/run/vendor.pid")
-bare_us_all="" layered_us_all="" catalog_us_all=""
+say "catalog read vs bare axum: $ROUNDS interleaved rounds of wrk -t2 -c64 -d${ROUND_SECONDS}s"
+bare_all=() layered_all=() catalog_all=() ratios=() layered_ratios=()
+bare_us_all=() layered_us_all=() catalog_us_all=()
 for round in $(seq "$ROUNDS"); do
     run_wrk "$bare_pid" "http://$BARE_ADDR/"
-    b=$(rps <<<"$out") bare_us_all+="$us"$'\n'
+    b=$run_rps bare_all+=("$run_rps") bare_us_all+=("$us")
     run_wrk "$layered_pid" "http://$LAYERED_ADDR/"
-    l=$(rps <<<"$out") layered_us_all+="$us"$'\n'
-    run_wrk "$vendor_pid" "$catalog_url" --latency
-    c=$(rps <<<"$out") catalog_us_all+="$us"$'\n'
-    say "  round $round: bare $b req/s, layers alone $l, catalog $c (p99 $(p99_wrk <<<"$out")): $(percent "$c" "$b")%"
-    bare_all+="$b"$'\n' layered_all+="$l"$'\n' catalog_all+="$c"$'\n'
-    ratios+="$(percent "$c" "$b")"$'\n' layered_ratios+="$(percent "$l" "$b")"$'\n'
+    l=$run_rps layered_all+=("$run_rps") layered_us_all+=("$us")
+    run_wrk "$vendor_pid" "$catalog_url"
+    c=$run_rps catalog_all+=("$run_rps") catalog_us_all+=("$us")
+    say "  round $round: bare $b req/s, layers alone $l, catalog $c (p99 $p99): $(percent "$c" "$b")%"
+    ratios+=("$(percent "$c" "$b")") layered_ratios+=("$(percent "$l" "$b")")
 done
 kill "$layered_pid" 2>/dev/null || true
 wait "$layered_pid" 2>/dev/null || true
 rm -f "$layered_log"
 trap 'kill $bare_pid 2>/dev/null || true' EXIT
-bare_rps=$(median <<<"${bare_all%$'\n'}")
-catalog_rps=$(median <<<"${catalog_all%$'\n'}")
-say "  bare axum:     $bare_rps req/s (median)"
+catalog_rps=$(median "${catalog_all[@]}")
+bare_us=$(median "${bare_us_all[@]}")
+catalog_us=$(median "${catalog_us_all[@]}")
+say "  bare axum:     $(median "${bare_all[@]}") req/s (median)"
 say "  catalog read:  $catalog_rps req/s (median)"
-say "  ratio:         $(median <<<"${ratios%$'\n'}")% of bare axum, the median of the rounds' ratios (target >= 60%)"
-say "  layers alone:  $(median <<<"${layered_all%$'\n'}") req/s, $(median <<<"${layered_ratios%$'\n'}")% of bare axum (the bare endpoint behind the common layers)"
-bare_us=$(median <<<"${bare_us_all%$'\n'}")
-layered_us=$(median <<<"${layered_us_all%$'\n'}")
-catalog_us=$(median <<<"${catalog_us_all%$'\n'}")
-say "  server CPU per request (median): bare $bare_us us, layers alone $layered_us us, catalog $catalog_us us;"
+say "  ratio:         $(median "${ratios[@]}")% of bare axum, the median of the rounds' ratios (target >= 60%)"
+say "  layers alone:  $(median "${layered_all[@]}") req/s, $(median "${layered_ratios[@]}")% of bare axum (the bare endpoint behind the common layers)"
+say "  server CPU per request (median): bare $bare_us us, layers alone $(median "${layered_us_all[@]}") us, catalog $catalog_us us;"
 say "    bare/catalog $(percent "$bare_us" "$catalog_us")% (the ratio if each server had the cores to itself)"
 
 half=$((catalog_rps / 2))

@@ -150,30 +150,8 @@ where
 
         let status = response.status();
         if status.as_u16() >= 400 && !response.headers().contains_key(header::CONTENT_TYPE) {
-            // A bare status from a layer or the router (405, 408, 413): give it a body.
-            let detail = match status {
-                StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this resource.",
-                StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
-                    "The request took too long and was stopped; it may or may not have taken effect. Quote the correlation id when asking about it."
-                }
-                StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.",
-                _ => status.canonical_reason().unwrap_or("Error"),
-            };
-            let headers = std::mem::take(response.headers_mut());
-            let mut problem = Problem::new(status, detail).with(
-                "correlation_id",
-                correlation_header
-                    .as_ref()
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default(),
-            );
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                problem = problem.header(header::RETRY_AFTER, "1");
-            }
-            response = problem.into_response();
-            for (k, v) in headers.iter() {
-                response.headers_mut().entry(k).or_insert_with(|| v.clone());
-            }
+            let correlation_id = correlation_header.as_ref().and_then(|v| v.to_str().ok());
+            response = problem_for_bare_status(response, correlation_id.unwrap_or_default());
         }
         if let Some(v) = correlation_header {
             response.headers_mut().insert(CORRELATION_HEADER, v);
@@ -204,6 +182,30 @@ where
         response
     };
     crate::telemetry::in_request(fields, handle).await
+}
+
+/// A bare error status from a layer or the router (405, 408, 413, 503 on a time-out) as
+/// problem+json, keeping the headers it had.
+fn problem_for_bare_status(mut response: Response, correlation_id: &str) -> Response {
+    let status = response.status();
+    let detail = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this resource.",
+        StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+            "The request took too long and was stopped; it may or may not have taken effect. Quote the correlation id when asking about it."
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    };
+    let headers = std::mem::take(response.headers_mut());
+    let mut problem = Problem::new(status, detail).with("correlation_id", correlation_id);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        problem = problem.header(header::RETRY_AFTER, "1");
+    }
+    let mut response = problem.into_response();
+    for (k, v) in headers.iter() {
+        response.headers_mut().entry(k).or_insert_with(|| v.clone());
+    }
+    response
 }
 
 /// Counts a request in flight for as long as it lives, however it ends (a response, a

@@ -116,11 +116,7 @@ pub fn access_log(status: u16, latency_ms: f64) {
         return;
     }
     let Some(writer) = ACCESS_LOG.get() else {
-        if server_error {
-            tracing::error!(target: "mp_common::http", message = "request failed", status, latency_ms);
-        } else {
-            tracing::info!(target: "mp_common::http", message = "request", status, latency_ms);
-        }
+        trace_access(status, latency_ms);
         return;
     };
     thread_local! {
@@ -132,6 +128,15 @@ pub fn access_log(status: u16, latency_ms: f64) {
         // The buffer takes the whole line; it cannot fail.
         let _ = writer.make_writer().write_all(line.as_bytes());
     });
+}
+
+/// The access log event through tracing, whose JSON line [`access_line`] writes directly.
+fn trace_access(status: u16, latency_ms: f64) {
+    if status >= 500 {
+        tracing::error!(target: "mp_common::http", message = "request failed", status, latency_ms);
+    } else {
+        tracing::info!(target: "mp_common::http", message = "request", status, latency_ms);
+    }
 }
 
 /// The access log line, in the shape [`JsonLine`] gives the same event.
@@ -152,12 +157,19 @@ fn access_line(line: &mut String, status: u16, latency_ms: f64) {
         line.push_str("null");
     }
     line.push_str(",\"target\":\"mp_common::http\"");
-    let _ = REQUEST.try_with(|fields| {
-        line.push_str(",\"span\":{");
-        line.push_str(fields);
-        line.push_str(",\"name\":\"http\"}");
-    });
+    let _ = write_request_span(line);
     line.push_str("}\n");
+}
+
+/// `,"span":{...,"name":"http"}` with the fields of the request the task serves, if any.
+fn write_request_span(w: &mut impl fmt::Write) -> fmt::Result {
+    REQUEST
+        .try_with(|fields| {
+            w.write_str(",\"span\":{")?;
+            w.write_str(fields)?;
+            w.write_str(",\"name\":\"http\"}")
+        })
+        .unwrap_or(Ok(()))
 }
 
 /// One JSON object a line: `timestamp`, `level`, the event's fields (`message` first),
@@ -196,11 +208,7 @@ where
         let current = ctx.lookup_current();
         if current.is_none() {
             // In a request and no span of its own: the request's fields.
-            let _ = REQUEST.try_with(|fields| -> fmt::Result {
-                w.write_str(",\"span\":{")?;
-                w.write_str(fields)?;
-                w.write_str(",\"name\":\"http\"}")
-            });
+            write_request_span(&mut w)?;
         }
         if let Some(span) = current {
             w.write_str(",\"span\":{")?;
@@ -394,28 +402,34 @@ fn write_timestamp(w: &mut impl fmt::Write) -> fmt::Result {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let secs = now.as_secs();
-    let mut line = [0u8; 27];
-    line[..20].copy_from_slice(&SECOND.with(|cached| {
+    let cached = SECOND.with(|cached| {
         let (at, prefix) = cached.get();
         if at == secs {
-            return prefix;
+            return Some(prefix);
         }
-        let mut prefix = [0u8; 20];
-        let formatted = i64::try_from(secs)
-            .ok()
-            .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
-            .unwrap_or_default()
+        let time = chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, 0)?;
+        // Four-digit years only (the others have a longer prefix, and are not cached).
+        let prefix: [u8; 20] = time
             .format("%Y-%m-%dT%H:%M:%S.")
-            .to_string();
-        if formatted.len() == prefix.len() {
-            prefix.copy_from_slice(formatted.as_bytes());
-            cached.set((secs, prefix));
-        } else {
-            // A year past 9999: not cached, still a valid shape.
-            prefix.copy_from_slice(b"9999-12-31T23:59:59.");
-        }
-        prefix
-    }));
+            .to_string()
+            .into_bytes()
+            .try_into()
+            .ok()?;
+        cached.set((secs, prefix));
+        Some(prefix)
+    });
+    let Some(prefix) = cached else {
+        let time = chrono::DateTime::from_timestamp(i64::try_from(secs).unwrap_or(i64::MAX), 0)
+            .unwrap_or_default();
+        return write!(
+            w,
+            "{}.{:06}Z",
+            time.format("%Y-%m-%dT%H:%M:%S"),
+            now.subsec_micros()
+        );
+    };
+    let mut line = [0u8; 27];
+    line[..20].copy_from_slice(&prefix);
     let mut micros = now.subsec_micros();
     for digit in line[20..26].iter_mut().rev() {
         *digit = b'0' + (micros % 10) as u8;
@@ -595,6 +609,14 @@ mod tests {
         (sink, guard, subscriber)
     }
 
+    /// Runs `fut` to completion as the handling of a request with `fields`.
+    fn in_a_request(fields: RequestFields, fut: impl Future<Output = ()>) {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(in_request(fields, fut));
+    }
+
     #[test]
     fn a_line_is_json_with_the_event_fields_and_the_current_span() {
         let (sink, guard, subscriber) = json_lines();
@@ -612,16 +634,13 @@ mod tests {
             let _in = span.enter();
             tracing::warn!(status = 200, latency_ms = 0.5, ratio = f64::NAN, text = "a\"b\n\u{1}c", error = %"x\\y", "request");
         }
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(in_request(
-                request_fields("vendor", "GET", "/x/{id}", "c-1", "t\"1"),
-                async {
-                    tracing::info!("in a request");
-                    tracing::info_span!("own", step = 2).in_scope(|| tracing::info!("in its span"));
-                },
-            ));
+        in_a_request(
+            request_fields("vendor", "GET", "/x/{id}", "c-1", "t\"1"),
+            async {
+                tracing::info!("in a request");
+                tracing::info_span!("own", step = 2).in_scope(|| tracing::info!("in its span"));
+            },
+        );
         drop(_default);
         drop(guard);
         let out = String::from_utf8(lock(&sink.0).clone()).unwrap();
@@ -673,22 +692,15 @@ mod tests {
         let (sink, guard, subscriber) = json_lines();
         let mut direct = String::new();
         tracing::subscriber::with_default(subscriber, || {
-            tokio::runtime::Builder::new_current_thread()
-                .build()
-                .unwrap()
-                .block_on(in_request(
-                    request_fields("vendor", "GET", "/api/products/{id}", "c\"1", "t1"),
-                    async {
-                        for (status, latency_ms) in [(200, 0.25), (503, 1500.0)] {
-                            if status >= 500 {
-                                tracing::error!(target: "mp_common::http", message = "request failed", status, latency_ms);
-                            } else {
-                                tracing::info!(target: "mp_common::http", message = "request", status, latency_ms);
-                            }
-                            access_line(&mut direct, status, latency_ms);
-                        }
-                    },
-                ));
+            in_a_request(
+                request_fields("vendor", "GET", "/api/products/{id}", "c\"1", "t1"),
+                async {
+                    for (status, latency_ms) in [(200, 0.25), (503, 1500.0)] {
+                        trace_access(status, latency_ms);
+                        access_line(&mut direct, status, latency_ms);
+                    }
+                },
+            );
         });
         drop(guard);
         let traced = String::from_utf8(lock(&sink.0).clone()).unwrap();
