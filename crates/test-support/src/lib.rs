@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use mp_events;
 
 pub mod api;
+pub mod pg;
 pub mod smtp;
 
 pub mod proxy;

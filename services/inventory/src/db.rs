@@ -298,21 +298,24 @@ pub async fn release_order(
 }
 
 /// Records that `order_id` ended before any commit, so a late `order.created` cannot
-/// commit stock for it. Does nothing if the order is known.
+/// commit stock for it: true if it did. False if the order's record exists: then this
+/// statement waited for the transaction that wrote it to end, so the record can now be
+/// read (and released) as committed.
 pub async fn void_order(
     conn: &mut PgConnection,
     order_id: Uuid,
     cart_id: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query(
         "insert into order_commits (order_id, cart_id, status) values ($1, $2, 'void')
          on conflict (order_id) do nothing",
     )
     .bind(order_id)
     .bind(cart_id)
     .execute(conn)
-    .await
-    .map(drop)
+    .await?
+    .rows_affected()
+        == 1)
 }
 
 /// A reservation's durable copy. `quantity` 0 is a tombstone: the reservation ended

@@ -429,11 +429,22 @@ impl EventHandler for RestockOrder {
         let event_ids: Vec<Uuid> = p.items.iter().map(|i| i.product_id).collect();
         // Lock order everywhere: the order's record, the stock rows (by product id),
         // then reservations.
-        let Some(mut lines) = db::release_order(conn, p.order_id).await? else {
-            // Never committed: make sure a late order.created cannot commit it now.
-            db::void_order(conn, p.order_id, p.cart_id).await?;
+        //
+        // The order's record decides, and both sides write it before reading it: the
+        // commit inserts it, this handler tries to insert it as void. An insert waits
+        // for an uncommitted insert of the same order to end, so exactly one of the
+        // two is first: if the void goes in, no commit can follow; if it meets a
+        // record, that record is committed by now and the release below reads it. (An
+        // update first would not see a commit still in flight, find nothing, and leave
+        // its sale standing for a cancelled order.)
+        if db::void_order(conn, p.order_id, p.cart_id).await? {
             db::end_reservations(conn, p.cart_id, &event_ids, None).await?;
-            tracing::info!(order_id = %p.order_id, "no committed stock to release");
+            tracing::info!(order_id = %p.order_id, "no committed stock to release; the order can no longer commit");
+            return Ok(());
+        }
+        let Some(mut lines) = db::release_order(conn, p.order_id).await? else {
+            db::end_reservations(conn, p.cart_id, &event_ids, None).await?;
+            tracing::info!(order_id = %p.order_id, "no committed stock to release (rejected, void or released already)");
             return Ok(());
         };
         lines.sort_by_key(|l| l.product_id);

@@ -95,6 +95,19 @@ impl Harness {
         )
     }
 
+    /// The service's operations on this environment's database and Redis keys, as a
+    /// process of it holds them: for running event handlers in transactions that a test
+    /// opens, holds and commits itself.
+    pub async fn inventory(&self) -> inventory::Inventory {
+        inventory::Inventory {
+            db: self.db.clone(),
+            reservations_db: self.db.clone(),
+            store: self.store().await,
+            metrics: inventory::metrics::InventoryMetrics::new(&prometheus::Registry::new())
+                .expect("metrics"),
+        }
+    }
+
     /// A token of the cart service.
     pub fn service_token(&self) -> String {
         self.keys.service_token(Service::Cart).0

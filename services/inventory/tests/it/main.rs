@@ -6,6 +6,7 @@ mod adjustments;
 mod guarantees;
 mod harness;
 mod orders;
+mod races;
 mod redis_loss;
 mod reservations;
 mod stock_items;
