@@ -470,6 +470,28 @@ pub async fn reserved_totals(
     Ok(rows.into_iter().collect())
 }
 
+/// The live reservations of a product (quantity > 0, unexpired).
+pub async fn live_reservations(
+    conn: &mut PgConnection,
+    product_id: Uuid,
+) -> sqlx::Result<Vec<crate::domain::Held>> {
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "select cart_id, quantity, generation from reservations
+         where product_id = $1 and quantity > 0 and expires_at > now()",
+    )
+    .bind(product_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(cart_id, quantity, generation)| crate::domain::Held {
+            cart_id,
+            quantity,
+            generation,
+        })
+        .collect())
+}
+
 /// What a mirror rebuild of `product_ids` sends: the live reservations, and the
 /// tombstones young enough that an older copy could still be on its way.
 pub async fn mirror_reservations(

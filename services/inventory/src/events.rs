@@ -33,7 +33,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::db::{self, CommittedLine, NewMovement, ProductData, StockItem};
-use crate::domain::{MovementKind, order_quantities, releases_stock};
+use crate::domain::{MovementKind, available_to, order_quantities, releases_stock};
 use crate::stock::Inventory;
 
 /// `vendor.product.created`: the stock item, with its initial stock as the first
@@ -280,6 +280,8 @@ fn product_ids(lines: &[(Uuid, i64)]) -> Vec<Uuid> {
 /// live reservations of other carts, decided here from PostgreSQL with the stock rows
 /// locked (in product id order). A cart whose reservation is live holds its quantity
 /// by construction; one whose reservation lapsed takes only what nobody else holds.
+/// Where the live reservations add up to more than is on hand, they are honoured first
+/// come, first served (`domain::available_to`).
 pub struct CommitOrder(pub Inventory);
 
 #[async_trait]
@@ -305,19 +307,25 @@ impl EventHandler for CommitOrder {
             .map(|i| (i.product_id, i))
             .collect();
         let held_by_others = db::reserved_totals(conn, &ids, Some(p.cart_id)).await?;
-        let shortages: Vec<Shortage> = lines
-            .iter()
-            .filter_map(|&(product_id, requested)| {
-                let on_hand = items.get(&product_id).map_or(0, |i| i.on_hand);
-                let others = held_by_others.get(&product_id).copied().unwrap_or(0);
-                let available = (on_hand - others).max(0);
-                (available < requested).then_some(Shortage {
+        let mut shortages = Vec::new();
+        for &(product_id, requested) in &lines {
+            let on_hand = items.get(&product_id).map_or(0, |i| i.on_hand);
+            let others = held_by_others.get(&product_id).copied().unwrap_or(0);
+            let mut available = (on_hand - others).max(0);
+            if available < requested && others > 0 {
+                // Perhaps overbooked: reservations are honoured first come, first
+                // served, so that some order still commits (see `available_to`).
+                let held = db::live_reservations(conn, product_id).await?;
+                available = available_to(p.cart_id, on_hand, &held);
+            }
+            if available < requested {
+                shortages.push(Shortage {
                     product_id,
                     requested,
                     available,
-                })
-            })
-            .collect();
+                });
+            }
+        }
 
         if !shortages.is_empty() {
             db::settle_order(conn, p.order_id, "rejected", &[]).await?;

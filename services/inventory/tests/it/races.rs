@@ -2,9 +2,10 @@
 //! transaction is held open at the point that matters while the competing one runs
 //! until PostgreSQL reports it blocked, then the first commits.
 
-use mp_events::catalog::OrderStatus;
+use mp_events::catalog::{OrderCreated, OrderStatus};
 use mp_events::{Envelope, EventHandler, Service};
 use mp_test_support::pg::{backend_pid, wait_until_blocked};
+use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::harness::{Harness, line, order_created, order_updated};
@@ -20,7 +21,10 @@ async fn a_cancel_racing_an_uncommitted_stock_commit_gives_the_stock_back() {
     let inventory = h.inventory().await;
     let order = order_created(Uuid::now_v7(), vec![line(product, 3)]);
     let created = Envelope::new(Service::Order, order.clone());
-    let cancelled = Envelope::new(Service::Order, order_updated(&order, OrderStatus::Cancelled));
+    let cancelled = Envelope::new(
+        Service::Order,
+        order_updated(&order, OrderStatus::Cancelled),
+    );
 
     // T1: the commit, done but not committed.
     let mut t1 = h.db.begin().await.unwrap();
@@ -51,13 +55,12 @@ async fn a_cancel_racing_an_uncommitted_stock_commit_gives_the_stock_back() {
         10,
         "the cancelled order's stock is back"
     );
-    let ledger: Vec<(String, i64)> = sqlx::query_as(
-        "select kind, delta from stock_movements where reference = $1 order by seq",
-    )
-    .bind(order.order_id.to_string())
-    .fetch_all(&h.db)
-    .await
-    .unwrap();
+    let ledger: Vec<(String, i64)> =
+        sqlx::query_as("select kind, delta from stock_movements where reference = $1 order by seq")
+            .bind(order.order_id.to_string())
+            .fetch_all(&h.db)
+            .await
+            .unwrap();
     assert_eq!(
         ledger,
         vec![("order".to_owned(), -3), ("order_release".to_owned(), 3)]
@@ -74,7 +77,10 @@ async fn a_commit_racing_an_uncommitted_cancel_takes_no_stock() {
     let inventory = h.inventory().await;
     let order = order_created(Uuid::now_v7(), vec![line(product, 3)]);
     let created = Envelope::new(Service::Order, order.clone());
-    let cancelled = Envelope::new(Service::Order, order_updated(&order, OrderStatus::Cancelled));
+    let cancelled = Envelope::new(
+        Service::Order,
+        order_updated(&order, OrderStatus::Cancelled),
+    );
 
     let mut t1 = h.db.begin().await.unwrap();
     inventory::events::RestockOrder(inventory.clone())
@@ -99,10 +105,91 @@ async fn a_commit_racing_an_uncommitted_cancel_takes_no_stock() {
     commit.await.unwrap();
 
     assert_eq!(h.on_hand(product).await, 10, "nothing was sold");
-    let moved: i64 = sqlx::query_scalar("select count(*) from stock_movements where reference = $1")
-        .bind(order.order_id.to_string())
-        .fetch_one(&h.db)
+    let moved: i64 =
+        sqlx::query_scalar("select count(*) from stock_movements where reference = $1")
+            .bind(order.order_id.to_string())
+            .fetch_one(&h.db)
+            .await
+            .unwrap();
+    assert_eq!(moved, 0);
+}
+
+/// Commits `order` through the handler in a transaction of its own; the change it
+/// published (`order_committed` or `order_rejected`).
+async fn commit(h: &Harness, inventory: &inventory::Inventory, order: &OrderCreated) -> String {
+    let mut tx = h.db.begin().await.unwrap();
+    inventory::events::CommitOrder(inventory.clone())
+        .handle(&mut *tx, &Envelope::new(Service::Order, order.clone()))
+        .await
+        .expect("the commit");
+    tx.commit().await.unwrap();
+    h.outbox("inventory.updated")
+        .await
+        .into_iter()
+        .rev()
+        .find(|e| e["order_id"] == order.order_id.to_string())
+        .map(|e| e["change"].as_str().unwrap_or_default().to_owned())
+        .expect("an inventory.updated for the order")
+}
+
+/// 5 on hand; cart A reserves 3, then cart B 2; an adjustment takes 3 away (damaged
+/// goods), so the reservations hold more than is on hand. A no longer fits, B does:
+/// B's order commits, A's is rejected. (Counting every reservation rejected both, and
+/// every cart after them until the reservations expired.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_above_the_stock_after_an_adjustment_still_let_the_first_that_fits_commit() {
+    let h = Harness::start().await;
+    let vendor = Uuid::now_v7();
+    let product = h.product(vendor, 5, 0).await;
+    let inventory = h.inventory().await;
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    assert_eq!(h.reserve(a, product, 3).await.0, StatusCode::CREATED);
+    assert_eq!(h.reserve(b, product, 2).await.0, StatusCode::CREATED);
+    let (status, body) = h.adjust(&h.member_token(vendor), product, -3).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let order_a = order_created(a, vec![line(product, 3)]);
+    let order_b = order_created(b, vec![line(product, 2)]);
+    assert_eq!(commit(&h, &inventory, &order_a).await, "order_rejected");
+    assert_eq!(commit(&h, &inventory, &order_b).await, "order_committed");
+    assert_eq!(h.on_hand(product).await, 0);
+    h.assert_ledger_matches().await;
+}
+
+/// The Redis mirror shows more than PostgreSQL has (a mirror write that failed, or a
+/// partial loss of Redis rebuilt from what was left), so Redis grants reservations
+/// beyond the stock: 2 on hand, the mirror says 6; C reserves 4, D 2. C cannot be
+/// honoured, D can: D's order commits, C's does not, and nothing is oversold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_granted_by_a_stale_mirror_still_let_the_first_that_fits_commit() {
+    let h = Harness::start().await;
+    let product = h.product(Uuid::now_v7(), 2, 0).await;
+    let inventory = h.inventory().await;
+    // Make sure the mirror exists, then make it lie.
+    assert_eq!(
+        h.reserve(Uuid::now_v7(), product, 1).await.0,
+        StatusCode::CREATED
+    );
+    let mut redis = h.env.redis().await;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("t_{}:inv:{{{product}}}:stock", h.env.id))
+        .arg("on_hand")
+        .arg(7)
+        .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(moved, 0);
+    let (c, d) = (Uuid::now_v7(), Uuid::now_v7());
+    assert_eq!(h.reserve(c, product, 4).await.0, StatusCode::CREATED);
+    assert_eq!(h.reserve(d, product, 1).await.0, StatusCode::CREATED);
+
+    let order_c = order_created(c, vec![line(product, 4)]);
+    let order_d = order_created(d, vec![line(product, 1)]);
+    assert_eq!(commit(&h, &inventory, &order_c).await, "order_rejected");
+    assert_eq!(commit(&h, &inventory, &order_d).await, "order_committed");
+    assert_eq!(
+        h.on_hand(product).await,
+        1,
+        "the first cart's unit is still held"
+    );
+    h.assert_ledger_matches().await;
 }
