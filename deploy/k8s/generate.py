@@ -70,7 +70,8 @@ def deployment(name, port):
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "labels": labels(name)},
         "spec": {
-            "replicas": 2,
+            # No replicas: the HorizontalPodAutoscaler owns the count (minReplicas
+            # is the floor); a replicas field would reset it on every apply.
             "revisionHistoryLimit": 5,
             "selector": sel(name),
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

@@ -2,6 +2,7 @@
 """Rules the Kubernetes schemas cannot check, on a rendered overlay.
 
     check_k8s.py RENDERED.yaml dev|prod
+    check_k8s.py --sources deploy      (the kustomizations themselves, unrendered)
 
 - the six services and Kong: a Deployment with >= 2 replicas, readiness and
   liveness probes (the services' on /health/ready and /health/live), requests
@@ -15,7 +16,9 @@
 - dev: PostgreSQL, Redis and RabbitMQ are StatefulSets; prod: ExternalName
   services and TLS URLs.
 """
+import os
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -37,9 +40,21 @@ def main(path, env):
     for d in docs:
         by.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
 
+    hpa_targets = {h["spec"]["scaleTargetRef"]["name"]: h for h in by.get("HorizontalPodAutoscaler", {}).values()
+                   if h["spec"]["scaleTargetRef"]["kind"] == "Deployment"}
+    for target in hpa_targets:
+        dep = by.get("Deployment", {}).get(target)
+        if dep is None:
+            fail(f"HorizontalPodAutoscaler {target}: no Deployment {target} to scale")
+        elif "replicas" in dep["spec"]:
+            # Every apply would reset the count the HPA chose (a scale-down under load);
+            # the HPA's minReplicas is the floor instead.
+            fail(f"Deployment {target}: the HPA scales it, so it must not set spec.replicas "
+                 f"(found {dep['spec']['replicas']}); set the HPA's minReplicas instead")
+
     def workload_ok(name, dep, port=None):
         spec = dep["spec"]
-        if spec.get("replicas", 1) < 2:
+        if name not in hpa_targets and spec.get("replicas", 1) < 2:
             fail(f"Deployment {name}: fewer than 2 replicas")
         pod = spec["template"]["spec"]
         psc = pod.get("securityContext", {})
@@ -147,5 +162,48 @@ def main(path, env):
     print(f"k8s {env}: deployments, probes, limits, security, PDBs, HPAs, network policies and jobs as required")
 
 
+def kustomize_file_refs(kfile):
+    """The files (not directories) a kustomization.yaml reads: generator sources,
+    patches, and resources that are files."""
+    k = yaml.safe_load(kfile.read_text()) or {}
+    refs = []
+    for gen in (k.get("configMapGenerator") or []) + (k.get("secretGenerator") or []):
+        refs += [f.split("=", 1)[-1] for f in gen.get("files", [])]
+        refs += list(gen.get("envs", [])) + ([gen["env"]] if gen.get("env") else [])
+    refs += [p["path"] for p in k.get("patches", []) if isinstance(p, dict) and p.get("path")]
+    refs += [p for p in k.get("patchesStrategicMerge", []) if isinstance(p, str) and "\n" not in p]
+    for r in k.get("resources", []) + k.get("components", []):
+        target = kfile.parent / r
+        if not target.is_dir():
+            refs.append(r)
+    return refs
+
+
+def check_sources(root):
+    """Every kustomization under ROOT renders with kustomize's default load
+    restrictor (LoadRestrictionsRootOnly, what `kubectl apply -k`, Argo CD and Flux
+    use): it reads no file outside its own directory. Other kustomizations may be
+    referenced as directories (that is how a base shares files)."""
+    kfiles = sorted(Path(root).rglob("kustomization.yaml"))
+    for kfile in kfiles:
+        base = kfile.parent.resolve()
+        for ref in kustomize_file_refs(kfile):
+            target = (kfile.parent / ref).resolve()
+            if os.path.commonpath([base, target]) != str(base):
+                fail(f"{kfile}: reads {ref}, outside its kustomization root: kustomize refuses it without "
+                     f"--load-restrictor (make the file's directory a kustomization and include it)")
+    flag = "LoadRestrictions" + "None"
+    for path in [*Path(root).rglob("*"), Path("docker-compose.yml"), *Path("scripts").glob("*.sh")]:
+        if path.is_file() and path.resolve() != Path(__file__).resolve() and flag in path.read_text(errors="replace"):
+            fail(f"{path}: still mentions {flag}; the overlays render and apply without it")
+    print(f"k8s sources: {len(kfiles)} kustomizations read files inside their own roots only")
+    if failures:
+        print("\n".join("k8s sources: FAIL: " + f for f in failures), file=sys.stderr)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "--sources":
+        check_sources(sys.argv[2])
+    else:
+        main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# kong-jwt-key.sh — put the customer service's public user keys into Kong's
+# declarative config, so Kong's jwt plugin verifies tokens at the edge.
+#
+#   deploy/kong/kong-jwt-key.sh [--jwks-url URL | --jwks-file FILE] [--in kong.yml] [--out FILE]
+#   (scripts/kong-jwt-key.sh runs this file; it lives beside kong.yml so that the
+#   Kubernetes base ships both from one kustomization root, deploy/kong/)
+#
+# Reads the JWKS (default: $JWKS_URL, else http://127.0.0.1:5000/.well-known/jwks.json),
+# turns every ES256 key into a PEM public key, and replaces the block between
+# "# BEGIN jwt_secrets" and "# END jwt_secrets" of the input (default
+# kong.yml beside this script, which holds a placeholder key) with one jwt_secret per key:
+# `key` = the key id (`kid`, which Kong's jwt plugin reads from the token header
+# because key_claim_name is kid), algorithm ES256, rsa_public_key = the PEM.
+# Writes to --out (default: stdout). Waits up to KONG_JWKS_WAIT seconds (default
+# 60) for the JWKS to answer, so it can run as an init step beside the service.
+#
+# KONG_REDIS_HOST, KONG_REDIS_PORT and KONG_REDIS_SSL=true, when set, rewrite the
+# rate-limiting plugins' Redis (host redis, port 6379 in the file), e.g. for a
+# managed Redis over TLS in production.
+#
+# Key rotation: the customer service publishes the previous user keys next to
+# the current one while they are still trusted, so run this again (or restart
+# the Kong pods / the kong-config compose step) after each rotation.
+# Needs bash, curl or python3 only (no YAML or crypto libraries).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+jwks_url=${JWKS_URL:-http://127.0.0.1:5000/.well-known/jwks.json}
+jwks_file=
+in=$here/kong.yml
+out=
+while (($#)); do
+    case $1 in
+    --jwks-url) jwks_url=$2; shift 2 ;;
+    --jwks-file) jwks_file=$2; shift 2 ;;
+    --in) in=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "kong-jwt-key: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+exec python3 - "$in" "${out:--}" "$jwks_url" "$jwks_file" "${KONG_JWKS_WAIT:-60}" <<'PY'
+import base64, json, sys, time, urllib.request
+
+src, out, url, jwks_file, wait = sys.argv[1:6]
+
+def b64url(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+def load_jwks():
+    if jwks_file:
+        with open(jwks_file) as f:
+            return json.load(f)
+    deadline = time.monotonic() + float(wait)
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.load(r)
+        except Exception as e:  # not up yet
+            if time.monotonic() > deadline:
+                sys.exit(f"kong-jwt-key: could not fetch {url}: {e}")
+            time.sleep(2)
+
+# SubjectPublicKeyInfo prefix of an uncompressed P-256 point (id-ecPublicKey, prime256v1).
+P256_SPKI = bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d030107034200")
+
+def pem_of(jwk):
+    x, y = b64url(jwk["x"]), b64url(jwk["y"])
+    if len(x) != 32 or len(y) != 32:
+        raise ValueError(f"key {jwk.get('kid')}: not a P-256 point")
+    der = P256_SPKI + b"\x04" + x + y
+    body = base64.b64encode(der).decode()
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "-----BEGIN PUBLIC KEY-----\n" + "\n".join(lines) + "\n-----END PUBLIC KEY-----"
+
+keys = [k for k in load_jwks().get("keys", [])
+        if k.get("kty") == "EC" and k.get("crv") == "P-256" and k.get("kid")]
+if not keys:
+    sys.exit("kong-jwt-key: the JWKS holds no ES256 key with a kid")
+
+with open(src) as f:
+    text = f.read()
+begin, end = text.find("# BEGIN jwt_secrets"), text.find("# END jwt_secrets")
+if begin < 0 or end < begin:
+    sys.exit(f"kong-jwt-key: {src} has no '# BEGIN jwt_secrets' ... '# END jwt_secrets' block")
+line_start = text.rfind("\n", 0, begin) + 1
+indent = text[line_start:begin]
+block = [f"# BEGIN jwt_secrets (rendered by scripts/kong-jwt-key.sh from {jwks_file or url})"]
+for k in keys:
+    block.append(f"- key: {k['kid']}")
+    block.append("  algorithm: ES256")
+    block.append("  rsa_public_key: |")
+    block.extend("    " + l for l in pem_of(k).splitlines())
+rendered = text[:line_start] + "\n".join(indent + l for l in block) + "\n" + indent + text[end:]
+
+import os, re
+host, port, ssl = (os.environ.get(k, "") for k in ("KONG_REDIS_HOST", "KONG_REDIS_PORT", "KONG_REDIS_SSL"))
+if host:
+    rendered = re.sub(r"(?m)^(\s+)host: redis$", lambda m: f"{m.group(1)}host: {host}", rendered)
+if port or ssl == "true":
+    def redis_port(m):
+        line = f"{m.group(1)}port: {port or m.group(2)}"
+        return line + (f"\n{m.group(1)}ssl: true\n{m.group(1)}ssl_verify: true" if ssl == "true" else "")
+    rendered = re.sub(r"(?m)^(\s+)port: (6379)$", redis_port, rendered)
+
+if out == "-":
+    sys.stdout.write(rendered)
+else:
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(rendered)
+    import os
+    os.replace(tmp, out)
+    print(f"kong-jwt-key: {len(keys)} key(s) written to {out}", file=sys.stderr)
+PY
