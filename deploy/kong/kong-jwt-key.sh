@@ -15,9 +15,12 @@
 # Writes to --out (default: stdout). Waits up to KONG_JWKS_WAIT seconds (default
 # 60) for the JWKS to answer, so it can run as an init step beside the service.
 #
-# KONG_REDIS_HOST, KONG_REDIS_PORT and KONG_REDIS_SSL=true, when set, rewrite the
-# rate-limiting plugins' Redis (host redis, port 6379 in the file), e.g. for a
-# managed Redis over TLS in production.
+# KONG_REDIS_URL (redis://HOST:PORT or rediss://HOST:PORT, e.g. the services'
+# REDIS_URL), when set, rewrites the rate-limiting plugins' Redis (host redis,
+# port 6379 in the file): host and port from the URL, and for rediss:// TLS with
+# certificate verification and the host as SNI server_name, e.g. for a managed
+# Redis in production. KONG_REDIS_HOST, KONG_REDIS_PORT and KONG_REDIS_SSL=true
+# set the parts one by one (they win over the URL).
 #
 # Key rotation: the customer service publishes the previous user keys next to
 # the current one while they are still trusted, so run this again (or restart
@@ -96,13 +99,25 @@ for k in keys:
 rendered = text[:line_start] + "\n".join(indent + l for l in block) + "\n" + indent + text[end:]
 
 import os, re
-host, port, ssl = (os.environ.get(k, "") for k in ("KONG_REDIS_HOST", "KONG_REDIS_PORT", "KONG_REDIS_SSL"))
+from urllib.parse import urlsplit
+host = port = ssl = ""
+if os.environ.get("KONG_REDIS_URL"):
+    u = urlsplit(os.environ["KONG_REDIS_URL"])
+    if u.scheme not in ("redis", "rediss") or not u.hostname:
+        sys.exit(f"kong-jwt-key: KONG_REDIS_URL must be redis://HOST[:PORT] or rediss://HOST[:PORT]")
+    host, port = u.hostname, str(u.port or 6379)
+    ssl = "true" if u.scheme == "rediss" else ""
+host = os.environ.get("KONG_REDIS_HOST") or host
+port = os.environ.get("KONG_REDIS_PORT") or port
+ssl = os.environ.get("KONG_REDIS_SSL") or ssl
 if host:
     rendered = re.sub(r"(?m)^(\s+)host: redis$", lambda m: f"{m.group(1)}host: {host}", rendered)
 if port or ssl == "true":
     def redis_port(m):
         line = f"{m.group(1)}port: {port or m.group(2)}"
-        return line + (f"\n{m.group(1)}ssl: true\n{m.group(1)}ssl_verify: true" if ssl == "true" else "")
+        if ssl == "true":  # verify the certificate, and send the host name (SNI)
+            line += f"\n{m.group(1)}ssl: true\n{m.group(1)}ssl_verify: true\n{m.group(1)}server_name: {host or 'redis'}"
+        return line
     rendered = re.sub(r"(?m)^(\s+)port: (6379)$", redis_port, rendered)
 
 if out == "-":

@@ -13,8 +13,9 @@
   the services it calls and (order, notification) the outside providers;
 - the migrations Job, Kong's declarative config, the ConfigMap;
 - no Secret holds a value committed in the repository (they are generated);
-- dev: PostgreSQL, Redis and RabbitMQ are StatefulSets; prod: ExternalName
-  services and TLS URLs.
+- dev: PostgreSQL, Redis and RabbitMQ are StatefulSets; prod: no ExternalName
+  alias, the providers' own host names over verified TLS (sslmode=verify-full,
+  amqps://, https://, rediss://), Kong's Redis from the same setting.
 """
 import os
 import sys
@@ -32,6 +33,47 @@ failures = []
 
 def fail(msg):
     failures.append(msg)
+
+
+CLUSTER_SUFFIXES = (".svc", ".svc.cluster.local", ".cluster.local", ".local", ".internal")
+
+
+def external_host(host, services):
+    """A host name a provider's certificate can carry: a DNS name outside the
+    cluster, not a Service of ours, not a bare name or an address."""
+    import ipaddress
+    try:
+        ipaddress.ip_address(host)
+        return False
+    except ValueError:
+        pass
+    return "." in host and not host.endswith(CLUSTER_SUFFIXES) and host.split(".")[0] not in services
+
+
+def managed_ok(cm, services):
+    """prod: PostgreSQL, RabbitMQ (AMQP and management API) and Redis at the
+    provider's host names, over TLS that verifies the certificate and its name."""
+    from urllib.parse import urlsplit, parse_qs
+    params = parse_qs(cm.get("POSTGRES_PARAMS", "").lstrip("?"))
+    if params.get("sslmode") != ["verify-full"]:
+        fail(f"prod: POSTGRES_PARAMS={cm.get('POSTGRES_PARAMS')!r}: needs sslmode=verify-full "
+             "(require encrypts but accepts any certificate)")
+    if cm.get("AMQP_SCHEME") != "amqps":
+        fail(f"prod: AMQP_SCHEME={cm.get('AMQP_SCHEME')!r}: needs amqps")
+    urls = {
+        "POSTGRES_HOST": "postgres://" + cm.get("POSTGRES_HOST", ""),
+        "AMQP_HOST": "amqps://" + cm.get("AMQP_HOST", ""),
+        "RABBITMQ_API": cm.get("RABBITMQ_API", ""),
+        "REDIS_URL": cm.get("REDIS_URL", ""),
+    }
+    schemes = {"RABBITMQ_API": "https", "REDIS_URL": "rediss"}
+    for key, url in urls.items():
+        u = urlsplit(url)
+        if key in schemes and u.scheme != schemes[key]:
+            fail(f"prod: {key}={url!r}: needs {schemes[key]}://")
+        if not u.hostname or not external_host(u.hostname, services):
+            fail(f"prod: {key}={cm.get(key)!r}: needs the provider's host name (on its TLS certificate), "
+                 "not a cluster name, alias or address")
 
 
 def main(path, env):
@@ -147,12 +189,18 @@ def main(path, env):
     else:
         if sts:
             fail(f"prod: StatefulSets {sorted(sts)}; infrastructure must be external")
-        for infra in ("postgres", "redis", "rabbitmq"):
-            if svcs.get(infra, {}).get("spec", {}).get("type") != "ExternalName":
-                fail(f"prod: Service {infra} is not an ExternalName")
-        if "sslmode=require" not in cm.get("POSTGRES_PARAMS", "") or not cm.get("REDIS_URL", "").startswith("rediss://") \
-                or cm.get("AMQP_SCHEME") != "amqps":
-            fail("prod: PostgreSQL, Redis and RabbitMQ must be reached over TLS")
+        # An alias (ExternalName postgres -> the provider's host) makes the client
+        # verify the certificate against the alias, which is not on it: the
+        # provider's host names go into the ConfigMap as they are.
+        for n, svc in svcs.items():
+            if svc.get("spec", {}).get("type") == "ExternalName":
+                fail(f"prod: Service {n} is an ExternalName alias; put the provider's host name in marketplace-config")
+        managed_ok(cm, set(svcs))
+        kong_init = deps.get("kong", {}).get("spec", {}).get("template", {}).get("spec", {}).get("initContainers", [{}])[0]
+        ref = next((e.get("valueFrom", {}).get("configMapKeyRef", {}) for e in kong_init.get("env", [])
+                    if e["name"] == "KONG_REDIS_URL"), {})
+        if not ref.get("name", "").startswith("marketplace-config") or ref.get("key") != "REDIS_URL":
+            fail("prod: Kong's rate-limit Redis must come from marketplace-config's REDIS_URL (KONG_REDIS_URL)")
 
     kinds = {k: len(v) for k, v in sorted(by.items())}
     print(f"k8s {env}: {sum(kinds.values())} objects: " + ", ".join(f"{v} {k}" for k, v in kinds.items()))
