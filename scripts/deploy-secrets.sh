@@ -8,7 +8,11 @@
 #          DIR/keys/ (the signing keys, mounted as compose secrets).
 # k8s:     OVERLAY_DIR/secrets/secrets.env and OVERLAY_DIR/secrets/keys/, which
 #          the overlay's secretGenerator turns into the Secrets `marketplace-secrets`
-#          and `marketplace-keys` (deploy/k8s/.gitignore keeps them out of git).
+#          and `marketplace-keys` (deploy/k8s/.gitignore keeps them out of git);
+#          for an overlay whose Kong terminates TLS (prod: secrets/tls/), a
+#          self-signed placeholder certificate OVERLAY_DIR/secrets/tls/tls.{crt,key}
+#          for MP_TLS_HOST (default shop.example-cloud.com), the Secret `kong-tls`,
+#          so the first apply starts; replace it with your certificate.
 #          In production you may instead create those two Secrets yourself
 #          (sealed-secrets, an external secret store); see deploy/README.md.
 #
@@ -85,6 +89,20 @@ make_keys() {
     chmod 600 "$dir"/*
 }
 
+make_tls() { # DIR HOST: a self-signed placeholder for Kong's HTTPS listener
+    local dir=$1 host=$2
+    if [[ -s $dir/tls.crt && -s $dir/tls.key ]]; then
+        say "TLS certificate in $dir (kept)"
+        return 0
+    fi
+    command -v openssl >/dev/null || die "openssl is needed for the placeholder TLS certificate"
+    mkdir -p "$dir" && chmod 700 "$dir"
+    (umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 90 \
+        -subj "/CN=$host" -addext "subjectAltName=DNS:$host" \
+        -keyout "$dir/tls.key" -out "$dir/tls.crt" 2>/dev/null) || die "openssl could not make a certificate"
+    say "SELF-SIGNED placeholder certificate for $host in $dir: replace tls.crt and tls.key with your own (deploy/README.md)"
+}
+
 make_env() {
     local file=$1 tmp s
     if [[ -s $file ]]; then
@@ -122,10 +140,13 @@ k8s)
     mkdir -p "$overlay/secrets" && chmod 700 "$overlay/secrets"
     make_env "$overlay/secrets/secrets.env"
     make_keys "$overlay/secrets/keys"
+    if grep -q 'secrets/tls/' "$overlay/kustomization.yaml"; then
+        make_tls "$overlay/secrets/tls" "${MP_TLS_HOST:-shop.example-cloud.com}"
+    fi
     say "now: kubectl apply -k $overlay"
     ;;
 *)
-    sed -n '2,24p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,26p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac

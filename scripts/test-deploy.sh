@@ -138,11 +138,32 @@ for s in ("customer", "order", "notification", "inventory", "vendor", "cart"):
     assert not d.get("ports"), f"compose: {s} is published on the host; only Kong is the way in"
     assert f"amqp://{s}:" in d["environment"]["AMQP_URL"], f"compose: {s} does not use its own RabbitMQ user"
 assert svcs["kong"]["environment"]["KONG_DATABASE"] == "off", "compose: Kong must be DB-less"
+# Clients reach Kong directly on the host port: nobody in front may set the
+# client address (trusting 0.0.0.0/0 lets any client forge X-Forwarded-For, and
+# with it the rate limits and the services' per-address login limits).
+trusted = [t.strip() for t in str(svcs["kong"]["environment"].get("KONG_TRUSTED_IPS", "")).split(",") if t.strip()]
+assert not {"0.0.0.0/0", "::/0"} & set(trusted), f"compose: Kong trusts every address ({trusted})"
 assert {"opensearch", "opensearch-dashboards", "fluent-bit"} <= set(logging["services"]), "compose: logging profile incomplete"
 for s in ("opensearch", "opensearch-dashboards", "fluent-bit"):
     assert logging["services"][s].get("profiles") == ["logging"], f"compose: {s} must be behind the logging profile"
 print(f"compose: {len(svcs)} services, {len(logging['services'])} with the logging profile: ok")
 PY
+
+# ------------------------------------------------------ Kong config rendering
+step "Kong config as rendered (dev/compose, and the prod edge)"
+"$PY" - "$TMP/compose-secrets/keys/trusted.jwks.json" >"$TMP/user.jwks.json" <<'PY'
+import json, sys  # the customer service's JWKS holds the user keys only
+print(json.dumps({"keys": [k for k in json.load(open(sys.argv[1]))["keys"] if k["kid"].startswith("user-")]}))
+PY
+user_kid=$(jq -r '.keys[0].kid' "$TMP/user.jwks.json")
+KONG_REDIS_URL=redis://redis:6379 bash scripts/kong-jwt-key.sh --jwks-file "$TMP/user.jwks.json" \
+    --out "$TMP/kong.dev.yml" 2>/dev/null
+"$PY" deploy/tests/check_kong_render.py "$TMP/kong.dev.yml" --kids "$user_kid" --redis redis:6379
+# As the prod overlay's Kong init container runs it (env from the rendered overlay).
+KONG_REDIS_URL=rediss://cache.example-cloud.com:6380 KONG_HTTPS_REDIRECT=308 \
+    bash scripts/kong-jwt-key.sh --jwks-file "$TMP/user.jwks.json" --out "$TMP/kong.prod.yml" 2>/dev/null
+"$PY" deploy/tests/check_kong_render.py "$TMP/kong.prod.yml" --kids "$user_kid" --https-redirect 308 \
+    --redis cache.example-cloud.com:6380:tls
 
 # ------------------------------------------------------------- 5. Kubernetes
 step "Kubernetes overlays"

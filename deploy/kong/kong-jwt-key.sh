@@ -22,6 +22,11 @@
 # Redis in production. KONG_REDIS_HOST, KONG_REDIS_PORT and KONG_REDIS_SSL=true
 # set the parts one by one (they win over the URL).
 #
+# KONG_HTTPS_REDIRECT=308 (prod, where Kong terminates TLS): every route takes
+# HTTPS only (protocols: [https]) and Kong answers a plain-HTTP request with
+# that redirect status and a Location on https:// (301, 302, 307 or 308; 308
+# keeps the method and body).
+#
 # Key rotation: the customer service publishes the previous user keys next to
 # the current one while they are still trusted, so run this again (or restart
 # the Kong pods / the kong-config compose step) after each rotation.
@@ -119,6 +124,16 @@ if port or ssl == "true":
             line += f"\n{m.group(1)}ssl: true\n{m.group(1)}ssl_verify: true\n{m.group(1)}server_name: {host or 'redis'}"
         return line
     rendered = re.sub(r"(?m)^(\s+)port: (6379)$", redis_port, rendered)
+
+redirect = os.environ.get("KONG_HTTPS_REDIRECT", "")
+if redirect:
+    if redirect not in ("301", "302", "307", "308"):
+        sys.exit("kong-jwt-key: KONG_HTTPS_REDIRECT must be 301, 302, 307 or 308 (Kong sets Location for those)")
+    rendered, n = re.subn(r"(?m)^(\s+)protocols: \[http, https\]$",
+                          lambda m: f"{m.group(1)}protocols: [https]\n{m.group(1)}https_redirect_status_code: {redirect}",
+                          rendered)
+    if n == 0:
+        sys.exit("kong-jwt-key: KONG_HTTPS_REDIRECT: no route with 'protocols: [http, https]' in " + src)
 
 if out == "-":
     sys.stdout.write(rendered)

@@ -15,7 +15,9 @@
 - no Secret holds a value committed in the repository (they are generated);
 - dev: PostgreSQL, Redis and RabbitMQ are StatefulSets; prod: no ExternalName
   alias, the providers' own host names over verified TLS (sslmode=verify-full,
-  amqps://, https://, rediss://), Kong's Redis from the same setting.
+  amqps://, https://, rediss://), Kong's Redis from the same setting; Kong
+  terminates TLS (certificate Secret kong-tls, routes HTTPS-only with 308),
+  externalTrafficPolicy Local, trusted proxy ranges set and not wildcard.
 """
 import os
 import sys
@@ -74,6 +76,79 @@ def managed_ok(cm, services):
         if not u.hostname or not external_host(u.hostname, services):
             fail(f"prod: {key}={cm.get(key)!r}: needs the provider's host name (on its TLS certificate), "
                  "not a cluster name, alias or address")
+
+
+def edge_ok(by, rendered_path):
+    """prod: Kong terminates TLS with a certificate from a Secret, plain HTTP is
+    redirected (308) to HTTPS, client addresses survive the load balancer, and
+    only the operator's proxy ranges may set X-Forwarded-For."""
+    import ipaddress
+    dep = by.get("Deployment", {}).get("kong")
+    if not dep:
+        return
+    pod = dep["spec"]["template"]["spec"]
+    kong = next(c for c in pod["containers"] if c["name"] == "kong")
+    env = {e["name"]: e.get("value", "") for e in kong.get("env", [])}
+    listeners = [l.split() for l in env.get("KONG_PROXY_LISTEN", "").split(",") if l.strip()]
+    tls = [l for l in listeners if "ssl" in l[1:]]
+    if not tls:
+        fail(f"prod: Kong must listen for HTTPS (KONG_PROXY_LISTEN={env.get('KONG_PROXY_LISTEN')!r} has no ssl listener)")
+    mounts = {m["mountPath"].rstrip("/"): m["name"] for m in kong.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    secret_names = set(by.get("Secret", {}))
+    for key in ("KONG_SSL_CERT", "KONG_SSL_CERT_KEY"):
+        path = env.get(key, "")
+        vol = volumes.get(mounts.get(path.rsplit("/", 1)[0]), {})
+        name = vol.get("secret", {}).get("secretName", "")
+        if not name:
+            fail(f"prod: Kong's {key}={path!r} is not a file of a mounted Secret")
+        elif not name.startswith("kong-tls"):
+            fail(f"prod: Kong's {key} comes from Secret {name}, expected kong-tls")
+        elif name not in secret_names and name != "kong-tls":
+            fail(f"prod: Kong's certificate Secret {name} is not rendered")
+    tls_ports = {int(l[0].rsplit(":", 1)[1]) for l in tls}
+    cports = {p.get("name"): p["containerPort"] for p in kong.get("ports", [])}
+    svc = by.get("Service", {}).get("kong", {}).get("spec", {})
+    if svc.get("type") != "LoadBalancer":
+        fail("prod: Service kong must be a LoadBalancer")
+    if svc.get("externalTrafficPolicy") != "Local":
+        fail("prod: Service kong needs externalTrafficPolicy: Local (Cluster hides client addresses behind node SNAT)")
+    https = [p for p in svc.get("ports", []) if p["port"] == 443]
+    if not https or cports.get(https[0].get("targetPort"), https[0].get("targetPort")) not in tls_ports:
+        fail("prod: Service kong needs port 443 to Kong's TLS listener")
+    pol = by.get("NetworkPolicy", {}).get("kong", {}).get("spec", {})
+    admitted = {p["port"] for r in pol.get("ingress", []) for p in r.get("ports", [])}
+    if not tls_ports <= admitted:
+        fail(f"prod: NetworkPolicy kong does not admit Kong's TLS port(s) {sorted(tls_ports - admitted)}")
+    # Client addresses: only the operator's proxies may set the header.
+    trusted = [t.strip() for t in env.get("KONG_TRUSTED_IPS", "").split(",") if t.strip()]
+    if not trusted or not env.get("KONG_REAL_IP_HEADER"):
+        fail("prod: Kong needs KONG_TRUSTED_IPS (your load balancer's / cluster's ranges) and KONG_REAL_IP_HEADER")
+    for t in trusted:
+        try:
+            net = ipaddress.ip_network(t, strict=False)
+        except ValueError:
+            fail(f"prod: KONG_TRUSTED_IPS entry {t!r} is no address range")
+            continue
+        if net.prefixlen < 8:
+            fail(f"prod: KONG_TRUSTED_IPS trusts {t}: anyone there could forge X-Forwarded-For")
+    # Routes: HTTPS only, plain HTTP answered with a 308 redirect.
+    init = next((c for c in pod.get("initContainers", []) if c["name"] == "render-config"), {})
+    ienv = {e["name"]: e.get("value", "") for e in init.get("env", [])}
+    if ienv.get("KONG_HTTPS_REDIRECT") != "308":
+        fail("prod: Kong's render step must make the routes HTTPS-only with a 308 redirect (KONG_HTTPS_REDIRECT=308)")
+    # The cert-manager example: documented, valid, and not applied by default.
+    prod_dir = Path(__file__).resolve().parents[1] / "k8s" / "overlays" / "prod"
+    example = prod_dir / "optional" / "cert-manager-certificate.yaml"
+    if not example.exists():
+        fail(f"prod: no cert-manager example at {example}")
+    else:
+        cert = yaml.safe_load(example.read_text())
+        if cert.get("kind") != "Certificate" or cert.get("spec", {}).get("secretName") != "kong-tls":
+            fail(f"{example}: must be a cert-manager Certificate writing the Secret kong-tls")
+        if "optional/cert-manager-certificate.yaml" in (yaml.safe_load((prod_dir / "kustomization.yaml").read_text())
+                                                        .get("resources") or []):
+            fail("prod: the cert-manager Certificate is optional; keep it out of the default resources")
 
 
 def main(path, env):
@@ -176,8 +251,9 @@ def main(path, env):
     if not any(n.startswith("marketplace-config") for n in by.get("ConfigMap", {})):
         fail("no marketplace-config ConfigMap")
     secrets = {n.rsplit("-", 1)[0] for n in by.get("Secret", {})}
-    if secrets != {"marketplace-secrets", "marketplace-keys"}:
-        fail(f"Secrets {sorted(secrets)}: expected the generated marketplace-secrets and marketplace-keys")
+    want_secrets = {"marketplace-secrets", "marketplace-keys"} | ({"kong-tls"} if env == "prod" else set())
+    if secrets != want_secrets:
+        fail(f"Secrets {sorted(secrets)}: expected the generated {', '.join(sorted(want_secrets))}")
 
     sts = by.get("StatefulSet", {})
     svcs = by.get("Service", {})
@@ -196,6 +272,7 @@ def main(path, env):
             if svc.get("spec", {}).get("type") == "ExternalName":
                 fail(f"prod: Service {n} is an ExternalName alias; put the provider's host name in marketplace-config")
         managed_ok(cm, set(svcs))
+        edge_ok(by, path)
         kong_init = deps.get("kong", {}).get("spec", {}).get("template", {}).get("spec", {}).get("initContainers", [{}])[0]
         ref = next((e.get("valueFrom", {}).get("configMapKeyRef", {}) for e in kong_init.get("env", [])
                     if e["name"] == "KONG_REDIS_URL"), {})
