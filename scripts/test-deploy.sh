@@ -191,6 +191,64 @@ for overlay in dev prod; do
     "$PY" deploy/tests/check_k8s.py "$TMP/$overlay.yaml" "$overlay"
 done
 
+# ------------------------------------------------------ user key rotation
+step "user key rotation, offline (scripts/rotate-user-key.sh with a stand-in kubectl)"
+rot=$TMP/rotation
+ov=$TMP/k8s-dev/deploy/k8s/overlays/dev   # rendered above, with generated keys
+mkdir -p "$rot"
+# The stand-in logs every call; Kong's render log (kubectl logs) is what
+# kong-jwt-key.sh prints for the JWKS the customer service would publish with
+# the overlay's keys as they are at that moment.
+cat >"$rot/kubectl" <<STUB
+#!/usr/bin/env bash
+echo "\$*" >>"$rot/calls"
+case " \$* " in
+*" get pods "*) echo '{"items": [{"metadata": {"name": "kong-0"}}]}' ;;
+*" logs "*)
+    bash "$ROOT/scripts/rotate-user-key.sh" jwks "$ov" >"$rot/served.jwks.json"
+    bash "$ROOT/scripts/kong-jwt-key.sh" --jwks-file "$rot/served.jwks.json" --out "$rot/kong.yml" 2>&1 ;;
+esac
+STUB
+chmod +x "$rot/kubectl"
+user_kids() { jq -r '[.keys[].kid | select(startswith("user-"))] | sort | join(",")' "$ov/secrets/keys/trusted.jwks.json"; }
+old_kid=$(user_kids)
+sums() { (cd "$ov/secrets/keys" && sha256sum -- * | sort); }
+before=$(sums)
+bash scripts/rotate-user-key.sh --dry-run publish "$ov" >"$rot/dry-run.out"
+[[ $(sums) == "$before" ]] || die "rotate-user-key.sh --dry-run changed the keys"
+grep -q 'kubectl .*apply -k' "$rot/dry-run.out" && grep -q 'rollout restart deployment/kong' "$rot/dry-run.out" ||
+    die "rotate-user-key.sh --dry-run publish does not show the apply and Kong's restart"
+# 1. publish: the new public key is trusted (and served), Kong rolled with both keys.
+KUBECTL=$rot/kubectl bash scripts/rotate-user-key.sh publish "$ov" >"$rot/publish.out"
+new_kid=$(bash scripts/rotate-user-key.sh kid "$ov/secrets/keys/user.next.pem")
+[[ $(user_kids) == "$(printf '%s\n' "$old_kid" "$new_kid" | sort | paste -sd,)" ]] ||
+    die "after publish TRUSTED_KEYS holds $(user_kids), expected $old_kid and $new_kid"
+"$PY" - "$rot/calls" <<'PY' || die "publish: kubectl steps out of order"
+import sys
+calls = open(sys.argv[1]).read().splitlines()
+at = lambda s: next(i for i, c in enumerate(calls) if s in c)
+assert at("apply -k") < at("rollout status deployment/customer") < at("rollout restart deployment/kong") \
+    < at("rollout status deployment/kong") < at("logs"), calls
+PY
+# Kong's render step fed the JWKS with both keys renders both.
+bash scripts/rotate-user-key.sh jwks "$ov" >"$rot/two.jwks.json"
+[[ $(jq '.keys | length' "$rot/two.jwks.json") == 2 ]] || die "the published JWKS does not hold two keys"
+bash scripts/kong-jwt-key.sh --jwks-file "$rot/two.jwks.json" --out "$rot/kong.two.yml" 2>/dev/null
+"$PY" deploy/tests/check_kong_render.py "$rot/kong.two.yml" --kids "$old_kid,$new_kid"
+# 2. switch: the customer service signs with the new key; the old one stays trusted.
+KUBECTL=$rot/kubectl bash scripts/rotate-user-key.sh switch "$ov" >"$rot/switch.out"
+[[ $(bash scripts/rotate-user-key.sh kid "$ov/secrets/keys/user.pem") == "$new_kid" ]] ||
+    die "after switch JWT_SIGNING_KEY (user.pem) is not the new key"
+[[ $(user_kids) == *"$old_kid"* ]] || die "switch dropped the old key from TRUSTED_KEYS before the tokens expired"
+# 3. retire (token lifetime 0 here): the old key goes; Kong rolled with the new one only.
+KUBECTL=$rot/kubectl bash scripts/rotate-user-key.sh --token-ttl 0 retire "$ov" >"$rot/retire.out"
+[[ $(user_kids) == "$new_kid" ]] || die "after retire TRUSTED_KEYS holds $(user_kids), expected $new_kid"
+bash scripts/rotate-user-key.sh jwks "$ov" >"$rot/one.jwks.json"
+bash scripts/kong-jwt-key.sh --jwks-file "$rot/one.jwks.json" --out "$rot/kong.one.yml" 2>/dev/null
+"$PY" deploy/tests/check_kong_render.py "$rot/kong.one.yml" --kids "$new_kid"
+kubectl kustomize "$ov" >"$rot/rendered.yaml" || die "the overlay does not render after the rotation"
+echo "rotation: $old_kid -> $new_kid: published (Kong rolled with both), switched, retired"
+
 if [[ ${DEPLOY_TEST_LIVE:-1} == 0 ]]; then
     step "live checks skipped (DEPLOY_TEST_LIVE=0)"
     exit 0

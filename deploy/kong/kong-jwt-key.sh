@@ -27,9 +27,12 @@
 # that redirect status and a Location on https:// (301, 302, 307 or 308; 308
 # keeps the method and body).
 #
-# Key rotation: the customer service publishes the previous user keys next to
-# the current one while they are still trusted, so run this again (or restart
-# the Kong pods / the kong-config compose step) after each rotation.
+# Key rotation: Kong knows the keys of the JWKS it read when this ran (Kong's
+# start), nothing later. The customer service publishes every user key it
+# trusts, so publish a new key (TRUSTED_KEYS) and run this again (restart the
+# Kong pods / the kong-config compose step) BEFORE the customer service signs
+# with it: scripts/rotate-user-key.sh, deploy/README.md "Key rotation". The
+# last line on stderr names the key ids written.
 # Needs bash, curl or python3 only (no YAML or crypto libraries).
 set -euo pipefail
 
@@ -143,5 +146,5 @@ else:
         f.write(rendered)
     import os
     os.replace(tmp, out)
-    print(f"kong-jwt-key: {len(keys)} key(s) written to {out}", file=sys.stderr)
+    print(f"kong-jwt-key: {len(keys)} key(s) written to {out}: {', '.join(k['kid'] for k in keys)}", file=sys.stderr)
 PY
