@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """Writes deploy/k8s/base/services/<service>.yaml: for each of the six services a
-Deployment, a Service, a headless Service (<svc>-pods, for Prometheus' DNS
-discovery), a PodDisruptionBudget, a HorizontalPodAutoscaler and a
+Deployment, a Service, a PodDisruptionBudget, a HorizontalPodAutoscaler and a
 NetworkPolicy. One table below instead of six hand-kept copies; run it after a
 change (scripts/test-deploy.sh fails when the files are stale):
 
@@ -111,13 +110,11 @@ def deployment(name, port):
 
 
 def services(name, port):
+    # Prometheus finds the pods themselves (Kubernetes pod discovery,
+    # deploy/prometheus/prometheus-k8s.yml): no headless Service for it.
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels(name)},
          "spec": {"selector": {"app.kubernetes.io/name": name},
-                  "ports": [{"name": "http", "port": port, "targetPort": "http"}]}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{name}-pods", "labels": labels(name)},
-         "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
-                  "selector": {"app.kubernetes.io/name": name},
                   "ports": [{"name": "http", "port": port, "targetPort": "http"}]}},
     ]
 

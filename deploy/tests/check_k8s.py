@@ -3,6 +3,7 @@
 
     check_k8s.py RENDERED.yaml dev|prod
     check_k8s.py --sources deploy      (the kustomizations themselves, unrendered)
+    check_k8s.py RENDERED-MONITORING.yaml monitoring RENDERED-DEV.yaml
 
 - the six services and Kong: a Deployment with >= 2 replicas, readiness and
   liveness probes (the services' on /health/ready and /health/live), requests
@@ -287,6 +288,147 @@ def main(path, env):
     print(f"k8s {env}: deployments, probes, limits, security, PDBs, HPAs, network policies and jobs as required")
 
 
+def check_monitoring(path, dev_path):
+    """deploy/k8s/monitoring rendered: Prometheus in namespace monitoring with
+    the repository's config and rules, Kubernetes service discovery limited to
+    namespace marketplace with the RBAC for it, and (against the rendered dev
+    overlay) NetworkPolicies that admit it on the ports it scrapes."""
+    root = Path(__file__).resolve().parents[1]
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    dev = [d for d in yaml.safe_load_all(open(dev_path)) if d]
+    by = {}
+    for d in docs:
+        by.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    for d in docs:
+        ns = d["metadata"].get("namespace")
+        if d["kind"] in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+            continue
+        want = "marketplace" if d["kind"] in ("Role", "RoleBinding") else "monitoring"
+        if ns != want:
+            fail(f"{d['kind']} {d['metadata']['name']}: namespace {ns}, expected {want}")
+    if "monitoring" not in by.get("Namespace", {}):
+        fail("no Namespace monitoring")
+    workloads = [d for k in ("StatefulSet", "Deployment") for d in by.get(k, {}).values()]
+    prom = next((w for w in workloads if w["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name")
+                 == "prometheus"), None)
+    if not prom:
+        fail("no Prometheus StatefulSet/Deployment with the pod label app.kubernetes.io/name: prometheus "
+             "(the label the marketplace NetworkPolicies admit)")
+        return report("monitoring", by)
+    pod = prom["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    sa = pod.get("serviceAccountName")
+    if sa not in by.get("ServiceAccount", {}) or pod.get("automountServiceAccountToken") is False:
+        fail("Prometheus needs its ServiceAccount (with its token mounted) for Kubernetes service discovery")
+    sc, psc = c.get("securityContext", {}), pod.get("securityContext", {})
+    if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")) or not sc.get("readOnlyRootFilesystem") \
+            or sc.get("allowPrivilegeEscalation") is not False or "ALL" not in sc.get("capabilities", {}).get("drop", []):
+        fail("Prometheus: non-root, read-only root filesystem, no privilege escalation, capabilities dropped")
+    if not c.get("resources", {}).get("requests") or not c.get("resources", {}).get("limits"):
+        fail("Prometheus: needs requests and limits")
+    if "readinessProbe" not in c or "livenessProbe" not in c:
+        fail("Prometheus: needs readiness and liveness probes")
+    # Config and rules: the repository's files, where the config looks for them.
+    cms = {n: d for n, d in by.get("ConfigMap", {}).items()}
+    conf_cm = next((d for d in cms.values() if "prometheus.yml" in d.get("data", {})), None)
+    if not conf_cm or conf_cm["data"]["prometheus.yml"] != (root / "prometheus" / "prometheus-k8s.yml").read_text():
+        fail("the Prometheus config ConfigMap is not deploy/prometheus/prometheus-k8s.yml")
+        return report("monitoring", by)
+    conf = yaml.safe_load(conf_cm["data"]["prometheus.yml"])
+    rules = {f.name: f.read_text() for f in (root / "prometheus" / "rules").glob("*.yml")}
+    rules_cm = next((d for d in cms.values() if set(rules) & set(d.get("data", {}))), {"data": {}})
+    for name, text in rules.items():
+        if rules_cm["data"].get(name) != text:
+            fail(f"rules/{name} is not in the rules ConfigMap as it is in the repository (list it in "
+                 "deploy/prometheus/kustomization.yaml)")
+    mounts = {m["name"]: m for m in c.get("volumeMounts", [])}
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    by_cm = {v.get("configMap", {}).get("name"): mounts.get(n, {}) for n, v in vols.items()}
+    conf_file = next((a.split("=", 1)[1] for a in c.get("args", []) if a.startswith("--config.file=")), "")
+    conf_mount = by_cm.get(conf_cm["metadata"]["name"], {})
+    if conf_mount.get("mountPath") != conf_file or conf_mount.get("subPath") != "prometheus.yml":
+        fail(f"--config.file={conf_file} is not the mounted prometheus.yml")
+    conf_dir = conf_file.rsplit("/", 1)[0]
+    for pattern in conf.get("rule_files", []):
+        want = pattern if pattern.startswith("/") else f"{conf_dir}/{pattern}"
+        if by_cm.get(rules_cm["metadata"]["name"] if "metadata" in rules_cm else None, {}).get("mountPath") \
+                != want.rsplit("/", 1)[0]:
+            fail(f"rule_files {pattern}: the rules ConfigMap is not mounted at {want.rsplit('/', 1)[0]}")
+    # Discovery: namespace marketplace only, with a Role there to list pods.
+    jobs = {j["job_name"]: j for j in conf["scrape_configs"]}
+    for name in ("marketplace", "kong"):
+        if name not in jobs:
+            fail(f"prometheus-k8s.yml: no scrape job {name}")
+    for j in jobs.values():
+        for sd in j.get("kubernetes_sd_configs", []):
+            # Debian's promtool cannot parse these blocks: their fields are checked here.
+            extra = set(sd) - {"role", "namespaces", "selectors", "attach_metadata"}
+            if extra:
+                fail(f"job {j['job_name']}: unknown kubernetes_sd_configs fields {sorted(extra)}")
+            if sd.get("role") != "pod" or sd.get("namespaces", {}).get("names") != ["marketplace"] \
+                    or set(sd.get("namespaces", {})) - {"names", "own_namespace"}:
+                fail(f"job {j['job_name']}: kubernetes_sd_configs must be role pod in namespace marketplace only")
+            for sel in sd.get("selectors", []):
+                if set(sel) - {"role", "label", "field"} or sel.get("role") != sd.get("role"):
+                    fail(f"job {j['job_name']}: bad selector {sel}")
+        metas = {m for rc in j.get("relabel_configs", []) for m in rc.get("source_labels", [])}
+        if j.get("kubernetes_sd_configs") and "__meta_kubernetes_pod_container_port_name" not in metas:
+            fail(f"job {j['job_name']}: keep one container port (relabel on __meta_kubernetes_pod_container_port_name)")
+        if j.get("static_configs") or j.get("dns_sd_configs"):
+            for t in [t for sc_ in j.get("static_configs", []) for t in sc_["targets"]] + \
+                     [n for d in j.get("dns_sd_configs", []) for n in d["names"]]:
+                if not t.split(":")[0].endswith(".svc.cluster.local"):
+                    fail(f"job {j['job_name']}: target {t} does not resolve from namespace monitoring")
+    role = next((r for r in by.get("Role", {}).values() if r["metadata"].get("namespace") == "marketplace"), None)
+    grants = {(res, verb) for rule in (role or {}).get("rules", []) for res in rule.get("resources", [])
+              for verb in rule.get("verbs", [])}
+    if not {("pods", "get"), ("pods", "list"), ("pods", "watch")} <= grants:
+        fail("no Role in marketplace letting Prometheus get, list and watch pods")
+    if any(v not in ("get", "list", "watch") for _, v in grants):
+        fail("the discovery Role grants more than get/list/watch")
+    bound = any(b["roleRef"]["name"] == (role or {}).get("metadata", {}).get("name") and
+                {"kind": "ServiceAccount", "name": sa, "namespace": "monitoring"} in b.get("subjects", [])
+                for b in by.get("RoleBinding", {}).values())
+    if not bound:
+        fail(f"no RoleBinding in marketplace giving the Role to ServiceAccount monitoring/{sa}")
+    # The marketplace side admits this Prometheus on the ports it scrapes.
+    plabels = prom["spec"]["template"]["metadata"]["labels"]
+    dev_by = {}
+    for d in dev:
+        dev_by.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+
+    def admits(pol, port):
+        for rule in pol["spec"].get("ingress", []):
+            ports = {p["port"] for p in rule.get("ports", [])}
+            for peer in rule.get("from", []):
+                nsl = peer.get("namespaceSelector", {}).get("matchLabels", {})
+                pl = peer.get("podSelector", {}).get("matchLabels", {})
+                if nsl.get("kubernetes.io/metadata.name") == "monitoring" and pl.items() <= plabels.items() \
+                        and port in ports:
+                    return True
+        return False
+    scraped = {**{s: ("http", p) for s, p in SERVICES.items()}, "kong": ("status", 8100)}
+    for name, (port_name, port) in scraped.items():
+        pol = dev_by.get("NetworkPolicy", {}).get(name)
+        if not pol or not admits(pol, port):
+            fail(f"NetworkPolicy {name} does not admit monitoring/prometheus on {port} ({port_name})")
+        dep = dev_by.get("Deployment", {}).get(name, {})
+        names = {p.get("name") for ctr in dep.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+                 for p in ctr.get("ports", [])}
+        if port_name not in names:
+            fail(f"Deployment {name} has no container port named {port_name}, which the scrape keeps")
+    return report("monitoring", by)
+
+
+def report(env, by):
+    kinds = {k: len(v) for k, v in sorted(by.items())}
+    print(f"k8s {env}: {sum(kinds.values())} objects: " + ", ".join(f"{v} {k}" for k, v in kinds.items()))
+    if failures:
+        print("\n".join(f"k8s {env}: FAIL: " + f for f in failures), file=sys.stderr)
+        sys.exit(1)
+    print(f"k8s {env}: Prometheus, its config, rules, discovery RBAC and the policies that admit it as required")
+
+
 def kustomize_file_refs(kfile):
     """The files (not directories) a kustomization.yaml reads: generator sources,
     patches, and resources that are files."""
@@ -330,5 +472,7 @@ def check_sources(root):
 if __name__ == "__main__":
     if sys.argv[1] == "--sources":
         check_sources(sys.argv[2])
+    elif sys.argv[2] == "monitoring":
+        check_monitoring(sys.argv[1], sys.argv[3])
     else:
         main(sys.argv[1], sys.argv[2])

@@ -8,7 +8,8 @@ SCRAPE_DIR holds <service>.metrics, each a live scrape of /metrics of a running
 service (taken after some traffic, so labelled series exist). A name passes if
 a scraped sample or a `# TYPE` line has it (histograms: name_bucket/_sum/_count).
 Allowed besides: `up` (Prometheus' own), rabbitmq_* (RabbitMQ's
-rabbitmq_prometheus plugin, not a service), and the few labelled series that
+rabbitmq_prometheus plugin, not a service), kong_* (Kong's prometheus plugin),
+and the few labelled series that
 appear only after a rare event (listed in AFTER_RARE_EVENT with that event).
 """
 import json
@@ -24,7 +25,7 @@ AFTER_RARE_EVENT = {
     "order_saga_compensations_total": "an order compensated after the hard timeout",
     "outbox_publish_failures_total": "a broker that refuses or does not confirm",
 }
-EXTERNAL_PREFIXES = ("rabbitmq_",)
+EXTERNAL_PREFIXES = ("rabbitmq_", "kong_")
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
                 "unless", "offset", "inf", "nan", "le", "atan2"}
 
