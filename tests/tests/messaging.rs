@@ -97,7 +97,8 @@ impl EventHandler for Recorder {
 }
 
 struct Rig {
-    env: TestEnv,
+    /// Kept for its drop: it removes the test's schemas and queues.
+    _env: TestEnv,
     db: PgPool,
     broker: Broker,
     script: Arc<Mutex<Script>>,
@@ -125,7 +126,7 @@ impl Rig {
         );
         broker.connection().await.unwrap();
         Self {
-            env,
+            _env: env,
             db,
             broker,
             script: Arc::default(),
@@ -135,12 +136,7 @@ impl Rig {
     }
 
     fn relay(&self) -> Relay {
-        Relay::new(
-            self.db.clone(),
-            self.broker.clone(),
-            self.env.schema(Service::Customer),
-            self.metrics.clone(),
-        )
+        Relay::new(self.db.clone(), self.broker.clone(), self.metrics.clone())
     }
 
     fn start_relay(&self) {
@@ -365,6 +361,13 @@ async fn two_relays_never_publish_the_same_row() {
         300 + 1,
         "the bulk and the marker, once each"
     );
+    // A relay counts a batch right after marking it sent: wait for the count too.
+    eventually(
+        "the published rows counted",
+        Duration::from_secs(20),
+        || async { (rig.metrics.outbox_published.get() >= 300 + 1).then_some(()) },
+    )
+    .await;
     assert_eq!(rig.metrics.outbox_published.get(), 300 + 1);
 }
 

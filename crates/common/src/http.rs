@@ -147,6 +147,10 @@ where
             Err(panic) => panic_response(panic),
         };
         drop(in_flight);
+        // A request that may write has committed whatever it wrote, events included.
+        if !method.is_safe() {
+            mp_events::outbox::committed();
+        }
 
         let status = response.status();
         if status.as_u16() >= 400 && !response.headers().contains_key(header::CONTENT_TYPE) {

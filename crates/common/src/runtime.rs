@@ -210,7 +210,6 @@ pub async fn serve(
             Relay::new(
                 infra.db.clone(),
                 infra.broker.clone(),
-                infra.schema.clone(),
                 infra.event_metrics.clone(),
             )
             .with_settings(settings.clone())

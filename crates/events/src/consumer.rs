@@ -110,6 +110,13 @@ pub trait EventHandler: Send + Sync + 'static {
         event: &Envelope<Self::Event>,
     ) -> Result<(), HandlerError>;
 
+    /// Whether the event concerns this handler at all. One that does not is passed over
+    /// without a transaction or an inbox row: it has no effect to repeat. (Inventory's
+    /// restock sees every `order.updated` but acts only on failures and cancellations.)
+    fn concerns(&self, _event: &Envelope<Self::Event>) -> bool {
+        true
+    }
+
     /// Runs after the transaction of [`handle`](Self::handle) committed, and again when
     /// a redelivery finds the event already in the inbox (its effect committed, but the
     /// process may have stopped before this ran). For idempotent follow-ups outside
@@ -121,6 +128,7 @@ pub trait EventHandler: Send + Sync + 'static {
 #[async_trait]
 trait ErasedHandler: Send + Sync {
     fn name(&self) -> &'static str;
+    fn concerns_raw(&self, raw: &Envelope) -> bool;
     async fn handle_raw(&self, conn: &mut PgConnection, raw: &Envelope)
     -> Result<(), HandlerError>;
     async fn after_commit_raw(&self, raw: &Envelope);
@@ -132,6 +140,11 @@ struct Typed<H>(H);
 impl<H: EventHandler> ErasedHandler for Typed<H> {
     fn name(&self) -> &'static str {
         H::NAME
+    }
+    fn concerns_raw(&self, raw: &Envelope) -> bool {
+        // An undecodable payload concerns it: `handle_raw` dead-letters it with the reason.
+        raw.decode::<H::Event>()
+            .map_or(true, |event| self.0.concerns(&event))
     }
     async fn handle_raw(
         &self,
@@ -374,6 +387,13 @@ impl Consumer {
             return;
         };
         for handler in handlers {
+            if !handler.concerns_raw(envelope) {
+                self.metrics
+                    .consumed
+                    .with_label_values(&[envelope.event_type.as_str(), handler.name(), "skipped"])
+                    .inc();
+                continue;
+            }
             let started = Instant::now();
             let result = self.guarded(handler.as_ref(), envelope).await;
             self.metrics
@@ -475,6 +495,7 @@ impl Consumer {
         }
         handler.handle_raw(&mut tx, envelope).await?;
         tx.commit().await?;
+        crate::outbox::committed();
         handler.after_commit_raw(envelope).await;
         Ok(Outcome::Done)
     }

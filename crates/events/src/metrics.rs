@@ -40,7 +40,7 @@ impl EventMetrics {
             consumed: IntCounterVec::new(
                 Opts::new(
                     "events_consumed_total",
-                    "Deliveries handled, by event type, handler and outcome (ok, duplicate, retried, dead_lettered, unhandled).",
+                    "Deliveries handled, by event type, handler and outcome (ok, duplicate, skipped: not its concern, retried, dead_lettered, unhandled).",
                 ),
                 &["event_type", "handler", "outcome"],
             )?,

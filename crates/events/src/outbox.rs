@@ -1,7 +1,11 @@
 //! Transactional outbox and its relay.
 //!
 //! [`enqueue`] writes an event into the `outbox` table through the caller's connection, so
-//! it commits or rolls back with the state change. The [`Relay`] claims committed rows
+//! it commits or rolls back with the state change; whoever commits that transaction
+//! calls [`committed`], which wakes the relays of this process (the consumer does after
+//! every handler, the HTTP layer after every request that may write, the workers after
+//! their own transactions), and a relay also polls as a safety net (rows of another
+//! process, a forgotten wake-up). The [`Relay`] claims committed rows
 //! with a lease (`claimed_until`, in one short statement with `FOR UPDATE SKIP LOCKED`),
 //! publishes them with publisher confirms outside any transaction, every wait bounded by
 //! a timeout, and marks them sent. Any number of replicas can run relays. A relay that
@@ -10,14 +14,15 @@
 //! pruning published rows after minutes and the inbox after its retention) is a worker
 //! of its own.
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use lapin::options::BasicPublishOptions;
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
-use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -26,6 +31,18 @@ use crate::broker::Broker;
 use crate::catalog::{Event, Service};
 use crate::envelope::Envelope;
 use crate::metrics::EventMetrics;
+
+/// Counts commits that may have written outbox rows in this process; every relay
+/// watches it.
+static COMMITS: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
+
+/// Wakes this process's relays: a transaction that may have written outbox rows has
+/// committed. Costs a counter increment; a relay that is busy sees it when it is done.
+/// (Instead of NOTIFY from the database, which serializes every notifying commit of
+/// the whole database on one lock.)
+pub fn committed() {
+    COMMITS.send_modify(|n| *n = n.wrapping_add(1));
+}
 
 /// Writes `payload` as an event into the outbox, in the caller's transaction.
 pub async fn enqueue<E: Event>(
@@ -87,7 +104,7 @@ impl Default for RelaySettings {
     fn default() -> Self {
         Self {
             batch_size: 200,
-            poll_interval: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(250),
             publish_timeout: Duration::from_secs(5),
             lease: Duration::from_secs(30),
             outbox_retention: Duration::from_secs(600),
@@ -105,22 +122,15 @@ impl Default for RelaySettings {
 pub struct Relay {
     pool: PgPool,
     broker: Broker,
-    schema: String,
     metrics: EventMetrics,
     pub settings: RelaySettings,
 }
 
 impl Relay {
-    pub fn new(
-        pool: PgPool,
-        broker: Broker,
-        schema: impl Into<String>,
-        metrics: EventMetrics,
-    ) -> Self {
+    pub fn new(pool: PgPool, broker: Broker, metrics: EventMetrics) -> Self {
         Self {
             pool,
             broker,
-            schema: schema.into(),
             metrics,
             settings: RelaySettings::default(),
         }
@@ -237,15 +247,6 @@ impl Relay {
         Ok(rows.len())
     }
 
-    async fn listen(&self) -> Option<PgListener> {
-        let mut listener = PgListener::connect_with(&self.pool).await.ok()?;
-        listener
-            .listen(&format!("outbox_{}", self.schema))
-            .await
-            .ok()?;
-        Some(listener)
-    }
-
     async fn open_channel(&self) -> Result<Channel, RelayError> {
         match tokio::time::timeout(self.settings.publish_timeout, self.broker.confirm_channel())
             .await
@@ -255,15 +256,14 @@ impl Relay {
         }
     }
 
-    /// Publishes until `shutdown`, woken by NOTIFY and by a poll as a safety net.
+    /// Publishes until `shutdown`, woken by [`committed`] and by a poll as a safety net.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut listener = None;
+        let mut commits = COMMITS.subscribe();
         let mut channel: Option<Channel> = None;
         let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
-            if listener.is_none() {
-                listener = self.listen().await;
-            }
+            // Commits from here on wake the next wait; earlier ones this batch sees.
+            commits.borrow_and_update();
             let batch = async {
                 let ch = match &channel {
                     Some(ch) if ch.status().connected() => ch.clone(),
@@ -304,23 +304,11 @@ impl Relay {
                     continue;
                 }
             }
-            // Nothing (more) to send: wait for a commit's notification or the next poll.
-            let wait = async {
-                match listener.as_mut() {
-                    Some(l) => {
-                        if tokio::time::timeout(self.settings.poll_interval, l.recv())
-                            .await
-                            .is_ok_and(|r| r.is_err())
-                        {
-                            listener = None;
-                        }
-                    }
-                    None => tokio::time::sleep(self.settings.poll_interval).await,
-                }
-            };
+            // Nothing (more) to send: wait for a commit in this process or the next poll.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = wait => {}
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
         if let Some(ch) = channel {

@@ -23,14 +23,13 @@ pub async fn wait_until_blocked(pool: &PgPool, pid: i32) {
         &format!("session {pid} to wait on a lock"),
         Duration::from_secs(30),
         || async move {
-            let waiting: Option<String> = sqlx::query_scalar(
-                "select wait_event_type from pg_stat_activity where pid = $1",
-            )
-            .bind(pid)
-            .fetch_optional(pool)
-            .await
-            .expect("pg_stat_activity")
-            .flatten();
+            let waiting: Option<String> =
+                sqlx::query_scalar("select wait_event_type from pg_stat_activity where pid = $1")
+                    .bind(pid)
+                    .fetch_optional(pool)
+                    .await
+                    .expect("pg_stat_activity")
+                    .flatten();
             (waiting.as_deref() == Some("Lock")).then_some(())
         },
     )

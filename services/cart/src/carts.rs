@@ -500,6 +500,7 @@ impl Carts {
             }
         }
         tx.commit().await?;
+        mp_events::outbox::committed();
         for cart in &carts {
             self.metrics.carts_abandoned.inc();
             tracing::info!(cart_id = %cart.id, "idle cart abandoned");

@@ -122,26 +122,6 @@ pub async fn update_metadata(
     .await
 }
 
-/// Changes on-hand stock by `delta`, guarded so that it never goes below zero: `None`
-/// when the item is missing or has fewer than `-delta` units. (The CHECK on the column
-/// would refuse it too; the guard turns that into an answer instead of an error.)
-pub async fn change_on_hand(
-    conn: &mut PgConnection,
-    product_id: Uuid,
-    delta: i64,
-) -> sqlx::Result<Option<StockItem>> {
-    sqlx::query_as(&format!(
-        "update stock_items
-         set on_hand = on_hand + $2, version = version + 1, updated_at = now()
-         where product_id = $1 and on_hand + $2 >= 0
-         returning {ITEM_COLUMNS}"
-    ))
-    .bind(product_id)
-    .bind(delta)
-    .fetch_optional(conn)
-    .await
-}
-
 pub async fn mark_initial_stock_recorded(
     conn: &mut PgConnection,
     product_id: Uuid,
@@ -195,28 +175,63 @@ pub struct NewMovement<'a> {
     pub actor_id: Option<Uuid>,
 }
 
-pub async fn insert_movement(
+/// Changes on-hand stock by `m.delta` and writes its ledger row, in one round trip
+/// (the row stays locked from here to the commit, so the fewer trips the better on a
+/// product many orders buy at once). Guarded so that on-hand never goes below zero:
+/// `None` when the item is missing or has fewer than `-delta` units. (The CHECK on the
+/// column would refuse it too; the guard turns that into an answer instead of an
+/// error.)
+pub async fn move_stock(
     conn: &mut PgConnection,
     product_id: Uuid,
     m: &NewMovement<'_>,
-    on_hand_after: i64,
-) -> sqlx::Result<Movement> {
-    sqlx::query_as(&format!(
-        "insert into stock_movements
-             (id, product_id, kind, delta, reason, reference, actor_id, on_hand_after)
-         values ($1, $2, $3, $4, $5, $6, $7, $8)
-         returning {MOVEMENT_COLUMNS}"
+) -> sqlx::Result<Option<(StockItem, Movement)>> {
+    #[derive(sqlx::FromRow)]
+    struct Moved {
+        #[sqlx(flatten)]
+        item: StockItem,
+        movement_seq: i64,
+        movement_at: DateTime<Utc>,
+    }
+    let id = Uuid::now_v7();
+    let moved: Option<Moved> = sqlx::query_as(&format!(
+        "with item as (
+             update stock_items
+             set on_hand = on_hand + $2, version = version + 1, updated_at = now()
+             where product_id = $1 and on_hand + $2 >= 0
+             returning {ITEM_COLUMNS}),
+         movement as (
+             insert into stock_movements
+                 (id, product_id, kind, delta, reason, reference, actor_id, on_hand_after)
+             select $3, product_id, $4, $2, $5, $6, $7, on_hand from item
+             returning seq, created_at)
+         select item.*, movement.seq as movement_seq, movement.created_at as movement_at
+         from item, movement"
     ))
-    .bind(Uuid::now_v7())
     .bind(product_id)
-    .bind(m.kind.as_str())
     .bind(m.delta)
+    .bind(id)
+    .bind(m.kind.as_str())
     .bind(m.reason)
     .bind(m.reference)
     .bind(m.actor_id)
-    .bind(on_hand_after)
-    .fetch_one(conn)
-    .await
+    .fetch_optional(conn)
+    .await?;
+    Ok(moved.map(|moved| {
+        let movement = Movement {
+            seq: moved.movement_seq,
+            id,
+            product_id,
+            kind: m.kind.as_str().to_owned(),
+            delta: m.delta,
+            reason: m.reason.to_owned(),
+            reference: m.reference.map(str::to_owned),
+            actor_id: m.actor_id,
+            on_hand_after: moved.item.on_hand,
+            created_at: moved.movement_at,
+        };
+        (moved.item, movement)
+    }))
 }
 
 /// A page of an item's ledger, newest first, strictly before `before_seq`.
@@ -248,17 +263,24 @@ pub struct CommittedLine {
 /// Claims `order_id` for a commit: false if the order was seen before (committed,
 /// rejected, released or void), in which case nothing may happen again. A concurrent
 /// claim of the same order waits on the primary key until this transaction ends.
+///
+/// The record is written as `committed` with the order's lines, so that a commit needs
+/// no second write of it; a rejection changes it in the same transaction
+/// ([`settle_order`]).
 pub async fn claim_order(
     conn: &mut PgConnection,
     order_id: Uuid,
     cart_id: Uuid,
+    items: &[CommittedLine],
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
-        "insert into order_commits (order_id, cart_id, status) values ($1, $2, 'committed')
+        "insert into order_commits (order_id, cart_id, status, items)
+         values ($1, $2, 'committed', $3)
          on conflict (order_id) do nothing",
     )
     .bind(order_id)
     .bind(cart_id)
+    .bind(Json(items))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use crate::db::{self, CommittedLine, NewMovement, ProductData, StockItem};
 use crate::domain::{MovementKind, available_to, order_quantities, releases_stock};
-use crate::stock::Inventory;
+use crate::stock::{Inventory, stock_level};
 
 /// `vendor.product.created`: the stock item, with its initial stock as the first
 /// ledger movement; then `inventory.created`.
@@ -296,23 +296,34 @@ impl EventHandler for CommitOrder {
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
         let lines = order_quantities(&p.items).map_err(HandlerError::permanent)?;
-        if !db::claim_order(conn, p.order_id, p.cart_id).await? {
+        let committed: Vec<CommittedLine> = lines
+            .iter()
+            .map(|&(product_id, quantity)| CommittedLine {
+                product_id,
+                quantity,
+            })
+            .collect();
+        if !db::claim_order(conn, p.order_id, p.cart_id, &committed).await? {
             tracing::info!(order_id = %p.order_id, "order already handled; nothing to commit");
             return Ok(());
         }
         let ids = product_ids(&lines);
+        // Read before the stock rows are locked, to keep the lock short on a product
+        // many carts hold. Reservations change without that lock anyway; the sum can
+        // only be higher here than under the lock (a commit ending its reservations
+        // meanwhile), and a line it makes look short is decided again under the lock.
+        let held_by_others = db::reserved_totals(conn, &ids, Some(p.cart_id)).await?;
         let items: HashMap<Uuid, StockItem> = db::items_for_update(conn, &ids)
             .await?
             .into_iter()
             .map(|i| (i.product_id, i))
             .collect();
-        let held_by_others = db::reserved_totals(conn, &ids, Some(p.cart_id)).await?;
+        let others = |product_id| held_by_others.get(&product_id).copied().unwrap_or(0);
         let mut shortages = Vec::new();
         for &(product_id, requested) in &lines {
             let on_hand = items.get(&product_id).map_or(0, |i| i.on_hand);
-            let others = held_by_others.get(&product_id).copied().unwrap_or(0);
-            let mut available = (on_hand - others).max(0);
-            if available < requested && others > 0 {
+            let mut available = (on_hand - others(product_id)).max(0);
+            if available < requested && others(product_id) > 0 {
                 // Perhaps overbooked: reservations are honoured first come, first
                 // served, so that some order still commits (see `available_to`).
                 let held = db::live_reservations(conn, product_id).await?;
@@ -351,8 +362,6 @@ impl EventHandler for CommitOrder {
             return Ok(());
         }
 
-        // The cart's reservations become the sale.
-        db::end_reservations(conn, p.cart_id, &ids, None).await?;
         let reference = p.order_id.to_string();
         let mut levels = Vec::with_capacity(lines.len());
         for &(product_id, quantity) in &lines {
@@ -370,16 +379,12 @@ impl EventHandler for CommitOrder {
                 .apply_movement(conn, product_id, &movement)
                 .await?
                 .ok_or_else(|| HandlerError::transient("stock changed under a row lock"))?;
-            levels.push(self.0.level(conn, &item).await?);
+            // Reserved after the sale: the others' (this cart's become the sale).
+            levels.push(stock_level(&item, others(product_id)));
         }
-        let committed: Vec<CommittedLine> = lines
-            .iter()
-            .map(|&(product_id, quantity)| CommittedLine {
-                product_id,
-                quantity,
-            })
-            .collect();
-        db::settle_order(conn, p.order_id, "committed", &committed).await?;
+        // The cart's reservations become the sale (after the stock rows: the lock order
+        // everywhere is the order's record, the stock rows, then reservations).
+        db::end_reservations(conn, p.cart_id, &ids, None).await?;
         mp_events::enqueue(
             conn,
             Service::Inventory,
@@ -424,6 +429,11 @@ pub struct RestockOrder(pub Inventory);
 impl EventHandler for RestockOrder {
     type Event = OrderUpdated;
     const NAME: &'static str = "inventory.restock";
+
+    /// Only failures and cancellations give stock back.
+    fn concerns(&self, event: &Envelope<OrderUpdated>) -> bool {
+        releases_stock(event.payload.status)
+    }
 
     async fn handle(
         &self,

@@ -71,10 +71,9 @@ impl Inventory {
         product_id: Uuid,
         m: &NewMovement<'_>,
     ) -> sqlx::Result<Option<(StockItem, Movement)>> {
-        let Some(item) = db::change_on_hand(conn, product_id, m.delta).await? else {
+        let Some((item, movement)) = db::move_stock(conn, product_id, m).await? else {
             return Ok(None);
         };
-        let movement = db::insert_movement(conn, product_id, m, item.on_hand).await?;
         let item = self.settle_low_stock(conn, item).await?;
         Ok(Some((item, movement)))
     }

@@ -112,6 +112,11 @@ impl EventHandler for OrderUpdatedNotice {
     type Event = OrderUpdated;
     const NAME: &'static str = ORDER;
 
+    /// Only the statuses the customer is told about.
+    fn concerns(&self, event: &Envelope<OrderUpdated>) -> bool {
+        crate::domain::order_template(event.payload.status).is_some()
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

@@ -92,6 +92,15 @@ impl EventHandler for StockOutcome {
     type Event = InventoryUpdated;
     const NAME: &'static str = "order.stock";
 
+    /// Only an order's commit or rejection (not adjustments or releases).
+    fn concerns(&self, event: &Envelope<InventoryUpdated>) -> bool {
+        event.payload.order_id.is_some()
+            && matches!(
+                event.payload.change,
+                StockChange::OrderCommitted | StockChange::OrderRejected
+            )
+    }
+
     async fn handle(
         &self,
         conn: &mut PgConnection,

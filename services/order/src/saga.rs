@@ -233,6 +233,7 @@ impl Driver {
             }
             db::delete_payment_method(&mut tx, c.id).await?;
             tx.commit().await?;
+            mp_events::outbox::committed();
             return Ok(());
         }
         let (to, reason, step) = match &outcome {
@@ -267,6 +268,7 @@ impl Driver {
         }
         db::delete_payment_method(&mut tx, c.id).await?;
         tx.commit().await?;
+        mp_events::outbox::committed();
         Ok(())
     }
 
@@ -331,6 +333,7 @@ impl Driver {
             tracing::warn!(order_id = %c.id, error = error.unwrap_or_default(), "refund failed; will retry");
         }
         tx.commit().await?;
+        mp_events::outbox::committed();
         Ok(())
     }
 
@@ -397,6 +400,7 @@ impl Driver {
             }
         }
         tx.commit().await?;
+        mp_events::outbox::committed();
         if refunds {
             self.orders.wake.notify_one();
         }

@@ -216,6 +216,11 @@ async fn run_rate(bench: Arc<Bench>, rate: u64, seconds: u64) {
         carts.extend(r.ok());
     }
 
+    eprintln!(
+        "checkout-bench: {} carts filled; checking out at {rate}/s from {}",
+        carts.len(),
+        Utc::now().format("%H:%M:%S%.3f")
+    );
     // Checkouts at the rate, open loop; the orders are read afterwards (the latency
     // comes from the timestamps, so reading late changes nothing and loads nothing).
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
