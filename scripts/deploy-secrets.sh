@@ -103,9 +103,20 @@ make_tls() { # DIR HOST: a self-signed placeholder for Kong's HTTPS listener
     say "SELF-SIGNED placeholder certificate for $host in $dir: replace tls.crt and tls.key with your own (deploy/README.md)"
 }
 
+# Settings added since an env file was first written: appended to an existing
+# file when missing (nothing in it is changed).
+LATER_KEYS=(GRAFANA_DB_PASSWORD)
+
 make_env() {
-    local file=$1 tmp s
+    local file=$1 tmp s key
     if [[ -s $file ]]; then
+        for key in "${LATER_KEYS[@]}"; do
+            if ! grep -q "^$key=" "$file"; then
+                [[ -z $(tail -c1 "$file") ]] || echo >>"$file"   # end the last line first
+                echo "$key=$(random_alnum 32)" >>"$file"
+                say "$key added to $file"
+            fi
+        done
         say "$file exists (kept)"
         return 0
     fi
@@ -118,6 +129,8 @@ make_env() {
         echo "ADMIN_EMAIL=admin@marketplace.local"
         echo "ADMIN_PASSWORD=$(random_alnum 24)"
         echo "GRAFANA_ADMIN_PASSWORD=$(random_alnum 24)"
+        echo "# mp_grafana, the read-only role of Grafana's PostgreSQL data source:"
+        echo "GRAFANA_DB_PASSWORD=$(random_alnum 32)"
         echo "# Real providers (empty: the test gateway / the file SMS sink):"
         echo "STRIPE_SECRET_KEY="
         echo "SMS_AUTH_TOKEN="

@@ -219,6 +219,9 @@ fi
 echo "k8s monitoring: $(grep -c '^kind:' "$TMP/monitoring.yaml") objects valid against the schemas (strict)"
 "$PY" deploy/tests/check_k8s.py "$TMP/monitoring.yaml" monitoring "$TMP/dev.yaml"
 
+# Files that must agree: Grafana and its read-only role, Fluent Bit, image tags.
+"$PY" deploy/tests/check_files.py "$TMP/compose-logging.yml" "$TMP/dev.yaml" "$TMP/prod.yaml" "$TMP/monitoring.yaml"
+
 # ------------------------------------------------------ user key rotation
 step "user key rotation, offline (scripts/rotate-user-key.sh with a stand-in kubectl)"
 rot=$TMP/rotation

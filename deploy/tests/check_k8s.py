@@ -38,6 +38,17 @@ def fail(msg):
     failures.append(msg)
 
 
+PROCESS_MIB = 64  # a service's own memory at load, besides the product cache (DESIGN: < 100 MB)
+
+
+def mib(q):
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "K": 1e3 / 2**20, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    for u, f in units.items():
+        if q.endswith(u):
+            return float(q[: -len(u)]) * f
+    return float(q) / 2**20
+
+
 CLUSTER_SUFFIXES = (".svc", ".svc.cluster.local", ".cluster.local", ".local", ".internal")
 
 
@@ -208,6 +219,24 @@ def main(path, env):
             fail(f"{name}: HPA minReplicas < 2")
 
     deps = by.get("Deployment", {})
+    # The vendor service keeps products in memory (PRODUCT_LOCAL_CACHE_MB,
+    # default 64): the HPA's memory target must sit above a full cache plus the
+    # process itself, or the HPA sees every replica "over target" and stays at max.
+    vendor = deps.get("vendor")
+    vhpa = hpa_targets.get("vendor")
+    if vendor and vhpa:
+        c = vendor["spec"]["template"]["spec"]["containers"][0]
+        venv = {e["name"]: e.get("value") for e in c.get("env", [])}
+        cache = int(venv.get("PRODUCT_LOCAL_CACHE_MB") or 64)
+        req = mib(c["resources"]["requests"]["memory"])
+        lim = mib(c["resources"]["limits"]["memory"])
+        util = next((m["resource"]["target"]["averageUtilization"] for m in vhpa["spec"].get("metrics", [])
+                     if m.get("resource", {}).get("name") == "memory"), None)
+        if util is not None and req * util / 100 < cache + PROCESS_MIB:
+            fail(f"vendor: the HPA's memory target is {req * util / 100:.0f} MiB ({util}% of {req} MiB requested), "
+                 f"below a full product cache ({cache} MiB) plus the process ({PROCESS_MIB} MiB): it scales to max")
+        if lim < cache + 2 * PROCESS_MIB:
+            fail(f"vendor: memory limit {lim} MiB leaves no room above the {cache} MiB cache")
     for name, port in SERVICES.items():
         if name not in deps:
             fail(f"no Deployment {name}")
