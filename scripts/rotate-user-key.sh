@@ -36,7 +36,6 @@
 # order by hand, for Secrets you manage yourself and for docker compose.
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVICES=(customer order notification inventory vendor cart)
 DRY_RUN=0
 NS=marketplace
@@ -112,12 +111,12 @@ apply_and_wait() { # apply the overlay; wait until every service runs with the n
 # kong_has KID [ABSENT_KID]: every live Kong pod's render step wrote KID (and not
 # ABSENT_KID). Retries for a while: pods of the old ReplicaSet may still be going.
 kong_has() {
-    local want=$1 gone=${2:-} tries pods pod log ok
+    local want=$1 gone=${2:-} _ pods pod log ok
     if ((DRY_RUN)); then
         printf '    would check: every Kong pod'"'"'s render-config log names %s%s\n' "$want" "${gone:+ and not $gone}"
         return 0
     fi
-    for tries in $(seq 1 30); do
+    for _ in $(seq 1 30); do
         pods=$("${KUBECTL_CMD[@]}" -n "$NS" get pods -l app.kubernetes.io/name=kong -o json | python3 -c '
 import json, sys
 print(" ".join(p["metadata"]["name"] for p in json.load(sys.stdin)["items"] if not p["metadata"].get("deletionTimestamp")))')

@@ -5,11 +5,18 @@
 #   1. tools (scripts/install-deploy-tools.sh) and yamllint
 #   2. generated files are up to date (k8s services, Grafana dashboards)
 #   3. Prometheus: promtool check config / check rules / test rules; every
-#      dashboard query parses
-#   4. docker-compose config (with and without the logging profile)
-#   5. Kubernetes: each overlay rendered with `kubectl kustomize`, validated
-#      strictly against the schemas (kubernetes-validate --strict) and against
-#      our own rules (deploy/tests/check_k8s.py)
+#      required alert exists and every alert has a unit test
+#      (deploy/tests/check_rules.py); every dashboard query parses
+#   4. docker-compose config (with and without the logging profile; Kong trusts
+#      no proxy); Kong's config as rendered for dev and for the prod edge
+#      (deploy/tests/check_kong_render.py)
+#   5. Kubernetes: every kustomization reads files inside its own root only;
+#      each overlay and deploy/k8s/monitoring rendered with plain
+#      `kubectl kustomize` (no load-restrictor flag), validated strictly against
+#      the schemas (kubernetes-validate --strict) and against our own rules
+#      (deploy/tests/check_k8s.py); files that must agree (Grafana and its
+#      read-only role, Fluent Bit, image tags: deploy/tests/check_files.py); the
+#      user key rotation (scripts/rotate-user-key.sh) with a stand-in kubectl
 #   6. live: the fleet up (`make up` unless it already runs; stopped again if we
 #      started it), the Kong routes against the six /openapi.json, the RabbitMQ
 #      permissions against `<service> rabbitmq-user`, a checkout through the
@@ -247,8 +254,9 @@ sums() { (cd "$ov/secrets/keys" && sha256sum -- * | sort); }
 before=$(sums)
 bash scripts/rotate-user-key.sh --dry-run publish "$ov" >"$rot/dry-run.out"
 [[ $(sums) == "$before" ]] || die "rotate-user-key.sh --dry-run changed the keys"
-grep -q 'kubectl .*apply -k' "$rot/dry-run.out" && grep -q 'rollout restart deployment/kong' "$rot/dry-run.out" ||
+if ! grep -q 'kubectl .*apply -k' "$rot/dry-run.out" || ! grep -q 'rollout restart deployment/kong' "$rot/dry-run.out"; then
     die "rotate-user-key.sh --dry-run publish does not show the apply and Kong's restart"
+fi
 # 1. publish: the new public key is trusted (and served), Kong rolled with both keys.
 KUBECTL=$rot/kubectl bash scripts/rotate-user-key.sh publish "$ov" >"$rot/publish.out"
 new_kid=$(bash scripts/rotate-user-key.sh kid "$ov/secrets/keys/user.next.pem")
