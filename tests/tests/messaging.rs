@@ -365,7 +365,7 @@ async fn two_relays_never_publish_the_same_row() {
     eventually(
         "the published rows counted",
         Duration::from_secs(20),
-        || async { (rig.metrics.outbox_published.get() >= 300 + 1).then_some(()) },
+        || async { (rig.metrics.outbox_published.get() > 300).then_some(()) },
     )
     .await;
     assert_eq!(rig.metrics.outbox_published.get(), 300 + 1);

@@ -11,6 +11,12 @@ use reqwest::{Method, RequestBuilder};
 
 use crate::auth::TokenKeys;
 
+/// The one way the services build an HTTP client (service calls, providers, the
+/// JWKS), so they all trust the same certificates.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+}
+
 #[derive(Clone)]
 pub struct ServiceClient {
     http: reqwest::Client,
@@ -27,7 +33,7 @@ impl ServiceClient {
         keys: Arc<TokenKeys>,
         timeout: Duration,
     ) -> Self {
-        let http = reqwest::Client::builder()
+        let http = http_client_builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(64)

@@ -137,8 +137,13 @@ where
     let handle = async {
         let in_flight = InFlight::enter(&o.metrics.http_in_flight);
         // A panicking handler is answered like any other failure, counted and logged.
+        // A request that wrote events has committed them by the time it answers: the
+        // relay is woken then (`tracking`).
         let handled = match std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))) {
-            Ok(future) => AssertUnwindSafe(ctx.scope(future)).catch_unwind().await,
+            Ok(future) => {
+                mp_events::outbox::tracking(AssertUnwindSafe(ctx.scope(future)).catch_unwind())
+                    .await
+            }
             Err(panic) => Err(panic),
         };
         let mut response = match handled {
@@ -147,10 +152,6 @@ where
             Err(panic) => panic_response(panic),
         };
         drop(in_flight);
-        // A request that may write has committed whatever it wrote, events included.
-        if !method.is_safe() {
-            mp_events::outbox::committed();
-        }
 
         let status = response.status();
         if status.as_u16() >= 400 && !response.headers().contains_key(header::CONTENT_TYPE) {

@@ -16,6 +16,15 @@ pub fn policy(min: Duration, max: Duration) -> ExponentialBuilder {
         .without_max_times()
 }
 
+/// The delay before retry number `attempt` (1 for the first) of something whose
+/// attempts are counted elsewhere (in a database row): the same curve as [`policy`].
+pub fn delay_for_attempt(min: Duration, max: Duration, attempt: u32) -> Duration {
+    policy(min, max)
+        .build()
+        .nth(attempt.max(1) as usize - 1)
+        .unwrap_or(max)
+}
+
 /// A never-ending iterator of delays for a reconnect loop; [`Delays::reset`] after a
 /// success starts again from `min`.
 pub struct Delays {

@@ -493,9 +493,11 @@ impl Consumer {
             handler.after_commit_raw(envelope).await;
             return Ok(Outcome::Duplicate);
         }
-        handler.handle_raw(&mut tx, envelope).await?;
-        tx.commit().await?;
-        crate::outbox::committed();
+        crate::outbox::tracking(async {
+            handler.handle_raw(&mut tx, envelope).await?;
+            tx.commit().await.map_err(HandlerError::from)
+        })
+        .await?;
         handler.after_commit_raw(envelope).await;
         Ok(Outcome::Done)
     }

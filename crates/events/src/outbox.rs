@@ -32,16 +32,37 @@ use crate::catalog::{Event, Service};
 use crate::envelope::Envelope;
 use crate::metrics::EventMetrics;
 
-/// Counts commits that may have written outbox rows in this process; every relay
-/// watches it.
+/// Counts commits that wrote outbox rows in this process; every relay watches it.
 static COMMITS: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
 
-/// Wakes this process's relays: a transaction that may have written outbox rows has
-/// committed. Costs a counter increment; a relay that is busy sees it when it is done.
-/// (Instead of NOTIFY from the database, which serializes every notifying commit of
-/// the whole database on one lock.)
+tokio::task_local! {
+    /// Set by [`enqueue`] inside [`tracking`]: the scope wrote outbox rows.
+    static WROTE: std::cell::Cell<bool>;
+}
+
+/// Wakes this process's relays: a transaction that wrote outbox rows has committed.
+/// Costs a counter increment; a relay that is busy sees it when it is done. (Instead
+/// of NOTIFY from the database, which serializes every notifying commit of the whole
+/// database on one lock.)
 pub fn committed() {
     COMMITS.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// Runs `work` (a request, a handler) and wakes the relays afterwards if it called
+/// [`enqueue`], and only then: most requests and handlers write no event, and a relay
+/// woken for nothing still asks the database. Whoever commits the transaction returns
+/// from `work` after the commit, so the wake-up comes after it.
+pub async fn tracking<F: Future>(work: F) -> F::Output {
+    let (output, wrote) = WROTE
+        .scope(std::cell::Cell::new(false), async {
+            let output = work.await;
+            (output, WROTE.with(std::cell::Cell::get))
+        })
+        .await;
+    if wrote {
+        committed();
+    }
+    output
 }
 
 /// Writes `payload` as an event into the outbox, in the caller's transaction.
@@ -51,6 +72,7 @@ pub async fn enqueue<E: Event>(
     payload: E,
 ) -> Result<Uuid, sqlx::Error> {
     let envelope = Envelope::new(source, payload);
+    let _ = WROTE.try_with(|wrote| wrote.set(true));
     sqlx::query("insert into outbox (id, event_type, envelope) values ($1, $2, $3)")
         .bind(envelope.id)
         .bind(&envelope.event_type)
@@ -96,8 +118,11 @@ pub struct RelaySettings {
     pub outbox_retention: Duration,
     /// How long the inbox remembers handled events (see `dlq redrive`).
     pub inbox_retention: Duration,
-    /// How often housekeeping refreshes the lag gauges and prunes.
+    /// How often housekeeping refreshes the lag gauges.
     pub housekeeping_interval: Duration,
+    /// How often housekeeping prunes published outbox rows and old inbox rows (each
+    /// pass reads past the rows kept, so not with every gauge refresh).
+    pub prune_interval: Duration,
 }
 
 impl Default for RelaySettings {
@@ -110,6 +135,7 @@ impl Default for RelaySettings {
             outbox_retention: Duration::from_secs(600),
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
             housekeeping_interval: Duration::from_secs(2),
+            prune_interval: Duration::from_secs(30),
         }
     }
 }
@@ -330,7 +356,14 @@ impl Housekeeping {
     /// Rows deleted per statement, so pruning never holds many locks for long.
     const PRUNE_BATCH: i64 = 5000;
 
+    /// Refreshes the gauges and prunes.
     pub async fn once(&self) -> Result<(), sqlx::Error> {
+        self.gauges().await?;
+        self.prune().await
+    }
+
+    /// Refreshes the outbox lag gauges.
+    pub async fn gauges(&self) -> Result<(), sqlx::Error> {
         let (pending, oldest): (i64, Option<f64>) = sqlx::query_as(
             "select count(*), extract(epoch from now() - min(created_at))::float8
              from outbox where published_at is null",
@@ -341,11 +374,17 @@ impl Housekeeping {
         self.metrics
             .outbox_oldest_pending_seconds
             .set(oldest.unwrap_or(0.0) as i64);
+        Ok(())
+    }
+
+    /// Deletes published outbox rows past their retention and inbox rows past theirs,
+    /// oldest first, a batch per statement.
+    pub async fn prune(&self) -> Result<(), sqlx::Error> {
         let outbox = self.settings.outbox_retention.as_secs_f64();
         while sqlx::query(
             "delete from outbox where seq in (
                  select seq from outbox where published_at < now() - make_interval(secs => $1)
-                 limit $2)",
+                 order by published_at limit $2)",
         )
         .bind(outbox)
         .bind(Self::PRUNE_BATCH)
@@ -370,17 +409,26 @@ impl Housekeeping {
         Ok(())
     }
 
-    /// Runs [`once`](Self::once) every interval until `shutdown`.
+    /// Refreshes the gauges every `housekeeping_interval` and prunes every
+    /// `prune_interval`, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.housekeeping_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pruned: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.once().await {
+            if let Err(e) = self.gauges().await {
                 tracing::warn!(error = %e, "outbox housekeeping failed");
+                continue;
+            }
+            if pruned.is_none_or(|at| at.elapsed() >= self.settings.prune_interval) {
+                match self.prune().await {
+                    Ok(()) => pruned = Some(Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "outbox pruning failed"),
+                }
             }
         }
     }

@@ -25,13 +25,17 @@ pub struct OrderRow {
     pub failure_reason: Option<String>,
     pub saga_step: Option<String>,
     pub step_since: Option<DateTime<Utc>>,
+    /// The provider's payment intent for the order, once created.
+    pub payment_intent: Option<String>,
+    /// Whether a driver ever worked on the charge (so the provider may hold something).
+    pub charge_started: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const ORDER_COLUMNS: &str = "id, cart_id, customer_id, status, version, currency, subtotal, \
      tax, total, shipping_address, stock_committed, failure_reason, saga_step, step_since, \
-     created_at, updated_at";
+     payment_intent, charge_started, created_at, updated_at";
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ItemRow {
@@ -78,11 +82,22 @@ pub struct PaymentRow {
 
 /// Creates the order `pending`, waiting on its charge, with its lines and first history
 /// entry. `false` when an order for the cart (or with the id) exists already.
-pub async fn insert_order(conn: &mut PgConnection, c: &CartCheckout) -> sqlx::Result<bool> {
+///
+/// The order is created claimed by this process's saga driver for `lease_secs` (its
+/// first attempt): the creating handler hands it over in memory once committed, so a
+/// new order needs no claiming round trip. A process that dies first leaves a lease
+/// that runs out, and any driver claims the order then.
+pub async fn insert_order(
+    conn: &mut PgConnection,
+    c: &CartCheckout,
+    lease_secs: f64,
+) -> sqlx::Result<bool> {
     let inserted = sqlx::query(
         "insert into orders (id, cart_id, customer_id, status, currency, subtotal, tax, total,
-                             shipping_address, saga_step, step_since, next_attempt_at)
-         values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 'charge', now(), now())
+                             shipping_address, saga_step, step_since, next_attempt_at,
+                             claimed_until, step_attempts, charge_started)
+         values ($1, $2, $3, 'pending', $4, $5, $6, $7, $8, 'charge', now(), now(),
+                 now() + $9 * interval '1 second', 1, true)
          on conflict do nothing",
     )
     .bind(c.order_id)
@@ -93,6 +108,7 @@ pub async fn insert_order(conn: &mut PgConnection, c: &CartCheckout) -> sqlx::Re
     .bind(c.tax.amount)
     .bind(c.total.amount)
     .bind(Json(&c.shipping_address))
+    .bind(lease_secs)
     .execute(&mut *conn)
     .await?
     .rows_affected()
@@ -433,13 +449,11 @@ pub async fn stuck_counts(
     .await
 }
 
-/// A claimed piece of saga work.
+/// A claimed piece of saga work: the order, its step and which attempt at it this is.
 #[derive(Debug, Clone, FromRow)]
 pub struct Claimed {
     pub id: Uuid,
     pub saga_step: String,
-    pub total: i64,
-    pub currency: String,
     pub step_attempts: i32,
 }
 
@@ -452,18 +466,117 @@ pub async fn claim_due(
 ) -> sqlx::Result<Vec<Claimed>> {
     sqlx::query_as(
         "update orders set claimed_until = now() + $1 * interval '1 second',
-                           step_attempts = step_attempts + 1
+                           step_attempts = step_attempts + 1,
+                           charge_started = charge_started or saga_step = 'charge'
          where id in (select id from orders
                       where saga_step in ('charge', 'refund') and next_attempt_at <= now()
                         and (claimed_until is null or claimed_until < now())
                       order by next_attempt_at limit $2
                       for update skip locked)
-         returning id, saga_step, total, currency, step_attempts",
+         returning id, saga_step, step_attempts",
     )
     .bind(lease_secs)
     .bind(limit)
     .fetch_all(conn)
     .await
+}
+
+/// The order with the payment token handed over for it (and the customer it belongs
+/// to), in one read.
+pub async fn order_with_method(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> sqlx::Result<Option<(OrderRow, Option<(Uuid, String)>)>> {
+    #[derive(FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        order: OrderRow,
+        method_customer: Option<Uuid>,
+        method_token: Option<String>,
+    }
+    let columns = ORDER_COLUMNS
+        .split(", ")
+        .map(|c| format!("o.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "select {columns}, m.customer_id as method_customer, m.payment_token as method_token
+         from orders o left join payment_methods m on m.order_id = o.id
+         where o.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|r| (r.order, r.method_customer.zip(r.method_token))))
+}
+
+/// Keeps the provider's intent id for the order (before it is ever confirmed).
+pub async fn set_intent(conn: &mut PgConnection, id: Uuid, intent: &str) -> sqlx::Result<()> {
+    sqlx::query("update orders set payment_intent = $2 where id = $1 and payment_intent is null")
+        .bind(id)
+        .bind(intent)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Records the outcome of the order's latest charge attempt still `requested` (or a new
+/// attempt row if there is none, e.g. an approval found by asking the provider); earlier
+/// attempts still `requested` captured nothing (the provider says so) and become
+/// `failed`. One statement.
+pub async fn settle_charge(conn: &mut PgConnection, p: &NewPayment<'_>) -> sqlx::Result<()> {
+    sqlx::query(
+        "with latest as (
+             select id from payments
+             where order_id = $2 and kind = 'charge' and status = 'requested'
+             order by created_at desc, id desc limit 1),
+         settled as (
+             update payments set status = $4, provider_id = coalesce($7, provider_id),
+                                 error = $10
+             where id in (select id from latest)
+             returning id),
+         earlier as (
+             update payments set status = 'failed',
+                                 error = coalesce(error, 'nothing captured, the provider says')
+             where order_id = $2 and kind = 'charge' and status = 'requested'
+               and id not in (select id from latest))
+         insert into payments (id, order_id, kind, status, gateway, idempotency_key,
+                               provider_id, amount, currency, error)
+         select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
+         where not exists (select 1 from settled)
+         on conflict do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(p.order_id)
+    .bind(p.kind)
+    .bind(p.status)
+    .bind(p.gateway)
+    .bind(p.idempotency_key)
+    .bind(p.provider_id)
+    .bind(p.amount)
+    .bind(p.currency)
+    .bind(p.error)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Marks the order's charge attempts still `requested` as `failed`: the provider says
+/// nothing was captured.
+pub async fn fail_requested_charges(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    error: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update payments set status = 'failed', error = $2
+         where order_id = $1 and kind = 'charge' and status = 'requested'",
+    )
+    .bind(order_id)
+    .bind(error)
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Orders that waited on their charge or their stock past `hard_secs` and are not

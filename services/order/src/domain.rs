@@ -117,6 +117,14 @@ impl Step {
     }
 }
 
+/// How long an order may wait on a step: past `soft` it counts as stuck, past `hard`
+/// it is compensated.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub soft: std::time::Duration,
+    pub hard: std::time::Duration,
+}
+
 /// Who changed an order, as the status history records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Actor {

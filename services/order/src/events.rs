@@ -17,8 +17,22 @@ use crate::db::{self, Change};
 use crate::domain::{Actor, Step};
 use crate::orders::{Orders, TransitionError, status_of};
 
-/// `cart.checkout`: the order, pending, waiting on its charge.
-pub struct CreateOrder(pub Orders);
+/// `cart.checkout`: the order, pending, waiting on its charge. A new order is created
+/// leased for this process's saga driver and handed to it once committed.
+pub struct CreateOrder {
+    orders: Orders,
+    /// Orders this handler created, by event id, until their transaction committed.
+    created: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, uuid::Uuid>>,
+}
+
+impl CreateOrder {
+    pub fn new(orders: Orders) -> Self {
+        Self {
+            orders,
+            created: Default::default(),
+        }
+    }
+}
 
 fn check_checkout(c: &CartCheckout) -> Result<(), String> {
     if c.items.is_empty() {
@@ -71,7 +85,11 @@ impl EventHandler for CreateOrder {
         check_checkout(c).map_err(|e| {
             HandlerError::permanent(format!("cart.checkout of cart {}: {e}", c.cart_id))
         })?;
-        if db::insert_order(conn, c).await? {
+        if db::insert_order(conn, c, self.orders.lease.as_secs_f64()).await? {
+            self.created
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(event.id, c.order_id);
             tracing::info!(order_id = %c.order_id, cart_id = %c.cart_id, "order created");
         } else {
             tracing::info!(order_id = %c.order_id, cart_id = %c.cart_id, "order exists already");
@@ -79,8 +97,17 @@ impl EventHandler for CreateOrder {
         Ok(())
     }
 
-    async fn after_commit(&self, _event: &Envelope<CartCheckout>) {
-        self.0.wake.notify_one();
+    /// Hands a new order to the driver (only one this handler created: a repeated
+    /// checkout's order is the driver's to claim when due).
+    async fn after_commit(&self, event: &Envelope<CartCheckout>) {
+        let created = self
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&event.id);
+        if let Some(order_id) = created {
+            self.orders.handoff.new_order(order_id);
+        }
     }
 }
 

@@ -87,6 +87,11 @@ pub struct Settings {
     #[arg(long, env = "SAGA_HARD_TIMEOUT_SECS", default_value_t = 900,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub saga_hard_timeout_secs: u64,
+    /// Orders the saga driver works on at once (each holds a database connection only
+    /// between provider calls, never during one).
+    #[arg(long, env = "SAGA_CONCURRENCY", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub saga_concurrency: u64,
     /// Unused payment tokens are deleted after this many hours.
     #[arg(long, env = "PAYMENT_METHOD_TTL_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -97,7 +102,7 @@ pub type Config = mp_common::config::Config<Settings>;
 
 fn gateway(s: &Settings) -> anyhow::Result<payments::Gateway> {
     Ok(match s.payment_gateway {
-        GatewayKind::Test => Arc::new(payments::TestGateway),
+        GatewayKind::Test => Arc::new(payments::TestGateway::default()),
         GatewayKind::Stripe => {
             let key = s
                 .stripe_secret_key
@@ -124,7 +129,9 @@ pub async fn run(
         db: infra.db.clone(),
         metrics: metrics::OrderMetrics::new(&infra.metrics.registry)?,
         wake: Arc::default(),
-        timeouts: saga::Timeouts {
+        handoff: saga::Handoff::default(),
+        lease: Duration::from_secs(s.saga_lease_secs),
+        timeouts: domain::Timeouts {
             soft: Duration::from_secs(s.saga_soft_timeout_secs),
             hard: Duration::from_secs(s.saga_hard_timeout_secs),
         },
@@ -140,10 +147,11 @@ pub async fn run(
         poll: Duration::from_millis(s.saga_poll_ms),
         lease: Duration::from_secs(s.saga_lease_secs),
         payment_method_ttl: Duration::from_secs(s.payment_method_ttl_hours * 3600),
+        concurrency: s.saga_concurrency as usize,
     };
     let consumer = infra
         .consumer()
-        .handle(events::CreateOrder(orders.clone()))
+        .handle(events::CreateOrder::new(orders.clone()))
         .handle(events::StockOutcome(orders.clone()));
     let state = routes::AppState {
         orders,

@@ -8,7 +8,7 @@ use prometheus::{
 pub struct OrderMetrics {
     /// Orders reaching a status through the saga or a user, by status.
     pub outcomes: IntCounterVec,
-    /// Payment calls (charge, refund) by outcome (approved, declined, transient).
+    /// Payment calls by operation and outcome.
     pub payments: IntCounterVec,
     /// Time of one charge including its retries.
     pub charge_seconds: Histogram,
@@ -31,15 +31,16 @@ impl OrderMetrics {
         let payments = IntCounterVec::new(
             Opts::new(
                 "order_payments_total",
-                "Payment gateway calls by operation (charge, refund) and outcome \
-                 (approved, declined, transient).",
+                "Payment gateway calls by operation and outcome: charge (approved, \
+                 declined, processing, unknown: no answer, asked for), retrieve (answered, \
+                 transient), refund (approved, declined, transient).",
             ),
             &["operation", "outcome"],
         )?;
         let charge_seconds = Histogram::with_opts(
             HistogramOpts::new(
                 "order_charge_duration_seconds",
-                "Time of one charge at the payment gateway, retries included.",
+                "Time of one confirmation of a charge at the payment gateway.",
             )
             .buckets(exponential_buckets(0.001, 2.0, 16)?),
         )?;

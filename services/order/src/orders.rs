@@ -10,16 +10,21 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 
 use crate::db::{self, Change, ItemRow, OrderRow};
+use crate::domain::Timeouts;
 use crate::domain::{self, Actor, IllegalTransition};
 use crate::metrics::OrderMetrics;
-use crate::saga::Timeouts;
+use crate::saga::Handoff;
 
 #[derive(Clone)]
 pub struct Orders {
     pub db: PgPool,
     pub metrics: OrderMetrics,
-    /// Wakes the saga driver when work became due (a new order, a refund to make).
+    /// Wakes the saga driver when work became due (a refund to make).
     pub wake: Arc<Notify>,
+    /// New orders, leased for this process, go to its saga driver in memory.
+    pub handoff: Handoff,
+    /// How long the driver's lease on an order lasts.
+    pub lease: std::time::Duration,
     pub timeouts: Timeouts,
 }
 

@@ -1,56 +1,77 @@
 //! Payments: the [`PaymentGateway`] trait, the built-in test gateway, and an adapter
-//! for Stripe's PaymentIntents and refunds API.
+//! for Stripe's PaymentIntents API.
 //!
-//! Every call carries an idempotency key derived from the order and the operation
-//! (`order-{id}-charge`, `order-{id}-refund`), so a retried or repeated call never
-//! charges twice at the provider. Transient failures (5xx, 429, timeouts, connection
-//! errors) are retried with exponential backoff ([`with_retries`]); a charge still
-//! failing after the retries counts as declined. Tokens and keys are [`SecretString`]s:
-//! they never appear in `Debug` output, errors or logs.
+//! A charge is a payment intent at the provider: created once per order (no money moves),
+//! then confirmed with the customer's payment method. The intent is what makes a charge
+//! happen at most once: the provider captures an intent once, however often it is
+//! confirmed, so retries never charge twice. Its state ([`ChargeState`]) can be asked for
+//! at any time ([`PaymentGateway::retrieve`]): an answer that was lost, a time-out or a
+//! `processing` intent is resolved by asking, never taken for a "no". An intent that is
+//! not captured can be cancelled, after which it never will be; one that is captured is
+//! refunded.
+//!
+//! Every call carries an idempotency key derived from the order (`order-{id}-intent`,
+//! `order-{id}-confirm-{attempt}`, `{intent}-cancel`, `order-{id}-refund`). Tokens and
+//! keys are [`SecretString`]s: they never appear in `Debug` output, errors or logs.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
 use mp_events::Money;
+use mp_events::backoff::{Retryable, delay_for_attempt, policy};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use uuid::Uuid;
 
-/// A charge of an order.
-#[derive(Debug)]
-pub struct ChargeRequest {
+/// A payment intent to create for an order's total.
+#[derive(Debug, Clone)]
+pub struct IntentRequest {
     pub order_id: Uuid,
     pub amount: Money,
-    pub payment_token: SecretString,
-    pub idempotency_key: String,
 }
 
-/// A refund of an order's successful charge.
-#[derive(Debug)]
+/// A refund of an order's captured intent.
+#[derive(Debug, Clone)]
 pub struct RefundRequest {
     pub order_id: Uuid,
     pub amount: Money,
-    /// The provider's id of the charge.
-    pub charge_id: String,
-    pub idempotency_key: String,
+    /// The provider's id of the captured intent.
+    pub intent_id: String,
 }
 
-/// The provider accepted the charge or refund.
+/// Where a payment intent stands at the provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Approved {
+pub enum ChargeState {
+    /// Not confirmed (or its last confirmation did not go through): nothing captured,
+    /// and it can still be confirmed or cancelled.
+    Open,
+    /// Confirmed and being processed (a bank debit, a slow network): not known yet.
+    Processing,
+    /// The money is captured.
+    Succeeded,
+    /// The payment method was declined: nothing captured.
+    Declined(String),
+    /// Cancelled: nothing captured, and nothing ever will be.
+    Canceled,
+}
+
+/// The provider accepted a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refunded {
     pub provider_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {
-    /// A final no: the card was declined, the token is invalid.
-    #[error("declined: {0}")]
-    Declined(String),
-    /// Worth another try: the provider is down, slow or overloaded.
+    /// No answer worth acting on: the provider is down, slow or overloaded, or the
+    /// answer was lost. What happened is not known; ask again.
     #[error("transient: {0}")]
     Transient(String),
+    /// The provider refused the request itself (an invalid token, a bad request).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 impl PaymentError {
@@ -63,55 +84,111 @@ impl PaymentError {
 pub trait PaymentGateway: Send + Sync + 'static {
     /// Recorded with each payment attempt.
     fn name(&self) -> &'static str;
-    async fn charge(&self, req: &ChargeRequest) -> Result<Approved, PaymentError>;
-    async fn refund(&self, req: &RefundRequest) -> Result<Approved, PaymentError>;
+    /// Creates the order's payment intent, or returns the one created before with the
+    /// same key. Moves no money.
+    async fn create_intent(&self, req: &IntentRequest) -> Result<String, PaymentError>;
+    /// Confirms the intent with the customer's payment method: the charge.
+    async fn confirm(
+        &self,
+        intent_id: &str,
+        payment_token: &SecretString,
+        idempotency_key: &str,
+    ) -> Result<ChargeState, PaymentError>;
+    /// The intent's state now.
+    async fn retrieve(&self, intent_id: &str) -> Result<ChargeState, PaymentError>;
+    /// Cancels an intent that is not captured; answers the state after the call, which
+    /// is `Succeeded` for one that was captured meanwhile (refund that one instead).
+    async fn cancel(&self, intent_id: &str) -> Result<ChargeState, PaymentError>;
+    /// Refunds a captured intent.
+    async fn refund(&self, req: &RefundRequest) -> Result<Refunded, PaymentError>;
 }
 
-pub fn charge_key(order_id: Uuid) -> String {
-    format!("order-{order_id}-charge")
+pub fn intent_key(order_id: Uuid) -> String {
+    format!("order-{order_id}-intent")
+}
+
+/// Each confirmation attempt gets a key of its own: a provider replays the stored
+/// answer of a key (a server error included), and an attempt is made only after asking
+/// what the intent's state is, so a new key can never capture twice.
+pub fn confirm_key(order_id: Uuid, attempt: i32) -> String {
+    format!("order-{order_id}-confirm-{attempt}")
 }
 
 pub fn refund_key(order_id: Uuid) -> String {
     format!("order-{order_id}-refund")
 }
 
-/// How transient failures are retried.
+/// How transient failures are retried: within one call a few quick retries, across the
+/// saga's attempts with backoff up to `max_delay`.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub min_delay: Duration,
     pub max_delay: Duration,
+    /// Confirmation attempts after the first before a charge that keeps failing
+    /// transiently (and, the provider says, captured nothing) is declined.
     pub retries: usize,
 }
 
-/// Runs `call`, retrying transient failures with exponential backoff and jitter. What
-/// is still transient after the last retry is returned as it is.
-pub async fn with_retries<F, Fut>(
-    policy: RetryPolicy,
+impl RetryPolicy {
+    /// The wait before the saga's attempt after `attempt` (1 for the first).
+    pub fn delay_after(&self, attempt: i32) -> Duration {
+        delay_for_attempt(self.min_delay, self.max_delay, attempt.max(1) as u32)
+    }
+}
+
+/// Runs `call`, retrying transient failures twice with short backoff: for calls that
+/// only ask or that are idempotent (create, retrieve, cancel, refund). What is still
+/// transient after that is returned as it is.
+pub async fn quick_retries<T, F, Fut>(
+    policy_: RetryPolicy,
     what: &str,
     call: F,
-) -> Result<Approved, PaymentError>
+) -> Result<T, PaymentError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Approved, PaymentError>>,
+    Fut: Future<Output = Result<T, PaymentError>>,
 {
     call.retry(
-        ExponentialBuilder::default()
-            .with_min_delay(policy.min_delay)
-            .with_max_delay(policy.max_delay)
-            .with_max_times(policy.retries)
-            .with_jitter(),
+        policy(
+            policy_.min_delay,
+            policy_.max_delay.min(Duration::from_secs(1)),
+        )
+        .with_max_times(2),
     )
     .when(PaymentError::is_transient)
     .notify(|e, after| tracing::warn!(error = %e, ?after, "{what} failed; retrying"))
     .await
 }
 
-/// The built-in gateway, like a provider's test mode: `tok_visa` is approved,
-/// `tok_declined` is declined and `tok_error` always fails transiently. Any other
-/// token is declined as invalid. Answers are derived from the idempotency key, so a
-/// repeated call gives the same provider id.
+/// The built-in gateway, like a provider's test mode: confirmed with `tok_visa` an
+/// intent succeeds, with `tok_declined` it is declined, with `tok_error` the call fails
+/// transiently and nothing is captured. Any other token is declined as invalid.
+///
+/// Its intents live in this process's memory (keyed by order, so a repeated create
+/// finds the same one): after a restart an intent it had reads as open, which in test
+/// mode moves no money either way.
 #[derive(Debug, Default)]
-pub struct TestGateway;
+pub struct TestGateway {
+    intents: Mutex<HashMap<String, ChargeState>>,
+}
+
+impl TestGateway {
+    fn state(&self, intent_id: &str) -> ChargeState {
+        self.intents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(intent_id)
+            .cloned()
+            .unwrap_or(ChargeState::Open)
+    }
+
+    fn set(&self, intent_id: &str, state: ChargeState) {
+        self.intents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(intent_id.to_owned(), state);
+    }
+}
 
 #[async_trait]
 impl PaymentGateway for TestGateway {
@@ -119,29 +196,58 @@ impl PaymentGateway for TestGateway {
         "test"
     }
 
-    async fn charge(&self, req: &ChargeRequest) -> Result<Approved, PaymentError> {
-        match req.payment_token.expose_secret() {
-            "tok_visa" => Ok(Approved {
-                provider_id: format!("test_ch_{}", req.order_id.simple()),
-            }),
-            "tok_declined" => Err(PaymentError::Declined("card_declined".into())),
-            "tok_error" => Err(PaymentError::Transient(
-                "test gateway: processing error".into(),
-            )),
-            _ => Err(PaymentError::Declined("invalid payment token".into())),
-        }
+    async fn create_intent(&self, req: &IntentRequest) -> Result<String, PaymentError> {
+        Ok(format!("test_pi_{}", req.order_id.simple()))
     }
 
-    async fn refund(&self, req: &RefundRequest) -> Result<Approved, PaymentError> {
-        Ok(Approved {
+    async fn confirm(
+        &self,
+        intent_id: &str,
+        payment_token: &SecretString,
+        _idempotency_key: &str,
+    ) -> Result<ChargeState, PaymentError> {
+        match self.state(intent_id) {
+            ChargeState::Open | ChargeState::Declined(_) => {}
+            other => return Ok(other),
+        }
+        let state = match payment_token.expose_secret() {
+            "tok_visa" => ChargeState::Succeeded,
+            "tok_declined" => ChargeState::Declined("card_declined".into()),
+            "tok_error" => {
+                return Err(PaymentError::Transient(
+                    "test gateway: processing error".into(),
+                ));
+            }
+            _ => ChargeState::Declined("invalid payment token".into()),
+        };
+        self.set(intent_id, state.clone());
+        Ok(state)
+    }
+
+    async fn retrieve(&self, intent_id: &str) -> Result<ChargeState, PaymentError> {
+        Ok(self.state(intent_id))
+    }
+
+    async fn cancel(&self, intent_id: &str) -> Result<ChargeState, PaymentError> {
+        let state = match self.state(intent_id) {
+            ChargeState::Succeeded => ChargeState::Succeeded,
+            ChargeState::Processing => ChargeState::Processing,
+            _ => ChargeState::Canceled,
+        };
+        self.set(intent_id, state.clone());
+        Ok(state)
+    }
+
+    async fn refund(&self, req: &RefundRequest) -> Result<Refunded, PaymentError> {
+        Ok(Refunded {
             provider_id: format!("test_re_{}", req.order_id.simple()),
         })
     }
 }
 
-/// Stripe's PaymentIntents API (and any provider speaking its shape): a confirmed
-/// PaymentIntent per charge, a refund of that intent per refund. Form-encoded, Bearer
-/// secret key, `Idempotency-Key` header.
+/// Stripe's PaymentIntents API (and any provider speaking its shape): an intent per
+/// order, confirmed with the payment method, retrieved to resolve an unknown outcome,
+/// cancelled or refunded. Form-encoded, Bearer secret key, `Idempotency-Key` header.
 pub struct StripeGateway {
     http: reqwest::Client,
     base_url: String,
@@ -159,7 +265,10 @@ impl std::fmt::Debug for StripeGateway {
 #[derive(Deserialize)]
 struct StripeObject {
     id: String,
+    #[serde(default)]
     status: String,
+    #[serde(default)]
+    last_payment_error: Option<StripeError>,
 }
 
 #[derive(Deserialize)]
@@ -175,11 +284,53 @@ struct StripeError {
     decline_code: Option<String>,
     #[serde(default, rename = "type")]
     kind: Option<String>,
+    /// The intent as it is after a failed confirmation or cancellation.
+    #[serde(default)]
+    payment_intent: Option<Box<StripeObject>>,
+}
+
+impl StripeError {
+    fn reason(&self) -> String {
+        self.decline_code
+            .clone()
+            .or_else(|| self.code.clone())
+            .or_else(|| self.kind.clone())
+            .unwrap_or_else(|| "error".into())
+    }
+}
+
+/// What an answer said: an object, or an error with the HTTP status.
+enum Answer {
+    Object(StripeObject),
+    Error(reqwest::StatusCode, Option<StripeError>),
+}
+
+fn state_of(object: &StripeObject) -> ChargeState {
+    match object.status.as_str() {
+        "succeeded" => ChargeState::Succeeded,
+        "processing" | "requires_capture" => ChargeState::Processing,
+        "canceled" => ChargeState::Canceled,
+        // Off-session, nobody can authenticate: as good as declined.
+        "requires_action" => ChargeState::Declined("authentication_required".into()),
+        _ => match &object.last_payment_error {
+            Some(e) => ChargeState::Declined(e.reason()),
+            None => ChargeState::Open,
+        },
+    }
+}
+
+fn transient_status(status: reqwest::StatusCode) -> bool {
+    // 409: the same idempotency key is being processed; 401: a rotated key. Both may
+    // pass on a later try.
+    status.is_server_error()
+        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        || status == reqwest::StatusCode::CONFLICT
+        || status == reqwest::StatusCode::UNAUTHORIZED
 }
 
 impl StripeGateway {
     pub fn new(base_url: &str, secret_key: SecretString, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+        let http = mp_common::client::http_client_builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
@@ -191,32 +342,34 @@ impl StripeGateway {
         }
     }
 
-    async fn post(
+    async fn call(
         &self,
+        method: reqwest::Method,
         path: &str,
-        idempotency_key: &str,
+        idempotency_key: Option<&str>,
         form: &[(&str, String)],
-        approved: &[&str],
-    ) -> Result<Approved, PaymentError> {
-        let response = self
+    ) -> Result<Answer, PaymentError> {
+        let mut request = self
             .http
-            .post(format!("{}{path}", self.base_url))
-            .bearer_auth(self.secret_key.expose_secret())
-            .header("Idempotency-Key", idempotency_key)
-            .form(form)
-            .send()
-            .await
-            .map_err(|e| {
-                // Never the URL with a query or anything from the request body.
-                let kind = if e.is_timeout() {
-                    "timed out"
-                } else if e.is_connect() {
-                    "connection failed"
-                } else {
-                    "request failed"
-                };
-                PaymentError::Transient(format!("payment provider {kind}"))
-            })?;
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(self.secret_key.expose_secret());
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        if !form.is_empty() {
+            request = request.form(form);
+        }
+        let response = request.send().await.map_err(|e| {
+            // Never the URL with a query or anything from the request body.
+            let kind = if e.is_timeout() {
+                "timed out"
+            } else if e.is_connect() {
+                "connection failed"
+            } else {
+                "request failed"
+            };
+            PaymentError::Transient(format!("payment provider {kind}"))
+        })?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| {
             PaymentError::Transient(format!(
@@ -225,49 +378,31 @@ impl StripeGateway {
             ))
         })?;
         if status.is_success() {
-            let object: StripeObject = serde_json::from_slice(&body).map_err(|_| {
-                PaymentError::Transient("payment provider answer is not an object".into())
-            })?;
-            return if approved.contains(&object.status.as_str()) {
-                Ok(Approved {
-                    provider_id: object.id,
-                })
-            } else if object.status == "processing" || object.status == "pending" {
-                Err(PaymentError::Transient(format!(
-                    "payment {} is still {}",
-                    object.id, object.status
-                )))
-            } else {
-                Err(PaymentError::Declined(format!(
-                    "payment {} ended {}",
-                    object.id, object.status
-                )))
-            };
+            return serde_json::from_slice(&body)
+                .map(Answer::Object)
+                .map_err(|_| {
+                    PaymentError::Transient("payment provider answer is not an object".into())
+                });
         }
-        let reason = serde_json::from_slice::<StripeErrorBody>(&body)
+        let error = serde_json::from_slice::<StripeErrorBody>(&body)
             .ok()
-            .map(|b| {
-                b.error
-                    .decline_code
-                    .or(b.error.code)
-                    .or(b.error.kind)
-                    .unwrap_or_else(|| "error".into())
-            })
-            .unwrap_or_else(|| format!("HTTP {}", status.as_u16()));
-        if status.is_server_error()
-            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-            || status == reqwest::StatusCode::CONFLICT
-            || status == reqwest::StatusCode::UNAUTHORIZED
-        {
-            // 409 is Stripe's "the same idempotency key is being processed"; 401 a
-            // rotated key: both may pass on a later try.
-            Err(PaymentError::Transient(format!(
+            .map(|b| b.error);
+        if transient_status(status) {
+            let reason = error
+                .as_ref()
+                .map_or_else(|| "error".into(), StripeError::reason);
+            return Err(PaymentError::Transient(format!(
                 "payment provider answered {}: {reason}",
                 status.as_u16()
-            )))
-        } else {
-            Err(PaymentError::Declined(reason))
+            )));
         }
+        Ok(Answer::Error(status, error))
+    }
+
+    fn refused(status: reqwest::StatusCode, error: Option<StripeError>) -> PaymentError {
+        PaymentError::Refused(
+            error.map_or_else(|| format!("HTTP {}", status.as_u16()), |e| e.reason()),
+        )
     }
 }
 
@@ -277,39 +412,108 @@ impl PaymentGateway for StripeGateway {
         "stripe"
     }
 
-    async fn charge(&self, req: &ChargeRequest) -> Result<Approved, PaymentError> {
+    async fn create_intent(&self, req: &IntentRequest) -> Result<String, PaymentError> {
         let form = [
             ("amount", req.amount.amount.to_string()),
             ("currency", req.amount.currency.to_ascii_lowercase()),
-            (
-                "payment_method",
-                req.payment_token.expose_secret().to_owned(),
-            ),
-            ("confirm", "true".to_owned()),
             ("metadata[order_id]", req.order_id.to_string()),
         ];
-        self.post(
-            "/v1/payment_intents",
-            &req.idempotency_key,
-            &form,
-            &["succeeded"],
-        )
-        .await
+        let key = intent_key(req.order_id);
+        match self
+            .call(
+                reqwest::Method::POST,
+                "/v1/payment_intents",
+                Some(&key),
+                &form,
+            )
+            .await?
+        {
+            Answer::Object(o) => Ok(o.id),
+            Answer::Error(status, e) => Err(Self::refused(status, e)),
+        }
     }
 
-    async fn refund(&self, req: &RefundRequest) -> Result<Approved, PaymentError> {
+    async fn confirm(
+        &self,
+        intent_id: &str,
+        payment_token: &SecretString,
+        idempotency_key: &str,
+    ) -> Result<ChargeState, PaymentError> {
+        let form = [("payment_method", payment_token.expose_secret().to_owned())];
+        let path = format!("/v1/payment_intents/{intent_id}/confirm");
+        match self
+            .call(reqwest::Method::POST, &path, Some(idempotency_key), &form)
+            .await?
+        {
+            Answer::Object(o) => Ok(state_of(&o)),
+            // A card error carries the intent as it stands: declined.
+            Answer::Error(_, Some(e)) if e.kind.as_deref() == Some("card_error") => {
+                Ok(ChargeState::Declined(e.reason()))
+            }
+            // Confirming an intent that is no longer open (captured by an earlier
+            // attempt, cancelled): its state says what it is.
+            Answer::Error(_, Some(e))
+                if e.code.as_deref() == Some("payment_intent_unexpected_state") =>
+            {
+                match e.payment_intent {
+                    Some(intent) => Ok(state_of(&intent)),
+                    None => Err(PaymentError::Transient(
+                        "intent in an unexpected state".into(),
+                    )),
+                }
+            }
+            Answer::Error(status, e) => Err(Self::refused(status, e)),
+        }
+    }
+
+    async fn retrieve(&self, intent_id: &str) -> Result<ChargeState, PaymentError> {
+        let path = format!("/v1/payment_intents/{intent_id}");
+        match self.call(reqwest::Method::GET, &path, None, &[]).await? {
+            Answer::Object(o) => Ok(state_of(&o)),
+            // Asking must never turn into a "no": an intent we hold the id of exists.
+            Answer::Error(status, e) => Err(PaymentError::Transient(format!(
+                "could not read the payment intent: {}",
+                Self::refused(status, e)
+            ))),
+        }
+    }
+
+    async fn cancel(&self, intent_id: &str) -> Result<ChargeState, PaymentError> {
+        let path = format!("/v1/payment_intents/{intent_id}/cancel");
+        let key = format!("{intent_id}-cancel");
+        match self
+            .call(reqwest::Method::POST, &path, Some(&key), &[])
+            .await?
+        {
+            Answer::Object(o) => Ok(state_of(&o)),
+            Answer::Error(_, Some(e)) if e.payment_intent.is_some() => {
+                Ok(state_of(e.payment_intent.as_deref().expect("checked")))
+            }
+            // Whatever else: ask.
+            Answer::Error(..) => self.retrieve(intent_id).await,
+        }
+    }
+
+    async fn refund(&self, req: &RefundRequest) -> Result<Refunded, PaymentError> {
         let form = [
-            ("payment_intent", req.charge_id.clone()),
+            ("payment_intent", req.intent_id.clone()),
             ("amount", req.amount.amount.to_string()),
             ("metadata[order_id]", req.order_id.to_string()),
         ];
-        self.post(
-            "/v1/refunds",
-            &req.idempotency_key,
-            &form,
-            &["succeeded", "pending"],
-        )
-        .await
+        let key = refund_key(req.order_id);
+        match self
+            .call(reqwest::Method::POST, "/v1/refunds", Some(&key), &form)
+            .await?
+        {
+            Answer::Object(o) if matches!(o.status.as_str(), "succeeded" | "pending") => {
+                Ok(Refunded { provider_id: o.id })
+            }
+            Answer::Object(o) => Err(PaymentError::Refused(format!(
+                "refund {} ended {}",
+                o.id, o.status
+            ))),
+            Answer::Error(status, e) => Err(Self::refused(status, e)),
+        }
     }
 }
 

@@ -1,48 +1,93 @@
-//! The saga driver: a supervised worker that charges and refunds orders, and watches
-//! the saga's timeouts.
+//! The saga driver: a supervised worker that charges orders, settles what failed or
+//! cancelled orders hold at the payment provider, and watches the saga's timeouts.
 //!
 //! The saga's state lives in the order row (`saga_step`, `step_since`,
-//! `next_attempt_at`, `claimed_until`), so a killed service resumes where it stopped.
-//! Every call to the gateway is recorded in `payments`, each transiently failed try
-//! as an attempt of its own.
+//! `next_attempt_at`, `claimed_until`, `step_attempts`, `payment_intent`), so a killed
+//! service resumes where it stopped. No transaction is open while the provider is
+//! called, and no database connection is held while waiting for it.
 //!
-//! A round claims due orders with `for update skip locked` and a lease (one committed
-//! statement), calls the gateway with no transaction open, then records the payment
-//! attempt, the transition and its events in one new transaction. A driver that dies
-//! mid-call leaves a lease that runs out; the next one repeats the call with the same
-//! idempotency key, and the partial unique index on `payments` keeps one successful
-//! charge per order whatever happens.
+//! **Work.** A new order arrives claimed (its creating handler leased it and hands it
+//! over in memory, [`Handoff`]); anything else due is claimed with `for update skip
+//! locked` and a lease, in one committed statement, as slots free up. At most
+//! `concurrency` orders are worked on at once, each on its own, so one slow provider
+//! call holds one slot, not a batch. A driver that dies leaves leases that run out;
+//! the next one takes over.
 //!
-//! Each round also counts orders waiting on a step past the soft timeout (the
-//! `order_saga_stuck` gauge, by step), compensates those past the hard timeout (a
-//! charge that never finished fails the order; stock never confirmed rejects it and
-//! refunds), and purges unused payment tokens.
+//! **A charge** is the order's payment intent at the provider ([`payments`]): created
+//! once (no money moves) and kept in the order row before it is ever confirmed, then
+//! confirmed with the customer's payment method, each confirmation recorded first as a
+//! `requested` payment attempt. An answer is recorded with the transition in one
+//! transaction. An answer that does not come (a time-out, a lost connection, a driver
+//! killed) or a `processing` intent is an outcome not known yet, never a decline: the
+//! driver asks the provider for the intent's state, now and before every later
+//! attempt, and acts on what it says; if it cannot ask, it tries again later. Only an
+//! intent the provider says captured nothing is confirmed again (the intent is captured
+//! at most once whatever happens); one that keeps failing that way is declined after the
+//! configured retries.
+//!
+//! **Settling** (the `refund` step) runs for every order that ends without being
+//! confirmed (declined after failures, cancelled, rejected, timed out) once a charge
+//! was started: it asks the provider and refunds an intent that was captured, cancels one
+//! that was not (so no late confirmation can capture it), and waits on one still
+//! processing. So an order ends with money captured only if it is confirmed.
+//!
+//! **Each round** also counts orders waiting on a step past the soft timeout (the
+//! `order_saga_stuck` gauge, by step), compensates those past the hard timeout, and
+//! purges unused payment tokens.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mp_common::Worker;
 use mp_events::Money;
 use mp_events::catalog::OrderStatus;
 use secrecy::SecretString;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
-use crate::db::{self, Change, Claimed, NewPayment};
+use crate::db::{self, Change, Claimed, NewPayment, OrderRow};
 use crate::domain::{Actor, Step};
 use crate::orders::{Orders, TransitionError, status_of};
 use crate::payments::{
-    self, Approved, ChargeRequest, Gateway, PaymentError, RefundRequest, RetryPolicy,
+    self, ChargeState, Gateway, IntentRequest, PaymentError, RefundRequest, RetryPolicy,
+    quick_retries,
 };
-
-/// How long an order may wait on a step: past `soft` it counts as stuck, past `hard`
-/// it is compensated.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub soft: Duration,
-    pub hard: Duration,
-}
 
 const BATCH: i64 = 32;
 const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// New orders passed from the handler that created them (and leased them for this
+/// process) to the driver, so they need no claiming round trip. Survives restarts of
+/// the driver: the receiving end is shared.
+#[derive(Clone)]
+pub struct Handoff {
+    tx: mpsc::UnboundedSender<Claimed>,
+    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Claimed>>>,
+}
+
+impl Default for Handoff {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+        }
+    }
+}
+
+impl Handoff {
+    /// Hands over an order created (and leased) in a committed transaction.
+    pub fn new_order(&self, id: Uuid) {
+        let _ = self.tx.send(Claimed {
+            id,
+            saga_step: Step::Charge.as_str().to_owned(),
+            step_attempts: 1,
+        });
+    }
+}
 
 #[derive(Clone)]
 pub struct Driver {
@@ -52,6 +97,26 @@ pub struct Driver {
     pub poll: Duration,
     pub lease: Duration,
     pub payment_method_ttl: Duration,
+    /// Orders worked on at once.
+    pub concurrency: usize,
+}
+
+/// What a step attempt ended in, for the order row.
+enum Next {
+    /// Done with this step (the order moved on, or there was nothing to do).
+    Done,
+    /// Not finished: try again after the backoff for this attempt.
+    Later(String),
+}
+
+/// How a charge ended, as far as the order is concerned.
+enum Charged {
+    Approved,
+    Declined(String),
+    /// Declined after confirmations that failed transiently (the provider says nothing
+    /// was captured): the intent is cancelled afterwards, so that none of them can
+    /// still capture it.
+    GaveUp(String),
 }
 
 impl Driver {
@@ -61,150 +126,315 @@ impl Driver {
     }
 
     async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        let mut handed = self.orders.handoff.rx.clone().lock_owned().await;
+        let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        // Orders being worked on here: a repeated hand-over or claim of one is ignored.
+        let working: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
+        let mut tasks = JoinSet::new();
         let mut last_scan: Option<Instant> = None;
+        let spawn = |tasks: &mut JoinSet<()>, claimed: Claimed| {
+            if !working
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(claimed.id)
+            {
+                return;
+            }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // No slot: the lease runs out and a claim takes it up again.
+                working
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&claimed.id);
+                return;
+            };
+            let driver = self.clone();
+            let working = working.clone();
+            tasks.spawn(async move {
+                driver.work(claimed.clone()).await;
+                working
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&claimed.id);
+                drop(slot);
+            });
+        };
         while !token.is_cancelled() {
-            let claimed = {
+            while tasks.try_join_next().is_some() {}
+            while slots.available_permits() > 0
+                && let Ok(c) = handed.try_recv()
+            {
+                spawn(&mut tasks, c);
+            }
+            let free = slots.available_permits().min(BATCH as usize);
+            let claimed = if free > 0 {
                 let mut conn = self.orders.db.acquire().await?;
-                db::claim_due(&mut conn, self.lease.as_secs_f64(), BATCH).await?
+                db::claim_due(&mut conn, self.lease.as_secs_f64(), free as i64).await?
+            } else {
+                vec![]
             };
             let busy = !claimed.is_empty();
-            futures::future::join_all(claimed.into_iter().map(|c| self.work(c))).await;
+            for c in claimed {
+                spawn(&mut tasks, c);
+            }
             if last_scan.is_none_or(|at| at.elapsed() >= SCAN_EVERY) {
                 self.scan().await?;
                 last_scan = Some(Instant::now());
             }
-            if !busy {
-                tokio::select! {
-                    () = token.cancelled() => {}
-                    () = self.orders.wake.notified() => {}
-                    () = tokio::time::sleep(self.poll) => {}
-                }
+            if busy && slots.available_permits() > 0 {
+                continue;
+            }
+            tokio::select! {
+                () = token.cancelled() => {}
+                Some(c) = handed.recv(), if slots.available_permits() > 0 => spawn(&mut tasks, c),
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                () = self.orders.wake.notified() => {}
+                () = tokio::time::sleep(self.poll) => {}
             }
         }
+        // In-flight steps finish (every provider call has its time-out); what does not
+        // finish keeps its lease and is taken up again after it.
+        while tasks.join_next().await.is_some() {}
         Ok(())
     }
 
-    async fn work(&self, claimed: Claimed) {
-        let id = claimed.id;
-        let result = match Step::parse(&claimed.saga_step) {
-            Some(Step::Charge) => self.charge(&claimed).await,
-            Some(Step::Refund) => self.refund(&claimed).await,
-            _ => Ok(()),
+    async fn work(&self, c: Claimed) {
+        let step = Step::parse(&c.saga_step);
+        let result = match step {
+            Some(Step::Charge) => self.charge(&c).await,
+            Some(Step::Refund) => self.settle(&c).await,
+            _ => Ok(Next::Done),
         };
-        if let Err(e) = result {
-            // The lease runs out and the step is tried again.
-            tracing::error!(order_id = %id, error = ?e, "saga step failed; will retry");
-        }
-    }
-
-    async fn charge(&self, c: &Claimed) -> anyhow::Result<()> {
-        let (method, order) = {
+        let why = match result {
+            Ok(Next::Done) => return,
+            Ok(Next::Later(why)) => why,
+            Err(e) => format!("{e:#}"),
+        };
+        let delay = self.retry.delay_after(c.step_attempts);
+        tracing::warn!(order_id = %c.id, step = c.saga_step, attempt = c.step_attempts, ?delay, reason = why, "saga step not finished; trying again later");
+        let rescheduled = async {
             let mut conn = self.orders.db.acquire().await?;
-            (
-                db::payment_method(&mut conn, c.id).await?,
-                db::order(&mut conn, c.id).await?,
-            )
+            db::retry_step_later(&mut conn, c.id, delay.as_millis() as i64).await
         };
-        let Some(order) = order else { return Ok(()) };
-        let amount = Money::new(c.total, &c.currency);
-        let outcome = match method {
-            Some((customer_id, token)) if customer_id == order.customer_id => {
-                let request = ChargeRequest {
-                    order_id: c.id,
-                    amount,
-                    payment_token: SecretString::from(token),
-                    idempotency_key: payments::charge_key(c.id),
-                };
-                let started = Instant::now();
-                let outcome = payments::with_retries(self.retry, "charge", || async {
-                    let outcome = self.gateway.charge(&request).await;
-                    self.record_transient(c, "charge", &outcome).await;
-                    outcome
-                })
-                .await;
-                self.orders
-                    .metrics
-                    .charge_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                outcome
-            }
-            _ => Err(PaymentError::Declined("no payment method".into())),
-        };
-        self.count("charge", &outcome);
-        self.record_charge(c, outcome).await
-    }
-
-    /// Records a transiently failed call as an attempt of its own (the final outcome
-    /// is recorded with the transition). A failure to record it is only logged: the
-    /// attempt changed nothing.
-    async fn record_transient(
-        &self,
-        c: &Claimed,
-        kind: &str,
-        outcome: &Result<Approved, PaymentError>,
-    ) {
-        let Err(PaymentError::Transient(error)) = outcome else {
-            return;
-        };
-        let key = match kind {
-            "charge" => payments::charge_key(c.id),
-            _ => payments::refund_key(c.id),
-        };
-        let recorded = async {
-            let mut conn = self.orders.db.acquire().await?;
-            db::insert_payment(
-                &mut conn,
-                &NewPayment {
-                    order_id: c.id,
-                    kind,
-                    status: "failed",
-                    gateway: self.gateway.name(),
-                    idempotency_key: &key,
-                    provider_id: None,
-                    amount: c.total,
-                    currency: &c.currency,
-                    error: Some(error),
-                },
-            )
-            .await
-        }
-        .await;
-        if let Err(e) = recorded {
-            tracing::warn!(order_id = %c.id, error = %e, "could not record a failed payment attempt");
+        if let Err(e) = rescheduled.await {
+            // The lease runs out and the step is taken up again then.
+            tracing::error!(order_id = %c.id, error = %e, "could not reschedule a saga step");
         }
     }
 
-    fn count(&self, operation: &str, outcome: &Result<Approved, PaymentError>) {
-        let label = match outcome {
-            Ok(_) => "approved",
-            Err(PaymentError::Declined(_)) => "declined",
-            Err(PaymentError::Transient(_)) => "transient",
-        };
+    fn count(&self, operation: &str, outcome: &str) {
         self.orders
             .metrics
             .payments
-            .with_label_values(&[operation, label])
+            .with_label_values(&[operation, outcome])
             .inc();
     }
 
-    async fn record_charge(
+    /// Asks the provider for the intent's state (a few quick retries).
+    async fn retrieve(&self, intent: &str) -> Result<ChargeState, PaymentError> {
+        let state = quick_retries(self.retry, "payment lookup", || {
+            self.gateway.retrieve(intent)
+        })
+        .await;
+        self.count(
+            "retrieve",
+            match &state {
+                Ok(_) => "answered",
+                Err(_) => "transient",
+            },
+        );
+        state
+    }
+
+    /// The order's intent: the one kept, or a new one created and kept before anything
+    /// confirms it. `None` (try later) if the provider cannot be reached.
+    async fn intent(&self, order: &OrderRow) -> anyhow::Result<Result<String, PaymentError>> {
+        if let Some(intent) = &order.payment_intent {
+            return Ok(Ok(intent.clone()));
+        }
+        let request = IntentRequest {
+            order_id: order.id,
+            amount: Money::new(order.total, &order.currency),
+        };
+        let created = quick_retries(self.retry, "payment intent", || {
+            self.gateway.create_intent(&request)
+        })
+        .await;
+        if let Ok(intent) = &created {
+            db::set_intent(&mut *self.orders.db.acquire().await?, order.id, intent).await?;
+        }
+        Ok(created)
+    }
+
+    async fn charge(&self, c: &Claimed) -> anyhow::Result<Next> {
+        let Some((order, method)) =
+            db::order_with_method(&mut *self.orders.db.acquire().await?, c.id).await?
+        else {
+            return Ok(Next::Done);
+        };
+        if order.saga_step.as_deref() != Some(Step::Charge.as_str()) {
+            return Ok(Next::Done);
+        }
+        let attempts = c.step_attempts;
+        let max_attempts = self.retry.retries as i32 + 1;
+        let intent = match self.intent(&order).await? {
+            Ok(intent) => intent,
+            Err(PaymentError::Transient(e)) => return Ok(Next::Later(e)),
+            Err(PaymentError::Refused(e)) => {
+                return self.record(c, Charged::Declined(e), None).await;
+            }
+        };
+        // An earlier attempt may have confirmed it: ask before confirming again.
+        if attempts > 1 {
+            match self.retrieve(&intent).await {
+                Ok(ChargeState::Succeeded) => {
+                    return self.record(c, Charged::Approved, Some(&intent)).await;
+                }
+                Ok(ChargeState::Processing) => {
+                    return Ok(Next::Later("the payment is still processing".into()));
+                }
+                Ok(ChargeState::Canceled) => {
+                    return self
+                        .record(
+                            c,
+                            Charged::Declined("payment canceled".into()),
+                            Some(&intent),
+                        )
+                        .await;
+                }
+                Ok(ChargeState::Open | ChargeState::Declined(_)) => {}
+                Err(e) => return Ok(Next::Later(format!("could not ask the provider: {e}"))),
+            }
+            if attempts > max_attempts {
+                return self
+                    .record(
+                        c,
+                        Charged::GaveUp("payment declined after retries".into()),
+                        Some(&intent),
+                    )
+                    .await;
+            }
+        }
+        let token = match method {
+            Some((customer_id, token)) if customer_id == order.customer_id => {
+                SecretString::from(token)
+            }
+            _ => {
+                return self
+                    .record(
+                        c,
+                        Charged::Declined("no payment method".into()),
+                        Some(&intent),
+                    )
+                    .await;
+            }
+        };
+        let key = payments::confirm_key(c.id, attempts);
+        db::insert_payment(
+            &mut *self.orders.db.acquire().await?,
+            &NewPayment {
+                order_id: c.id,
+                kind: "charge",
+                status: "requested",
+                gateway: self.gateway.name(),
+                idempotency_key: &key,
+                provider_id: Some(&intent),
+                amount: order.total,
+                currency: &order.currency,
+                error: None,
+            },
+        )
+        .await?;
+        let started = Instant::now();
+        let confirmed = self.gateway.confirm(&intent, &token, &key).await;
+        self.orders
+            .metrics
+            .charge_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let state = match confirmed {
+            Ok(state) => state,
+            Err(PaymentError::Refused(e)) => {
+                self.count("charge", "declined");
+                return self.record(c, Charged::Declined(e), Some(&intent)).await;
+            }
+            Err(PaymentError::Transient(e)) => {
+                // The outcome is not known: ask.
+                self.count("charge", "unknown");
+                match self.retrieve(&intent).await {
+                    Ok(ChargeState::Open | ChargeState::Declined(_)) => {
+                        db::fail_requested_charges(&mut *self.orders.db.acquire().await?, c.id, &e)
+                            .await?;
+                        if attempts >= max_attempts {
+                            return self
+                                .record(
+                                    c,
+                                    Charged::GaveUp(format!("payment declined after retries: {e}")),
+                                    Some(&intent),
+                                )
+                                .await;
+                        }
+                        return Ok(Next::Later(e));
+                    }
+                    Ok(state) => state,
+                    Err(lookup) => {
+                        return Ok(Next::Later(format!(
+                            "charge outcome unknown ({e}); could not ask the provider: {lookup}"
+                        )));
+                    }
+                }
+            }
+        };
+        match state {
+            ChargeState::Succeeded => {
+                self.count("charge", "approved");
+                self.record(c, Charged::Approved, Some(&intent)).await
+            }
+            ChargeState::Declined(e) => {
+                self.count("charge", "declined");
+                self.record(c, Charged::Declined(e), Some(&intent)).await
+            }
+            ChargeState::Canceled => {
+                self.record(
+                    c,
+                    Charged::Declined("payment canceled".into()),
+                    Some(&intent),
+                )
+                .await
+            }
+            ChargeState::Processing => {
+                self.count("charge", "processing");
+                Ok(Next::Later("the payment is processing".into()))
+            }
+            ChargeState::Open => Ok(Next::Later(
+                "the provider left the payment unconfirmed".into(),
+            )),
+        }
+    }
+
+    /// Records a charge's outcome with the order's transition (paid and on to the stock,
+    /// or failed), in one transaction. An order that moved on meanwhile (cancelled, timed
+    /// out) keeps its status: its settling step deals with the money.
+    async fn record(
         &self,
         c: &Claimed,
-        outcome: Result<Approved, PaymentError>,
-    ) -> anyhow::Result<()> {
-        let key = payments::charge_key(c.id);
+        outcome: Charged,
+        intent: Option<&str>,
+    ) -> anyhow::Result<Next> {
         let mut tx = self.orders.db.begin().await?;
         let Some(order) = db::order_for_update(&mut tx, c.id).await? else {
-            return Ok(());
+            return Ok(Next::Done);
         };
-        let (status, provider_id, error) = match &outcome {
-            Ok(a) => ("succeeded", Some(a.provider_id.as_str()), None),
-            Err(PaymentError::Declined(e)) => ("declined", None, Some(e.clone())),
-            Err(PaymentError::Transient(e)) => ("failed", None, Some(e.clone())),
+        let (status, error) = match &outcome {
+            Charged::Approved => ("succeeded", None),
+            Charged::Declined(e) => ("declined", Some(e.as_str())),
+            Charged::GaveUp(e) => ("failed", Some(e.as_str())),
         };
-        // A transient failure was recorded as its attempt already.
-        if !matches!(outcome, Err(PaymentError::Transient(_))) {
-            db::insert_payment(
+        let key = payments::confirm_key(c.id, c.step_attempts);
+        if let Charged::GaveUp(e) = &outcome {
+            // Each attempt is recorded already; any still `requested` captured nothing.
+            db::fail_requested_charges(&mut tx, c.id, e).await?;
+        } else {
+            db::settle_charge(
                 &mut tx,
                 &NewPayment {
                     order_id: c.id,
@@ -212,129 +442,188 @@ impl Driver {
                     status,
                     gateway: self.gateway.name(),
                     idempotency_key: &key,
-                    provider_id,
-                    amount: c.total,
-                    currency: &c.currency,
-                    error: error.as_deref(),
-                },
-            )
-            .await?;
-        }
-        if order.saga_step.as_deref() != Some(Step::Charge.as_str()) {
-            // Cancelled (or timed out) while the charge was under way: give the money
-            // back if it went through and no refund is planned yet.
-            let failed = matches!(
-                status_of(&order),
-                OrderStatus::Cancelled | OrderStatus::PaymentFailed | OrderStatus::Rejected
-            );
-            if outcome.is_ok() && failed && order.saga_step.is_none() {
-                db::set_step(&mut tx, c.id, Some(Step::Refund)).await?;
-                self.orders.wake.notify_one();
-            }
-            db::delete_payment_method(&mut tx, c.id).await?;
-            tx.commit().await?;
-            mp_events::outbox::committed();
-            return Ok(());
-        }
-        let (to, reason, step) = match &outcome {
-            Ok(_) => (OrderStatus::Paid, None, Some(Step::Stock)),
-            Err(PaymentError::Declined(e)) => (
-                OrderStatus::PaymentFailed,
-                Some(format!("payment declined: {e}")),
-                None,
-            ),
-            Err(PaymentError::Transient(e)) => (
-                OrderStatus::PaymentFailed,
-                Some(format!("payment declined after retries: {e}")),
-                None,
-            ),
-        };
-        let change = Change {
-            reason: reason.as_deref(),
-            stock_committed: false,
-            step: Some(step),
-        };
-        match self
-            .orders
-            .transition(&mut tx, &order, to, Actor::System, change)
-            .await
-        {
-            Ok(()) => {}
-            Err(TransitionError::Db(e)) => return Err(e.into()),
-            Err(e) => {
-                tracing::warn!(order_id = %c.id, error = %e, "charge outcome not applied");
-                return Ok(());
-            }
-        }
-        db::delete_payment_method(&mut tx, c.id).await?;
-        tx.commit().await?;
-        mp_events::outbox::committed();
-        Ok(())
-    }
-
-    async fn refund(&self, c: &Claimed) -> anyhow::Result<()> {
-        let (charge, refunded) = {
-            let mut conn = self.orders.db.acquire().await?;
-            (
-                db::succeeded_payment(&mut conn, c.id, "charge").await?,
-                db::succeeded_payment(&mut conn, c.id, "refund").await?,
-            )
-        };
-        let (Some(charge), None) = (charge, refunded) else {
-            // Nothing was charged, or it was refunded already.
-            db::set_step(&mut *self.orders.db.acquire().await?, c.id, None).await?;
-            return Ok(());
-        };
-        let key = payments::refund_key(c.id);
-        let request = RefundRequest {
-            order_id: c.id,
-            amount: Money::new(charge.amount, &charge.currency),
-            charge_id: charge.provider_id.clone().unwrap_or_default(),
-            idempotency_key: key.clone(),
-        };
-        let outcome = payments::with_retries(self.retry, "refund", || async {
-            let outcome = self.gateway.refund(&request).await;
-            self.record_transient(c, "refund", &outcome).await;
-            outcome
-        })
-        .await;
-        self.count("refund", &outcome);
-        let mut tx = self.orders.db.begin().await?;
-        let (status, provider_id, error) = match &outcome {
-            Ok(a) => ("succeeded", Some(a.provider_id.as_str()), None),
-            Err(PaymentError::Declined(e)) => ("declined", None, Some(e.as_str())),
-            Err(PaymentError::Transient(e)) => ("failed", None, Some(e.as_str())),
-        };
-        if !matches!(outcome, Err(PaymentError::Transient(_))) {
-            db::insert_payment(
-                &mut tx,
-                &NewPayment {
-                    order_id: c.id,
-                    kind: "refund",
-                    status,
-                    gateway: self.gateway.name(),
-                    idempotency_key: &key,
-                    provider_id,
-                    amount: charge.amount,
-                    currency: &charge.currency,
+                    provider_id: intent,
+                    amount: order.total,
+                    currency: &order.currency,
                     error,
                 },
             )
             .await?;
         }
-        if outcome.is_ok() {
-            db::set_step(&mut tx, c.id, None).await?;
-            tracing::info!(order_id = %c.id, "refunded");
+        let moved_on = order.saga_step.as_deref() != Some(Step::Charge.as_str());
+        if moved_on {
+            // Cancelled or timed out meanwhile: its settling step may have been claimed
+            // (and passed over here while this charge ran): due now.
+            if order.saga_step.as_deref() == Some(Step::Refund.as_str()) {
+                db::retry_step_later(&mut tx, c.id, 0).await?;
+            }
         } else {
-            // The order stays waiting on its refund (visible as stuck past the soft
-            // timeout) and is tried again later, backing off up to five minutes.
-            let delay = (i64::from(c.step_attempts).pow(2) * 1_000).min(300_000);
-            db::retry_step_later(&mut tx, c.id, delay).await?;
-            tracing::warn!(order_id = %c.id, error = error.unwrap_or_default(), "refund failed; will retry");
+            let (to, reason, step) = match &outcome {
+                Charged::Approved => (OrderStatus::Paid, None, Some(Step::Stock)),
+                Charged::Declined(e) => (
+                    OrderStatus::PaymentFailed,
+                    Some(format!("payment declined: {e}")),
+                    None,
+                ),
+                Charged::GaveUp(e) => (
+                    OrderStatus::PaymentFailed,
+                    Some(e.clone()),
+                    Some(Step::Refund),
+                ),
+            };
+            let change = Change {
+                reason: reason.as_deref(),
+                stock_committed: false,
+                step: Some(step),
+            };
+            match self
+                .orders
+                .transition(&mut tx, &order, to, Actor::System, change)
+                .await
+            {
+                Ok(()) => {}
+                Err(TransitionError::Db(e)) => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(order_id = %c.id, error = %e, "charge outcome not applied");
+                    return Ok(Next::Done);
+                }
+            }
         }
+        db::delete_payment_method(&mut tx, c.id).await?;
         tx.commit().await?;
         mp_events::outbox::committed();
-        Ok(())
+        if moved_on || matches!(outcome, Charged::GaveUp(_)) {
+            self.orders.wake.notify_one();
+        }
+        Ok(Next::Done)
+    }
+
+    /// The `refund` step of an order that ended without being confirmed: whatever the
+    /// provider captured is refunded, an intent it did not capture is cancelled.
+    async fn settle(&self, c: &Claimed) -> anyhow::Result<Next> {
+        let Some(order) = db::order(&mut *self.orders.db.acquire().await?, c.id).await? else {
+            return Ok(Next::Done);
+        };
+        if order.saga_step.as_deref() != Some(Step::Refund.as_str()) {
+            return Ok(Next::Done);
+        }
+        if !order.charge_started && order.payment_intent.is_none() {
+            // No driver ever worked on its charge: the provider holds nothing.
+            return self.settled(&order, None).await;
+        }
+        let intent = match self.intent(&order).await? {
+            Ok(intent) => intent,
+            Err(e) => return Ok(Next::Later(format!("could not reach the provider: {e}"))),
+        };
+        let state = match self.retrieve(&intent).await {
+            Ok(ChargeState::Open | ChargeState::Declined(_)) => {
+                match quick_retries(self.retry, "payment cancel", || {
+                    self.gateway.cancel(&intent)
+                })
+                .await
+                {
+                    Ok(state) => state,
+                    Err(e) => return Ok(Next::Later(format!("could not cancel the payment: {e}"))),
+                }
+            }
+            Ok(state) => state,
+            Err(e) => return Ok(Next::Later(format!("could not ask the provider: {e}"))),
+        };
+        match state {
+            ChargeState::Succeeded => self.refund(&order, &intent).await,
+            ChargeState::Processing => Ok(Next::Later(
+                "the payment is still processing; it is refunded or cancelled once it settles"
+                    .into(),
+            )),
+            // Cancelled (or refused for good): nothing captured, nothing ever will be.
+            _ => {
+                db::fail_requested_charges(
+                    &mut *self.orders.db.acquire().await?,
+                    c.id,
+                    "nothing captured: the payment was cancelled",
+                )
+                .await?;
+                self.settled(&order, None).await
+            }
+        }
+    }
+
+    /// Refunds the order's captured intent and records it.
+    async fn refund(&self, order: &OrderRow, intent: &str) -> anyhow::Result<Next> {
+        let request = RefundRequest {
+            order_id: order.id,
+            amount: Money::new(order.total, &order.currency),
+            intent_id: intent.to_owned(),
+        };
+        let refunded = quick_retries(self.retry, "refund", || self.gateway.refund(&request)).await;
+        match refunded {
+            Ok(r) => {
+                self.count("refund", "approved");
+                self.settled(order, Some((intent, &r.provider_id))).await
+            }
+            Err(e) => {
+                self.count(
+                    "refund",
+                    if e.is_transient() {
+                        "transient"
+                    } else {
+                        "declined"
+                    },
+                );
+                Ok(Next::Later(format!("refund failed: {e}")))
+            }
+        }
+    }
+
+    /// Ends the settling step; with a refund, records the captured charge (if no
+    /// attempt recorded it: its answer was lost) and the refund.
+    async fn settled(
+        &self,
+        order: &OrderRow,
+        refund: Option<(&str, &str)>,
+    ) -> anyhow::Result<Next> {
+        let mut tx = self.orders.db.begin().await?;
+        if let Some((intent, refund_id)) = refund {
+            if db::succeeded_payment(&mut tx, order.id, "charge")
+                .await?
+                .is_none()
+            {
+                db::settle_charge(
+                    &mut tx,
+                    &NewPayment {
+                        order_id: order.id,
+                        kind: "charge",
+                        status: "succeeded",
+                        gateway: self.gateway.name(),
+                        idempotency_key: &payments::intent_key(order.id),
+                        provider_id: Some(intent),
+                        amount: order.total,
+                        currency: &order.currency,
+                        error: None,
+                    },
+                )
+                .await?;
+            }
+            db::insert_payment(
+                &mut tx,
+                &NewPayment {
+                    order_id: order.id,
+                    kind: "refund",
+                    status: "succeeded",
+                    gateway: self.gateway.name(),
+                    idempotency_key: &payments::refund_key(order.id),
+                    provider_id: Some(refund_id),
+                    amount: order.total,
+                    currency: &order.currency,
+                    error: None,
+                },
+            )
+            .await?;
+            tracing::info!(order_id = %order.id, "refunded");
+        }
+        db::set_step(&mut tx, order.id, None).await?;
+        tx.commit().await?;
+        Ok(Next::Done)
     }
 
     /// Counts stuck orders by step, compensates those past the hard timeout, purges
@@ -359,12 +648,9 @@ impl Driver {
         }
         let mut tx = self.orders.db.begin().await?;
         let overdue = db::overdue_for_update(&mut tx, timeouts.hard.as_secs_f64(), BATCH).await?;
-        let mut refunds = false;
+        let mut settle = false;
         for order in overdue {
             let step = order.saga_step.clone().unwrap_or_default();
-            let charged = db::succeeded_payment(&mut tx, order.id, "charge")
-                .await?
-                .is_some();
             let (to, reason) = match status_of(&order) {
                 OrderStatus::Pending => (
                     OrderStatus::PaymentFailed,
@@ -375,10 +661,12 @@ impl Driver {
                     "timed out waiting for the stock commit",
                 ),
             };
+            // Whatever the provider holds for it is settled (refunded or cancelled).
+            let started = order.charge_started || order.payment_intent.is_some();
             let change = Change {
                 reason: Some(reason),
                 stock_committed: false,
-                step: Some(charged.then_some(Step::Refund)),
+                step: Some(started.then_some(Step::Refund)),
             };
             match self
                 .orders
@@ -386,7 +674,7 @@ impl Driver {
                 .await
             {
                 Ok(()) => {
-                    refunds |= charged;
+                    settle |= started;
                     db::delete_payment_method(&mut tx, order.id).await?;
                     self.orders
                         .metrics
@@ -401,7 +689,7 @@ impl Driver {
         }
         tx.commit().await?;
         mp_events::outbox::committed();
-        if refunds {
+        if settle {
             self.orders.wake.notify_one();
         }
         Ok(())

@@ -29,7 +29,7 @@ async fn a_cancel_racing_an_uncommitted_stock_commit_gives_the_stock_back() {
     // T1: the commit, done but not committed.
     let mut t1 = h.db.begin().await.unwrap();
     inventory::events::CommitOrder(inventory.clone())
-        .handle(&mut *t1, &created)
+        .handle(&mut t1, &created)
         .await
         .expect("the commit");
 
@@ -40,7 +40,7 @@ async fn a_cancel_racing_an_uncommitted_stock_commit_gives_the_stock_back() {
         let inventory = inventory.clone();
         async move {
             inventory::events::RestockOrder(inventory)
-                .handle(&mut *t2, &cancelled)
+                .handle(&mut t2, &cancelled)
                 .await
                 .expect("the release");
             t2.commit().await.unwrap();
@@ -84,7 +84,7 @@ async fn a_commit_racing_an_uncommitted_cancel_takes_no_stock() {
 
     let mut t1 = h.db.begin().await.unwrap();
     inventory::events::RestockOrder(inventory.clone())
-        .handle(&mut *t1, &cancelled)
+        .handle(&mut t1, &cancelled)
         .await
         .expect("the release");
 
@@ -94,7 +94,7 @@ async fn a_commit_racing_an_uncommitted_cancel_takes_no_stock() {
         let inventory = inventory.clone();
         async move {
             inventory::events::CommitOrder(inventory)
-                .handle(&mut *t2, &created)
+                .handle(&mut t2, &created)
                 .await
                 .expect("the commit");
             t2.commit().await.unwrap();
@@ -119,7 +119,7 @@ async fn a_commit_racing_an_uncommitted_cancel_takes_no_stock() {
 async fn commit(h: &Harness, inventory: &inventory::Inventory, order: &OrderCreated) -> String {
     let mut tx = h.db.begin().await.unwrap();
     inventory::events::CommitOrder(inventory.clone())
-        .handle(&mut *tx, &Envelope::new(Service::Order, order.clone()))
+        .handle(&mut tx, &Envelope::new(Service::Order, order.clone()))
         .await
         .expect("the commit");
     tx.commit().await.unwrap();

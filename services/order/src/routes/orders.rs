@@ -48,9 +48,12 @@ pub enum PaymentKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
+    /// Sent to the provider, its answer not recorded yet (in flight, or lost and being
+    /// asked for).
+    Requested,
     Succeeded,
     Declined,
-    /// A transient failure (the gateway did not answer); the attempt is retried.
+    /// Did not go through and captured nothing (the provider says so); retried.
     Failed,
 }
 
@@ -66,9 +69,10 @@ impl PaymentKind {
 }
 
 impl PaymentStatus {
-    /// As stored (the table's check constraint allows only these three).
+    /// As stored (the table's check constraint allows only these four).
     fn stored(s: &str) -> Self {
         match s {
+            "requested" => Self::Requested,
             "succeeded" => Self::Succeeded,
             "declined" => Self::Declined,
             _ => Self::Failed,
@@ -532,9 +536,9 @@ pub async fn cancel_order(
         .with("allowed", ["shipped"])
         .into());
     }
-    let charged = db::succeeded_payment(&mut tx, id, "charge")
-        .await?
-        .is_some();
+    // Whatever the provider holds for it (captured, in flight, or an answer lost) is
+    // settled by the driver: refunded or cancelled.
+    let started = order.charge_started || order.payment_intent.is_some();
     let change = Change {
         reason: Some(if user.id == order.customer_id {
             "cancelled by the customer"
@@ -542,8 +546,7 @@ pub async fn cancel_order(
             "cancelled by an administrator"
         }),
         stock_committed: false,
-        // A charge under way is refunded by the driver when it records it.
-        step: Some(charged.then_some(Step::Refund)),
+        step: Some(started.then_some(Step::Refund)),
     };
     orders
         .transition(
@@ -557,7 +560,7 @@ pub async fn cancel_order(
         .map_err(transition_problem)?;
     db::delete_payment_method(&mut tx, id).await?;
     tx.commit().await?;
-    if charged {
+    if started {
         orders.wake.notify_one();
     }
     let mut conn = orders.db.acquire().await?;
@@ -798,7 +801,7 @@ mod tests {
                 kind
             );
         }
-        for status in ["succeeded", "declined", "failed"] {
+        for status in ["requested", "succeeded", "declined", "failed"] {
             assert_eq!(
                 serde_json::to_value(PaymentStatus::stored(status)).unwrap(),
                 status

@@ -30,6 +30,7 @@ pub fn settings() -> Settings {
         saga_lease_secs: 30,
         saga_soft_timeout_secs: 60,
         saga_hard_timeout_secs: 900,
+        saga_concurrency: 8,
         payment_method_ttl_hours: 24,
     }
 }
@@ -310,6 +311,17 @@ impl Harness {
         })
         .await;
         self.read(c).await
+    }
+
+    /// The customer cancels the order.
+    pub async fn cancel(&self, c: &Checkout) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            &format!("/api/orders/{}/cancel", c.order_id),
+            Some(&self.customer_token(c.customer_id)),
+            None,
+        )
+        .await
     }
 
     pub async fn read(&self, c: &Checkout) -> Value {

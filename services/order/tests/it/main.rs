@@ -5,5 +5,6 @@
 mod api;
 mod faults;
 mod harness;
+mod provider;
 mod saga;
 mod stripe;
