@@ -33,6 +33,9 @@ pub struct Carts {
     /// How long a checkout request holds its Idempotency-Key before a retry may take over.
     pub checkout_lease: Duration,
     pub metrics: CartMetrics,
+    /// Until when (Unix ms) the order service said it is busy: checkouts until then are
+    /// shed at once, before any work (see `checkout`).
+    pub busy_until: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 pub(crate) fn not_open(cart: &Cart) -> Problem {

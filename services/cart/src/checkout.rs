@@ -13,10 +13,17 @@
 //!    marks it checked out, writes `cart.checkout` (no token) to the outbox and stores
 //!    the key's response.
 //!
+//! 0. Past what the saga can complete, checkout sheds load: the order service refuses the
+//!    hand-off with 503 (`checkout-busy`, Retry-After) while its queue is full, the cart
+//!    passes that on, and for the next 200 ms refuses new checkouts itself before any
+//!    work, so that shedding costs next to nothing. Nothing is changed; the client sends
+//!    the same request again after Retry-After.
+//!
 //! Any failure in 2 or 3 gives the key back (its lease ends at once) so a retry with the
 //! same key and body proceeds, with the same order id.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 
 use futures::future::join_all;
 use mp_common::{ApiError, ApiResult, Problem};
@@ -62,6 +69,12 @@ impl Carts {
     }
 
     async fn checkout_inner(&self, cart: &Cart, input: CheckoutInput) -> ApiResult<Accepted> {
+        // Shedding must cost next to nothing, or the work shed takes the capacity the
+        // accepted checkouts need: while the order service said it is busy, a new
+        // checkout is refused before it claims its key or reserves anything.
+        if chrono::Utc::now().timestamp_millis() < self.busy_until.load(Relaxed) {
+            return Err(busy().into());
+        }
         let customer_id = cart.customer_id;
         let key = input.idempotency_key.as_str();
         let fingerprint = domain::fingerprint(
@@ -221,6 +234,13 @@ impl Carts {
                 )
                 .into());
             }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                self.busy_until.store(
+                    chrono::Utc::now().timestamp_millis() + BUSY_WINDOW_MS,
+                    Relaxed,
+                );
+                return Err(busy().into());
+            }
             other => {
                 return Err(ApiError::Internal(anyhow::anyhow!(
                     "the order service refused the payment hand-off with {other}"
@@ -282,6 +302,22 @@ impl Carts {
         tracing::info!(cart_id = %cart.id, %order_id, "cart checked out");
         Ok(())
     }
+}
+
+/// How long after the order service said it is busy checkouts are shed without asking
+/// it: short, so admission resumes as soon as the saga has room again.
+const BUSY_WINDOW_MS: i64 = 200;
+
+/// The order service sheds load: nothing was changed, the key is given back, and the
+/// same request may be sent again after Retry-After.
+fn busy() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Checkout is busy right now; nothing was changed. Retry with the same Idempotency-Key in a moment.",
+    )
+    .kind("checkout-busy")
+    .title("Checkout busy")
+    .header(axum::http::header::RETRY_AFTER, "1")
 }
 
 fn cart_changed() -> Problem {

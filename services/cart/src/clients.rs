@@ -179,7 +179,8 @@ impl Clients {
             // reqwest's error names the URL, never the body: the token stays out.
             .map_err(|e| unavailable("order", e))?;
         let status = resp.status();
-        if status.is_server_error() {
+        // 503 is the order service shedding load (`checkout-busy`): the caller says so.
+        if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             return Err(unavailable(
                 "order",
                 format!("payment hand-off answered {status}"),

@@ -116,6 +116,7 @@ pub async fn run(
         currency: s.currency.clone(),
         checkout_lease: Duration::from_secs(s.checkout_lease_secs),
         metrics: metrics::CartMetrics::new(&infra.metrics.registry)?,
+        busy_until: Default::default(),
     };
     let consumer = infra.consumer().handle(events::PriceRefresh);
     let idle = {

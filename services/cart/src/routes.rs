@@ -383,7 +383,7 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
         (status = 404, body = Problem),
         (status = 409, description = "In progress under this key, the cart is not open or empty, or lines cannot be held (`lines`)", body = Problem),
         (status = 422, description = "Invalid fields, or the key was used with another body", body = Problem),
-        (status = 503, body = Problem),
+        (status = 503, description = "A dependency is down, or checkout is busy (`checkout-busy`: the saga is at its limit); nothing changed, retry with the same key after Retry-After", body = Problem),
     ))]
 async fn checkout(
     State(carts): State<Carts>,

@@ -46,6 +46,8 @@ pub struct Sender {
 impl Sender {
     /// Runs until `shutdown`; messages in flight then finish (each within its timeout).
     pub async fn run(self, shutdown: CancellationToken) {
+        // The queue-age gauge at most once a second, not once a round.
+        let mut measured: Option<std::time::Instant> = None;
         while !shutdown.is_cancelled() {
             let claimed = match db::claim_due(
                 &self.db,
@@ -65,9 +67,12 @@ impl Sender {
             futures::stream::iter(claimed)
                 .for_each_concurrent(None, |n| self.deliver(n))
                 .await;
-            match db::oldest_pending_age(&self.db).await {
-                Ok(age) => self.metrics.oldest_pending.set(age),
-                Err(e) => tracing::warn!(error = %e, "cannot measure the pending queue"),
+            if measured.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                match db::oldest_pending_age(&self.db).await {
+                    Ok(age) => self.metrics.oldest_pending.set(age),
+                    Err(e) => tracing::warn!(error = %e, "cannot measure the pending queue"),
+                }
+                measured = Some(std::time::Instant::now());
             }
             if !full {
                 tokio::select! {

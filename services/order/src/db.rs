@@ -434,6 +434,25 @@ pub async fn stuck(
     .await
 }
 
+/// How many orders are in the saga: waiting on their charge or their stock, or handed a
+/// payment method but not created yet; those that entered their step more than
+/// `window_secs` ago are stuck (counted elsewhere), not load. Index reads only (the
+/// order look-up per payment method is a scalar subquery, so it stays a key look-up).
+pub async fn in_flight(conn: &mut PgConnection, window_secs: f64) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "select (select count(*) from orders
+                 where saga_step in ('charge', 'stock')
+                   and step_since > now() - $1 * interval '1 second')
+              + (select count(*) filter (
+                            where (select 1 from orders o where o.id = p.order_id) is null)
+                 from payment_methods p
+                 where p.created_at > now() - $1 * interval '1 second')",
+    )
+    .bind(window_secs)
+    .fetch_one(conn)
+    .await
+}
+
 /// How many orders wait on each step for longer than `soft_secs`.
 pub async fn stuck_counts(
     conn: &mut PgConnection,

@@ -92,6 +92,12 @@ pub struct Settings {
     #[arg(long, env = "SAGA_CONCURRENCY", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub saga_concurrency: u64,
+    /// New checkouts are refused (503 with Retry-After at the payment hand-off) while
+    /// this many orders are in the saga: a checkout then waits about this many divided by
+    /// the orders the saga completes per second.
+    #[arg(long, env = "SAGA_MAX_IN_FLIGHT", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub saga_max_in_flight: u64,
     /// Unused payment tokens are deleted after this many hours.
     #[arg(long, env = "PAYMENT_METHOD_TTL_HOURS", default_value_t = 24,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -131,6 +137,7 @@ pub async fn run(
         wake: Arc::default(),
         handoff: saga::Handoff::default(),
         lease: Duration::from_secs(s.saga_lease_secs),
+        admission: Arc::new(orders::Admission::new(s.saga_max_in_flight as i64)),
         timeouts: domain::Timeouts {
             soft: Duration::from_secs(s.saga_soft_timeout_secs),
             hard: Duration::from_secs(s.saga_hard_timeout_secs),

@@ -1,7 +1,8 @@
 //! The order service's own Prometheus metrics, registered beside the common ones.
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, Registry, exponential_buckets,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets,
 };
 
 #[derive(Clone)]
@@ -16,6 +17,10 @@ pub struct OrderMetrics {
     pub stuck: IntGaugeVec,
     /// Orders compensated after the hard timeout, by step.
     pub compensated: IntCounterVec,
+    /// Orders in the saga, as admission last counted them.
+    pub in_flight: IntGauge,
+    /// Payment hand-offs refused because the saga was at its limit.
+    pub shed: IntCounter,
 }
 
 impl OrderMetrics {
@@ -59,6 +64,17 @@ impl OrderMetrics {
             ),
             &["step"],
         )?;
+        let in_flight = IntGauge::new(
+            "order_saga_in_flight",
+            "Orders in the saga (charge or stock commit, entered within the last minute), \
+             as last counted for a new checkout; new checkouts are shed at SAGA_MAX_IN_FLIGHT.",
+        )?;
+        let shed = IntCounter::new(
+            "order_checkouts_shed_total",
+            "Payment hand-offs (new checkouts) refused with 503 because the saga was at its limit.",
+        )?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(shed.clone()))?;
         registry.register(Box::new(outcomes.clone()))?;
         registry.register(Box::new(payments.clone()))?;
         registry.register(Box::new(charge_seconds.clone()))?;
@@ -73,6 +89,8 @@ impl OrderMetrics {
             charge_seconds,
             stuck,
             compensated,
+            in_flight,
+            shed,
         })
     }
 }

@@ -15,6 +15,60 @@ use crate::domain::{self, Actor, IllegalTransition};
 use crate::metrics::OrderMetrics;
 use crate::saga::Handoff;
 
+/// Admission of new checkouts: a new order comes in while fewer than `max_in_flight`
+/// orders are in the saga (waiting on their charge or their stock, or handed over but
+/// not created yet; see `db::in_flight`). Past that the payment hand-off answers 503
+/// with Retry-After, so the cart sheds checkouts instead of accepting work whose latency
+/// would grow without bound: with the saga completing X orders a second, a checkout
+/// waits about `max_in_flight / X`. Orders stuck for over a minute (a payment processing
+/// for long) are not load.
+///
+/// The count is read from the database at most every [`Admission::FRESH`], and each
+/// order admitted meanwhile is added to it, so a burst of checkouts asks once.
+#[derive(Debug)]
+pub struct Admission {
+    pub max_in_flight: i64,
+    counted: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+}
+
+impl Admission {
+    pub const WINDOW_SECS: f64 = 60.0;
+    pub const FRESH: std::time::Duration = std::time::Duration::from_millis(50);
+
+    pub fn new(max_in_flight: i64) -> Self {
+        Self {
+            max_in_flight,
+            counted: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Whether a new order may come in (and counts it in if so).
+    pub async fn admit(
+        &self,
+        conn: &mut PgConnection,
+        metrics: &OrderMetrics,
+    ) -> sqlx::Result<bool> {
+        let fresh = {
+            let counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+            counted.is_some_and(|(at, _)| at.elapsed() < Self::FRESH)
+        };
+        if !fresh {
+            let in_flight = db::in_flight(conn, Self::WINDOW_SECS).await?;
+            metrics.in_flight.set(in_flight);
+            *self.counted.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some((std::time::Instant::now(), in_flight));
+        }
+        let mut counted = self.counted.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(match counted.as_mut() {
+            Some((_, n)) if *n < self.max_in_flight => {
+                *n += 1;
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Orders {
     pub db: PgPool,
@@ -25,6 +79,7 @@ pub struct Orders {
     pub handoff: Handoff,
     /// How long the driver's lease on an order lasts.
     pub lease: std::time::Duration,
+    pub admission: Arc<Admission>,
     pub timeouts: Timeouts,
 }
 

@@ -159,6 +159,12 @@ impl Driver {
                 drop(slot);
             });
         };
+        // Whether to look for due work in the database: at start, on a wake-up, on the
+        // poll, and again while claims come back full. (A hand-over or a finished task
+        // needs no query.)
+        let mut look = true;
+        let mut poll = tokio::time::interval(self.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !token.is_cancelled() {
             while tasks.try_join_next().is_some() {}
             while slots.available_permits() > 0
@@ -167,29 +173,29 @@ impl Driver {
                 spawn(&mut tasks, c);
             }
             let free = slots.available_permits().min(BATCH as usize);
-            let claimed = if free > 0 {
-                let mut conn = self.orders.db.acquire().await?;
-                db::claim_due(&mut conn, self.lease.as_secs_f64(), free as i64).await?
-            } else {
-                vec![]
-            };
-            let busy = !claimed.is_empty();
-            for c in claimed {
-                spawn(&mut tasks, c);
+            if look && free > 0 {
+                let claimed = {
+                    let mut conn = self.orders.db.acquire().await?;
+                    db::claim_due(&mut conn, self.lease.as_secs_f64(), free as i64).await?
+                };
+                look = claimed.len() == free;
+                for c in claimed {
+                    spawn(&mut tasks, c);
+                }
             }
             if last_scan.is_none_or(|at| at.elapsed() >= SCAN_EVERY) {
                 self.scan().await?;
                 last_scan = Some(Instant::now());
             }
-            if busy && slots.available_permits() > 0 {
+            if look && slots.available_permits() > 0 {
                 continue;
             }
             tokio::select! {
                 () = token.cancelled() => {}
                 Some(c) = handed.recv(), if slots.available_permits() > 0 => spawn(&mut tasks, c),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-                () = self.orders.wake.notified() => {}
-                () = tokio::time::sleep(self.poll) => {}
+                () = self.orders.wake.notified() => look = true,
+                _ = poll.tick() => look = true,
             }
         }
         // In-flight steps finish (every provider call has its time-out); what does not

@@ -310,3 +310,57 @@ async fn bad_checkout_input_is_problem_json_and_changes_nothing() {
             .unwrap();
     assert_eq!(stored, 0);
 }
+
+/// An order service that sheds load answers the payment hand-off with 503
+/// `checkout-busy`, as one at its saga limit does.
+async fn busy_order_service() -> String {
+    use axum::routing::put;
+    let app = axum::Router::new().route(
+        "/api/internal/orders/{id}/payment-method",
+        put(|| async {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [
+                    ("content-type", "application/problem+json"),
+                    ("retry-after", "1"),
+                ],
+                r#"{"type":"/problems/checkout-busy","title":"Checkout busy","status":503}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// While the saga is at its limit the checkout is shed: 503 `checkout-busy` with
+/// Retry-After, the cart stays open with its lines, no event is written, and the key is
+/// free again, so the same request can simply be sent again later.
+#[tokio::test]
+async fn a_checkout_while_the_saga_is_busy_is_a_503_with_retry_after_and_changes_nothing() {
+    let shop = Shop::start_with(Options {
+        order_url: Some(busy_order_service().await),
+        ..Options::default()
+    })
+    .await;
+    let (_, token, cart_id, _) = filled_cart(&shop).await;
+    let body = checkout_body("tok_visa");
+    for _ in 0..2 {
+        let (status, headers, problem) =
+            shop.checkout(&token, cart_id, Some("busy-1"), &body).await;
+        assert_problem(status, &problem, StatusCode::SERVICE_UNAVAILABLE, None);
+        assert_eq!(problem["type"], "/problems/checkout-busy", "{problem}");
+        assert_eq!(headers["retry-after"], "1");
+    }
+    let (status, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cart["status"], "open");
+    assert_eq!(cart["items"].as_array().unwrap().len(), 1);
+    assert!(
+        shop.outbox()
+            .await
+            .iter()
+            .all(|(event_type, _)| event_type != "cart.checkout")
+    );
+}

@@ -21,6 +21,8 @@ pub struct Options {
     pub reservation_ttl_secs: u64,
     /// Point the cart at an inventory that does not answer.
     pub inventory_unreachable: bool,
+    /// Point the cart at this order service instead.
+    pub order_url: Option<String>,
 }
 
 impl Default for Options {
@@ -30,6 +32,7 @@ impl Default for Options {
             idle_secs: 900,
             reservation_ttl_secs: 900,
             inventory_unreachable: false,
+            order_url: None,
         }
     }
 }
@@ -104,9 +107,11 @@ impl Shop {
             },
             vendor_url: vendor.base_url.clone(),
             // Nothing listens on port 9: without an order service a checkout gets 503.
-            order_url: order
-                .as_ref()
-                .map_or("http://127.0.0.1:9".into(), |o| o.base_url.clone()),
+            order_url: options.order_url.clone().unwrap_or_else(|| {
+                order
+                    .as_ref()
+                    .map_or("http://127.0.0.1:9".into(), |o| o.base_url.clone())
+            }),
             call_timeout_ms: 5_000,
             tax_rate_bps: 2000,
             currency: "EUR".into(),

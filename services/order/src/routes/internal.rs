@@ -46,6 +46,7 @@ pub struct PaymentMethodRequest {
         (status = 403, description = "A service other than cart", body = Problem),
         (status = 409, description = "Another payment method is stored for the order", body = Problem),
         (status = 422, description = "Invalid fields", body = Problem),
+        (status = 503, description = "A new order while the saga is at its limit (`checkout-busy`, with Retry-After)", body = Problem),
     ))]
 pub async fn put_payment_method(
     State(orders): State<Orders>,
@@ -67,12 +68,27 @@ pub async fn put_payment_method(
             // Charged (or failed) already: the token is no longer needed.
             return Ok(StatusCode::NO_CONTENT);
         }
+    } else if !orders.admission.admit(&mut conn, &orders.metrics).await? {
+        // A new checkout while the saga is at its limit: shed it (the cart answers
+        // 503 with Retry-After and the client retries with the same key).
+        orders.metrics.shed.inc();
+        return Err(busy().into());
     }
     match db::put_payment_method(&mut conn, order_id, body.customer_id, body.cart_id, token).await?
     {
         Stored::Same => Ok(StatusCode::NO_CONTENT),
         Stored::Different => Err(conflict().into()),
     }
+}
+
+fn busy() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Checkout is busy: too many orders are being processed. Retry in a moment.",
+    )
+    .kind("checkout-busy")
+    .title("Checkout busy")
+    .header(axum::http::header::RETRY_AFTER, "1")
 }
 
 fn conflict() -> Problem {

@@ -31,6 +31,7 @@ pub fn settings() -> Settings {
         saga_soft_timeout_secs: 60,
         saga_hard_timeout_secs: 900,
         saga_concurrency: 8,
+        saga_max_in_flight: 100,
         payment_method_ttl_hours: 24,
     }
 }

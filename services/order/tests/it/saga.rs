@@ -353,3 +353,64 @@ async fn an_order_cancelled_while_it_waits_for_its_stock_is_refunded_and_stays_c
     .await;
     assert_eq!(h.read(&c).await["status"], "cancelled");
 }
+
+/// With no inventory answering, orders wait on their stock and fill the saga. At the
+/// limit (2 in flight here) a new checkout's payment hand-off is refused with 503,
+/// `checkout-busy` and Retry-After, and nothing is stored; a hand-off for an order
+/// already admitted is still taken. Once the queue drains, new checkouts are admitted
+/// again.
+#[tokio::test]
+async fn new_checkouts_are_shed_with_retry_after_while_the_saga_is_at_its_limit() {
+    let h = Harness::start_with(
+        order::Settings {
+            saga_max_in_flight: 2,
+            saga_hard_timeout_secs: 4,
+            ..settings()
+        },
+        false,
+    )
+    .await;
+    let line = [(Uuid::now_v7(), Uuid::now_v7(), 1)];
+    let first = h.checkout(&line, "tok_visa").await;
+    let second = h.checkout(&line, "tok_visa").await;
+    h.wait_status(&first, "paid").await;
+    h.wait_status(&second, "paid").await;
+    let third = h.checkout_event(&line);
+    let refused = h
+        .http
+        .put(h.url(&format!(
+            "/api/internal/orders/{}/payment-method",
+            third.order_id
+        )))
+        .bearer_auth(h.service_token(Service::Cart))
+        .json(&serde_json::json!({"customer_id": third.customer_id,
+            "cart_id": third.cart_id, "payment_token": "tok_visa"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["type"], "/problems/checkout-busy", "{body}");
+    let stored: i64 =
+        sqlx::query_scalar("select count(*) from payment_methods where order_id = $1")
+            .bind(third.order_id)
+            .fetch_one(&h.db)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0, "a refused hand-off stores nothing");
+    assert_eq!(
+        h.put_payment_method(&first, "tok_visa").await,
+        StatusCode::NO_CONTENT,
+        "an admitted order's hand-off is still taken"
+    );
+    assert!(h.metric("order_checkouts_shed_total").await >= 1.0);
+
+    // The two time out (hard timeout 4 s): the queue drains and checkouts come in again.
+    h.wait_status(&first, "rejected").await;
+    h.wait_status(&second, "rejected").await;
+    eventually("a new checkout admitted", WAIT, || async {
+        (h.put_payment_method(&third, "tok_visa").await == StatusCode::NO_CONTENT).then_some(())
+    })
+    .await;
+}
