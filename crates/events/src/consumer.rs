@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -50,9 +51,15 @@ pub const ROUTING_KEY_HEADER: &str = "x-original-routing-key";
 /// Why a handler did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// Worth retrying later (a dependency was down, a serialization conflict).
+    /// Worth retrying later (a serialization conflict, a deadlock): counts as one of the
+    /// message's attempts.
     #[error("{0:#}")]
     Transient(anyhow::Error),
+    /// A dependency cannot be reached (PostgreSQL, Redis down or refusing connections):
+    /// not the message's fault, so it costs the message no attempt. The consumer puts it
+    /// back and pauses until the dependency answers again, however long that takes.
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
     /// Will never succeed (invalid payload, broken invariant): dead-letter at once.
     #[error("{0:#}")]
     Permanent(anyhow::Error),
@@ -69,30 +76,47 @@ impl HandlerError {
 
 impl From<sqlx::Error> for HandlerError {
     fn from(e: sqlx::Error) -> Self {
-        let transient = match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Protocol(_) => true,
-            // Class 40: serialization failure, deadlock; 53: insufficient resources;
-            // 57: operator intervention (e.g. admin shutdown).
-            sqlx::Error::Database(db) => db
-                .code()
-                .is_some_and(|c| c.starts_with("40") || c.starts_with("53") || c.starts_with("57")),
-            _ => false,
+        let code = match &e {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
         };
-        if transient {
-            Self::Transient(e.into())
-        } else {
-            Self::Permanent(e.into())
+        match (&e, code.as_deref()) {
+            // PostgreSQL is away: no connection, a broken one, or the server going down.
+            (
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::Tls(_),
+                _,
+            ) => Self::Unavailable(e.into()),
+            // Class 08: connection exception; 57P01-57P03: admin or crash shutdown,
+            // cannot connect now; 53300: too many connections.
+            (_, Some(c)) if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+                Self::Unavailable(e.into())
+            }
+            // Class 40: serialization failure, deadlock; 53: insufficient resources;
+            // 57: other operator intervention (a cancelled statement).
+            (_, Some(c)) if c.starts_with("40") || c.starts_with("53") || c.starts_with("57") => {
+                Self::Transient(e.into())
+            }
+            _ => Self::Permanent(e.into()),
         }
     }
 }
 
 impl From<redis::RedisError> for HandlerError {
     fn from(e: redis::RedisError) -> Self {
-        Self::Transient(e.into())
+        if e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+        {
+            Self::Unavailable(e.into())
+        } else {
+            Self::Transient(e.into())
+        }
     }
 }
 
@@ -181,8 +205,12 @@ pub struct Consumer {
     /// Handlers running at once. Each holds a database connection for its transaction,
     /// so this stays below the pool size and HTTP handlers always find connections.
     pub concurrency: usize,
-    /// Longest one handler may run; then it counts as a transient failure.
+    /// Longest one handler may run; then it counts as a transient failure (or, when
+    /// PostgreSQL does not answer either, as a dependency that is down).
     pub handler_timeout: Duration,
+    /// Set while a dependency is down: the consumer takes no new deliveries until it
+    /// answers again.
+    dependency_down: std::sync::atomic::AtomicBool,
 }
 
 impl Consumer {
@@ -202,6 +230,7 @@ impl Consumer {
             prefetch: 32,
             concurrency,
             handler_timeout: Duration::from_secs(30),
+            dependency_down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -265,6 +294,18 @@ impl Consumer {
         let mut dlq_probe = tokio::time::interval(Duration::from_secs(10));
         let result = loop {
             while in_flight.try_join_next().is_some() {}
+            if self.dependency_down.load(Relaxed) {
+                // Take nothing new while a dependency is down; what was taken is put
+                // back (without costing an attempt). Resume once PostgreSQL answers.
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        let _ = channel.basic_cancel(&tag, BasicCancelOptions::default()).await;
+                        break Ok(());
+                    }
+                    () = self.wait_for_database() => {}
+                }
+                continue;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     let _ = channel.basic_cancel(&tag, BasicCancelOptions::default()).await;
@@ -293,6 +334,27 @@ impl Consumer {
             let _ = channel.close(200, "consumer stopped").await;
         }
         result
+    }
+
+    /// Whether PostgreSQL answers now (within two seconds).
+    async fn database_answers(&self) -> bool {
+        let probe = sqlx::query("select 1").execute(&self.pool);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Waits, probing with backoff, until PostgreSQL answers; then lets the consumer
+    /// take deliveries again.
+    async fn wait_for_database(&self) {
+        let mut delays = Delays::new(Duration::from_millis(100), Duration::from_secs(5));
+        while !self.database_answers().await {
+            tokio::time::sleep(delays.next_delay()).await;
+        }
+        if self.dependency_down.swap(false, Relaxed) {
+            tracing::info!(service = %self.service, "dependency answers again; consuming");
+        }
     }
 
     /// Updates the dead-letter gauge. On a channel of its own: a failed passive declare
@@ -420,6 +482,19 @@ impl Consumer {
                         .inc();
                     tracing::info!(handler = handler.name(), "already handled; skipping");
                 }
+                Err(HandlerError::Unavailable(e)) => {
+                    self.metrics
+                        .consumed
+                        .with_label_values(&labels("unavailable"))
+                        .inc();
+                    if !self.dependency_down.swap(true, Relaxed) {
+                        tracing::warn!(handler = handler.name(), error = %format!("{e:#}"), "a dependency is down; pausing the consumer until it answers");
+                    }
+                    // Back through the shortest delay, with the attempts it had: the
+                    // outage costs it nothing, however long it lasts.
+                    self.put_back(channel, delivery, attempts - 1).await;
+                    return;
+                }
                 Err(HandlerError::Transient(e))
                     if attempts < self.broker.topology().max_attempts() =>
                 {
@@ -437,7 +512,7 @@ impl Consumer {
                         .with_label_values(&labels("dead_lettered"))
                         .inc();
                     let reason = match &e {
-                        HandlerError::Transient(err) => {
+                        HandlerError::Transient(err) | HandlerError::Unavailable(err) => {
                             format!("gave up after {attempts} attempts: {err:#}")
                         }
                         HandlerError::Permanent(err) => format!("{err:#}"),
@@ -466,10 +541,16 @@ impl Consumer {
                 "handler panicked: {}",
                 panic_message(&panic)
             ))),
-            Err(_) => Err(HandlerError::transient(format!(
-                "handler timed out after {:?}",
-                self.handler_timeout
-            ))),
+            Err(_) => {
+                let why = format!("handler timed out after {:?}", self.handler_timeout);
+                if self.database_answers().await {
+                    Err(HandlerError::transient(why))
+                } else {
+                    Err(HandlerError::Unavailable(anyhow::anyhow!(
+                        "{why}; PostgreSQL does not answer"
+                    )))
+                }
+            }
         }
     }
 
@@ -507,6 +588,17 @@ impl Consumer {
         let step = topology
             .retry_step(attempts)
             .unwrap_or(topology.retry_delays.len().saturating_sub(1));
+        self.delay(channel, delivery, step, attempts).await;
+    }
+
+    /// Puts a delivery back through the shortest delay with the attempts it had.
+    async fn put_back(&self, channel: &Channel, delivery: &Delivery, attempts: u32) {
+        self.delay(channel, delivery, 0, attempts).await;
+    }
+
+    /// Republishes the delivery to the retry queue of `step`, recording `attempts`.
+    async fn delay(&self, channel: &Channel, delivery: &Delivery, step: usize, attempts: u32) {
+        let topology = self.broker.topology();
         let mut headers = headers_of(&delivery.properties);
         headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempts));
         let props = delivery.properties.clone().with_headers(headers);
