@@ -404,6 +404,62 @@ infra_redis_start() {
 
 # ------------------------------------------------------------------ RabbitMQ
 
+# Every quorum queue keeps files open, and the test suite declares a few hundred
+# (each expires two minutes after its test): with the 1024 descriptors a shell gives by
+# default the node runs out and stops accepting connections.
+INFRA_RABBIT_MIN_FILES=${INFRA_RABBIT_MIN_FILES:-8192}
+
+# Starts the node detached (it returns at once; the node boots in the background)
+# with as many file descriptors as the hard limit allows, up to 65536. Debian's
+# /usr/sbin/rabbitmq-server switches to the rabbitmq user through su, whose PAM
+# session puts the limit back to 1024; as root we switch with setpriv instead, which
+# keeps it.
+infra_rabbit_spawn() {
+    local hard inner=/usr/lib/rabbitmq/bin/rabbitmq-server
+    hard=$(ulimit -Hn)
+    [[ $hard == unlimited ]] && hard=65536
+    ((hard > 65536)) && hard=65536
+    if [[ $EUID -eq 0 && -x $inner ]] && id rabbitmq >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; then
+        (cd /var/lib/rabbitmq && ulimit -n "$hard" &&
+            HOME=/var/lib/rabbitmq setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups \
+                "$inner" -detached)
+    else
+        infra_as_root bash -c "ulimit -n $hard 2>/dev/null; exec rabbitmq-server -detached"
+    fi
+}
+
+# The running node's limit of open files, if it can be read.
+infra_rabbit_files_limit() {
+    local pid
+    pid=$(pgrep -f 'beam.smp.*rabbit' | head -n 1) || return 1
+    awk '/^Max open files/ {print $4}' "/proc/$pid/limits" 2>/dev/null
+}
+
+# A node that was started with too few descriptors (by hand, by an image's defaults) is
+# restarted once with more; not one that systemd manages (its unit sets LimitNOFILE).
+infra_rabbit_ensure_capacity() {
+    local limit
+    limit=$(infra_rabbit_files_limit) || return 0
+    [[ -n $limit && $limit != unlimited ]] || return 0
+    ((limit >= INFRA_RABBIT_MIN_FILES)) && return 0
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet rabbitmq-server 2>/dev/null; then
+        infra_info "RabbitMQ may open only $limit files; raise LimitNOFILE of rabbitmq-server.service"
+        return 0
+    fi
+    infra_info "restarting RabbitMQ with more open files (it had $limit; quorum queues need more)"
+    infra_as_root timeout 120 rabbitmqctl -q stop >/dev/null 2>&1 || true
+    local i
+    for ((i = 0; i < 60; i++)); do
+        infra_port_open "$INFRA_HOST" "$INFRA_AMQP_PORT" || break
+        sleep 1
+    done
+    infra_rabbit_spawn
+    infra_wait_port RabbitMQ "$INFRA_AMQP_PORT" 120
+    if ! infra_as_root timeout 120 rabbitmqctl -q await_startup >/dev/null; then
+        infra_die "RabbitMQ did not come back after the restart"
+    fi
+}
+
 infra_rabbit_start() {
     infra_port_open "$INFRA_HOST" "$INFRA_AMQP_PORT" && return 0
     command -v rabbitmq-server >/dev/null 2>&1 || infra_apt_install rabbitmq-server
@@ -412,8 +468,7 @@ infra_rabbit_start() {
     if ! infra_port_open "$INFRA_HOST" "$INFRA_AMQP_PORT" &&
         ! infra_try_systemctl rabbitmq-server; then
         infra_info "starting RabbitMQ"
-        # -detached returns at once; the node boots in the background.
-        infra_as_root rabbitmq-server -detached
+        infra_rabbit_spawn
     fi
     # The Erlang VM takes a while to boot, longer on a cold machine.
     infra_wait_port RabbitMQ "$INFRA_AMQP_PORT" 120
@@ -436,6 +491,7 @@ infra_ensure() {
     infra_pg_ensure_db
     infra_redis_start
     infra_rabbit_start
+    infra_rabbit_ensure_capacity
     infra_info "PostgreSQL :$INFRA_PG_PORT (db $INFRA_DB_NAME, role $INFRA_DB_USER: DATABASE_URL in $INFRA_DB_ENV), Redis :$INFRA_REDIS_PORT, RabbitMQ :$INFRA_AMQP_PORT are up"
 }
 
