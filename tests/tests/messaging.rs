@@ -110,6 +110,12 @@ static NO_MIGRATIONS: Migrator = Migrator::DEFAULT;
 
 impl Rig {
     async fn new() -> Self {
+        Self::with_broker(|b| b).await
+    }
+
+    /// With the broker handle adjusted first (e.g. its publishing connection sent
+    /// through a proxy).
+    async fn with_broker(adjust: impl FnOnce(Broker) -> Broker) -> Self {
         let env = TestEnv::new().with_quorum_queues();
         let config = env.config(Service::Customer);
         let db = connect_db(&config, &env.schema(Service::Customer), &NO_MIGRATIONS)
@@ -119,11 +125,11 @@ impl Rig {
             .execute(&db)
             .await
             .unwrap();
-        let broker = Broker::new(
+        let broker = adjust(Broker::new(
             config.amqp_url.clone(),
             config.topology(),
             Some(Service::Customer),
-        );
+        ));
         broker.connection().await.unwrap();
         Self {
             _env: env,
@@ -902,4 +908,112 @@ async fn a_database_outage_longer_than_the_retry_ladder_dead_letters_nothing() {
         assert_eq!(rig.effects(name).await, 1, "{name} handled once");
     }
     assert_eq!(rig.outcome("dead_lettered"), 0);
+}
+
+/// The broker's address, for a proxy in front of it.
+async fn broker_addr() -> std::net::SocketAddr {
+    let url = mp_common::CommonConfig::from_env().amqp_url;
+    let host_port = url
+        .split('@')
+        .next_back()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5672")
+        .to_owned();
+    tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+/// The broker stops answering the service's publishing connection (as RabbitMQ blocks
+/// publishers during a memory or disk alarm). The consumer is on a connection of its
+/// own: it keeps receiving, handling and acknowledging. (With one connection for both,
+/// its deliveries and acks stalled behind the blocked publisher.)
+#[tokio::test]
+async fn a_consumer_keeps_receiving_and_acking_while_publishing_is_blocked() {
+    let proxy = mp_test_support::proxy::PausableProxy::start(broker_addr().await).await;
+    let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let rig = Rig::with_broker(|b| b.with_publish_url(through_proxy)).await;
+    rig.start_consumer();
+    eventually(
+        "the consumer's connection",
+        Duration::from_secs(20),
+        || async { rig.broker.channel().await.ok() },
+    )
+    .await;
+    proxy.pause();
+
+    // Another publisher, on the broker directly: what other services would send.
+    let others = Broker::new(
+        mp_common::CommonConfig::from_env().amqp_url,
+        rig.broker.topology().clone(),
+        None,
+    );
+    let names: Vec<String> = (0..5).map(|i| format!("blocked-{i}")).collect();
+    for name in &names {
+        mp_test_support::publish(&others, Service::Vendor, vendor_created(name)).await;
+    }
+    for name in &names {
+        rig.wait_for_effect(name).await;
+    }
+    let channel = rig.broker.channel().await.unwrap();
+    eventually("every delivery acked", Duration::from_secs(20), || async {
+        let queue = channel
+            .queue_declare(
+                &rig.broker.topology().queue(Service::Customer),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .ok()?;
+        (queue.message_count() == 0).then_some(())
+    })
+    .await;
+    proxy.resume();
+}
+
+/// The consuming queue is gone (deleted by hand); an event bound for it is returned by
+/// RabbitMQ, not confirmed and dropped: it stays in the outbox, counted, and goes out
+/// once the queue is declared again. (Published without `mandatory`, it was confirmed
+/// and lost.)
+#[tokio::test]
+async fn an_event_whose_queue_is_missing_stays_unsent_until_the_queue_is_back() {
+    let rig = Rig::new().await;
+    // Every queue bound to vendor.created: the customer's and the notification service's.
+    let channel = rig.broker.channel().await.unwrap();
+    for service in [Service::Customer, Service::Notification] {
+        channel
+            .queue_delete(
+                &rig.broker.topology().queue(service),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+    rig.start_relay();
+    let id = rig.enqueue("homeless").await;
+    eventually("the event returned", Duration::from_secs(20), || async {
+        (rig.metrics.outbox_unroutable.get() >= 1).then_some(())
+    })
+    .await;
+    let unsent: bool = sqlx::query_scalar("select published_at is null from outbox where id = $1")
+        .bind(id)
+        .fetch_one(&rig.db)
+        .await
+        .unwrap();
+    assert!(unsent, "a returned event stays in the outbox");
+
+    let conn = rig.broker.connection().await.unwrap();
+    rig.broker
+        .topology()
+        .declare(&conn, Some(Service::Customer))
+        .await
+        .unwrap();
+    rig.start_consumer();
+    rig.wait_for_effect("homeless").await;
+    assert_eq!(rig.effects("homeless").await, 1);
 }

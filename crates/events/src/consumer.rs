@@ -211,10 +211,12 @@ pub struct Consumer {
     /// Set while a dependency is down: the consumer takes no new deliveries until it
     /// answers again.
     dependency_down: std::sync::atomic::AtomicBool,
+    publisher: Publisher,
 }
 
 impl Consumer {
     pub fn new(service: Service, broker: Broker, pool: PgPool, metrics: EventMetrics) -> Self {
+        let publisher_broker = broker.clone();
         // Half the pool, at least one: the other half serves HTTP requests.
         let concurrency = (pool.options().get_max_connections() as usize / 2).max(1);
         Self {
@@ -231,6 +233,10 @@ impl Consumer {
             concurrency,
             handler_timeout: Duration::from_secs(30),
             dependency_down: std::sync::atomic::AtomicBool::new(false),
+            publisher: Publisher {
+                broker: publisher_broker,
+                channel: tokio::sync::Mutex::new(None),
+            },
         }
     }
 
@@ -276,20 +282,20 @@ impl Consumer {
 
     async fn consume(self: Arc<Self>, shutdown: &CancellationToken) -> Result<(), lapin::Error> {
         let topology = self.broker.topology();
-        let channel = self.broker.confirm_channel().await?;
-        channel
-            .basic_qos(self.prefetch.max(1), BasicQosOptions::default())
-            .await?;
+        // Deliveries come on the consuming connection; retries and dead letters leave on
+        // the publishing one, so a broker that blocks publishers (a resource alarm)
+        // never holds up receiving and acknowledging.
+        let channel = self.broker.channel().await?;
+        timed(channel.basic_qos(self.prefetch.max(1), BasicQosOptions::default())).await?;
         let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
         let tag = format!("{}-{}", self.service, uuid::Uuid::new_v4());
-        let mut deliveries = channel
-            .basic_consume(
-                &topology.queue(self.service),
-                &tag,
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let mut deliveries = timed(channel.basic_consume(
+            &topology.queue(self.service),
+            &tag,
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ))
+        .await?;
         let mut in_flight = JoinSet::new();
         let mut dlq_probe = tokio::time::interval(Duration::from_secs(10));
         let result = loop {
@@ -311,16 +317,18 @@ impl Consumer {
                     let _ = channel.basic_cancel(&tag, BasicCancelOptions::default()).await;
                     break Ok(());
                 }
-                _ = dlq_probe.tick() => self.probe_dead_letters().await,
+                _ = dlq_probe.tick() => {
+                    // Bounded: a broker slow to answer must not stall the deliveries.
+                    let _ = tokio::time::timeout(Duration::from_secs(5), self.probe_dead_letters()).await;
+                }
                 next = deliveries.next() => match next {
                     Some(Ok(delivery)) => {
                         let Ok(slot) = slots.clone().acquire_owned().await else {
                             break Ok(());
                         };
                         let this = self.clone();
-                        let channel = channel.clone();
                         in_flight.spawn(async move {
-                            this.process(&channel, delivery).await;
+                            this.process(delivery).await;
                             drop(slot);
                         });
                     }
@@ -331,8 +339,9 @@ impl Consumer {
         };
         while in_flight.join_next().await.is_some() {}
         if result.is_ok() {
-            let _ = channel.close(200, "consumer stopped").await;
+            let _ = timed(channel.close(200, "consumer stopped")).await;
         }
+        self.publisher.close().await;
         result
     }
 
@@ -377,7 +386,9 @@ impl Consumer {
         }
     }
 
-    async fn process(&self, channel: &Channel, delivery: Delivery) {
+    /// Handles one delivery: its retries and dead letters leave on the publishing
+    /// connection, its ack on the delivery's own channel.
+    async fn process(&self, delivery: Delivery) {
         let attempts = header_u32(&delivery.properties, ATTEMPTS_HEADER).unwrap_or(0) + 1;
         let envelope: Envelope = match serde_json::from_slice(&delivery.data) {
             Ok(e) => e,
@@ -389,7 +400,6 @@ impl Consumer {
                     .inc();
                 tracing::error!(error = %e, routing_key = %key, "malformed message; dead-lettering");
                 self.dead_letter(
-                    channel,
                     &delivery,
                     attempts,
                     None,
@@ -410,19 +420,13 @@ impl Consumer {
             attempt = attempts,
         );
         ctx.scope(
-            self.dispatch(channel, &delivery, &envelope, attempts)
+            self.dispatch(&delivery, &envelope, attempts)
                 .instrument(span),
         )
         .await;
     }
 
-    async fn dispatch(
-        &self,
-        channel: &Channel,
-        delivery: &Delivery,
-        envelope: &Envelope,
-        attempts: u32,
-    ) {
+    async fn dispatch(&self, delivery: &Delivery, envelope: &Envelope, attempts: u32) {
         if let Some(&publisher) = self.publishers.get(envelope.event_type.as_str())
             && publisher.as_str() != envelope.source
         {
@@ -435,8 +439,7 @@ impl Consumer {
                 envelope.event_type, envelope.source
             );
             tracing::error!(reason = %reason, "dead-lettering");
-            self.dead_letter(channel, delivery, attempts, None, &reason)
-                .await;
+            self.dead_letter(delivery, attempts, None, &reason).await;
             return;
         }
         let Some(handlers) = self.handlers.get(envelope.event_type.as_str()) else {
@@ -492,7 +495,7 @@ impl Consumer {
                     }
                     // Back through the shortest delay, with the attempts it had: the
                     // outage costs it nothing, however long it lasts.
-                    self.put_back(channel, delivery, attempts - 1).await;
+                    self.put_back(delivery, attempts - 1).await;
                     return;
                 }
                 Err(HandlerError::Transient(e))
@@ -503,7 +506,7 @@ impl Consumer {
                         .with_label_values(&labels("retried"))
                         .inc();
                     tracing::warn!(handler = handler.name(), error = %format!("{e:#}"), "transient failure; retrying later");
-                    self.retry(channel, delivery, attempts).await;
+                    self.retry(delivery, attempts).await;
                     return;
                 }
                 Err(e) => {
@@ -518,7 +521,7 @@ impl Consumer {
                         HandlerError::Permanent(err) => format!("{err:#}"),
                     };
                     tracing::error!(handler = handler.name(), reason = %reason, "dead-lettering");
-                    self.dead_letter(channel, delivery, attempts, Some(handler.name()), &reason)
+                    self.dead_letter(delivery, attempts, Some(handler.name()), &reason)
                         .await;
                     return;
                 }
@@ -583,27 +586,27 @@ impl Consumer {
         Ok(Outcome::Done)
     }
 
-    async fn retry(&self, channel: &Channel, delivery: &Delivery, attempts: u32) {
+    async fn retry(&self, delivery: &Delivery, attempts: u32) {
         let topology = self.broker.topology();
         let step = topology
             .retry_step(attempts)
             .unwrap_or(topology.retry_delays.len().saturating_sub(1));
-        self.delay(channel, delivery, step, attempts).await;
+        self.delay(delivery, step, attempts).await;
     }
 
     /// Puts a delivery back through the shortest delay with the attempts it had.
-    async fn put_back(&self, channel: &Channel, delivery: &Delivery, attempts: u32) {
-        self.delay(channel, delivery, 0, attempts).await;
+    async fn put_back(&self, delivery: &Delivery, attempts: u32) {
+        self.delay(delivery, 0, attempts).await;
     }
 
     /// Republishes the delivery to the retry queue of `step`, recording `attempts`.
-    async fn delay(&self, channel: &Channel, delivery: &Delivery, step: usize, attempts: u32) {
+    async fn delay(&self, delivery: &Delivery, step: usize, attempts: u32) {
         let topology = self.broker.topology();
         let mut headers = headers_of(&delivery.properties);
         headers.insert(ATTEMPTS_HEADER.into(), AMQPValue::LongUInt(attempts));
         let props = delivery.properties.clone().with_headers(headers);
         republish(
-            channel,
+            &self.publisher,
             delivery,
             &topology.service_exchange(self.service),
             &Topology::retry_key(step),
@@ -614,7 +617,6 @@ impl Consumer {
 
     async fn dead_letter(
         &self,
-        channel: &Channel,
         delivery: &Delivery,
         attempts: u32,
         handler: Option<&str>,
@@ -638,7 +640,7 @@ impl Consumer {
         );
         let props = delivery.properties.clone().with_headers(headers);
         republish(
-            channel,
+            &self.publisher,
             delivery,
             &self.broker.topology().service_exchange(self.service),
             Topology::DEAD_LETTER_KEY,
@@ -653,26 +655,26 @@ impl Consumer {
 /// original is requeued after a pause (never at once, which would loop hot), so nothing
 /// is lost.
 async fn republish(
-    channel: &Channel,
+    publisher: &Publisher,
     delivery: &Delivery,
     exchange: &str,
     routing_key: &str,
     props: BasicProperties,
 ) {
     let publish = || async {
-        let confirm = channel
-            .basic_publish(
-                exchange,
-                routing_key,
-                // Unroutable (a missing binding) comes back instead of vanishing.
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &delivery.data,
-                props.clone(),
-            )
-            .await?;
+        let channel = publisher.channel().await?;
+        let confirm = timed(channel.basic_publish(
+            exchange,
+            routing_key,
+            // Unroutable (a missing binding) comes back instead of vanishing.
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &delivery.data,
+            props.clone(),
+        ))
+        .await?;
         match tokio::time::timeout(REPUBLISH_TIMEOUT, confirm).await {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
             Ok(Ok(Confirmation::Ack(Some(_)))) => Err(anyhow::anyhow!(
@@ -680,12 +682,15 @@ async fn republish(
             )),
             Ok(Ok(_)) => Err(anyhow::anyhow!("the broker refused the message")),
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(anyhow::anyhow!("no confirm within {REPUBLISH_TIMEOUT:?}")),
+            Err(_) => {
+                // A channel that does not confirm may sit behind a blocked connection.
+                publisher.discard().await;
+                Err(anyhow::anyhow!("no confirm within {REPUBLISH_TIMEOUT:?}"))
+            }
         }
     };
     let confirmed = publish
         .retry(policy(Duration::from_millis(100), Duration::from_secs(2)).with_max_times(3))
-        .when(|_| channel.status().connected())
         .await;
     match confirmed {
         Ok(()) => ack(delivery).await,
@@ -702,7 +707,54 @@ async fn republish(
     }
 }
 
+/// The consumer's channel for retries and dead letters, on the publishing connection:
+/// opened when first needed, and again after it broke or stopped confirming.
+struct Publisher {
+    broker: Broker,
+    channel: tokio::sync::Mutex<Option<Channel>>,
+}
+
+impl Publisher {
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        let mut current = self.channel.lock().await;
+        if let Some(ch) = current.as_ref().filter(|ch| ch.status().connected()) {
+            return Ok(ch.clone());
+        }
+        let fresh = self.broker.confirm_channel().await?;
+        *current = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    async fn discard(&self) {
+        if let Some(ch) = self.channel.lock().await.take() {
+            tokio::spawn(async move {
+                let _ = timed(ch.close(200, "stopped confirming")).await;
+            });
+        }
+    }
+
+    async fn close(&self) {
+        if let Some(ch) = self.channel.lock().await.take() {
+            let _ = timed(ch.close(200, "consumer stopped")).await;
+        }
+    }
+}
+
 const REPUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for the broker's answer to a channel operation.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `op` bounded by [`BROKER_TIMEOUT`].
+async fn timed<T>(op: impl Future<Output = Result<T, lapin::Error>>) -> Result<T, lapin::Error> {
+    tokio::time::timeout(BROKER_TIMEOUT, op)
+        .await
+        .map_err(|_| {
+            lapin::Error::IOError(Arc::new(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the broker did not answer",
+            )))
+        })?
+}
 const REQUEUE_PAUSE: Duration = Duration::from_secs(2);
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

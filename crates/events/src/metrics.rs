@@ -8,6 +8,7 @@ use prometheus::{
 pub struct EventMetrics {
     pub outbox_published: IntCounter,
     pub outbox_publish_failures: IntCounter,
+    pub outbox_unroutable: IntCounter,
     pub outbox_pending: IntGauge,
     pub outbox_oldest_pending_seconds: IntGauge,
     pub outbox_publish_seconds: Histogram,
@@ -27,6 +28,11 @@ impl EventMetrics {
             outbox_publish_failures: IntCounter::new(
                 "outbox_publish_failures_total",
                 "Relay batches that failed to publish (left for the next attempt).",
+            )?,
+            outbox_unroutable: IntCounter::new(
+                "outbox_unroutable_total",
+                "Events RabbitMQ returned because no queue is bound for them although the \
+                 catalog names consumers (kept unsent and tried again).",
             )?,
             outbox_pending: IntGauge::new("outbox_pending", "Events written to the outbox and not yet published.")?,
             outbox_oldest_pending_seconds: IntGauge::new(
@@ -61,6 +67,7 @@ impl EventMetrics {
         };
         registry.register(Box::new(m.outbox_published.clone()))?;
         registry.register(Box::new(m.outbox_publish_failures.clone()))?;
+        registry.register(Box::new(m.outbox_unroutable.clone()))?;
         registry.register(Box::new(m.outbox_pending.clone()))?;
         registry.register(Box::new(m.outbox_oldest_pending_seconds.clone()))?;
         registry.register(Box::new(m.outbox_publish_seconds.clone()))?;

@@ -99,6 +99,8 @@ pub enum RelayError {
     Broker(#[from] lapin::Error),
     #[error("broker did not confirm event {0}")]
     NotConfirmed(Uuid),
+    #[error("no queue is bound for event {0} ({1}), which the catalog says is consumed")]
+    Unroutable(Uuid, String),
     #[error("broker did not confirm within {0:?} (is it blocking publishers?)")]
     TimedOut(Duration),
 }
@@ -149,6 +151,8 @@ pub struct Relay {
     pool: PgPool,
     broker: Broker,
     metrics: EventMetrics,
+    /// Event types the catalog names consumers for.
+    consumed: std::collections::HashSet<&'static str>,
     pub settings: RelaySettings,
 }
 
@@ -158,6 +162,11 @@ impl Relay {
             pool,
             broker,
             metrics,
+            consumed: crate::catalog::catalog()
+                .iter()
+                .filter(|spec| !spec.consumers.is_empty())
+                .map(|spec| spec.event_type)
+                .collect(),
             settings: RelaySettings::default(),
         }
     }
@@ -195,30 +204,45 @@ impl Relay {
         Ok(rows)
     }
 
-    /// Publishes rows and waits for RabbitMQ to confirm every one.
-    pub async fn publish(&self, channel: &Channel, rows: &[OutboxRow]) -> Result<(), RelayError> {
+    /// Publishes rows and waits for RabbitMQ to confirm every one. An event that the
+    /// catalog says is consumed is published `mandatory`: if no queue is bound for it
+    /// (a queue deleted by hand, a binding missing), RabbitMQ returns it instead of
+    /// confirming and dropping it, and it stays unsent. (Events nobody consumes, such as
+    /// `cart.created`, have no queue by design.)
+    /// Answers the `seq`s of the rows RabbitMQ returned.
+    pub async fn publish(
+        &self,
+        channel: &Channel,
+        rows: &[OutboxRow],
+    ) -> Result<Vec<i64>, RelayError> {
         let exchange = self.broker.topology().exchange();
         let mut confirms = Vec::with_capacity(rows.len());
         for row in rows {
             let body = serde_json::to_vec(&row.envelope.0).expect("an envelope serializes");
+            let mandatory = self.consumed.contains(row.event_type.as_str());
             let confirm = channel
                 .basic_publish(
                     &exchange,
                     &row.event_type,
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions {
+                        mandatory,
+                        ..Default::default()
+                    },
                     &body,
                     properties(&row.envelope),
                 )
                 .await?;
-            confirms.push((row.id, confirm));
+            confirms.push((row, confirm));
         }
-        for (id, confirm) in confirms {
+        let mut returned = Vec::new();
+        for (row, confirm) in confirms {
             match confirm.await? {
-                Confirmation::Ack(_) => {}
-                _ => return Err(RelayError::NotConfirmed(id)),
+                Confirmation::Ack(None) => {}
+                Confirmation::Ack(Some(_)) => returned.push(row.seq),
+                _ => return Err(RelayError::NotConfirmed(row.id)),
             }
         }
-        Ok(())
+        Ok(returned)
     }
 
     async fn mark_published(&self, rows: &[OutboxRow]) -> Result<(), sqlx::Error> {
@@ -261,16 +285,30 @@ impl Relay {
                 Ok(r) => r,
                 Err(_) => Err(RelayError::TimedOut(s.publish_timeout)),
             };
-        if let Err(e) = published {
-            self.unclaim(&rows).await;
-            return Err(e);
-        }
-        self.mark_published(&rows).await?;
+        let returned = match published {
+            Ok(returned) => returned,
+            Err(e) => {
+                self.unclaim(&rows).await;
+                return Err(e);
+            }
+        };
+        let (sent, unroutable): (Vec<OutboxRow>, Vec<OutboxRow>) =
+            rows.into_iter().partition(|r| !returned.contains(&r.seq));
+        self.mark_published(&sent).await?;
         self.metrics
             .outbox_publish_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.outbox_published.inc_by(rows.len() as u64);
-        Ok(rows.len())
+        self.metrics.outbox_published.inc_by(sent.len() as u64);
+        if let Some(first) = unroutable.first() {
+            // Kept unsent, tried again after a backoff: the queue may come back (a
+            // service starting declares every queue).
+            self.metrics
+                .outbox_unroutable
+                .inc_by(unroutable.len() as u64);
+            self.unclaim(&unroutable).await;
+            return Err(RelayError::Unroutable(first.id, first.event_type.clone()));
+        }
+        Ok(sent.len())
     }
 
     async fn open_channel(&self) -> Result<Channel, RelayError> {

@@ -167,7 +167,8 @@ impl TestEnv {
     /// Forces RabbitMQ to close `service`'s connection in this environment, as a broker
     /// restart would (other tests' connections are untouched).
     pub async fn drop_broker_connection(&self, service: Service) {
-        let name = format!("\"{}.{}\"", self.base.amqp_prefix, service);
+        // Both of the service's connections: "<prefix>.<service>.publish" and ".consume".
+        let name = format!("\"{}.{}.", self.base.amqp_prefix, service);
         let out = tokio::task::spawn_blocking(|| {
             std::process::Command::new("rabbitmqctl")
                 .args([
