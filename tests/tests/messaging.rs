@@ -1017,3 +1017,49 @@ async fn an_event_whose_queue_is_missing_stays_unsent_until_the_queue_is_back() 
     rig.wait_for_effect("homeless").await;
     assert_eq!(rig.effects("homeless").await, 1);
 }
+
+/// One dead letter, inspected 25 times (`dlq list` takes it and puts it back each time):
+/// it is still there, and the dead-letter queue is a classic queue, which counts no
+/// deliveries. (A quorum DLQ counts each return, and RabbitMQ 4 drops a message after
+/// its default limit of 20, without a word.)
+#[tokio::test]
+async fn a_dead_letter_inspected_25_times_is_still_there() {
+    let rig = Rig::new().await;
+    rig.script.lock().unwrap().permanent.push("poison".into());
+    rig.start_relay();
+    rig.start_consumer();
+    rig.enqueue("poison").await;
+    eventually("the dead letter", Duration::from_secs(20), || async {
+        (rig.dead_letters().await.len() == 1).then_some(())
+    })
+    .await;
+    for inspection in 1..=25 {
+        let letters = rig.dead_letters().await;
+        assert_eq!(letters.len(), 1, "inspection {inspection}");
+        assert!(
+            letters[0]
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains("poison")
+        );
+    }
+    let queue = rig.broker.topology().dead_letter_queue(Service::Customer);
+    let listing = tokio::task::spawn_blocking(|| {
+        std::process::Command::new("rabbitmqctl")
+            .args(["list_queues", "name", "type", "-q", "--no-table-headers"])
+            .output()
+            .expect("rabbitmqctl runs")
+    })
+    .await
+    .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let kind = listing
+        .lines()
+        .find_map(|l| {
+            let mut fields = l.split_whitespace();
+            (fields.next() == Some(queue.as_str())).then(|| fields.next().map(str::to_owned))
+        })
+        .flatten();
+    assert_eq!(kind.as_deref(), Some("classic"), "{listing}");
+}

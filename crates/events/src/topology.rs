@@ -153,6 +153,25 @@ impl Topology {
         args
     }
 
+    /// The dead-letter queue: a classic queue, whatever the other queues are. Inspecting
+    /// dead letters (`dlq list`, a redrive that leaves some) takes them and puts them back;
+    /// a quorum queue counts each such return as a delivery and RabbitMQ 4 drops a message
+    /// after 20 (its default delivery limit), silently. A classic queue counts nothing.
+    fn dead_letter_queue_args(&self) -> FieldTable {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(LongString::from("classic")),
+        );
+        if let Some(expires) = self.queue_expires {
+            args.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(expires.as_millis() as i64),
+            );
+        }
+        args
+    }
+
     /// A main queue: dead-letters into the service's DLQ, and (quorum) after
     /// `delivery_limit` deliveries, so nothing that keeps failing is dropped or loops.
     fn main_queue_args(&self, service: Service) -> FieldTable {
@@ -319,9 +338,17 @@ impl Topology {
                     .await?;
             }
             let dlq = self.dead_letter_queue(service);
-            channel
-                .queue_declare(&dlq, durable, self.queue_args())
-                .await?;
+            match channel
+                .queue_declare(&dlq, durable, self.dead_letter_queue_args())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_precondition_failed(&e) => {
+                    tracing::warn!(queue = %dlq, error = %e, "the dead-letter queue exists as a quorum queue (an older version); RabbitMQ 4 drops its messages after 20 inspections: move them out and delete it, and it is declared again as a classic queue");
+                    channel = connection.create_channel().await?;
+                }
+                Err(e) => return Err(e),
+            }
             channel
                 .queue_bind(
                     &dlq,
