@@ -166,6 +166,7 @@ impl Carts {
     /// the cart checked out with its event and the key's final response.
     async fn hand_over(&self, cart: &Cart, input: &CheckoutInput, order_id: Uuid) -> ApiResult<()> {
         let items = self.items(cart.id).await?;
+        self.check_catalog(cart, &items).await?;
         let confirmations = items.iter().map(|i| async move {
             (
                 i,
@@ -318,6 +319,84 @@ fn busy() -> Problem {
     .kind("checkout-busy")
     .title("Checkout busy")
     .header(axum::http::header::RETRY_AFTER, "1")
+}
+
+impl Carts {
+    /// What the catalog says now of each line: a product taken off sale refuses the
+    /// checkout (409 `lines-unavailable`, naming it); a price that moved since the
+    /// customer saw it (the line's price when added, or when last accepted) refuses it
+    /// once (409 `prices-changed`, old and new price per line), and the cart takes the
+    /// new prices, so the same request sent again checks out at them.
+    async fn check_catalog(&self, cart: &Cart, items: &[db::Item]) -> ApiResult<()> {
+        let catalog = join_all(items.iter().map(|i| self.clients.product(i.product_id))).await;
+        let (mut off_sale, mut repriced) = (Vec::new(), Vec::new());
+        for (item, product) in items.iter().zip(catalog) {
+            match product? {
+                Some(p) if p.active => {
+                    let now =
+                        if p.price.currency == cart.currency && p.revision >= item.price_revision {
+                            p.price.amount
+                        } else {
+                            item.unit_price
+                        };
+                    if now != item.added_price {
+                        repriced.push((item, now, p.revision.max(item.price_revision)));
+                    }
+                }
+                _ => off_sale.push(json!({
+                    "product_id": item.product_id,
+                    "name": item.name,
+                    "requested": item.quantity,
+                    "available": 0,
+                    "active": false,
+                })),
+            }
+        }
+        if !off_sale.is_empty() {
+            let names: Vec<_> = off_sale.iter().filter_map(|l| l["name"].as_str()).collect();
+            return Err(Problem::conflict(
+                "lines-unavailable",
+                format!(
+                    "These products are no longer for sale: {}. Remove them and retry.",
+                    names.join(", ")
+                ),
+            )
+            .title("Lines unavailable")
+            .with("lines", off_sale)
+            .into());
+        }
+        if repriced.is_empty() {
+            return Ok(());
+        }
+        let accepted: Vec<(Uuid, i64, i64)> = repriced
+            .iter()
+            .map(|(item, price, revision)| (item.product_id, *price, *revision))
+            .collect();
+        db::accept_prices(&mut *self.db.acquire().await?, cart.id, &accepted).await?;
+        let lines: Vec<_> = repriced
+            .iter()
+            .map(|(item, price, _)| {
+                json!({
+                    "product_id": item.product_id,
+                    "name": item.name,
+                    "old_price": Money::new(item.added_price, &cart.currency),
+                    "new_price": Money::new(*price, &cart.currency),
+                })
+            })
+            .collect();
+        let names: Vec<_> = repriced.iter().map(|(i, _, _)| i.name.as_str()).collect();
+        Err(Problem::conflict(
+            "prices-changed",
+            format!(
+                "The prices of these lines changed since they were added: {}. The cart now \
+                 shows the new prices; send the checkout again to accept them.",
+                names.join(", ")
+            ),
+        )
+        .title("Prices changed")
+        .with("lines", lines)
+        .into())
+    }
 }
 
 fn cart_changed() -> Problem {

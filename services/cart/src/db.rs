@@ -276,6 +276,29 @@ pub async fn abandon_idle(
 /// Applies a product's new name and price to the lines of open carts that hold an
 /// older revision of it. Lines in another currency keep their price. Returns how many
 /// lines changed.
+/// Takes the catalog's current price of lines as the one the customer has now seen
+/// (`added_price` too, so the cart no longer flags them as changed).
+pub async fn accept_prices(
+    conn: &mut PgConnection,
+    cart_id: Uuid,
+    lines: &[(Uuid, i64, i64)],
+) -> sqlx::Result<()> {
+    for &(product_id, price, revision) in lines {
+        sqlx::query(
+            "update cart_items set unit_price = $3, added_price = $3,
+                 price_revision = greatest(price_revision, $4), updated_at = now()
+             where cart_id = $1 and product_id = $2",
+        )
+        .bind(cart_id)
+        .bind(product_id)
+        .bind(price)
+        .bind(revision)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 pub async fn refresh_prices(
     conn: &mut PgConnection,
     product_id: Uuid,

@@ -381,7 +381,7 @@ const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
         (status = 400, description = "No Idempotency-Key, or one that is not 1 to 255 visible ASCII characters", body = Problem),
         (status = 401, body = Problem),
         (status = 404, body = Problem),
-        (status = 409, description = "In progress under this key, the cart is not open or empty, or lines cannot be held (`lines`)", body = Problem),
+        (status = 409, description = "In progress under this key, the cart is not open or empty, lines cannot be held or are off sale (`lines-unavailable`, with `lines`), or prices changed since they were added (`prices-changed`, `lines` with `old_price` and `new_price`: the cart takes the new prices, and the same request again accepts them)", body = Problem),
         (status = 422, description = "Invalid fields, or the key was used with another body", body = Problem),
         (status = 503, description = "A dependency is down, or checkout is busy (`checkout-busy`: the saga is at its limit); nothing changed, retry with the same key after Retry-After", body = Problem),
     ))]

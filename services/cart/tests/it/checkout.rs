@@ -364,3 +364,84 @@ async fn a_checkout_while_the_saga_is_busy_is_a_503_with_retry_after_and_changes
             .all(|(event_type, _)| event_type != "cart.checkout")
     );
 }
+
+/// The vendor changes a line's price after it was added: the checkout is refused once
+/// with 409 `prices-changed`, naming the line with its old and new price, and the cart
+/// now shows the new price; the same request sent again checks out at it. A product
+/// taken off sale meanwhile refuses the checkout, naming it. (The checkout charged the
+/// refreshed price without a word, and sold a deactivated product that was in a cart,
+/// since renewing a reservation never asks whether the product is still for sale.)
+#[tokio::test]
+async fn a_changed_price_is_shown_before_it_is_charged_and_an_off_sale_product_is_refused() {
+    let shop = Shop::with_order().await;
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let mug = shop.product(1299, 10).await;
+    let (status, body) = shop.add(&token, cart_id, mug.id, 2).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = shop
+        .vendor
+        .call(
+            Method::PATCH,
+            &format!("/api/products/{}", mug.id),
+            Some(&mug.owner),
+            Some(json!({"price": {"amount": 1499, "currency": "EUR"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let body = checkout_body("tok_visa");
+    let (status, _, problem) = shop
+        .checkout(&token, cart_id, Some("reprice-1"), &body)
+        .await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    assert_eq!(problem["type"], "/problems/prices-changed", "{problem}");
+    let line = &problem["lines"][0];
+    assert_eq!(line["product_id"], mug.id.to_string());
+    assert_eq!(
+        line["old_price"],
+        json!({"amount": 1299, "currency": "EUR"})
+    );
+    assert_eq!(
+        line["new_price"],
+        json!({"amount": 1499, "currency": "EUR"})
+    );
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["items"][0]["unit_price"]["amount"], 1499, "{cart}");
+
+    let (status, _, accepted) = shop
+        .checkout(&token, cart_id, Some("reprice-1"), &body)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["subtotal"]["amount"], 2 * 1499, "{cart}");
+
+    // Another customer's cart holds a mug that is then taken off sale.
+    let (_, token) = shop.customer();
+    let cart_id = shop.open_cart(&token).await;
+    let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = shop
+        .vendor
+        .call(
+            Method::PATCH,
+            &format!("/api/products/{}", mug.id),
+            Some(&mug.owner),
+            Some(json!({"active": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, problem) = shop
+        .checkout(
+            &token,
+            cart_id,
+            Some("off-sale-1"),
+            &checkout_body("tok_visa"),
+        )
+        .await;
+    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    assert_eq!(problem["type"], "/problems/lines-unavailable", "{problem}");
+    assert_eq!(problem["lines"][0]["product_id"], mug.id.to_string());
+    let (_, cart) = shop.get_cart(&token, cart_id).await;
+    assert_eq!(cart["status"], "open");
+}
