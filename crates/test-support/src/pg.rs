@@ -35,3 +35,24 @@ pub async fn wait_until_blocked(pool: &PgPool, pid: i32) {
     )
     .await
 }
+
+/// Waits (up to 30 s) until `n` sessions named `application_name` (a service's pool
+/// names its sessions after its schema) wait on a lock.
+pub async fn wait_until_sessions_blocked(pool: &PgPool, application_name: &str, n: i64) {
+    eventually(
+        &format!("{n} session(s) of {application_name} to wait on a lock"),
+        Duration::from_secs(30),
+        || async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity
+                 where application_name = $1 and wait_event_type = 'Lock'",
+            )
+            .bind(application_name)
+            .fetch_one(pool)
+            .await
+            .expect("pg_stat_activity");
+            (waiting >= n).then_some(())
+        },
+    )
+    .await
+}

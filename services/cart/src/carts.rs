@@ -408,7 +408,7 @@ impl Carts {
 
     /// After a change lost the race with abandonment, gives back what it just reserved.
     /// (A checked-out cart's reservations belong to its order: never released here.)
-    async fn release_if_abandoned(&self, cart_id: Uuid, product_id: Uuid) {
+    pub(crate) async fn release_if_abandoned(&self, cart_id: Uuid, product_id: Uuid) {
         let abandoned = match self.db.acquire().await {
             Ok(mut conn) => db::cart(&mut conn, cart_id)
                 .await

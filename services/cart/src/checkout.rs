@@ -147,10 +147,7 @@ impl Carts {
 
         // 2.-4. with the key held; any failure gives it back for a retry.
         match self.hand_over(cart, &input, order_id).await {
-            Ok(()) => Ok(Accepted {
-                order_id,
-                replayed: false,
-            }),
+            Ok(replayed) => Ok(Accepted { order_id, replayed }),
             Err(e) => {
                 if let Ok(mut conn) = self.db.acquire().await
                     && let Err(le) = db::lease_request(&mut conn, customer_id, key, 0.0).await
@@ -164,7 +161,15 @@ impl Carts {
 
     /// Re-confirms every line, hands the payment token to the order service, then marks
     /// the cart checked out with its event and the key's final response.
-    async fn hand_over(&self, cart: &Cart, input: &CheckoutInput, order_id: Uuid) -> ApiResult<()> {
+    /// Answers `true` when another request with this key (one whose lease ran out
+    /// while it was still going, and which this one took over) checked the cart out
+    /// first: its answer is this one's.
+    async fn hand_over(
+        &self,
+        cart: &Cart,
+        input: &CheckoutInput,
+        order_id: Uuid,
+    ) -> ApiResult<bool> {
         let items = self.items(cart.id).await?;
         self.check_catalog(cart, &items).await?;
         let confirmations = items.iter().map(|i| async move {
@@ -250,7 +255,21 @@ impl Carts {
         }
 
         let mut tx = self.db.begin().await?;
-        let locked = self.lock_open(&mut tx, cart.id).await?;
+        let locked = match db::cart_for_update(&mut tx, cart.id).await? {
+            Some(c) if is_open(&c) => c,
+            // The same key's other request got here first: its 202 is ours.
+            Some(c) if c.order_id == Some(order_id) => return Ok(true),
+            Some(c) => {
+                drop(tx);
+                // Abandoned while this request re-reserved its lines: give them back,
+                // or they would hold stock until their TTL.
+                for product_id in confirmed.keys() {
+                    self.release_if_abandoned(cart.id, *product_id).await;
+                }
+                return Err(not_open(&c).into());
+            }
+            None => return Err(Problem::not_found("Cart").into()),
+        };
         let items = db::items(&mut tx, cart.id).await?;
         if items.is_empty() {
             return Err(empty().into());
@@ -301,7 +320,7 @@ impl Carts {
         .await?;
         tx.commit().await?;
         tracing::info!(cart_id = %cart.id, %order_id, "cart checked out");
-        Ok(())
+        Ok(false)
     }
 }
 

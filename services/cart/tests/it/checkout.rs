@@ -445,3 +445,94 @@ async fn a_changed_price_is_shown_before_it_is_charged_and_an_off_sale_product_i
     let (_, cart) = shop.get_cart(&token, cart_id).await;
     assert_eq!(cart["status"], "open");
 }
+
+/// Holds the cart's row locked in a transaction of the test's, so that a checkout
+/// stops at its final step (which locks the cart) until the test lets it go.
+async fn hold_cart(
+    shop: &Shop,
+    cart_id: Uuid,
+) -> (sqlx::Transaction<'static, sqlx::Postgres>, String) {
+    let mut tx = shop.db.begin().await.unwrap();
+    sqlx::query("select id from carts where id = $1 for update")
+        .bind(cart_id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let schema: String = sqlx::query_scalar("select current_schema()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    (tx, schema)
+}
+
+/// Request A takes longer than its key's lease (held at its last step); the client
+/// retries with the same key and body, B takes the key over and goes on too. Whichever
+/// finishes first checks the cart out; the other finds the cart checked out with the
+/// key's own order and answers the same 202. (The loser answered 409 cart-checked-out.)
+#[tokio::test]
+async fn a_retry_that_takes_over_a_slow_request_after_its_lease_gets_the_same_202() {
+    let shop = std::sync::Arc::new(Shop::with_order().await);
+    let (_, token, cart_id, _) = filled_cart(&shop).await;
+    let body = checkout_body("tok_visa");
+    let (held, schema) = hold_cart(&shop, cart_id).await;
+
+    let send = |shop: std::sync::Arc<Shop>, token: String, body: Value| {
+        tokio::spawn(async move { shop.checkout(&token, cart_id, Some("slow"), &body).await })
+    };
+    let first = send(shop.clone(), token.clone(), body.clone());
+    mp_test_support::pg::wait_until_sessions_blocked(&shop.db, &schema, 1).await;
+    // A's lease runs out while it is still going.
+    sqlx::query("update checkout_requests set locked_until = now() - interval '1 second'")
+        .execute(&shop.db)
+        .await
+        .unwrap();
+    let second = send(shop.clone(), token.clone(), body.clone());
+    mp_test_support::pg::wait_until_sessions_blocked(&shop.db, &schema, 2).await;
+    held.rollback().await.unwrap();
+
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(a.0, StatusCode::ACCEPTED, "{}", a.2);
+    assert_eq!(b.0, StatusCode::ACCEPTED, "{}", b.2);
+    assert_eq!(a.2["order_id"], b.2["order_id"], "one order");
+    let checkouts = shop
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(event_type, _)| event_type == "cart.checkout")
+        .count();
+    assert_eq!(checkouts, 1);
+}
+
+/// The cart is abandoned (idle) while a checkout re-reserves its lines; the checkout
+/// then finds it abandoned and gives back what it just reserved, instead of holding
+/// the stock for the reservation's TTL.
+#[tokio::test]
+async fn a_checkout_that_loses_to_abandonment_gives_its_reservations_back() {
+    let shop = std::sync::Arc::new(Shop::with_order().await);
+    let (_, token, cart_id, mug) = filled_cart(&shop).await;
+    let (mut held, schema) = hold_cart(&shop, cart_id).await;
+    let checkout = {
+        let shop = shop.clone();
+        tokio::spawn(async move {
+            shop.checkout(&token, cart_id, Some("late"), &checkout_body("tok_visa"))
+                .await
+        })
+    };
+    mp_test_support::pg::wait_until_sessions_blocked(&shop.db, &schema, 1).await;
+    // What the idle-cart worker does (its own releases came before the checkout's
+    // re-reservation, so they no longer count).
+    sqlx::query("update carts set status = 'abandoned', abandoned_at = now() where id = $1")
+        .bind(cart_id)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    held.commit().await.unwrap();
+
+    let (status, _, problem) = checkout.await.unwrap();
+    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    assert_eq!(problem["type"], "/problems/cart-abandoned", "{problem}");
+    eventually("the re-reserved stock given back", WAIT, || async {
+        (shop.stock(mug).await["reserved"] == 0).then_some(())
+    })
+    .await;
+}
