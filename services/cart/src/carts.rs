@@ -261,7 +261,8 @@ impl Carts {
                 Ok(c) => c,
                 Err(e) => {
                     drop(tx);
-                    self.release_if_abandoned(cart.id, product_id).await;
+                    self.undo_if_closed(cart.id, product_id, before.unwrap_or(0), generation)
+                        .await;
                     return Err(e);
                 }
             };
@@ -315,12 +316,10 @@ impl Carts {
         if !is_open(cart) {
             return Err(not_open(cart).into());
         }
-        if db::item(&mut *self.db.acquire().await?, cart.id, product_id)
-            .await?
-            .is_none()
-        {
+        let Some(before) = db::item(&mut *self.db.acquire().await?, cart.id, product_id).await?
+        else {
             return Err(Problem::not_found("Cart item").into());
-        }
+        };
         // Optimistic as in add: a newer reservation of the line (another change, or a
         // renewal with the quantity read before this change) sends it round again, so
         // inventory ends holding what the line says.
@@ -336,7 +335,8 @@ impl Carts {
                 Ok(c) => c,
                 Err(e) => {
                     drop(tx);
-                    self.release_if_abandoned(cart.id, product_id).await;
+                    self.undo_if_closed(cart.id, product_id, before.quantity, generation)
+                        .await;
                     return Err(e);
                 }
             };
@@ -404,6 +404,38 @@ impl Carts {
         if let Err(e) = self.clients.release(cart_id, product_id).await {
             tracing::warn!(%cart_id, %product_id, error = %e, "could not release a reservation now; the event or its TTL will");
         }
+    }
+
+    /// After a change (reservation `generation`, over a line of `before` units) lost the
+    /// race with the cart closing: an abandoned cart gives back what it just reserved; a
+    /// checked-out cart's reservation goes back to what the line held, the quantity its
+    /// order took, unless a later change (the checkout's own, the order's commit) stands.
+    async fn undo_if_closed(&self, cart_id: Uuid, product_id: Uuid, before: i64, generation: i64) {
+        let status = match self.db.acquire().await {
+            Ok(mut conn) => db::cart(&mut conn, cart_id)
+                .await
+                .ok()
+                .flatten()
+                .map(|c| c.status),
+            Err(_) => None,
+        };
+        if status.as_deref() == Some(CartStatus::CheckedOut.as_str()) {
+            match self
+                .clients
+                .restore(cart_id, product_id, before, generation)
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(%cart_id, %product_id, quantity = before, "a change that lost to the checkout was undone");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%cart_id, %product_id, error = %e, "could not undo a change that lost to the checkout; the order's commit or the TTL ends it")
+                }
+            }
+            return;
+        }
+        self.release_if_abandoned(cart_id, product_id).await;
     }
 
     /// After a change lost the race with abandonment, gives back what it just reserved.

@@ -133,6 +133,33 @@ impl Clients {
         }
     }
 
+    /// Puts the cart's reservation of the product back to `quantity` (0 ends it), but
+    /// only while it is still the one of generation `replaces`: the undo of a change
+    /// that lost a race. `false` when a later change stands (nothing was done).
+    pub async fn restore(
+        &self,
+        cart_id: Uuid,
+        product_id: Uuid,
+        quantity: i64,
+        replaces: i64,
+    ) -> Result<bool, ApiError> {
+        let resp = self
+            .inventory
+            .request(Method::POST, "/api/reservations")
+            .json(
+                &json!({"cart_id": cart_id, "product_id": product_id, "quantity": quantity,
+                          "replaces": replaces}),
+            )
+            .send()
+            .await
+            .map_err(|e| unavailable("inventory", e))?;
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::OK => Ok(true),
+            StatusCode::CONFLICT | StatusCode::NOT_FOUND => Ok(false),
+            other => Err(unavailable("inventory", format!("undo answered {other}"))),
+        }
+    }
+
     /// Releases the cart's reservation of the product. Idempotent.
     pub async fn release(&self, cart_id: Uuid, product_id: Uuid) -> Result<(), ApiError> {
         let resp = self

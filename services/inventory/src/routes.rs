@@ -209,10 +209,15 @@ pub struct MovementsQuery {
 pub struct ReservationRequest {
     pub cart_id: Uuid,
     pub product_id: Uuid,
-    /// The cart's whole quantity of the product (not an increment), 1 to 1000000.
-    #[schema(example = 2, minimum = 1, maximum = 1_000_000)]
+    /// The cart's whole quantity of the product (not an increment), 1 to 1000000; 0
+    /// (ending it) only with `replaces`.
+    #[schema(example = 2, minimum = 0, maximum = 1_000_000)]
     #[serde(deserialize_with = "mp_common::serde_ext::integer")]
     pub quantity: i64,
+    /// Apply only while the cart's reservation is the one of this generation (an undo
+    /// of that change); otherwise 409 `reservation-superseded` and nothing changes.
+    #[serde(default)]
+    pub replaces: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -408,13 +413,15 @@ async fn create_reservation(
     Json<ReservationResponse>,
 )> {
     caller.allow(RESERVING)?;
-    let quantity =
-        domain::check_quantity(body.quantity).map_err(|m| Problem::invalid_field("quantity", m))?;
+    let quantity = match (body.quantity, body.replaces) {
+        (0, Some(_)) => 0,
+        (q, _) => domain::check_quantity(q).map_err(|m| Problem::invalid_field("quantity", m))?,
+    };
     let (cart_id, product_id) = (body.cart_id, body.product_id);
     // Round trips: the generation, the Redis script, the durable copy (one statement).
     let generation = db::next_generation(&inv.reservations_db).await?;
     let outcome = inv
-        .reserve(product_id, cart_id, quantity, generation)
+        .reserve(product_id, cart_id, quantity, generation, body.replaces)
         .await?
         .ok_or_else(|| Problem::not_found("Stock item"))?;
     let (previous, previous_expires_ms, available, expires_at) = match outcome {

@@ -148,7 +148,8 @@ impl Inventory {
         Ok(stock_level(item, 0))
     }
 
-    /// Sets a reservation as change `generation`, loading the mirror first if Redis
+    /// Sets a reservation as change `generation` (with `replaces`, only over the entry
+    /// of that generation), loading the mirror first if Redis
     /// lost it and waiting while a rebuilt mirror settles. `None` if the product has no
     /// stock item. A connection is taken from the pool only to load.
     pub async fn reserve(
@@ -157,11 +158,12 @@ impl Inventory {
         cart_id: Uuid,
         quantity: i64,
         generation: i64,
+        replaces: Option<i64>,
     ) -> Result<Option<Reserve>, Error> {
         for _ in 0..4 {
             match self
                 .store
-                .reserve(product_id, cart_id, quantity, generation)
+                .reserve(product_id, cart_id, quantity, generation, replaces)
                 .await?
             {
                 Attempt::Done(outcome) => return Ok(Some(outcome)),

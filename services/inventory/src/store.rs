@@ -142,8 +142,9 @@ local function recount(now)
 end
 "#;
 
-/// ARGV: cart, quantity, ttl ms, generation. Sets the cart's reservation to `quantity`,
-/// taking only the difference from what it already holds.
+/// ARGV: cart, quantity, ttl ms, generation, replaces ('' or a generation). Sets the
+/// cart's reservation to `quantity` (0 ends it), taking only the difference from what
+/// it already holds; with `replaces`, only while the entry has that generation.
 /// Returns {0} without a mirror (or a settled one still to catch up); {5, ms} while the
 /// mirror settles; {1, prev, prev_exp, free_after, exp} when reserved; {2, prev,
 /// prev_exp, most} when short (`most` = what this cart could hold in all); {3, prev,
@@ -169,6 +170,8 @@ local free = tonumber(stock[1]) - reserved
 local most = free + prev
 if most < 0 then most = 0 end
 if gen_of(cart) >= g then return {4, prev, prev_exp, most} end
+-- A conditional change (an undo): only over the entry of that generation.
+if ARGV[5] ~= '' and gen_of(cart) ~= tonumber(ARGV[5]) then return {4, prev, prev_exp, most} end
 if stock[2] ~= '1' and want > prev then return {3, prev, prev_exp, 0} end
 if want > prev and want - prev > free then return {2, prev, prev_exp, most} end
 local exp = now + tonumber(ARGV[3])
@@ -433,6 +436,7 @@ impl Store {
         cart_id: Uuid,
         quantity: i64,
         generation: i64,
+        replaces: Option<i64>,
     ) -> redis::RedisResult<Attempt> {
         let r: Vec<i64> = self
             .reserve
@@ -441,6 +445,7 @@ impl Store {
             .arg(quantity)
             .arg(self.ttl.as_millis() as i64)
             .arg(generation)
+            .arg(replaces.map(|g| g.to_string()).unwrap_or_default())
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match r.as_slice() {

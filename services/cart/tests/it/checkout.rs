@@ -536,3 +536,43 @@ async fn a_checkout_that_loses_to_abandonment_gives_its_reservations_back() {
     })
     .await;
 }
+
+/// An add raises the line's reservation at inventory (2 to 5), then finds the cart
+/// checked out at its last step: it puts the reservation back to the 2 the order took
+/// (only if no later change stands). (It kept holding 5 until the order's commit or
+/// the TTL.)
+#[tokio::test]
+async fn an_add_that_loses_the_race_with_checkout_undoes_its_reservation() {
+    let shop = std::sync::Arc::new(Shop::start().await);
+    let (_, token, cart_id, mug) = filled_cart(&shop).await;
+    let (mut held, schema) = hold_cart(&shop, cart_id).await;
+    let add = {
+        let shop = shop.clone();
+        tokio::spawn(async move { shop.add(&token, cart_id, mug, 3).await })
+    };
+    mp_test_support::pg::wait_until_sessions_blocked(&shop.db, &schema, 1).await;
+    assert_eq!(
+        shop.stock(mug).await["reserved"],
+        5,
+        "the add reserved its total"
+    );
+    // The checkout's last step, as it commits.
+    sqlx::query(
+        "update carts set status = 'checked_out', order_id = $2, checked_out_at = now()
+         where id = $1",
+    )
+    .bind(cart_id)
+    .bind(Uuid::now_v7())
+    .execute(&mut *held)
+    .await
+    .unwrap();
+    held.commit().await.unwrap();
+
+    let (status, problem) = add.await.unwrap();
+    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    assert_eq!(problem["type"], "/problems/cart-checked-out", "{problem}");
+    eventually("the reservation back to the line's 2", WAIT, || async {
+        (shop.stock(mug).await["reserved"] == 2).then_some(())
+    })
+    .await;
+}

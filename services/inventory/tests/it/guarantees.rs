@@ -123,7 +123,7 @@ async fn undoing_a_reservation_whose_copy_failed_never_overwrites_a_newer_one() 
     // A request took its generation and reserved 2 in Redis; its durable write fails.
     let failing = next_generation(&h).await;
     let attempt = eventually("the mirror loaded", WAIT, || async {
-        match store.reserve(p, cart, 2, failing).await.unwrap() {
+        match store.reserve(p, cart, 2, failing, None).await.unwrap() {
             Attempt::Done(outcome) => Some(outcome),
             _ => None,
         }
@@ -145,7 +145,7 @@ async fn undoing_a_reservation_whose_copy_failed_never_overwrites_a_newer_one() 
 
     // An undo of the latest change does put back what the cart held before it.
     let latest = next_generation(&h).await;
-    let attempt = store.reserve(p, cart, 8, latest).await.unwrap();
+    let attempt = store.reserve(p, cart, 8, latest, None).await.unwrap();
     let Attempt::Done(Reserve::Reserved {
         previous,
         previous_expires_ms,

@@ -496,3 +496,63 @@ async fn only_cart_and_order_may_hold_or_release_stock() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 }
+
+/// A conditional change (`replaces`, the undo of a change that lost a race) applies
+/// only over the reservation of that generation: over a later one it is refused and
+/// changes nothing; quantity 0 ends it, and only with `replaces`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_change_applies_only_over_the_generation_it_replaces() {
+    let h = Harness::start().await;
+    let p = h.product(Uuid::now_v7(), 10, 0).await;
+    let cart = Uuid::now_v7();
+    let (_, first) = h.reserve(cart, p, 2).await;
+    let (_, second) = h.reserve(cart, p, 5).await;
+    let conditional = |quantity: i64, replaces: &serde_json::Value| json!({"cart_id": cart, "product_id": p, "quantity": quantity, "replaces": replaces});
+    let token = h.service_token();
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/api/reservations",
+            Some(&token),
+            Some(conditional(2, &first["generation"])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["type"], "/problems/reservation-superseded");
+    assert_eq!(h.stock(p).await["reserved"], 5, "the later change stands");
+
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/api/reservations",
+            Some(&token),
+            Some(conditional(2, &second["generation"])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(h.stock(p).await["reserved"], 2);
+
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/api/reservations",
+            Some(&token),
+            Some(json!({"cart_id": cart, "product_id": p, "quantity": 0})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "0 only as an undo"
+    );
+    let (status, body) = h
+        .call(
+            Method::POST,
+            "/api/reservations",
+            Some(&token),
+            Some(conditional(0, &body["generation"])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(h.stock(p).await["reserved"], 0);
+}
