@@ -1063,3 +1063,21 @@ async fn a_dead_letter_inspected_25_times_is_still_there() {
         .flatten();
     assert_eq!(kind.as_deref(), Some("classic"), "{listing}");
 }
+
+/// The broker stops answering an open connection: opening a channel on it (what the
+/// relay and the consumer do after an error) fails with a time-out instead of waiting
+/// for ever, so their reconnect loops go on and readiness can say so.
+#[tokio::test]
+async fn a_broker_that_stops_answering_fails_a_channel_open_instead_of_hanging() {
+    let proxy = mp_test_support::proxy::PausableProxy::start(broker_addr().await).await;
+    let through_proxy = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let rig = Rig::with_broker(|b| b.with_publish_url(through_proxy)).await;
+    proxy.pause();
+    let attempt = tokio::time::timeout(Duration::from_secs(60), rig.broker.confirm_channel()).await;
+    let outcome = attempt.expect("the channel open gives up by itself");
+    assert!(
+        outcome.is_err(),
+        "no channel from a broker that does not answer"
+    );
+    proxy.resume();
+}
