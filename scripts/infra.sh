@@ -352,9 +352,10 @@ infra_pg_ensure_role() {
         infra_info "setting the password of PostgreSQL role $INFRA_DB_USER from $INFRA_DB_ENV"
         infra_pg_sql "ALTER ROLE $INFRA_DB_USER LOGIN PASSWORD '$pw'" >/dev/null
     fi
-    # CREATEDB: the bench scripts make a scratch database for pgbench.
-    if [[ $(infra_pg_sql "SELECT rolcreatedb FROM pg_roles WHERE rolname = '$INFRA_DB_USER'") != t ]]; then
-        infra_pg_sql "ALTER ROLE $INFRA_DB_USER CREATEDB" >/dev/null
+    # CREATEDB: the bench scripts make a scratch database for pgbench. CREATEROLE: the
+    # services run as roles of their own (fleet.sh), and tests make such roles too.
+    if [[ $(infra_pg_sql "SELECT rolcreatedb AND rolcreaterole FROM pg_roles WHERE rolname = '$INFRA_DB_USER'") != t ]]; then
+        infra_pg_sql "ALTER ROLE $INFRA_DB_USER CREATEDB CREATEROLE" >/dev/null
     fi
     infra_pg_role_login_ok "$pw" ||
         infra_die "role $INFRA_DB_USER cannot log in over TCP at $INFRA_HOST:$INFRA_PG_PORT (see pg_hba.conf)"

@@ -68,7 +68,16 @@ impl Fleet {
     /// All six: customer, vendor, inventory, order (test payment gateway),
     /// notification (SMS to a file, email to no server: recorded and retried) and cart.
     pub async fn start() -> Self {
-        let env = TestEnv::new();
+        Self::start_in(TestEnv::new()).await
+    }
+
+    /// As production runs them: every service as a PostgreSQL role and a Redis user of
+    /// its own ([`TestEnv::with_own_credentials`]).
+    pub async fn with_own_credentials() -> Self {
+        Self::start_in(TestEnv::new().with_own_credentials().await).await
+    }
+
+    async fn start_in(env: TestEnv) -> Self {
         let customer = env
             .spawn(Service::Customer, |common, listener, shutdown| {
                 customer::run(customer::Config::with_common(common), listener, shutdown)

@@ -1,6 +1,7 @@
 //! The command line every service binary shares:
 //! `<service> [serve]`, `<service> migrate`, `<service> dlq list|redrive`,
-//! `<service> rabbitmq-user`, `<service> keys --out DIR`, `<service> service-token`.
+//! `<service> rabbitmq-user`, `<service> redis-user`, `<service> keys --out DIR`,
+//! `<service> service-token`.
 
 use std::process::ExitCode;
 
@@ -51,6 +52,14 @@ enum Command {
         /// The virtual host.
         #[arg(long, default_value = "/")]
         vhost: String,
+    },
+    /// Print this service's Redis ACL rules (its own key prefixes only): a line for
+    /// `ACL SETUSER <user> on ><password> <rules>` or a users.acl file, with `--json`
+    /// the rules as a JSON array.
+    RedisUser {
+        /// Print the rules as a JSON array.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect and redrive this service's dead-lettered events.
     Dlq {
@@ -136,6 +145,15 @@ where
                     p.topic_write,
                     p.topic_read
                 );
+                Ok(())
+            }
+            Command::RedisUser { json } => {
+                let rules = crate::redis::acl_rules(service, &common.redis_prefix);
+                if json {
+                    println!("{}", serde_json::to_string(&rules)?);
+                } else {
+                    println!("{}", rules.join(" "));
+                }
                 Ok(())
             }
             Command::Dlq { action } => {

@@ -28,6 +28,49 @@ impl RedisKeys {
     }
 }
 
+/// The commands a service's Redis user may run: everything a client needs, nothing that
+/// administers the server (`-@admin`, `-@dangerous`: no FLUSHALL, KEYS, CONFIG, ACL,
+/// DEBUG...). Which keys it may touch is what sets the users apart.
+const ACL_COMMANDS: &str = "-@all +@read +@write +@keyspace +@string +@hash +@set \
+    +@sortedset +@list +@scripting +@pubsub +@transaction +@connection +@fast +@slow \
+    -@admin -@dangerous";
+
+/// The Redis ACL rules of `service`'s user, for key prefix `prefix`: its own keys in
+/// full (the customer service: sessions, revocations, login throttles; inventory:
+/// reservations and the stock mirror; vendor: the product cache and its channels), and
+/// for every service read access to sessions and revocation markers (verifying a token)
+/// and the key that records when Redis last lost its data (`auth:epoch`, which a
+/// verifier that finds it missing sets). So no service but the customer service can
+/// write a session or delete a revocation marker, and none can read another's keys.
+pub fn acl_rules(service: mp_events::Service, prefix: &str) -> Vec<String> {
+    use mp_events::Service::*;
+    let mut rules = vec!["resetkeys".to_owned(), "resetchannels".to_owned()];
+    rules.extend(ACL_COMMANDS.split_whitespace().map(str::to_owned));
+    match service {
+        Customer => rules.push(format!("~{prefix}:auth:*")),
+        Inventory => rules.push(format!("~{prefix}:inv:*")),
+        Vendor => {
+            rules.push(format!("~{prefix}:vendor:*"));
+            rules.push(format!("&{prefix}:vendor:*"));
+        }
+        Order | Notification | Cart => {}
+    }
+    if service != Customer {
+        rules.push(format!("%R~{prefix}:auth:session:*"));
+        rules.push(format!("%R~{prefix}:auth:revoked:*"));
+        rules.push(format!("~{prefix}:auth:epoch"));
+    }
+    rules
+}
+
+/// The rules of Kong's user: its rate-limit counters only.
+pub fn kong_acl_rules() -> Vec<String> {
+    let mut rules = vec!["resetkeys".to_owned(), "resetchannels".to_owned()];
+    rules.extend(ACL_COMMANDS.split_whitespace().map(str::to_owned));
+    rules.push("~ratelimit:*".to_owned());
+    rules
+}
+
 /// A multiplexed connection that reconnects by itself.
 pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()

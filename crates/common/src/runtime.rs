@@ -82,9 +82,25 @@ pub async fn connect_db(
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(options)
         .await?;
-    sqlx::query(&format!("create schema if not exists {schema}"))
-        .execute(&pool)
-        .await?;
+    // Created only when missing: CREATE SCHEMA checks the right to create in the
+    // database even with IF NOT EXISTS, and a service's own role has no such right
+    // where an administrator made its schema for it (`create schema ... authorization`).
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_namespace where nspname = $1)")
+            .bind(schema)
+            .fetch_one(&pool)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("create schema {schema}"))
+            .execute(&pool)
+            .await
+            .with_context(|| {
+                format!(
+                    "creating schema {schema} (if this role may not create schemas, have an \
+                     administrator run: create schema {schema} authorization <this role>)"
+                )
+            })?;
+    }
     migrator(migrations)
         .run(&pool)
         .await

@@ -28,6 +28,9 @@ pub mod proxy;
 pub struct TestEnv {
     pub id: String,
     base: CommonConfig,
+    /// Per service, when [`TestEnv::with_own_credentials`] made them: its PostgreSQL
+    /// and Redis URLs, as its own role and user.
+    credentials: std::collections::HashMap<Service, (String, String)>,
 }
 
 impl Default for TestEnv {
@@ -58,7 +61,65 @@ impl TestEnv {
         // sign user tokens and speak for any service. Nothing fetches a JWKS.
         base.dev_mode = true;
         base.jwks_url = String::new();
-        Self { id, base }
+        Self {
+            id,
+            base,
+            credentials: Default::default(),
+        }
+    }
+
+    /// Gives every service of this environment what production gives it: a PostgreSQL
+    /// role of its own that owns its schema (created here for it) and has no rights on
+    /// any other, and a Redis user restricted to its own keys
+    /// ([`mp_common::redis::acl_rules`]). Services spawned afterwards use them; the
+    /// environment drops them with itself. (The project role needs CREATEROLE, which
+    /// `make infra` gives it.)
+    pub async fn with_own_credentials(mut self) -> Self {
+        let pool = sqlx::PgPool::connect(&self.base.database_url)
+            .await
+            .expect("connect to PostgreSQL");
+        let pg: sqlx::postgres::PgConnectOptions =
+            self.base.database_url.parse().expect("DATABASE_URL");
+        let mut redis = self.redis().await;
+        let redis_url = url_parts::Url::parse(&self.base.redis_url);
+        for service in Service::ALL {
+            let name = format!("t_{}_{}", self.id, service);
+            let password = uuid::Uuid::new_v4().simple().to_string();
+            for statement in [
+                format!("create role {name} login password '{password}'"),
+                format!("grant {name} to current_user"),
+                format!(
+                    "create schema {} authorization {name}",
+                    self.schema(service)
+                ),
+            ] {
+                sqlx::query(&statement)
+                    .execute(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            }
+            let db_url = format!(
+                "postgres://{name}:{password}@{}:{}/{}",
+                pg.get_host(),
+                pg.get_port(),
+                pg.get_database().unwrap_or("marketplace")
+            );
+            let rules = mp_common::redis::acl_rules(service, &self.base.redis_prefix);
+            let _: () = redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(&name)
+                .arg("reset")
+                .arg("on")
+                .arg(format!(">{password}"))
+                .arg(&rules)
+                .query_async(&mut redis)
+                .await
+                .expect("ACL SETUSER");
+            self.credentials
+                .insert(service, (db_url, redis_url.with_user(&name, &password)));
+        }
+        pool.close().await;
+        self
     }
 
     /// Uses quorum queues, as production does (for tests of delivery guarantees).
@@ -71,6 +132,10 @@ impl TestEnv {
     pub fn config(&self, service: Service) -> CommonConfig {
         let mut c = self.base.clone();
         c.db_schema = Some(self.schema(service));
+        if let Some((db, redis)) = self.credentials.get(&service) {
+            c.database_url = db.clone();
+            c.redis_url = redis.clone();
+        }
         c
     }
 
@@ -222,6 +287,7 @@ impl Drop for TestEnv {
             self.base.redis_url.clone(),
             self.id.clone(),
         );
+        let with_users = !self.credentials.is_empty();
         // Drop runs outside async context; clean up on a thread with its own runtime.
         let cleanup = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -254,6 +320,21 @@ impl Drop for TestEnv {
                             .execute(&pool)
                             .await;
                     }
+                    let roles: Vec<String> = sqlx::query_scalar(
+                        "select rolname::text from pg_roles where rolname like $1",
+                    )
+                    .bind(&pattern)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap_or_default();
+                    for role in roles {
+                        let _ = sqlx::query(&format!("drop owned by {role}"))
+                            .execute(&pool)
+                            .await;
+                        let _ = sqlx::query(&format!("drop role if exists {role}"))
+                            .execute(&pool)
+                            .await;
+                    }
                     pool.close().await;
                 }
                 if let Ok(client) = redis::Client::open(redis_url)
@@ -267,6 +348,15 @@ impl Drop for TestEnv {
                     if !keys.is_empty() {
                         let _: Result<(), _> =
                             redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+                    }
+                    if with_users {
+                        for service in Service::ALL {
+                            let _: Result<(), _> = redis::cmd("ACL")
+                                .arg("DELUSER")
+                                .arg(format!("t_{id}_{service}"))
+                                .query_async(&mut conn)
+                                .await;
+                        }
                     }
                 }
             });
@@ -428,4 +518,29 @@ pub async fn publish<E: mp_events::Event>(
     let envelope = mp_events::Envelope::new(source, payload);
     publish_envelope(broker, &envelope).await;
     envelope
+}
+
+/// Putting a user and password into a Redis URL.
+mod url_parts {
+    pub struct Url {
+        scheme: String,
+        rest: String,
+    }
+
+    impl Url {
+        /// `redis://[user:pass@]host:port[/db]`: keeps the scheme and what follows the
+        /// credentials.
+        pub fn parse(url: &str) -> Self {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+            Self {
+                scheme: scheme.to_owned(),
+                rest: rest.to_owned(),
+            }
+        }
+
+        pub fn with_user(&self, user: &str, password: &str) -> String {
+            format!("{}://{user}:{password}@{}", self.scheme, self.rest)
+        }
+    }
 }
