@@ -60,6 +60,9 @@ enum Command {
         /// Print the rules as a JSON array.
         #[arg(long)]
         json: bool,
+        /// The rules of Kong's user (its rate-limit counters) instead.
+        #[arg(long)]
+        kong: bool,
     },
     /// Inspect and redrive this service's dead-lettered events.
     Dlq {
@@ -147,8 +150,12 @@ where
                 );
                 Ok(())
             }
-            Command::RedisUser { json } => {
-                let rules = crate::redis::acl_rules(service, &common.redis_prefix);
+            Command::RedisUser { json, kong } => {
+                let rules = if kong {
+                    crate::redis::kong_acl_rules()
+                } else {
+                    crate::redis::acl_rules(service, &common.redis_prefix)
+                };
                 if json {
                     println!("{}", serde_json::to_string(&rules)?);
                 } else {
