@@ -157,7 +157,7 @@ trap 'kill $bare_pid 2>/dev/null || true; set_bench_active false || true' EXIT
 until curl -sf "http://127.0.0.1:5003/api/inventory/$bench_product" -H "authorization: Bearer $admin_token" >/dev/null; do
     sleep 0.05
 done
-service_token=$(SERVICE_KEY=$(<"$STATE_DIR/keys/cart.pem") "$CARGO_TARGET_DIR/$PROFILE/cart" service-token)
+service_token=$(SERVICE_KEY=$(<"$STATE_DIR/keys/cart.pem") "$CARGO_TARGET_DIR/$PROFILE/cart" service-token --to inventory)
 lua=$(mktemp --suffix=.lua)
 trap 'kill $bare_pid 2>/dev/null || true; rm -f "$lua"; set_bench_active false || true' EXIT
 cat >"$lua" <<LUA

@@ -89,7 +89,8 @@ failed=()
 for entry in "${selected[@]}"; do
     svc=${entry%%:*}
     say "== $svc (http://127.0.0.1:${entry##*:}/openapi.json)"
-    if ! "$VENV/bin/schemathesis" --config-file tests/contracts/schemathesis.toml run \
+    # Service tokens name the service they are for: the hooks mint them for this one.
+    if ! MP_SERVICE_TARGET=$svc "$VENV/bin/schemathesis" --config-file tests/contracts/schemathesis.toml run \
         "http://127.0.0.1:${entry##*:}/openapi.json" "${args[@]}" \
         --report junit,pytest --report-dir "$REPORT_DIR/$svc"; then
         failed+=("$svc")

@@ -6,7 +6,8 @@ scripts/contracts.sh loads this file (SCHEMATHESIS_HOOKS) and sets:
   MP_VENDOR_URL       the vendor service, where the vendor member's vendor is made
   MP_ADMIN_EMAIL      the admin the fleet bootstrapped (.local/admin.env)
   MP_ADMIN_PASSWORD
-  MP_SERVICE_BIN      the cart binary, whose `service-token` command prints a token
+  MP_SERVICE_BIN      the cart binary, whose `service-token --to <service>` command prints a token
+  MP_SERVICE_TARGET   the service under test (the audience of those tokens)
   MP_SERVICE_KEY_FILE the cart service's SERVICE_KEY
 
 Roles by path:
@@ -112,7 +113,8 @@ class ServiceAuth:
     def get(self, case, context):
         with open(os.environ["MP_SERVICE_KEY_FILE"]) as key:
             env = {**os.environ, "SERVICE_KEY": key.read()}
-        command = [os.environ["MP_SERVICE_BIN"], "service-token"]
+        # A service token names the one service it is for: the one under test.
+        command = [os.environ["MP_SERVICE_BIN"], "service-token", "--to", os.environ["MP_SERVICE_TARGET"]]
         return subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
     def set(self, case, data, context):

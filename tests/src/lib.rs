@@ -149,8 +149,9 @@ impl Fleet {
         }
     }
 
-    pub fn service_token(&self, service: Service) -> String {
-        self.keys.service_token(service).0
+    /// A token of `caller` for calling `target`.
+    pub fn service_token(&self, caller: Service, target: Service) -> String {
+        self.keys.service_token(caller, target).0
     }
 
     pub fn admin_token(&self) -> String {

@@ -31,6 +31,7 @@ async fn internal_endpoints_accept_service_tokens_and_refuse_users_and_strangers
         keys.clone(),
         env.redis().await,
         mp_common::redis::RedisKeys::new(&config.redis_prefix),
+        Service::Cart,
     );
     let app: Router = Router::new()
         .route("/internal", get(whoami))
@@ -39,7 +40,13 @@ async fn internal_endpoints_accept_service_tokens_and_refuse_users_and_strangers
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let client = ServiceClient::new(&base, Service::Cart, keys.clone(), Duration::from_secs(2));
+    let client = ServiceClient::new(
+        &base,
+        Service::Cart,
+        Service::Cart,
+        keys.clone(),
+        Duration::from_secs(2),
+    );
     let ctx = EventContext {
         correlation_id: "corr-42".into(),
         causation_id: None,
@@ -76,7 +83,7 @@ async fn internal_endpoints_accept_service_tokens_and_refuse_users_and_strangers
     let stranger = TokenKeys::stranger();
     let resp = http
         .get(format!("{base}/internal"))
-        .bearer_auth(stranger.service_token(Service::Cart).0)
+        .bearer_auth(stranger.service_token(Service::Cart, Service::Cart).0)
         .send()
         .await
         .unwrap();

@@ -33,7 +33,14 @@ use crate::redis::RedisKeys;
 
 pub const ISSUER: &str = "marketplace";
 pub const USER_AUDIENCE: &str = "marketplace-api";
+/// The prefix of a service token's audience: a service token names the one service it
+/// is for (`marketplace-internal/order`), and only that service takes it.
 pub const SERVICE_AUDIENCE: &str = "marketplace-internal";
+
+/// The audience of service tokens meant for `target`.
+pub fn service_audience(target: Service) -> String {
+    format!("{SERVICE_AUDIENCE}/{target}")
+}
 pub const ROLE_ADMIN: &str = "admin";
 pub const ROLE_CUSTOMER: &str = "customer";
 pub const ROLE_VENDOR: &str = "vendor";
@@ -280,9 +287,10 @@ impl TokenKeys {
         (Self::sign_with(signer, &claims), ttl)
     }
 
-    /// A token `service` presents to another service, signed with its own key (panics
-    /// if this process does not hold that service's key: a programming error).
-    pub fn service_token(&self, service: Service) -> (String, i64) {
+    /// A token `service` presents to `target`, signed with its own key and good for
+    /// `target` alone (panics if this process does not hold that service's key: a
+    /// programming error).
+    pub fn service_token(&self, service: Service, target: Service) -> (String, i64) {
         let signer = self
             .services
             .get(&service)
@@ -291,7 +299,7 @@ impl TokenKeys {
         let exp = now + 300;
         let claims = Claims {
             iss: ISSUER.into(),
-            aud: SERVICE_AUDIENCE.into(),
+            aud: service_audience(target),
             sub: service.as_str().into(),
             sid: None,
             roles: vec![ROLE_SERVICE.into()],
@@ -400,14 +408,22 @@ pub struct Authenticator {
     pub keys: Arc<TokenKeys>,
     redis: ConnectionManager,
     redis_keys: RedisKeys,
+    /// The service this process is: service tokens must be meant for it.
+    service: Service,
 }
 
 impl Authenticator {
-    pub fn new(keys: Arc<TokenKeys>, redis: ConnectionManager, redis_keys: RedisKeys) -> Self {
+    pub fn new(
+        keys: Arc<TokenKeys>,
+        redis: ConnectionManager,
+        redis_keys: RedisKeys,
+        service: Service,
+    ) -> Self {
         Self {
             keys,
             redis,
             redis_keys,
+            service,
         }
     }
 
@@ -539,9 +555,10 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let claims = Authenticator::from_ref(state)
-            .claims(parts, SERVICE_AUDIENCE)
-            .await?;
+        let auth = Authenticator::from_ref(state);
+        // A token minted for another service is refused here: a service that has been
+        // broken into cannot replay what it was sent.
+        let claims = auth.claims(parts, &service_audience(auth.service)).await?;
         if !claims.roles.iter().any(|r| r == ROLE_SERVICE) {
             return Err(Problem::forbidden("Only services may call this endpoint.").into());
         }
@@ -612,9 +629,10 @@ mod tests {
             None,
             Duration::from_secs(60),
         );
-        let (forged, _) = forger.service_token(Service::Order);
+        let (forged, _) = forger.service_token(Service::Order, Service::Inventory);
         let v = verifier(vec![cart.public.clone()]);
-        assert!(v.verify(&forged, SERVICE_AUDIENCE).is_err());
+        let for_inventory = service_audience(Service::Inventory);
+        assert!(v.verify(&forged, &for_inventory).is_err());
         let honest = TokenKeys::new(
             None,
             vec![(Service::Cart, cart)],
@@ -622,8 +640,11 @@ mod tests {
             None,
             Duration::from_secs(60),
         );
-        let (token, _) = honest.service_token(Service::Cart);
-        assert_eq!(v.verify(&token, SERVICE_AUDIENCE).unwrap().sub, "cart");
+        let (token, _) = honest.service_token(Service::Cart, Service::Inventory);
+        assert_eq!(v.verify(&token, &for_inventory).unwrap().sub, "cart");
+        // Meant for inventory: no other service takes it.
+        assert!(v.verify(&token, &service_audience(Service::Order)).is_err());
+        assert!(v.verify(&token, SERVICE_AUDIENCE).is_err());
         // A user key cannot sign service tokens, nor a service key user tokens.
         assert!(v.verify(&token, USER_AUDIENCE).is_err());
     }

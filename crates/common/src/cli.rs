@@ -40,9 +40,14 @@ enum Command {
         #[arg(long)]
         out: std::path::PathBuf,
     },
-    /// Print a service token of this service (valid for five minutes), signed with its
-    /// SERVICE_KEY: for an operator, or the contract tests, calling an internal endpoint.
-    ServiceToken,
+    /// Print a service token of this service for the service `--to` (valid for five
+    /// minutes), signed with its SERVICE_KEY: for an operator, or the contract tests,
+    /// calling an internal endpoint of that service.
+    ServiceToken {
+        /// The service the token is for (only it accepts it).
+        #[arg(long, value_parser = parse_service)]
+        to: Service,
+    },
     /// Print the rabbitmqctl commands that give this service a RabbitMQ user of its own,
     /// allowed to publish only its own event types and to touch only its own queues.
     RabbitmqUser {
@@ -124,9 +129,9 @@ where
                 println!("{service}: wrote a new key set into {}", out.display());
                 Ok(())
             }
-            Command::ServiceToken => {
+            Command::ServiceToken { to } => {
                 let keys = crate::auth::TokenKeys::for_service(&common, Some(service))?;
-                println!("{}", keys.service_token(service).0);
+                println!("{}", keys.service_token(service, to).0);
                 Ok(())
             }
             Command::RabbitmqUser { user, vhost } => {
@@ -244,4 +249,11 @@ fn write_key_set(dir: &std::path::Path) -> anyhow::Result<()> {
         f.write_all(content.as_bytes())?;
     }
     Ok(())
+}
+
+fn parse_service(name: &str) -> Result<Service, String> {
+    Service::ALL
+        .into_iter()
+        .find(|s| s.as_str() == name)
+        .ok_or_else(|| format!("unknown service {name:?}"))
 }

@@ -1,7 +1,10 @@
 //! Authenticated service-to-service HTTP calls.
 //!
-//! Every request carries a short-lived service token (cached and renewed before it
-//! expires), the correlation id and a child traceparent of the current operation.
+//! Every request to an internal endpoint carries a short-lived service token meant for
+//! the called service alone (cached and renewed before it expires); every request
+//! carries the correlation id and a child traceparent of the current operation. A
+//! public endpoint is called without a token (`public_request`): a token sent where it
+//! is not needed is a token someone else may log or replay.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,6 +25,8 @@ pub struct ServiceClient {
     http: reqwest::Client,
     base_url: String,
     caller: Service,
+    /// The service called: the tokens name it as their audience.
+    target: Service,
     keys: Arc<TokenKeys>,
     token: Arc<Mutex<Option<(String, i64)>>>,
 }
@@ -30,6 +35,7 @@ impl ServiceClient {
     pub fn new(
         base_url: impl Into<String>,
         caller: Service,
+        target: Service,
         keys: Arc<TokenKeys>,
         timeout: Duration,
     ) -> Self {
@@ -43,6 +49,7 @@ impl ServiceClient {
             http,
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             caller,
+            target,
             keys,
             token: Arc::default(),
         }
@@ -54,19 +61,24 @@ impl ServiceClient {
         match cached.as_ref() {
             Some((token, exp)) if *exp - now > 60 => token.clone(),
             _ => {
-                let (token, exp) = self.keys.service_token(self.caller);
+                let (token, exp) = self.keys.service_token(self.caller, self.target);
                 *cached = Some((token.clone(), exp));
                 token
             }
         }
     }
 
-    /// A request to `path` (starting with `/`) with the service token and context.
+    /// A request to an internal endpoint at `path` (starting with `/`), with the
+    /// service token and the context.
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.public_request(method, path).bearer_auth(self.token())
+    }
+
+    /// A request to a public endpoint: the context, no token.
+    pub fn public_request(&self, method: Method, path: &str) -> RequestBuilder {
         let ctx = EventContext::current();
         self.http
             .request(method, format!("{}{}", self.base_url, path))
-            .bearer_auth(self.token())
             .header("x-correlation-id", ctx.correlation_id.clone())
             .header("traceparent", ctx.child_traceparent())
     }

@@ -158,7 +158,7 @@ impl Infra {
         let metrics = Metrics::new()?;
         let event_metrics = EventMetrics::new(&metrics.registry)?;
         let tokens = Arc::new(TokenKeys::for_service(config, Some(service))?);
-        let auth = Authenticator::new(tokens.clone(), redis.clone(), redis_keys.clone());
+        let auth = Authenticator::new(tokens.clone(), redis.clone(), redis_keys.clone(), service);
         Ok(Self {
             service,
             config: config.clone(),

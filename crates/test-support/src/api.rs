@@ -35,8 +35,9 @@ impl Tokens {
         self.user(user_id, &["customer", "vendor"], vec![vendor_id])
     }
 
-    pub fn service(&self, service: Service) -> String {
-        self.0.service_token(service).0
+    /// A token of `service` for calling `target`.
+    pub fn service(&self, service: Service, target: Service) -> String {
+        self.0.service_token(service, target).0
     }
 }
 

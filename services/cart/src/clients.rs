@@ -31,11 +31,13 @@ impl Clients {
         order_url: &str,
         timeout: Duration,
     ) -> Self {
-        let client = |url: &str| ServiceClient::new(url, Service::Cart, keys.clone(), timeout);
+        let client = |url: &str, target| {
+            ServiceClient::new(url, Service::Cart, target, keys.clone(), timeout)
+        };
         Self {
-            inventory: client(inventory_url),
-            vendor: client(vendor_url),
-            order: client(order_url),
+            inventory: client(inventory_url, Service::Inventory),
+            vendor: client(vendor_url, Service::Vendor),
+            order: client(order_url, Service::Order),
         }
     }
 }
@@ -81,7 +83,8 @@ impl Clients {
     pub async fn product(&self, product_id: Uuid) -> Result<Option<CatalogProduct>, ApiError> {
         let resp = self
             .vendor
-            .request(Method::GET, &format!("/api/products/{product_id}"))
+            // The public catalog: no service token.
+            .public_request(Method::GET, &format!("/api/products/{product_id}"))
             .send()
             .await
             .map_err(|e| unavailable("vendor", e))?;

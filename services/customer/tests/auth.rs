@@ -307,7 +307,7 @@ async fn tampered_expired_and_malformed_tokens_are_401() {
     let other_key = TokenKeys::stranger();
     let (wrong_key, _) =
         other_key.user_token(Uuid::new_v4(), Uuid::new_v4(), vec!["admin".into()], vec![]);
-    let (service_token, _) = keys.service_token(Service::Cart);
+    let (service_token, _) = keys.service_token(Service::Cart, Service::Customer);
 
     for token in [
         forged.as_str(),

@@ -110,7 +110,7 @@ impl Harness {
 
     /// A token of the cart service.
     pub fn service_token(&self) -> String {
-        self.keys.service_token(Service::Cart).0
+        self.keys.service_token(Service::Cart, Service::Inventory).0
     }
 
     fn user(&self, roles: &[&str], vendors: Vec<Uuid>) -> String {

@@ -461,7 +461,7 @@ async fn only_cart_and_order_may_hold_or_release_stock() {
     let h = Harness::start().await;
     let product_id = h.product(Uuid::now_v7(), 5, 1).await;
     let cart = Uuid::now_v7();
-    let vendor = h.keys.service_token(Service::Vendor).0;
+    let vendor = h.keys.service_token(Service::Vendor, Service::Inventory).0;
     let (status, body) = h
         .call(
             Method::POST,
@@ -485,7 +485,7 @@ async fn only_cart_and_order_may_hold_or_release_stock() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(h.stock(product_id).await["reserved"], 0);
-    let order = h.keys.service_token(Service::Order).0;
+    let order = h.keys.service_token(Service::Order, Service::Inventory).0;
     let (status, body) = h
         .call(
             Method::POST,

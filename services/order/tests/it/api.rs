@@ -350,6 +350,17 @@ async fn the_payment_method_hand_off_is_for_the_cart_only_and_keeps_the_first_to
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    // The cart's own token, but minted for inventory: the order service refuses it
+    // (a service that received it cannot replay it elsewhere).
+    let for_inventory = h.keys.service_token(Service::Cart, Service::Inventory).0;
+    let (status, _) = h
+        .call(Method::PUT, &path, Some(&for_inventory), Some(body.clone()))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a token for another service"
+    );
     let (status, _) = h
         .call(
             Method::PUT,

@@ -109,8 +109,9 @@ impl Harness {
         format!("{}{path}", self.order_url)
     }
 
+    /// A token of `service` for calling the order service.
     pub fn service_token(&self, service: Service) -> String {
-        self.keys.service_token(service).0
+        self.keys.service_token(service, Service::Order).0
     }
 
     pub fn token_for(&self, user_id: Uuid, roles: &[&str], vendors: Vec<Uuid>) -> String {
@@ -261,7 +262,7 @@ impl Harness {
             .call(
                 Method::POST,
                 "/api/reservations",
-                Some(&self.service_token(Service::Cart)),
+                Some(&self.keys.service_token(Service::Cart, Service::Inventory).0),
                 Some(json!({"cart_id": cart_id, "product_id": product_id, "quantity": quantity})),
             )
             .await
