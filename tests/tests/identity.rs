@@ -153,3 +153,80 @@ async fn outside_development_mode_a_service_without_its_key_refuses_to_start() {
     let err = svc.stop().await.unwrap_err();
     assert!(err.to_string().contains("SERVICE_KEY"), "{err:#}");
 }
+
+/// A verifier trusts user keys while the JWKS lists them: the customer service stops
+/// publishing key B (retired after a rotation, or revoked after a leak), and within the
+/// refresh interval (one second here) tokens signed with B are refused while tokens of
+/// key A still pass. (Keys learnt from the JWKS were trusted for ever.)
+#[tokio::test]
+async fn a_key_that_left_the_jwks_is_no_longer_trusted_after_the_refresh_interval() {
+    use mp_common::keys::{KeyUse, generate_pem, public_jwk};
+    let (a, b) = (generate_pem(), generate_pem());
+    let jwks = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": [
+        public_jwk(&a, KeyUse::User).unwrap(),
+        public_jwk(&b, KeyUse::User).unwrap(),
+    ]})));
+    let served = jwks.clone();
+    let app = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move { axum::Json(served.lock().unwrap().clone()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/.well-known/jwks.json",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let issuer = |pem: &SecretString| {
+        TokenKeys::new(
+            Some(mp_common::keys::signer_from_pem(pem, KeyUse::User).unwrap()),
+            vec![],
+            vec![],
+            None,
+            std::time::Duration::from_secs(900),
+        )
+    };
+    let token = |keys: &TokenKeys| {
+        keys.user_token(
+            Uuid::now_v7(),
+            Uuid::new_v4(),
+            vec!["customer".into()],
+            vec![],
+        )
+        .0
+    };
+    let (with_a, with_b) = (token(&issuer(&a)), token(&issuer(&b)));
+    let verifier = TokenKeys::new(
+        None,
+        vec![],
+        vec![],
+        Some(url),
+        std::time::Duration::from_secs(900),
+    )
+    .with_jwks_refresh(std::time::Duration::from_secs(1));
+    let audience = mp_common::auth::USER_AUDIENCE;
+    assert!(verifier.verify_fetching(&with_a, audience).await.is_ok());
+    assert!(verifier.verify_fetching(&with_b, audience).await.is_ok());
+
+    *jwks.lock().unwrap() = json!({"keys": [public_jwk(&a, KeyUse::User).unwrap()]});
+    mp_test_support::eventually(
+        "key B no longer trusted",
+        std::time::Duration::from_secs(30),
+        || async {
+            verifier
+                .verify_fetching(&with_b, audience)
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        verifier.verify_fetching(&with_a, audience).await.is_ok(),
+        "key A still is"
+    );
+}

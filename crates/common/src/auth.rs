@@ -2,8 +2,9 @@
 //!
 //! Access tokens are short-lived ES256 JWTs whose header names the signing key (`kid`).
 //! Only the customer service holds the private user key; every other service verifies
-//! with public keys only, fetched from the customer service's JWKS and cached, and
-//! fetched again when a token names a key not seen yet (a rotation). Each service signs
+//! with public keys only: those configured (`TRUSTED_KEYS`) and those the customer
+//! service's JWKS lists, read again every `JWKS_REFRESH_SECS` and when a token names a
+//! key not seen yet (a rotation), so a key that left the JWKS stops being trusted. Each service signs
 //! its service tokens with a key of its own (see [`crate::keys`]). A user token carries the customer id, the login
 //! session id (`sid`), roles and vendor memberships; every service checks it itself and
 //! also checks that the session was not revoked (logout revokes at once, through Redis).
@@ -71,11 +72,18 @@ pub struct TokenKeys {
     user: Option<Signer>,
     /// Service keys this process may sign with: its own (every key in development mode).
     services: HashMap<Service, Signer>,
-    /// Public keys by id: own public halves, `TRUSTED_KEYS`, keys fetched from the JWKS.
-    trusted: RwLock<HashMap<String, PublicKey>>,
-    /// Where user keys are published (the customer service), for keys not yet known.
+    /// Public keys by id that are trusted whatever the JWKS says: own public halves and
+    /// `TRUSTED_KEYS`.
+    trusted: HashMap<String, PublicKey>,
+    /// User keys as the JWKS last listed them, replaced by each reading: a key that
+    /// left it is no longer trusted.
+    published: RwLock<HashMap<String, PublicKey>>,
+    /// Where user keys are published (the customer service).
     jwks_url: Option<String>,
     last_fetch: Mutex<Option<Instant>>,
+    /// When the JWKS was last read successfully, and how often to read it again.
+    read_at: Mutex<Option<Instant>>,
+    jwks_refresh: Duration,
     http: reqwest::Client,
     pub access_ttl: Duration,
 }
@@ -118,9 +126,12 @@ impl TokenKeys {
         Self {
             user,
             services: services.into_iter().collect(),
-            trusted: RwLock::new(known),
+            trusted: known,
+            published: RwLock::new(HashMap::new()),
             jwks_url,
             last_fetch: Mutex::new(None),
+            read_at: Mutex::new(None),
+            jwks_refresh: Duration::from_secs(300),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(3))
                 .build()
@@ -192,7 +203,14 @@ impl TokenKeys {
             trusted,
             jwks_url,
             Duration::from_secs(config.access_token_ttl_secs),
-        ))
+        )
+        .with_jwks_refresh(Duration::from_secs(config.jwks_refresh_secs)))
+    }
+
+    /// Reads the JWKS again every `every` (see `JWKS_REFRESH_SECS`).
+    pub fn with_jwks_refresh(mut self, every: Duration) -> Self {
+        self.jwks_refresh = every;
+        self
     }
 
     /// [`for_service`](Self::for_service) for tools and tests that sign no service token
@@ -209,8 +227,8 @@ impl TokenKeys {
     /// The public user keys to publish at `/.well-known/jwks.json`: the current one and
     /// the trusted previous ones (a rotation keeps old tokens valid until they expire).
     pub fn user_jwks(&self) -> Value {
-        let trusted = self.trusted.read().unwrap_or_else(|e| e.into_inner());
-        let mut keys: Vec<&PublicKey> = trusted
+        let mut keys: Vec<&PublicKey> = self
+            .trusted
             .values()
             .filter(|k| k.kid.starts_with("user-"))
             .collect();
@@ -328,8 +346,12 @@ impl TokenKeys {
         if user_token != kid.starts_with("user-") {
             return Err(Refusal::Invalid);
         }
-        let trusted = self.trusted.read().unwrap_or_else(|e| e.into_inner());
-        let key = trusted.get(&kid).ok_or(Refusal::UnknownKey)?;
+        let published = self.published.read().unwrap_or_else(|e| e.into_inner());
+        let key = self
+            .trusted
+            .get(&kid)
+            .or_else(|| published.get(&kid))
+            .ok_or(Refusal::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::ES256);
         validation.leeway = 5;
         validation.set_issuer(&[ISSUER]);
@@ -345,9 +367,20 @@ impl TokenKeys {
         Ok(claims)
     }
 
-    /// [`verify`](Self::verify), fetching the customer service's JWKS once when a user
-    /// token names a key not known yet (a rotation happened).
+    /// [`verify`](Self::verify), reading the customer service's JWKS when a user token
+    /// names a key not known yet (a rotation happened) and whenever the last reading is
+    /// older than the refresh interval (so a key that left it stops being trusted).
     pub async fn verify_fetching(&self, token: &str, audience: &str) -> Result<Claims, Problem> {
+        if audience == USER_AUDIENCE && self.jwks_url.is_some() {
+            let stale = self
+                .read_at
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none_or(|at| at.elapsed() >= self.jwks_refresh);
+            if stale {
+                self.refresh_jwks().await;
+            }
+        }
         match self.check(token, audience) {
             Ok(claims) => Ok(claims),
             Err(Refusal::UnknownKey) if audience == USER_AUDIENCE && self.refresh_jwks().await => {
@@ -383,12 +416,19 @@ impl TokenKeys {
         .await;
         match fetched {
             Ok(found) => {
-                let mut trusted = self.trusted.write().unwrap_or_else(|e| e.into_inner());
-                let before = trusted.len();
-                for key in found.into_iter().filter(|k| k.kid.starts_with("user-")) {
-                    trusted.entry(key.kid.clone()).or_insert(key);
+                let fresh: HashMap<String, PublicKey> = found
+                    .into_iter()
+                    .filter(|k| k.kid.starts_with("user-"))
+                    .map(|k| (k.kid.clone(), k))
+                    .collect();
+                *self.read_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                let mut published = self.published.write().unwrap_or_else(|e| e.into_inner());
+                let new = fresh.keys().any(|kid| !published.contains_key(kid));
+                for retired in published.keys().filter(|kid| !fresh.contains_key(*kid)) {
+                    tracing::info!(kid = %retired, "a user key left the JWKS; no longer trusted");
                 }
-                trusted.len() > before
+                *published = fresh;
+                new
             }
             Err(e) => {
                 tracing::warn!(url = %url, error = %format!("{e:#}"), "could not fetch the JWKS");

@@ -116,6 +116,13 @@ pub struct CommonConfig {
     )]
     pub jwks_url: String,
 
+    /// How often the JWKS is read again, in seconds: a user key that left it (retired
+    /// after a rotation, revoked after a leak) is no longer trusted after at most this
+    /// long. Keys in TRUSTED_KEYS are trusted regardless.
+    #[arg(long, env = "JWKS_REFRESH_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub jwks_refresh_secs: u64,
+
     /// Development mode: keys that are not configured are the development keys, which
     /// are public. Never in a real deployment: outside development mode a service
     /// refuses to start without its keys, and refuses the development keys.
@@ -169,6 +176,7 @@ impl std::fmt::Debug for CommonConfig {
             .field("service_key", &self.service_key)
             .field("trusted_keys", &self.trusted_keys)
             .field("jwks_url", &self.jwks_url)
+            .field("jwks_refresh_secs", &self.jwks_refresh_secs)
             .field("dev_mode", &self.dev_mode)
             .field("access_token_ttl_secs", &self.access_token_ttl_secs)
             .field("request_timeout_secs", &self.request_timeout_secs)
