@@ -105,6 +105,10 @@ enum Refusal {
     Invalid,
 }
 
+/// Leeway between the clocks of the token's issuer and the verifier that records a new
+/// session epoch after a Redis loss.
+const EPOCH_LEEWAY_SECS: i64 = 5;
+
 /// How often the JWKS may be fetched again for an unknown key id: tokens with made-up
 /// key ids must not turn into a flood of requests.
 const JWKS_REFETCH: Duration = Duration::from_secs(5);
@@ -485,6 +489,58 @@ impl Authenticator {
         self.redis.clone().exists(self.revoked_key(sid)).await
     }
 
+    fn epoch_key(&self) -> String {
+        self.redis_keys.key("auth:epoch")
+    }
+
+    /// Records when Redis' memory of sessions begins, if it does not know yet: at start,
+    /// and whenever a verifier finds the record gone (Redis lost its data).
+    pub async fn ensure_epoch(&self) -> Result<i64, redis::RedisError> {
+        let now = chrono::Utc::now().timestamp();
+        let mut redis = self.redis.clone();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.epoch_key())
+            .arg(now)
+            .arg("NX")
+            .query_async(&mut redis)
+            .await?;
+        let epoch: Option<i64> = redis.get(self.epoch_key()).await?;
+        Ok(epoch.unwrap_or(now))
+    }
+
+    /// Why a user token's session no longer counts, if it does not: logged out (its
+    /// revocation marker), or issued before Redis last lost its data. Revocation fails
+    /// closed: a Redis that lost its markers (flushed, restarted without persistence)
+    /// also lost the record of when its memory began; the first verifier to notice
+    /// records a new beginning, and every token issued before it is refused, logged-out
+    /// ones included (everyone logs in again, which they must anyway: their refresh
+    /// sessions are gone too). A few seconds of leeway allow for clocks.
+    pub async fn session_refusal(
+        &self,
+        sid: Uuid,
+        issued_at: i64,
+    ) -> Result<Option<&'static str>, redis::RedisError> {
+        let (revoked, epoch): (bool, Option<i64>) = redis::pipe()
+            .exists(self.revoked_key(sid))
+            .get(self.epoch_key())
+            .query_async(&mut self.redis.clone())
+            .await?;
+        if revoked {
+            return Ok(Some("The session has ended; log in again."));
+        }
+        let epoch = match epoch {
+            Some(epoch) => epoch,
+            None => {
+                tracing::warn!(
+                    "Redis holds no session epoch (it lost its data): tokens issued before now are refused"
+                );
+                self.ensure_epoch().await?
+            }
+        };
+        Ok((issued_at < epoch - EPOCH_LEEWAY_SECS)
+            .then_some("The session began before the sessions store lost its data; log in again."))
+    }
+
     /// Verified claims of the request's bearer token for `audience`.
     async fn claims(&self, parts: &Parts, audience: &str) -> Result<Claims, Problem> {
         self.keys
@@ -555,8 +611,8 @@ where
         let sid = claims
             .sid
             .ok_or_else(|| Problem::unauthorized("The access token is invalid."))?;
-        if auth.is_revoked(sid).await? {
-            return Err(Problem::unauthorized("The session has ended; log in again.").into());
+        if let Some(why) = auth.session_refusal(sid, claims.iat).await? {
+            return Err(Problem::unauthorized(why).into());
         }
         Ok(AuthUser {
             id,

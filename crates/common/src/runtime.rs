@@ -159,6 +159,10 @@ impl Infra {
         let event_metrics = EventMetrics::new(&metrics.registry)?;
         let tokens = Arc::new(TokenKeys::for_service(config, Some(service))?);
         let auth = Authenticator::new(tokens.clone(), redis.clone(), redis_keys.clone(), service);
+        // Where Redis' memory of sessions begins: set once (see `session_refusal`).
+        if let Err(e) = auth.ensure_epoch().await {
+            tracing::warn!(error = %e, "could not record the session epoch yet");
+        }
         Ok(Self {
             service,
             config: config.clone(),
