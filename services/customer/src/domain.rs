@@ -32,6 +32,12 @@ pub const PASSWORD_MAX: usize = 128;
 /// Length is what makes a password strong (NIST SP 800-63B); we also refuse passwords
 /// that are a single repeated character, contain the email's local part, or are on a
 /// short list of the most common ones.
+/// Longest email a login looks up (RFC 5321's limit for a path).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Longest password a login hashes: well above the 128 characters registration takes,
+/// even in four-byte characters, and far below what would make argon2 a weapon.
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
 pub fn check_password(password: &str, email: Option<&str>) -> Result<(), String> {
     let len = password.chars().count();
     if !(PASSWORD_MIN..=PASSWORD_MAX).contains(&len) {

@@ -6,12 +6,14 @@ pub mod domain;
 pub mod events;
 pub mod routes;
 pub mod sessions;
+pub mod throttle;
 
 use std::time::Duration;
 
 use mp_common::Infra;
 use mp_events::Service;
 use mp_events::catalog::CustomerCreated;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +26,10 @@ pub struct Settings {
     /// Email of the administrator ensured at start-up (with ADMIN_PASSWORD).
     #[arg(long, env = "ADMIN_EMAIL")]
     pub admin_email: Option<String>,
-    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
-    pub admin_password: Option<String>,
+    /// Never in `Debug` output or a log line.
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true,
+          value_parser = |s: &str| Ok::<_, String>(SecretString::from(s.to_owned())))]
+    pub admin_password: Option<SecretString>,
     /// Lifetime of a login session (refresh token), in seconds.
     #[arg(long, env = "REFRESH_TOKEN_TTL_SECS", default_value_t = 14 * 24 * 3600)]
     pub refresh_token_ttl_secs: u64,
@@ -43,6 +47,12 @@ pub struct Settings {
     /// How long a client address's failed logins are remembered, in seconds.
     #[arg(long, env = "LOGIN_ADDRESS_WINDOW_SECS", default_value_t = 900)]
     pub login_address_window_secs: u64,
+    /// The proxies in front of the service (Kong), comma-separated addresses or CIDR
+    /// ranges: only from them is `X-Forwarded-For` believed, and the client is the
+    /// right-most hop none of them made. Empty: the header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "",
+          value_parser = |s: &str| throttle::parse_proxies(s))]
+    pub trusted_proxies: throttle::TrustedProxies,
 }
 
 pub type Config = mp_common::config::Config<Settings>;
@@ -59,7 +69,7 @@ pub async fn run(
     );
     let s = &config.settings;
     if let (Some(email), Some(password)) = (&s.admin_email, &s.admin_password) {
-        ensure_admin(&infra, email, password).await?;
+        ensure_admin(&infra, email, password.expose_secret()).await?;
     }
     let state = routes::AppState {
         db: infra.db.clone(),
@@ -71,13 +81,14 @@ pub async fn run(
             Duration::from_secs(s.refresh_token_ttl_secs),
             infra.auth.clone(),
         ),
-        throttle: routes::LoginThrottle {
+        throttle: throttle::LoginThrottle {
             redis: infra.redis.clone(),
             keys: infra.redis_keys.clone(),
             max_failures: s.login_max_failures,
             window_secs: s.login_failure_window_secs,
             max_failures_per_address: s.login_max_failures_per_address,
             address_window_secs: s.login_address_window_secs,
+            trusted_proxies: std::sync::Arc::new(s.trusted_proxies.clone()),
         },
     };
     let consumer = infra

@@ -17,8 +17,7 @@ use mp_common::{
 };
 use mp_events::Service;
 use mp_events::catalog::{CustomerCreated, CustomerUpdated};
-use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{OpenApi, ToSchema};
@@ -27,6 +26,7 @@ use uuid::Uuid;
 use crate::db::{self, CustomerRow};
 use crate::domain::{self, Email};
 use crate::sessions::{Refresh, Sessions};
+use crate::throttle::{LoginThrottle, Peer};
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
@@ -75,8 +75,9 @@ pub struct ApiDoc;
 pub struct RegisterRequest {
     #[schema(schema_with = mp_common::contact::email_schema)]
     pub email: String,
+    /// Never in `Debug` output or a log line.
     #[schema(schema_with = schemas::password)]
-    pub password: String,
+    pub password: SecretString,
     #[schema(schema_with = schemas::name)]
     pub name: String,
     #[serde(default)]
@@ -161,7 +162,9 @@ mod schemas {
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub email: String,
-    pub password: String,
+    /// Never in `Debug` output or a log line.
+    #[schema(value_type = String)]
+    pub password: SecretString,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -227,8 +230,8 @@ async fn load_customer(db: &PgPool, id: Uuid) -> ApiResult<CustomerResponse> {
     Ok(customer_response(row, vendors))
 }
 
-pub(crate) async fn hash_password(password: String) -> ApiResult<String> {
-    hashing(move || domain::hash_password(&password))
+pub(crate) async fn hash_password(password: SecretString) -> ApiResult<String> {
+    hashing(move || domain::hash_password(password.expose_secret()))
         .await?
         .map_err(ApiError::Internal)
 }
@@ -253,7 +256,10 @@ async fn register_customer(
 )> {
     let mut v = Validation::new();
     let email = v.field("email", Email::parse(&body.email));
-    if let Err(m) = domain::check_password(&body.password, email.as_ref().map(Email::as_str)) {
+    if let Err(m) = domain::check_password(
+        body.password.expose_secret(),
+        email.as_ref().map(Email::as_str),
+    ) {
         v.error("password", m);
     }
     let name = v.field("name", domain::parse_name(&body.name));
@@ -377,112 +383,6 @@ async fn get_customer(
     Ok(Json(load_customer(&db, id).await?))
 }
 
-/// Counts failed logins per email in Redis; past the limit, logins for that email are
-/// refused with 429 until the window ends.
-#[derive(Clone)]
-pub struct LoginThrottle {
-    pub redis: ConnectionManager,
-    pub keys: mp_common::redis::RedisKeys,
-    /// Failed logins per email before that email is refused for `window_secs`. The
-    /// window is short: anyone can fail logins for a victim's email, so a long block
-    /// would be a way to lock them out.
-    pub max_failures: u32,
-    pub window_secs: u64,
-    /// Failed logins per client address (any emails) before that address is refused for
-    /// `address_window_secs`: one client guessing many accounts is blocked for long.
-    pub max_failures_per_address: u32,
-    pub address_window_secs: u64,
-}
-
-impl LoginThrottle {
-    fn email_key(&self, email: &str) -> String {
-        self.keys.key(format_args!("auth:login-failures:{email}"))
-    }
-
-    fn address_key(&self, address: &str) -> String {
-        self.keys
-            .key(format_args!("auth:login-failures-addr:{address}"))
-    }
-
-    async fn check(&self, email: &str, address: &str) -> ApiResult<()> {
-        let mut redis = self.redis.clone();
-        for (key, max) in [
-            (self.email_key(email), self.max_failures),
-            (self.address_key(address), self.max_failures_per_address),
-        ] {
-            let failures: Option<u32> = redis.get(&key).await?;
-            if failures.unwrap_or(0) >= max {
-                let ttl: i64 = redis.ttl(&key).await?;
-                return Err(Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "Too many failed logins; try again later.",
-                )
-                .kind("too-many-logins")
-                .header(header::RETRY_AFTER, ttl.max(1).to_string())
-                .into());
-            }
-        }
-        Ok(())
-    }
-
-    async fn failed(&self, email: &str, address: &str) -> ApiResult<()> {
-        let mut pipe = redis::pipe();
-        for (key, window) in [
-            (self.email_key(email), self.window_secs),
-            (self.address_key(address), self.address_window_secs),
-        ] {
-            pipe.incr(&key, 1)
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&key)
-                .arg(window)
-                .arg("NX")
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut self.redis.clone()).await?;
-        Ok(())
-    }
-
-    async fn succeeded(&self, email: &str) -> ApiResult<()> {
-        self.redis
-            .clone()
-            .del::<_, ()>(self.email_key(email))
-            .await?;
-        Ok(())
-    }
-}
-
-/// The client's address: the first `X-Forwarded-For` hop (set by Kong, the only way in
-/// in a deployment), else the TCP peer.
-pub struct ClientAddress(pub String);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        Ok(ClientAddress(
-            forwarded
-                .map(str::to_owned)
-                .or(peer)
-                .unwrap_or_else(|| "unknown".into()),
-        ))
-    }
-}
-
 /// Password hashing is memory-hard on purpose (argon2id, 19 MiB each): at most one hash
 /// per core at a time, and a request waits at most a few seconds for its turn, so a
 /// flood of logins is answered 503 instead of exhausting memory.
@@ -542,23 +442,45 @@ async fn tokens_for(
     ))]
 async fn login(
     State(state): State<AppState>,
-    ClientAddress(address): ClientAddress,
+    Peer(peer): Peer,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
+    // Bounded before anything costs: no multi-megabyte password reaches argon2.
+    let mut v = Validation::new();
+    v.field(
+        "email",
+        (body.email.chars().count() <= domain::MAX_EMAIL_CHARS)
+            .then_some(())
+            .ok_or(format!(
+                "must be at most {} characters",
+                domain::MAX_EMAIL_CHARS
+            )),
+    );
+    v.field(
+        "password",
+        (body.password.expose_secret().len() <= domain::MAX_PASSWORD_BYTES)
+            .then_some(())
+            .ok_or(format!(
+                "must be at most {} bytes",
+                domain::MAX_PASSWORD_BYTES
+            )),
+    );
+    v.finish()?;
+    let address = state.throttle.client_address(peer, &headers);
     let email = domain::normalize_email(&body.email);
-    state.throttle.check(&email, &address).await?;
+    state.throttle.attempt(&email, &address).await?;
     let row = db::by_email(&mut *state.db.acquire().await?, &email).await?;
     // Verify against a real hash even for an unknown email, so timing tells nothing.
     let hash = row
         .as_ref()
         .map_or_else(|| DUMMY_HASH.clone(), |r| r.password_hash.clone());
     let password = body.password;
-    let ok = hashing(move || domain::verify_password(&password, &hash)).await?;
+    let ok = hashing(move || domain::verify_password(password.expose_secret(), &hash)).await?;
     let Some(row) = row.filter(|_| ok) else {
-        state.throttle.failed(&email, &address).await?;
         return Err(Problem::unauthorized("Invalid email or password.").into());
     };
-    state.throttle.succeeded(&email).await?;
+    state.throttle.succeeded(&email, &address).await?;
     let (sid, refresh_token) = state.sessions.open(row.id).await?;
     Ok(Json(tokens_for(&state, row.id, sid, refresh_token).await?))
 }
