@@ -90,7 +90,7 @@ def grafana_role(compose, rendered):
         granted |= {t.strip().lower() for t in m.group(2).split(",")}
     if granted != read:
         fail(f"mp_grafana may SELECT {sorted(granted)}, the dashboards read {sorted(read)}: grant exactly those")
-    if re.search(r"(?is)grant\s+all|superuser|createrole|createdb|bypassrls", sql.replace("NOSUPERUSER", "")
+    if re.search(r"(?is)grant\s+all|\b(superuser|createrole|createdb|bypassrls)\b", sql.replace("NOSUPERUSER", "")
                  .replace("NOCREATEROLE", "").replace("NOCREATEDB", "").replace("NOBYPASSRLS", "")):
         fail("grafana-role.sql gives mp_grafana more than reading")
     # compose: a step after the migrations, which Grafana waits for.
