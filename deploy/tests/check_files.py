@@ -15,6 +15,13 @@ others rendered kustomizations.
   loses, so every log would be shipped again), and only the six services' lines.
 - images: python pinned to a 3.12 patch release, RabbitMQ on the 4.x series,
   no image without a tag or on :latest (our own `marketplace` aside).
+- least privilege (compose): every service's DATABASE_URL logs in as its own
+  role mp_<service> (never the administrator POSTGRES_USER) and its REDIS_URL as
+  its own Redis user mp-<service>; the roles and schemas are made by an admin
+  step (deploy/postgres/service-roles.sql) before `migrate`, which migrates each
+  service as its own role; mp_grafana's grant runs as the administrator; Redis
+  starts with the ACL file rendered from deploy/redis/acl.json, which disables
+  the `default` user; Kong gets its Redis user's password.
 """
 import configparser
 import json
@@ -188,6 +195,107 @@ def images(compose, rendered):
     return len(found)
 
 
+def url(value):
+    from urllib.parse import urlsplit
+    return urlsplit(str(value or ""))
+
+
+def least_privilege(compose):
+    svcs = compose["services"]
+    admin = svcs.get("postgres", {}).get("environment", {}).get("POSTGRES_USER", "postgres")
+    for s in SERVICES:
+        env = svcs.get(s, {}).get("environment", {})
+        db, redis = url(env.get("DATABASE_URL")), url(env.get("REDIS_URL"))
+        if db.username != f"mp_{s}" or not db.password:
+            fail(f"compose: {s}: DATABASE_URL logs in as {db.username!r}, expected its own role mp_{s} "
+                 f"with its password (not the administrator {admin!r} or a shared role)")
+        if redis.username != f"mp-{s}" or not redis.password:
+            fail(f"compose: {s}: REDIS_URL logs in as {redis.username!r}, expected its own Redis user mp-{s} "
+                 "with its password")
+    # The roles and schemas: an admin step before the migrations.
+    roles = next((n for n, d in svcs.items() if "service-roles.sql" in json.dumps(d.get("command", ""))), None)
+    mig = svcs.get("migrate", {})
+    if not roles:
+        fail("compose: no step runs deploy/postgres/service-roles.sql (the roles mp_<service> and their schemas)")
+    else:
+        renv = svcs[roles].get("environment", {})
+        if renv.get("PGUSER") != admin:
+            fail(f"compose: {roles} must run as the administrator {admin} (it creates roles and schemas)")
+        missing = [f"POSTGRES_{s.upper()}_PASSWORD" for s in SERVICES if not renv.get(f"POSTGRES_{s.upper()}_PASSWORD")]
+        if missing:
+            fail(f"compose: {roles} gets no {', '.join(missing)}")
+        if mig.get("depends_on", {}).get(roles, {}).get("condition") != "service_completed_successfully":
+            fail(f"compose: migrate must wait for {roles} (the schemas are made for the services' roles)")
+    menv = mig.get("environment", {})
+    cmd = json.dumps(mig.get("command", ""))
+    for s in SERVICES:
+        u = url(menv.get(f"{s.upper()}_DATABASE_URL"))
+        if u.username != f"mp_{s}" or not u.password:
+            fail(f"compose: migrate: {s.upper()}_DATABASE_URL logs in as {u.username!r}: each service migrates "
+                 f"its schema as its own role mp_{s}")
+    if "_DATABASE_URL" not in cmd or url(menv.get("DATABASE_URL")).username:
+        fail("compose: migrate must run each `<service> migrate` with that service's <SERVICE>_DATABASE_URL "
+             "(and no shared DATABASE_URL)")
+    # mp_grafana's SELECT on orders.orders (owned by mp_order): as the administrator.
+    graf = next((n for n, d in svcs.items() if "grafana-role.sql" in json.dumps(d)), None)
+    if graf and svcs[graf].get("environment", {}).get("PGUSER") != admin:
+        fail(f"compose: {graf} must run as the administrator {admin}: orders.orders belongs to mp_order")
+    # Redis: the ACL file from acl.json, default user off.
+    redis = svcs.get("redis", {})
+    rcmd = redis.get("command") or []
+    rcmd = rcmd.split() if isinstance(rcmd, str) else rcmd
+    aclfile = rcmd[rcmd.index("--aclfile") + 1] if "--aclfile" in rcmd[:-1] else None
+    if not aclfile:
+        fail("compose: redis must start with --aclfile (the users of deploy/redis/acl.json, default off)")
+    else:
+        step = next((n for n, d in svcs.items() if "redis_acl.py" in json.dumps(d.get("command", ""))), None)
+        if not step:
+            fail("compose: no step renders Redis's ACL file (deploy/redis/redis_acl.py acl-file)")
+        else:
+            scmd = [str(c) for c in svcs[step]["command"]]
+            out = scmd[scmd.index("--out") + 1] if "--out" in scmd[:-1] else ""
+            def mount(d, path):
+                for v in d.get("volumes", []):
+                    if isinstance(v, str):  # docker-compose v1 prints SOURCE:TARGET[:MODE]
+                        src, tgt = (v.split(":") + [""])[:2]
+                        v = {"source": src, "target": tgt}
+                    if path.startswith(v["target"].rstrip("/") + "/"):
+                        return v
+            a, b = mount(svcs[step], out), mount(redis, aclfile)
+            if not a or not b or a.get("source") != b.get("source") or \
+                    out[len(a["target"]):] != aclfile[len(b["target"]):]:
+                fail(f"compose: {step} writes {out!r}, which is not the file redis reads ({aclfile!r}) on a shared volume")
+            if redis.get("depends_on", {}).get(step, {}).get("condition") != "service_completed_successfully":
+                fail(f"compose: redis must wait for {step}")
+            senv = svcs[step].get("environment", {})
+            missing = [f"REDIS_{n.upper()}_PASSWORD" for n in SERVICES + ["kong"] if not senv.get(f"REDIS_{n.upper()}_PASSWORD")]
+            if missing:
+                fail(f"compose: {step} gets no {', '.join(missing)}")
+    acl_json = ROOT / "deploy/redis/acl.json"
+    if not acl_json.exists():
+        fail("no deploy/redis/acl.json (the Redis users' rules, from `<service> redis-user --json`)")
+    else:
+        import importlib.util, os
+        spec = importlib.util.spec_from_file_location("redis_acl", ROOT / "deploy/redis/redis_acl.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        os.environ.update({f"REDIS_{n.upper()}_PASSWORD": f"check-{n}" for n in SERVICES + ["kong"]})
+        lines = mod.acl_file(mod.load(acl_json)).splitlines()
+        users = {l.split()[1]: l.split()[2:] for l in lines if l.startswith("user ")}
+        if users.get("default") != ["off"] or [l for l in lines if l.startswith("user default")] != ["user default off"]:
+            fail("the Redis ACL file must disable the default user (`user default off`, nothing else)")
+        want = {f"mp-{s}" for s in SERVICES} | {"kong", "default"}
+        if set(users) != want:
+            fail(f"the Redis ACL file defines {sorted(users)}, expected {sorted(want)}")
+        for name, words in users.items():
+            if name != "default" and (words[0] != "on" or not re.fullmatch(r"#[0-9a-f]{64}", words[1])
+                                      or any(w.startswith(">") or w == "nopass" for w in words)):
+                fail(f"the Redis ACL file: {name} must be `on` with a SHA-256 password hash only")
+    kenv = svcs.get("kong", {}).get("environment", {})
+    if not kenv.get("REDIS_KONG_PASSWORD"):
+        fail("compose: Kong gets no REDIS_KONG_PASSWORD (its Redis user kong, {vault://env/redis_kong_password})")
+
+
 def main(argv):
     compose = yaml.safe_load(open(argv[0]))
     rendered = argv[1:]
@@ -195,11 +303,13 @@ def main(argv):
     grafana_role(compose, rendered)
     fluent_bit(compose)
     n = images(compose, rendered)
-    print(f"files: Grafana provisioning, mp_grafana, Fluent Bit and {n} images checked")
+    least_privilege(compose)
+    print(f"files: Grafana provisioning, mp_grafana, Fluent Bit, {n} images and the services' own "
+          "PostgreSQL roles and Redis users checked")
     if failures:
         print("\n".join("files: FAIL: " + f for f in failures), file=sys.stderr)
         sys.exit(1)
-    print("files: Grafana, its read-only role, Fluent Bit and the image tags agree")
+    print("files: Grafana, its read-only role, Fluent Bit, the image tags and the services' own credentials agree")
 
 
 if __name__ == "__main__":
