@@ -42,12 +42,22 @@ def sel(name):
     return {"matchLabels": {"app.kubernetes.io/name": name}}
 
 
+def secret(key, optional=False):
+    ref = {"name": "marketplace-secrets", "key": key}
+    return {"valueFrom": {"secretKeyRef": {**ref, "optional": True} if optional else ref}}
+
+
 def env_for(name):
+    # Least privilege: the service's own PostgreSQL role mp_<name> (owner of its
+    # schema, no right on any other), its own Redis user mp-<name> (its keys only,
+    # deploy/redis/acl.json) and its own RabbitMQ user <name>.
     env = [
-        {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "marketplace-secrets", "key": "POSTGRES_PASSWORD"}}},
-        {"name": "RABBITMQ_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "marketplace-secrets", "key": f"RABBITMQ_{name.upper()}_PASSWORD"}}},
+        {"name": "POSTGRES_PASSWORD", **secret(f"POSTGRES_{name.upper()}_PASSWORD")},
+        {"name": "REDIS_PASSWORD", **secret(f"REDIS_{name.upper()}_PASSWORD")},
+        {"name": "RABBITMQ_PASSWORD", **secret(f"RABBITMQ_{name.upper()}_PASSWORD")},
         # $(VAR) expands the variables above and the ConfigMap's.
-        {"name": "DATABASE_URL", "value": "postgres://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@$(POSTGRES_HOST)/$(POSTGRES_DB)$(POSTGRES_PARAMS)"},
+        {"name": "DATABASE_URL", "value": f"postgres://mp_{name}:$(POSTGRES_PASSWORD)@$(POSTGRES_HOST)/$(POSTGRES_DB)$(POSTGRES_PARAMS)"},
+        {"name": "REDIS_URL", "value": f"$(REDIS_SCHEME)://mp-{name}:$(REDIS_PASSWORD)@$(REDIS_HOST)"},
         {"name": "AMQP_URL", "value": f"$(AMQP_SCHEME)://{name}:$(RABBITMQ_PASSWORD)@$(AMQP_HOST)/%2f"},
         {"name": "SERVICE_KEY", "valueFrom": {"secretKeyRef": {"name": "marketplace-keys", "key": f"{name}.pem"}}},
         {"name": "TRUSTED_KEYS", "valueFrom": {"secretKeyRef": {"name": "marketplace-keys", "key": "trusted.jwks.json"}}},

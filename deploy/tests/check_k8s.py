@@ -16,9 +16,15 @@
 - no Secret holds a value committed in the repository (they are generated);
 - dev: PostgreSQL, Redis and RabbitMQ are StatefulSets; prod: no ExternalName
   alias, the providers' own host names over verified TLS (sslmode=verify-full,
-  amqps://, https://, rediss://), Kong's Redis from the same setting; Kong
+  amqps://, https://, rediss://), Kong's Redis from the same settings; Kong
   terminates TLS (certificate Secret kong-tls, routes HTTPS-only with 308),
-  externalTrafficPolicy Local, trusted proxy ranges set and not wildcard.
+  externalTrafficPolicy Local, trusted proxy ranges set and not wildcard;
+- least privilege: every service's DATABASE_URL logs in as its own role
+  mp_<service> with POSTGRES_<SERVICE>_PASSWORD, its REDIS_URL as its own Redis
+  user mp-<service> with REDIS_<SERVICE>_PASSWORD; the migrations Job makes the
+  roles and schemas first (deploy/postgres/service-roles.sql) and migrates each
+  service as its own role; Kong gets its Redis user's password; dev: Redis
+  starts with the ACL file its init container renders from deploy/redis/acl.json.
 """
 import os
 import sys
@@ -74,13 +80,15 @@ def managed_ok(cm, services):
              "(require encrypts but accepts any certificate)")
     if cm.get("AMQP_SCHEME") != "amqps":
         fail(f"prod: AMQP_SCHEME={cm.get('AMQP_SCHEME')!r}: needs amqps")
+    if cm.get("REDIS_SCHEME") != "rediss":
+        fail(f"prod: REDIS_SCHEME={cm.get('REDIS_SCHEME')!r}: needs rediss")
     urls = {
         "POSTGRES_HOST": "postgres://" + cm.get("POSTGRES_HOST", ""),
         "AMQP_HOST": "amqps://" + cm.get("AMQP_HOST", ""),
         "RABBITMQ_API": cm.get("RABBITMQ_API", ""),
-        "REDIS_URL": cm.get("REDIS_URL", ""),
+        "REDIS_HOST": "rediss://" + cm.get("REDIS_HOST", ""),
     }
-    schemes = {"RABBITMQ_API": "https", "REDIS_URL": "rediss"}
+    schemes = {"RABBITMQ_API": "https"}
     for key, url in urls.items():
         u = urlsplit(url)
         if key in schemes and u.scheme != schemes[key]:
@@ -161,6 +169,113 @@ def edge_ok(by, rendered_path):
         if "optional/cert-manager-certificate.yaml" in (yaml.safe_load((prod_dir / "kustomization.yaml").read_text())
                                                         .get("resources") or []):
             fail("prod: the cert-manager Certificate is optional; keep it out of the default resources")
+
+
+URL = __import__("re").compile(r"^(?P<scheme>[^:]+)://(?P<user>[^:@/]+):(?P<pw>[^@]+)@(?P<rest>.+)$")
+
+
+def least_privilege(by, env):
+    import re
+    root = Path(__file__).resolve().parents[1]
+
+    def envs(c):
+        return {e["name"]: e for e in c.get("env", [])}
+
+    def secret_key(e):
+        ref = (e or {}).get("valueFrom", {}).get("secretKeyRef", {})
+        return ref.get("key") if ref.get("name", "").startswith("marketplace-secrets") else None
+
+    def login(c, var, user, password_key, what):
+        """env VAR of container c is a URL logging in as USER with $(X), X from the Secret's PASSWORD_KEY."""
+        e = envs(c)
+        m = URL.match(str(e.get(var, {}).get("value", "")))
+        if not m or m["user"] != user:
+            fail(f"{what}: {var} logs in as {m['user'] if m else None!r}, expected its own "
+                 f"{'role' if 'DATABASE' in var else 'user'} {user}")
+            return
+        pw = re.fullmatch(r"\$\((\w+)\)", m["pw"])
+        if not pw or secret_key(e.get(pw.group(1))) != password_key:
+            fail(f"{what}: {var}: the password must be $(VAR) with VAR from marketplace-secrets' {password_key}")
+
+    deps = by.get("Deployment", {})
+    for s in SERVICES:
+        dep = deps.get(s)
+        if not dep:
+            continue
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        login(c, "DATABASE_URL", f"mp_{s}", f"POSTGRES_{s.upper()}_PASSWORD", f"Deployment {s}")
+        login(c, "REDIS_URL", f"mp-{s}", f"REDIS_{s.upper()}_PASSWORD", f"Deployment {s}")
+    cm = next((d.get("data", {}) for n, d in by.get("ConfigMap", {}).items() if n.startswith("marketplace-config")), {})
+    for key in ("DATABASE_URL", "REDIS_URL"):
+        if key in cm:
+            fail(f"marketplace-config holds {key}: one URL for every pod, without a user of its own; "
+                 "each service builds its own from its credentials")
+    # The migrations Job: roles and schemas first (as the administrator), then
+    # each service's migrations as that service's role, then mp_grafana's grant.
+    job = by.get("Job", {}).get("marketplace-migrate")
+    if job:
+        pod = job["spec"]["template"]["spec"]
+        init = pod.get("initContainers", [])
+        names = [c["name"] for c in init]
+        roles = next((c for c in init if "service-roles.sql" in str(c.get("command", "")) + str(c.get("args", ""))), None)
+        mig = next((c for c in init if c["name"] == "migrate"), None)
+        if not roles:
+            fail("Job marketplace-migrate: no init container runs deploy/postgres/service-roles.sql "
+                 "(the roles mp_<service> and their schemas) before the migrations")
+        elif mig and names.index(roles["name"]) > names.index("migrate"):
+            fail("Job marketplace-migrate: the roles and schemas must be made before the migrations")
+        if roles:
+            missing = [f"POSTGRES_{s.upper()}_PASSWORD" for s in SERVICES
+                       if secret_key(envs(roles).get(f"POSTGRES_{s.upper()}_PASSWORD")) != f"POSTGRES_{s.upper()}_PASSWORD"]
+            if missing:
+                fail(f"Job marketplace-migrate/{roles['name']}: gets no {', '.join(missing)}")
+        if mig:
+            for s in SERVICES:
+                login(mig, f"{s.upper()}_DATABASE_URL", f"mp_{s}", f"POSTGRES_{s.upper()}_PASSWORD",
+                      "Job marketplace-migrate/migrate")
+            if "_DATABASE_URL" not in str(mig.get("args", "")) + str(mig.get("command", "")) or "DATABASE_URL" in envs(mig):
+                fail("Job marketplace-migrate/migrate: run each `<service> migrate` with its <SERVICE>_DATABASE_URL "
+                     "(no shared DATABASE_URL)")
+    kong = deps.get("kong")
+    if kong:
+        c = next(c for c in kong["spec"]["template"]["spec"]["containers"] if c["name"] == "kong")
+        if secret_key(envs(c).get("REDIS_KONG_PASSWORD")) != "REDIS_KONG_PASSWORD":
+            fail("Deployment kong: no REDIS_KONG_PASSWORD from marketplace-secrets (its Redis user kong, "
+                 "{vault://env/redis_kong_password} in kong.yml)")
+    if env != "dev":
+        return
+    sts = by.get("StatefulSet", {}).get("redis")
+    if not sts:
+        return
+    pod = sts["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    args = [str(a) for a in c.get("command", []) + c.get("args", [])]
+    aclfile = args[args.index("--aclfile") + 1] if "--aclfile" in args[:-1] else None
+    if not aclfile:
+        fail("dev: Redis must start with --aclfile (the users of deploy/redis/acl.json, default off)")
+        return
+    def mount_of(ctr, path):
+        return next(((m["name"], path[len(m["mountPath"].rstrip("/")):]) for m in ctr.get("volumeMounts", [])
+                     if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+    render = next((i for i in pod.get("initContainers", []) if "redis_acl.py" in str(i.get("command", [])) + str(i.get("args", []))), None)
+    if not render:
+        fail("dev: Redis has no init container rendering its ACL file (deploy/redis/redis_acl.py acl-file)")
+        return
+    rargs = [str(a) for a in render.get("command", []) + render.get("args", [])]
+    out = rargs[rargs.index("--out") + 1] if "--out" in rargs[:-1] else ""
+    if not mount_of(render, out) or mount_of(render, out) != mount_of(c, aclfile):
+        fail(f"dev: Redis's init container writes {out!r}, not the file Redis reads ({aclfile!r})")
+    missing = [f"REDIS_{n.upper()}_PASSWORD" for n in list(SERVICES) + ["kong"]
+               if secret_key(envs(render).get(f"REDIS_{n.upper()}_PASSWORD")) != f"REDIS_{n.upper()}_PASSWORD"]
+    if missing:
+        fail(f"dev: Redis's init container gets no {', '.join(missing)}")
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    cms = by.get("ConfigMap", {})
+    shipped = [cms.get(vols.get(m["name"], {}).get("configMap", {}).get("name"), {}).get("data", {})
+               for m in render.get("volumeMounts", [])]
+    acl = (root / "redis" / "acl.json")
+    if not acl.exists() or not any(d.get("acl.json") == acl.read_text() for d in shipped):
+        fail("dev: Redis's init container does not mount deploy/redis/acl.json as it is in the repository")
 
 
 def main(path, env):
@@ -303,18 +418,25 @@ def main(path, env):
                 fail(f"prod: Service {n} is an ExternalName alias; put the provider's host name in marketplace-config")
         managed_ok(cm, set(svcs))
         edge_ok(by, path)
+        # Kong's rate-limit Redis is the services' (marketplace-config's
+        # REDIS_SCHEME and REDIS_HOST), through KONG_REDIS_URL.
         kong_init = deps.get("kong", {}).get("spec", {}).get("template", {}).get("spec", {}).get("initContainers", [{}])[0]
-        ref = next((e.get("valueFrom", {}).get("configMapKeyRef", {}) for e in kong_init.get("env", [])
-                    if e["name"] == "KONG_REDIS_URL"), {})
-        if not ref.get("name", "").startswith("marketplace-config") or ref.get("key") != "REDIS_URL":
-            fail("prod: Kong's rate-limit Redis must come from marketplace-config's REDIS_URL (KONG_REDIS_URL)")
+        kenv = {e["name"]: e for e in kong_init.get("env", [])}
+        refs = {k: kenv.get(k, {}).get("valueFrom", {}).get("configMapKeyRef", {}) for k in ("REDIS_SCHEME", "REDIS_HOST")}
+        if kenv.get("KONG_REDIS_URL", {}).get("value") != "$(REDIS_SCHEME)://$(REDIS_HOST)" or \
+                any(not r.get("name", "").startswith("marketplace-config") or r.get("key") != k for k, r in refs.items()):
+            fail("prod: Kong's rate-limit Redis must come from marketplace-config's REDIS_SCHEME and REDIS_HOST "
+                 "(KONG_REDIS_URL=$(REDIS_SCHEME)://$(REDIS_HOST))")
+
+    least_privilege(by, env)
 
     kinds = {k: len(v) for k, v in sorted(by.items())}
     print(f"k8s {env}: {sum(kinds.values())} objects: " + ", ".join(f"{v} {k}" for k, v in kinds.items()))
     if failures:
         print("\n".join(f"k8s {env}: FAIL: " + f for f in failures), file=sys.stderr)
         sys.exit(1)
-    print(f"k8s {env}: deployments, probes, limits, security, PDBs, HPAs, network policies and jobs as required")
+    print(f"k8s {env}: deployments, probes, limits, security, PDBs, HPAs, network policies, jobs "
+          "and each service's own credentials as required")
 
 
 def check_monitoring(path, dev_path):
