@@ -20,7 +20,11 @@
 # port 6379 in the file): host and port from the URL, and for rediss:// TLS with
 # certificate verification and the host as SNI server_name, e.g. for a managed
 # Redis in production. KONG_REDIS_HOST, KONG_REDIS_PORT and KONG_REDIS_SSL=true
-# set the parts one by one (they win over the URL).
+# set the parts one by one (they win over the URL). A user and password in the
+# URL are ignored: kong.yml logs in as Kong's own Redis user kong with the
+# password Kong reads from its environment (REDIS_KONG_PASSWORD, through the
+# env vault reference {vault://env/redis_kong_password}), so no password is
+# ever written into the rendered file.
 #
 # KONG_HTTPS_REDIRECT=308 (prod, where Kong terminates TLS): every route takes
 # HTTPS only (protocols: [https]) and Kong answers a plain-HTTP request with

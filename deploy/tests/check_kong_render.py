@@ -3,7 +3,7 @@
 services needed).
 
     check_kong_render.py RENDERED.yml [--kids KID,KID...] [--https-redirect CODE]
-                         [--redis HOST:PORT[:tls]]
+                         [--redis HOST:PORT[:tls]] [--redis-user USER]
 
 --kids            the consumer's jwt_secrets are exactly these key ids (ES256, a
                   PEM public key each): every key of the JWKS reached Kong
@@ -11,6 +11,9 @@ services needed).
                   redirect status (prod); without it every route takes http too
 --redis           every rate-limiting plugin (global and per route) counts in this
                   Redis; with :tls over TLS with certificate verification and SNI
+--redis-user      every rate-limiting plugin logs in to Redis as this user, with
+                  the password from Kong's environment (a vault reference
+                  {vault://env/redis_<user>_password}, never a password in the file)
 """
 import argparse
 import sys
@@ -30,6 +33,7 @@ def main():
     ap.add_argument("--kids")
     ap.add_argument("--https-redirect", type=int)
     ap.add_argument("--redis")
+    ap.add_argument("--redis-user")
     a = ap.parse_args()
     conf = yaml.safe_load(open(a.rendered))
 
@@ -67,10 +71,27 @@ def main():
                      f"expected {want}")
         if not limits:
             fail("no rate-limiting plugin")
+    if a.redis_user:
+        limits = [p for p in conf.get("plugins", []) if p["name"] == "rate-limiting"]
+        limits += [p for r in routes for p in r.get("plugins", []) if p["name"] == "rate-limiting"]
+        ref = f"{{vault://env/redis_{a.redis_user}_password}}"
+        for p in limits:
+            r = p["config"].get("redis", {})
+            # The Kong 3.x field names (redis.username / redis.password; the
+            # redis_username / redis_password shorthands are deprecated).
+            if r.get("username") != a.redis_user or r.get("password") != ref:
+                fail(f"a rate-limiting plugin logs in to Redis as {r.get('username')!r} with password "
+                     f"{'(none)' if not r.get('password') else 'a literal' if not str(r['password']).startswith('{vault://') else r['password']}, "
+                     f"expected user {a.redis_user!r} with the password {ref} (env REDIS_{a.redis_user.upper()}_PASSWORD)")
+            if any(k.startswith("redis_") for k in p["config"]):
+                fail("a rate-limiting plugin sets deprecated redis_* fields; use config.redis")
+        if not limits:
+            fail("no rate-limiting plugin")
 
     print(f"kong render: {len(secrets)} user key(s), {len(routes)} routes"
           + (f", HTTPS only with {a.https_redirect}" if a.https_redirect else ", http and https")
-          + (f", Redis {a.redis}" if a.redis else ""))
+          + (f", Redis {a.redis}" if a.redis else "")
+          + (f" as {a.redis_user}" if a.redis_user else ""))
     if failures:
         print("\n".join("kong render: FAIL: " + f for f in failures), file=sys.stderr)
         sys.exit(1)
