@@ -3,23 +3,32 @@
 # runs it. Offline checks first, then a live check against the running fleet:
 #
 #   1. tools (scripts/install-deploy-tools.sh) and yamllint
-#   2. generated files are up to date (k8s services, Grafana dashboards)
+#   2. generated files are up to date (k8s services, Grafana dashboards, and
+#      deploy/redis/acl.json against `<service> redis-user --json` when the
+#      service binaries are built); the Redis ACL file rendered from acl.json,
+#      loaded into a throw-away redis-server when one is installed: the default
+#      user is off and each user reaches only its keys
 #   3. Prometheus: promtool check config / check rules / test rules; every
 #      required alert exists and every alert has a unit test
 #      (deploy/tests/check_rules.py); every dashboard query parses
 #   4. docker-compose config (with and without the logging profile; Kong trusts
-#      no proxy); Kong's config as rendered for dev and for the prod edge
-#      (deploy/tests/check_kong_render.py)
+#      no proxy); Kong's config as rendered for dev and for the prod edge, its
+#      Redis user kong (deploy/tests/check_kong_render.py)
 #   5. Kubernetes: every kustomization reads files inside its own root only;
 #      each overlay and deploy/k8s/monitoring rendered with plain
 #      `kubectl kustomize` (no load-restrictor flag), validated strictly against
 #      the schemas (kubernetes-validate --strict) and against our own rules
-#      (deploy/tests/check_k8s.py); files that must agree (Grafana and its
-#      read-only role, Fluent Bit, image tags: deploy/tests/check_files.py); the
-#      user key rotation (scripts/rotate-user-key.sh) with a stand-in kubectl
+#      (deploy/tests/check_k8s.py: with every service's own PostgreSQL role and
+#      Redis user); files that must agree (Grafana and its read-only role,
+#      Fluent Bit, image tags, compose's per-service credentials:
+#      deploy/tests/check_files.py); the user key rotation
+#      (scripts/rotate-user-key.sh) with a stand-in kubectl
 #   6. live: the fleet up (`make up` unless it already runs; stopped again if we
 #      started it), the Kong routes against the six /openapi.json, the RabbitMQ
-#      permissions against `<service> rabbitmq-user`, a checkout through the
+#      permissions against `<service> rabbitmq-user`, the Redis users against
+#      `<service> redis-user`, deploy/postgres/service-roles.sql in a throw-away
+#      database (roles made, an older deployment's schemas handed over, each
+#      service migrated as its role, mp_grafana's grant), a checkout through the
 #      services, every metric of the rules and dashboards in the live scrape,
 #      and a real Prometheus scraping the fleet: every target up, every rule
 #      loaded, every dashboard query accepted. Then the contract tests
@@ -43,6 +52,9 @@ cleanup() {
     if [[ -n $PROM_PID ]]; then
         kill "$PROM_PID" 2>/dev/null || true
         wait "$PROM_PID" 2>/dev/null || true
+    fi
+    if [[ -s $TMP/redis.pid ]]; then   # the throw-away redis-server of the ACL check
+        kill "$(cat "$TMP/redis.pid")" 2>/dev/null || true
     fi
     if ((STARTED_FLEET)); then
         echo "test-deploy: stopping the fleet this test started"
@@ -76,7 +88,82 @@ diff -r "$TMP/k8s-services" deploy/k8s/base/services ||
 "$PY" deploy/grafana/generate.py "$TMP/dashboards"
 diff -r "$TMP/dashboards" deploy/grafana/dashboards ||
     die "deploy/grafana/dashboards is stale: run python3 deploy/grafana/generate.py"
+# deploy/redis/acl.json: what the service binaries say (`redis-user --json`),
+# from the newest build (release or debug) whose six binaries all answer it;
+# the live step checks the fleet's own build in any case.
+acl_bins=
+for dir in "$CARGO_TARGET_DIR/release" "$CARGO_TARGET_DIR/debug"; do
+    for s in "${SERVICES[@]%%:*}"; do "$dir/$s" redis-user --json >/dev/null 2>&1 || continue 2; done
+    [[ -z $acl_bins || $dir/customer -nt $acl_bins/customer ]] && acl_bins=$dir
+done
+if [[ -n $acl_bins ]]; then
+    "$PY" deploy/redis/redis_acl.py check "$acl_bins" deploy/redis/acl.json
+else
+    echo "redis-acl: no build of the six services answers redis-user: deploy/redis/acl.json is checked in the live step"
+fi
 echo "generated: ok"
+
+step "Redis users (deploy/redis/acl.json rendered as an ACL file)"
+redis_pw=()
+for name in "${SERVICES[@]%%:*}" kong; do redis_pw+=("REDIS_${name^^}_PASSWORD=test-$name-pw"); done
+env "${redis_pw[@]}" "$PY" deploy/redis/redis_acl.py acl-file deploy/redis/acl.json --out "$TMP/users.acl"
+if command -v redis-server >/dev/null; then
+    REDIS_TEST_PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    cp "$TMP/users.acl" "$TMP/users.admin.acl"   # a user for this test to stop the server with
+    echo "user test-admin on >test-admin-pw ~* &* +@all" >>"$TMP/users.admin.acl"
+    redis-server --port "$REDIS_TEST_PORT" --bind 127.0.0.1 --aclfile "$TMP/users.admin.acl" --save "" \
+        --appendonly no --dir "$TMP" --daemonize yes --pidfile "$TMP/redis.pid" --logfile "$TMP/redis.log" ||
+        die "redis-server refuses the ACL file rendered from deploy/redis/acl.json: $(tail -3 "$TMP/redis.log")"
+    "$PY" - "$REDIS_TEST_PORT" deploy/redis/acl.json <<'PY' || rc=$?
+import json, socket, sys, time
+port, acl = int(sys.argv[1]), json.load(open(sys.argv[2]))
+def call(*cmds, user=None):
+    """Sends the commands on one connection (after AUTH user), returns the replies' first lines."""
+    for _ in range(50):
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            break
+        except OSError:
+            time.sleep(0.1)
+    if user:
+        cmds = (("AUTH", user, f"test-{user.removeprefix('mp-')}-pw"),) + cmds
+    s.sendall(b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in c)
+                       for c in cmds))
+    f, out = s.makefile("rb"), []
+    for _ in cmds:
+        line = f.readline().decode().rstrip()
+        if line[:1] == "$" and line != "$-1":
+            f.readline()
+        out.append(line)
+    s.close()
+    return out[1:] if user else out
+fails = []
+def expect(got, want, what):
+    if not got.startswith(want):
+        fails.append(f"{what}: {got!r}, expected {want}")
+expect(call(("PING",))[0], "-NOAUTH", "no user (default is off): PING")
+expect(call(("AUTH", "default", ""))[0], "-WRONGPASS", "AUTH as default")
+expect(call(("PING",), user="mp-order")[0], "+PONG", "mp-order: PING")
+for cmd in (("SET", "mp:auth:session:x", "forged"), ("DEL", "mp:auth:revoked:x"), ("GET", "mp:inv:x"), ("FLUSHALL",),
+            ("KEYS", "*"), ("CONFIG", "GET", "*"), ("ACL", "LIST")):
+    expect(call(cmd, user="mp-order")[0], "-NOPERM", f"mp-order: {' '.join(cmd)}")
+expect(call(("GET", "mp:auth:session:x"), user="mp-order")[0], "$", "mp-order: GET a session")
+expect(call(("SET", "mp:auth:session:x", "1"), user="mp-customer")[0], "+OK", "mp-customer: SET a session")
+expect(call(("SET", "mp:inv:x", "1"), user="mp-inventory")[0], "+OK", "mp-inventory: SET its key")
+expect(call(("PUBLISH", "mp:vendor:x", "1"), user="mp-vendor")[0], ":", "mp-vendor: PUBLISH on its channel")
+expect(call(("INCR", "ratelimit:x"), user="kong")[0], ":", "kong: INCR its counter")
+expect(call(("GET", "mp:auth:session:x"), user="kong")[0], "-NOPERM", "kong: GET a session")
+if fails:
+    sys.exit("redis-acl: FAIL: " + "; ".join(fails))
+print(f"redis-acl: redis-server {port} loads the ACL file: default off, {len(acl)} users, each to its own keys")
+PY
+    redis-cli -p "$REDIS_TEST_PORT" --user test-admin --pass test-admin-pw --no-auth-warning shutdown nosave >/dev/null 2>&1 || true
+    rm -f "$TMP/redis.pid"
+    ((${rc:-0} == 0)) || die "the Redis users do not behave as acl.json says"
+else
+    head -1 "$TMP/users.acl" | grep -qx 'user default off' || die "the Redis ACL file does not disable the default user"
+    echo "redis-acl: no redis-server here; the ACL file's lines are checked by deploy/tests/check_files.py"
+fi
 
 # ------------------------------------------------------------- 3. Prometheus
 step "promtool"
@@ -146,8 +233,9 @@ done
 "$PY" - "$TMP/compose.yml" "$TMP/compose-logging.yml" <<'PY'
 import sys, yaml
 base, logging = (yaml.safe_load(open(f)) for f in sys.argv[1:3])
-want = {"postgres", "redis", "rabbitmq", "rabbitmq-users", "migrate", "customer", "order", "notification",
-        "inventory", "vendor", "cart", "kong-config", "kong", "prometheus", "grafana", "maildev"}
+want = {"postgres", "postgres-roles", "redis", "redis-acl", "rabbitmq", "rabbitmq-users", "migrate", "customer",
+        "order", "notification", "inventory", "vendor", "cart", "kong-config", "kong", "prometheus", "grafana",
+        "maildev"}
 svcs = base["services"]
 missing = want - set(svcs)
 assert not missing, f"compose: missing services {missing}"
@@ -179,12 +267,12 @@ PY
 user_kid=$(jq -r '.keys[0].kid' "$TMP/user.jwks.json")
 KONG_REDIS_URL=redis://redis:6379 bash scripts/kong-jwt-key.sh --jwks-file "$TMP/user.jwks.json" \
     --out "$TMP/kong.dev.yml" 2>/dev/null
-"$PY" deploy/tests/check_kong_render.py "$TMP/kong.dev.yml" --kids "$user_kid" --redis redis:6379
+"$PY" deploy/tests/check_kong_render.py "$TMP/kong.dev.yml" --kids "$user_kid" --redis redis:6379 --redis-user kong
 # As the prod overlay's Kong init container runs it (env from the rendered overlay).
 KONG_REDIS_URL=rediss://cache.example-cloud.com:6380 KONG_HTTPS_REDIRECT=308 \
     bash scripts/kong-jwt-key.sh --jwks-file "$TMP/user.jwks.json" --out "$TMP/kong.prod.yml" 2>/dev/null
 "$PY" deploy/tests/check_kong_render.py "$TMP/kong.prod.yml" --kids "$user_kid" --https-redirect 308 \
-    --redis cache.example-cloud.com:6380:tls
+    --redis cache.example-cloud.com:6380:tls --redis-user kong
 
 # ------------------------------------------------------------- 5. Kubernetes
 step "Kubernetes overlays"
@@ -324,6 +412,12 @@ echo "kong: the live JWKS renders into a config that still passes"
 
 step "RabbitMQ users"
 "$PY" deploy/rabbitmq/rabbitmq_permissions.py check "$CARGO_TARGET_DIR/${FLEET_PROFILE:-release}" deploy/rabbitmq/permissions.json
+
+step "Redis users"
+"$PY" deploy/redis/redis_acl.py check "$CARGO_TARGET_DIR/${FLEET_PROFILE:-release}" deploy/redis/acl.json
+
+step "PostgreSQL roles (deploy/postgres/service-roles.sql in a throw-away database)"
+bash deploy/tests/check-service-roles.sh "$CARGO_TARGET_DIR/${FLEET_PROFILE:-release}"
 
 step "traffic: a paid and a declined checkout"
 bash deploy/tests/checkout-traffic.sh
