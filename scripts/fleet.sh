@@ -328,7 +328,8 @@ service_credentials() {
     redis_pw=$(sed -n 's/^REDIS_PASSWORD=//p' "$file")
     ensure_service_role "$svc" "$db_pw"
     ensure_service_redis_user "$svc" "$redis_pw"
-    SVC_DATABASE_URL="postgres://mp_$svc:$db_pw@$INFRA_HOST:$INFRA_PG_PORT/$INFRA_DB_NAME"
+    # Loopback: no TLS (see infra_pg_ensure_tls).
+    SVC_DATABASE_URL="postgres://mp_$svc:$db_pw@$INFRA_HOST:$INFRA_PG_PORT/$INFRA_DB_NAME?sslmode=disable"
     SVC_REDIS_URL="redis://mp-$svc:$redis_pw@$INFRA_HOST:$INFRA_REDIS_PORT"
 }
 

@@ -240,7 +240,8 @@ infra_pg_ensure_db() {
 
 # A database made before the project role existed (services then logged in as
 # postgres) is handed over to the role with everything the services created in
-# it, so their migrations go on. Test schemas (t_*) are left alone: each lives
+# it, so their migrations go on. Only what a superuser owns: the services' own roles
+# (mp_<service>, scripts/fleet.sh) keep their schemas. Test schemas (t_*) are left alone: each lives
 # only as long as its test, which may be running right now. A no-op once done.
 infra_pg_ensure_owner() {
     local u=$INFRA_DB_USER others
@@ -249,7 +250,8 @@ infra_pg_ensure_owner() {
         infra_pg_sql "ALTER DATABASE $INFRA_DB_NAME OWNER TO $u" >/dev/null
     fi
     others=$(infra_pg_sql "SELECT count(*) FROM pg_namespace WHERE nspname !~ '^(pg_|t_)'
-        AND nspname NOT IN ('information_schema', 'public') AND nspowner <> '$u'::regrole" "$INFRA_DB_NAME")
+        AND nspname NOT IN ('information_schema', 'public')
+        AND nspowner IN (SELECT oid FROM pg_roles WHERE rolsuper)" "$INFRA_DB_NAME")
     ((others == 0)) && return 0
     infra_info "handing $others schema(s) of $INFRA_DB_NAME and their objects over to role $u"
     infra_pg_sql "DO \$\$
@@ -257,14 +259,14 @@ DECLARE r record;
 BEGIN
     FOR r IN SELECT n.nspname FROM pg_namespace n
              WHERE n.nspname !~ '^(pg_|t_)' AND n.nspname <> 'information_schema'
-               AND n.nspowner <> '$u'::regrole AND n.nspowner <> 'pg_database_owner'::regrole LOOP
+               AND n.nspowner IN (SELECT oid FROM pg_roles WHERE rolsuper) LOOP
         EXECUTE format('ALTER SCHEMA %I OWNER TO $u', r.nspname);
     END LOOP;
     -- Tables (their indexes and owned sequences follow), views, free sequences.
     FOR r IN SELECT c.oid::regclass AS name, c.relkind FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE n.nspname !~ '^(pg_|t_)' AND n.nspname <> 'information_schema'
-               AND c.relowner <> '$u'::regrole AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+               AND c.relowner IN (SELECT oid FROM pg_roles WHERE rolsuper) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                                AND d.objid = c.oid AND d.deptype IN ('a', 'i')) LOOP
         EXECUTE format(CASE r.relkind WHEN 'v' THEN 'ALTER VIEW %s OWNER TO $u'
@@ -276,7 +278,7 @@ BEGIN
     FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p
              JOIN pg_namespace n ON n.oid = p.pronamespace
              WHERE n.nspname !~ '^(pg_|t_)' AND n.nspname <> 'information_schema'
-               AND p.proowner <> '$u'::regrole LOOP
+               AND p.proowner IN (SELECT oid FROM pg_roles WHERE rolsuper) LOOP
         EXECUTE format('ALTER ROUTINE %s OWNER TO $u', r.name);
     END LOOP;
     FOR r IN SELECT t.oid::regtype AS name FROM pg_type t
@@ -311,7 +313,7 @@ infra_database_url() {
     local pw
     [[ -f $INFRA_DB_ENV ]] || infra_die "no $INFRA_DB_ENV yet: run 'make infra'"
     pw=$(infra_pg_password)
-    printf 'postgres://%s:%s@%s:%s/%s' "$INFRA_DB_USER" "$pw" "$INFRA_HOST" "$INFRA_PG_PORT" "$INFRA_DB_NAME"
+    printf 'postgres://%s:%s@%s:%s/%s?sslmode=disable' "$INFRA_DB_USER" "$pw" "$INFRA_HOST" "$INFRA_PG_PORT" "$INFRA_DB_NAME"
 }
 
 infra_write_db_env() {
@@ -323,7 +325,9 @@ infra_write_db_env() {
         echo "# Written by scripts/infra.sh: the PostgreSQL role the services log in as."
         echo "# Keep the password; delete the file to have 'make infra' set a new one."
         echo "MARKETPLACE_DB_PASSWORD=$pw"
-        echo "DATABASE_URL=postgres://$INFRA_DB_USER:$pw@$INFRA_HOST:$INFRA_PG_PORT/$INFRA_DB_NAME"
+        # Loopback: no TLS (the server's certificate is for verify-full, see
+        # infra_pg_ensure_tls; unverified TLS would only cost CPU here).
+        echo "DATABASE_URL=postgres://$INFRA_DB_USER:$pw@$INFRA_HOST:$INFRA_PG_PORT/$INFRA_DB_NAME?sslmode=disable"
     } >"$tmp"
     chmod 600 "$tmp"
     mv "$tmp" "$INFRA_DB_ENV"
@@ -401,6 +405,55 @@ infra_redis_start() {
             --save "" --appendonly no >/dev/null
     fi
     infra_wait_port Redis "$INFRA_REDIS_PORT" 30
+}
+
+# PostgreSQL over verified TLS, as managed providers serve it: a local CA signs a
+# server certificate for the name "localhost" (only that name, so a client that asks
+# for 127.0.0.1 with sslmode=verify-full is refused, as a wrong host must be), kept in
+# the data directory; the server uses it from then on (ssl is reloaded, no restart).
+# Clients that want it connect to localhost with sslmode=verify-full and
+# sslrootcert=$INFRA_PG_CA (`infra.sh pg-tls-ca` prints the path); the project's own
+# URLs (loopback) use sslmode=disable.
+INFRA_PG_CA=$INFRA_STATE_DIR/tls/postgres-ca.crt
+
+infra_pg_ensure_tls() {
+    command -v openssl >/dev/null 2>&1 || infra_apt_install openssl
+    local data dir current
+    data=$(infra_pg_sql "SHOW data_directory")
+    [[ -n $data ]] || return 0
+    dir=$data/marketplace-tls
+    current=$(infra_pg_sql "SHOW ssl_cert_file")
+    if [[ $current == "$dir/server.crt" ]] && infra_as_root test -s "$dir/ca.crt" && [[ -s $INFRA_PG_CA ]] &&
+        cmp -s "$INFRA_PG_CA" <(infra_as_root cat "$dir/ca.crt"); then
+        return 0
+    fi
+    infra_info "giving PostgreSQL a certificate for localhost from a local CA ($INFRA_PG_CA)"
+    local tmp
+    tmp=$(mktemp -d)
+    (
+        cd "$tmp"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+            -subj "/CN=Marketplace local CA" -keyout ca.key -out ca.crt 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+        printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' >ext.cnf
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile ext.cnf -out server.crt 2>/dev/null
+    ) || infra_die "openssl could not make the PostgreSQL certificate"
+    local owner
+    owner=$(stat -c %U "$data" 2>/dev/null || echo postgres)
+    infra_as_root mkdir -p "$dir"
+    infra_as_root cp "$tmp/server.crt" "$tmp/server.key" "$tmp/ca.crt" "$dir/"
+    infra_as_root chown -R "$owner:" "$dir"
+    infra_as_root chmod 700 "$dir"
+    infra_as_root chmod 600 "$dir/server.key"
+    mkdir -p "$(dirname "$INFRA_PG_CA")"
+    cp "$tmp/ca.crt" "$INFRA_PG_CA"
+    rm -rf "$tmp"
+    infra_pg_sql "ALTER SYSTEM SET ssl = on" >/dev/null
+    infra_pg_sql "ALTER SYSTEM SET ssl_cert_file = '$dir/server.crt'" >/dev/null
+    infra_pg_sql "ALTER SYSTEM SET ssl_key_file = '$dir/server.key'" >/dev/null
+    infra_pg_sql "SELECT pg_reload_conf()" >/dev/null
 }
 
 # ------------------------------------------------------------------ RabbitMQ
@@ -490,6 +543,7 @@ infra_ensure() {
     infra_pg_ensure_capacity
     infra_pg_ensure_role
     infra_pg_ensure_db
+    infra_pg_ensure_tls
     infra_redis_start
     infra_rabbit_start
     infra_rabbit_ensure_capacity
@@ -527,6 +581,7 @@ infra_main() {
     ensure) infra_ensure ;;
     status) infra_status ;;
     database-url) infra_database_url && echo ;;
+    pg-tls-ca) printf '%s\n' "$INFRA_PG_CA" ;;
     -h | --help | help) infra_usage ;;
     *)
         infra_usage >&2

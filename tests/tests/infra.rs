@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 use mp_events::Service;
 use mp_test_support::TestEnv;
 use reqwest::{Method, StatusCode};
+use sqlx::Connection;
 
 /// Runs a command as root: directly when we are root, else through `sudo -n`.
 fn as_root(program: &str, args: &[&str]) -> Output {
@@ -172,9 +173,30 @@ async fn infra_makes_a_fresh_password_only_postgresql_usable_by_the_services() {
         "the project role"
     );
     assert!(
-        url.ends_with(&format!("@127.0.0.1:{}/marketplace", cluster.port)),
-        "{url}"
+        url.ends_with(&format!(
+            "@127.0.0.1:{}/marketplace?sslmode=disable",
+            cluster.port
+        )),
+        "loopback without TLS: {url}"
     );
+
+    // The cluster also serves verified TLS, as a managed provider does: the CA
+    // infra.sh made signs a certificate for localhost, which verify-full accepts.
+    let ca = state_dir.join("tls/postgres-ca.crt");
+    assert!(ca.is_file(), "the CA is kept at {}", ca.display());
+    let verified = url.replace("@127.0.0.1:", "@localhost:").replace(
+        "sslmode=disable",
+        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    );
+    let mut conn = sqlx::PgConnection::connect(&verified)
+        .await
+        .unwrap_or_else(|e| panic!("verified TLS to the fresh cluster: {e}"));
+    let ssl: bool = sqlx::query_scalar("select ssl from pg_stat_ssl where pid = pg_backend_pid()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert!(ssl, "the session is encrypted");
+    conn.close().await.unwrap();
 
     // A service on that URL migrates its schema, becomes ready and serves from it.
     env.configure(|c| c.database_url = url.clone());
