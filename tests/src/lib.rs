@@ -77,7 +77,8 @@ impl Fleet {
         Self::start_in(TestEnv::new().with_own_credentials().await).await
     }
 
-    async fn start_in(env: TestEnv) -> Self {
+    /// In `env`, as it is configured.
+    pub async fn start_in(env: TestEnv) -> Self {
         let customer = env
             .spawn(Service::Customer, |common, listener, shutdown| {
                 customer::run(customer::Config::with_common(common), listener, shutdown)

@@ -136,7 +136,7 @@ impl TokenKeys {
             last_fetch: Mutex::new(None),
             read_at: Mutex::new(None),
             jwks_refresh: Duration::from_secs(300),
-            http: reqwest::Client::builder()
+            http: crate::tls::http_client_builder()
                 .timeout(Duration::from_secs(3))
                 .build()
                 .expect("an HTTP client builds"),

@@ -14,11 +14,7 @@ use reqwest::{Method, RequestBuilder};
 
 use crate::auth::TokenKeys;
 
-/// The one way the services build an HTTP client (service calls, providers, the
-/// JWKS), so they all trust the same certificates.
-pub fn http_client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-}
+pub use crate::tls::http_client_builder;
 
 #[derive(Clone)]
 pub struct ServiceClient {

@@ -88,6 +88,11 @@ pub struct CommonConfig {
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
 
+    /// A PEM bundle of CA certificates to trust for outgoing TLS besides the system's
+    /// (PostgreSQL's sslrootcert unless the URL names one, rediss://, amqps://, HTTPS).
+    #[arg(long, env = "TLS_CA_FILE")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+
     /// Prefix of every Redis key.
     #[arg(long, env = "REDIS_PREFIX", default_value = "mp")]
     pub redis_prefix: String,
@@ -171,6 +176,7 @@ impl std::fmt::Debug for CommonConfig {
             .field("handler_timeout_secs", &self.handler_timeout_secs)
             .field("amqp_queue_expires_ms", &self.amqp_queue_expires_ms)
             .field("redis_url", &redact_url(&self.redis_url))
+            .field("tls_ca_file", &self.tls_ca_file)
             .field("redis_prefix", &self.redis_prefix)
             .field("jwt_signing_key", &self.jwt_signing_key)
             .field("service_key", &self.service_key)

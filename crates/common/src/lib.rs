@@ -25,6 +25,7 @@ pub mod serde_ext;
 pub mod supervisor;
 pub mod telemetry;
 pub mod text;
+pub mod tls;
 
 pub use auth::{AuthUser, Authenticator, ServiceCaller, TokenKeys};
 pub use config::CommonConfig;

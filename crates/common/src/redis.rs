@@ -71,13 +71,40 @@ pub fn kong_acl_rules() -> Vec<String> {
     rules
 }
 
-/// A multiplexed connection that reconnects by itself.
+/// A multiplexed connection that reconnects by itself. `rediss://` speaks TLS,
+/// trusting the extra CA bundle when one is configured (see [`crate::tls`]), else the
+/// system's roots, and checks the certificate against the URL's host.
 pub async fn connect(url: &str) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Duration::from_secs(2))
         .set_response_timeout(Duration::from_secs(2))
         .set_number_of_retries(2);
-    redis::Client::open(url)?
-        .get_connection_manager_with_config(config)
-        .await
+    let client = match crate::tls::extra_ca() {
+        Some(ca) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        )?,
+        _ => redis::Client::open(url)?,
+    };
+    // One plain connection first, bounded: a refused certificate or password is an
+    // answer at once (the manager would retry it with growing pauses for minutes).
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connecting to Redis timed out",
+            )));
+        }
+    }
+    client.get_connection_manager_with_config(config).await
 }

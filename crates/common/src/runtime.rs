@@ -72,7 +72,13 @@ pub async fn connect_db(
     migrations: &Migrator,
 ) -> anyhow::Result<PgPool> {
     anyhow::ensure!(valid_schema(schema), "invalid schema name {schema:?}");
-    let options: PgConnectOptions = config.database_url.parse().context("DATABASE_URL")?;
+    crate::tls::init(config)?;
+    let mut options: PgConnectOptions = config.database_url.parse().context("DATABASE_URL")?;
+    if let Some(ca) = &config.tls_ca_file
+        && !config.database_url.contains("sslrootcert")
+    {
+        options = options.ssl_root_cert(ca);
+    }
     let options = options
         .options([("search_path", schema)])
         .application_name(schema);
@@ -149,7 +155,8 @@ impl Infra {
         })
         .await?;
         let redis_keys = RedisKeys::new(&config.redis_prefix);
-        let broker = Broker::new(config.amqp_url.clone(), config.topology(), Some(service));
+        let broker = Broker::new(config.amqp_url.clone(), config.topology(), Some(service))
+            .with_tls_ca(crate::tls::extra_ca().map(|ca| String::from_utf8_lossy(ca).into_owned()));
         // Declare the topology now so events published from the first request have
         // their queues; a broker that is down only delays this (readiness shows it).
         if let Err(e) = broker.connection().await {

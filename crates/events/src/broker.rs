@@ -53,6 +53,8 @@ struct Inner {
     url: String,
     /// Where the publishing connection goes, when not to `url` (tests put a proxy there).
     publish_url: Option<String>,
+    /// CA certificates (PEM) that `amqps://` trusts instead of the system's.
+    tls_ca: Option<String>,
     name: String,
     topology: Topology,
     own: Option<Service>,
@@ -82,6 +84,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 url: url.into(),
                 publish_url: None,
+                tls_ca: None,
                 name,
                 topology,
                 own,
@@ -101,6 +104,19 @@ impl Broker {
         Self {
             inner: Arc::new(Inner {
                 publish_url: Some(url.into()),
+                ..inner
+            }),
+        }
+    }
+
+    /// Trusts `ca` (PEM) for `amqps://` (see `mp_common::tls`). Call before anything
+    /// connects.
+    pub fn with_tls_ca(self, ca: Option<String>) -> Self {
+        let inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_tls_ca on a broker handle that is shared already"));
+        Self {
+            inner: Arc::new(Inner {
+                tls_ca: ca,
                 ..inner
             }),
         }
@@ -176,7 +192,19 @@ impl Broker {
             .with_connection_name(format!("{}.{}", self.inner.name, role.as_str()).into())
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio);
-        let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props))
+        let connect = async {
+            match &self.inner.tls_ca {
+                Some(ca) if url.starts_with("amqps://") => {
+                    let tls = lapin::tcp::OwnedTLSConfig {
+                        identity: None,
+                        cert_chain: Some(ca.clone()),
+                    };
+                    Connection::connect_with_config(url, props, tls).await
+                }
+                _ => Connection::connect(url, props).await,
+            }
+        };
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| timed_out("connecting to RabbitMQ"))??;
         tokio::time::timeout(

@@ -22,6 +22,7 @@ pub use mp_events;
 pub mod api;
 pub mod pg;
 pub mod smtp;
+pub mod tls;
 
 pub mod proxy;
 
@@ -99,7 +100,7 @@ impl TestEnv {
                     .unwrap_or_else(|e| panic!("{statement}: {e}"));
             }
             let db_url = format!(
-                "postgres://{name}:{password}@{}:{}/{}",
+                "postgres://{name}:{password}@{}:{}/{}?sslmode=disable",
                 pg.get_host(),
                 pg.get_port(),
                 pg.get_database().unwrap_or("marketplace")

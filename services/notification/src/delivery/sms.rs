@@ -110,7 +110,7 @@ impl Twilio {
             !account_sid.is_empty(),
             "SMS_ACCOUNT_SID is required with SMS_PROVIDER=twilio"
         );
-        let http = reqwest::Client::builder()
+        let http = mp_common::client::http_client_builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()?;

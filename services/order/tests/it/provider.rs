@@ -83,15 +83,31 @@ impl FakeStripe {
             inner: Arc::default(),
             released: Arc::default(),
         };
-        let app = Router::new()
+        let app = fake.router();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        fake
+    }
+
+    /// Over HTTPS with `leaf` (at `https://localhost:<port>`).
+    pub async fn start_https(leaf: &mp_test_support::tls::Leaf) -> Self {
+        let mut fake = Self {
+            url: String::new(),
+            inner: Arc::default(),
+            released: Arc::default(),
+        };
+        let addr = mp_test_support::tls::serve_https(fake.router(), leaf).await;
+        fake.url = format!("https://localhost:{}", addr.port());
+        fake
+    }
+
+    fn router(&self) -> Router {
+        Router::new()
             .route("/v1/payment_intents", post(create))
             .route("/v1/payment_intents/{id}", get(retrieve))
             .route("/v1/payment_intents/{id}/confirm", post(confirm))
             .route("/v1/payment_intents/{id}/cancel", post(cancel))
             .route("/v1/refunds", post(refund))
-            .with_state(fake.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        fake
+            .with_state(self.clone())
     }
 
     /// Lets every `pm_held` confirmation waiting now go on.

@@ -329,3 +329,35 @@ async fn a_slow_provider_call_holds_up_no_other_order() {
     fake.release();
     h.wait_status(&slow, "paid").await;
 }
+
+/// The adapter speaks HTTPS to the provider, verifying its certificate: against a
+/// server with a certificate for "localhost" from a CA the service trusts
+/// (`TLS_CA_FILE`) it charges; a certificate for another host is refused, which is
+/// an unknown outcome (nothing was sent that could charge).
+#[tokio::test]
+async fn the_stripe_adapter_speaks_verified_https_and_refuses_another_hosts_certificate() {
+    let ca = mp_test_support::tls::TestCa::new();
+    let mut config = mp_common::CommonConfig::from_env();
+    config.tls_ca_file = Some(ca.ca_file());
+    mp_common::tls::init(&config).unwrap();
+
+    let fake = FakeStripe::start_https(&ca.leaf(&["localhost"])).await;
+    let gw = gateway(&fake.url, KEY);
+    let (order_id, intent) = new_intent(&gw).await;
+    assert_eq!(
+        gw.confirm(&intent, &token("pm_card_visa"), &confirm_key(order_id, 1))
+            .await,
+        Ok(ChargeState::Succeeded)
+    );
+
+    let impostor = FakeStripe::start_https(&ca.leaf(&["api.stripe.example"])).await;
+    let err = gateway(&impostor.url, KEY)
+        .create_intent(&IntentRequest {
+            order_id: Uuid::now_v7(),
+            amount: Money::new(100, "EUR"),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(impostor.seen().is_empty(), "nothing reached the impostor");
+}
