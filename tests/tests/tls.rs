@@ -1,15 +1,16 @@
 //! TLS to what production calls managed services: PostgreSQL with `sslmode=verify-full`
 //! (the local server has a certificate for "localhost" from a local CA, made by
 //! `make infra`), Redis over `rediss://` (a throw-away `redis-server --tls-port` with a
-//! test CA's certificate) and HTTPS. Each connection is verified, and a certificate for
-//! another host is refused.
+//! test CA's certificate), RabbitMQ over `amqps://` (the local broker behind a TLS
+//! terminator with a test CA's certificate) and HTTPS. Each connection is verified, and
+//! a certificate for another host is refused.
 
 use std::path::PathBuf;
 
 use mp_events::Service;
-use mp_integration_tests::{Fleet, WAIT};
+use mp_integration_tests::Fleet;
 use mp_test_support::TestEnv;
-use mp_test_support::tls::{TestCa, TlsRedis, serve_https};
+use mp_test_support::tls::{Leaf, TestCa, TlsRedis, serve_https, terminate_tls};
 
 /// The local CA of PostgreSQL's certificate (`scripts/infra.sh pg-tls-ca`).
 fn postgres_ca() -> PathBuf {
@@ -44,20 +45,39 @@ fn verified_url(host: &str, ca: &std::path::Path) -> String {
     )
 }
 
-/// All six services on PostgreSQL over verified TLS and Redis over verified TLS: they
-/// get ready and a checkout goes through; every session they opened is encrypted.
+/// The project's `AMQP_URL` as `amqps://` to `localhost:<port>` of a TLS terminator with
+/// `leaf`, in front of the local broker.
+async fn amqps_url(leaf: &Leaf) -> String {
+    let plain = mp_common::CommonConfig::from_env().amqp_url;
+    let rest = plain.strip_prefix("amqp://").expect("an amqp:// AMQP_URL");
+    let (creds, rest) = rest.rsplit_once('@').expect("AMQP_URL with credentials");
+    let (host_port, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+    let upstream = tokio::net::lookup_host(host_port)
+        .await
+        .expect("the broker's address")
+        .next()
+        .expect("an address");
+    let port = terminate_tls(upstream, leaf).await.port();
+    format!("amqps://{creds}@localhost:{port}/{vhost}")
+}
+
+/// All six services on PostgreSQL, Redis and RabbitMQ over verified TLS: they get ready
+/// and a checkout goes through (the only way to the broker is the TLS terminator);
+/// every PostgreSQL session they opened is encrypted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_service_reaches_postgres_and_redis_over_verified_tls() {
+async fn every_service_reaches_postgres_redis_and_rabbitmq_over_verified_tls() {
     let ca = TestCa::new();
     let redis = TlsRedis::start(&ca.leaf(&["localhost"]), &ca).await;
     let bundle = ca.bundle_with(&[&postgres_ca()]);
     let mut env = TestEnv::new();
     let url = verified_url("localhost", &bundle);
     let redis_url = format!("rediss://localhost:{}", redis.port);
+    let amqp_url = amqps_url(&ca.leaf(&["localhost"])).await;
     let ca_file = bundle.clone();
     env.configure(|c| {
         c.database_url = url;
         c.redis_url = redis_url;
+        c.amqp_url = amqp_url;
         c.tls_ca_file = Some(ca_file);
     });
     let f = Fleet::start_in(env).await;
@@ -78,14 +98,13 @@ async fn every_service_reaches_postgres_and_redis_over_verified_tls() {
     .await
     .unwrap();
     assert_eq!(plain, 0, "every service session is on TLS");
-    let _ = WAIT;
 }
 
 /// A certificate for another host is refused, by each client: PostgreSQL asked for by
-/// an address its certificate does not name, a Redis whose certificate names another
-/// host, an HTTPS server likewise. The right names connect.
+/// an address its certificate does not name, a Redis, a RabbitMQ and an HTTPS server
+/// whose certificates name another host. The right names connect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_for_another_host_is_refused_by_postgres_redis_and_https_clients() {
+async fn a_certificate_for_another_host_is_refused_by_postgres_redis_rabbitmq_and_https_clients() {
     let ca = TestCa::new();
     let mut config = mp_common::CommonConfig::from_env();
     config.tls_ca_file = Some(ca.bundle_with(&[&postgres_ca()]));
@@ -143,5 +162,22 @@ async fn a_certificate_for_another_host_is_refused_by_postgres_redis_and_https_c
             .await
             .is_err(),
         "an HTTPS certificate for another host"
+    );
+
+    let env = TestEnv::new();
+    let topology = env.config(Service::Customer).topology();
+    let broker = |url: String| {
+        mp_events::Broker::new(url, topology.clone(), None).with_tls_ca(Some(ca.ca_pem()))
+    };
+    let good = broker(amqps_url(&ca.leaf(&["localhost"])).await);
+    good.connection().await.expect("verified amqps");
+    let bad = broker(amqps_url(&ca.leaf(&["mq.example.test"])).await);
+    let err = bad
+        .connection()
+        .await
+        .expect_err("a RabbitMQ certificate for another host");
+    assert!(
+        format!("{err:?}").to_lowercase().contains("certificate"),
+        "{err:?}"
     );
 }

@@ -102,8 +102,8 @@ impl Drop for TestCa {
     }
 }
 
-/// Serves `app` over HTTPS with `leaf` on a free local port.
-pub async fn serve_https(app: axum::Router, leaf: &Leaf) -> SocketAddr {
+/// A TLS acceptor that presents `leaf`.
+fn acceptor(leaf: &Leaf) -> tokio_rustls::TlsAcceptor {
     use tokio_rustls::rustls;
     let certs = vec![rustls::pki_types::CertificateDer::from(
         rustls::pki_types::pem::PemObject::from_pem_slice(leaf.cert_pem.as_bytes())
@@ -120,7 +120,38 @@ pub async fn serve_https(app: axum::Router, leaf: &Leaf) -> SocketAddr {
     .with_no_client_auth()
     .with_single_cert(certs, key)
     .expect("a server configuration");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// Terminates TLS with `leaf` on a free local port and passes the bytes on to the
+/// plain server at `upstream` (e.g. the local RabbitMQ, which has no TLS listener),
+/// so a client's `amqps://` path, verification included, runs against the real server.
+pub async fn terminate_tls(upstream: SocketAddr, leaf: &Leaf) -> SocketAddr {
+    let acceptor = acceptor(leaf);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Serves `app` over HTTPS with `leaf` on a free local port.
+pub async fn serve_https(app: axum::Router, leaf: &Leaf) -> SocketAddr {
+    let acceptor = acceptor(leaf);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
