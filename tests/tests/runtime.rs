@@ -234,3 +234,60 @@ async fn a_request_that_times_out_or_panics_is_problem_json_counted_and_never_le
         Some(1.0)
     );
 }
+
+/// `dependency_up{dependency}` says which dependency is down, for the alert rules,
+/// without anyone probing readiness: PostgreSQL cut away turns its series to 0 while
+/// RabbitMQ and Redis stay 1, and it comes back to 1 when PostgreSQL answers again.
+#[tokio::test]
+async fn dependency_up_follows_a_postgres_outage_without_a_readiness_probe() {
+    let mut env = TestEnv::new();
+    let url = env.config(Service::Order).database_url;
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let target = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = PausableProxy::start(target).await;
+    let through_proxy = url.replace(
+        &format!("@{}:{}/", options.get_host(), options.get_port()),
+        &format!("@{}/", proxy.addr),
+    );
+    assert_ne!(through_proxy, url, "the URL names host and port");
+    env.configure(|c| c.database_url = through_proxy);
+    let svc = serve_bare(&env, Router::new(), vec![]).await;
+
+    let gauge = |dependency: &'static str| {
+        let url = svc.url("/metrics");
+        async move {
+            let (_, text) = fetch(&url).await;
+            metric(
+                &text,
+                &format!("dependency_up{{dependency=\"{dependency}\"}}"),
+            )
+        }
+    };
+    eventually("every dependency up", WAIT, || async {
+        let all = [
+            gauge("postgres").await,
+            gauge("rabbitmq").await,
+            gauge("redis").await,
+        ];
+        (all == [Some(1.0); 3]).then_some(())
+    })
+    .await;
+
+    proxy.cut();
+    eventually("postgres down", WAIT, || async {
+        (gauge("postgres").await == Some(0.0)).then_some(())
+    })
+    .await;
+    assert_eq!(gauge("rabbitmq").await, Some(1.0));
+    assert_eq!(gauge("redis").await, Some(1.0));
+
+    proxy.resume();
+    eventually("postgres up again", WAIT, || async {
+        (gauge("postgres").await == Some(1.0)).then_some(())
+    })
+    .await;
+}

@@ -219,7 +219,9 @@ pub async fn serve(
         redis: infra.redis.clone(),
         service: infra.service.as_str(),
         workers: supervisor.status(),
+        up: crate::health::dependency_gauge(&infra.metrics.registry)?,
     };
+    supervisor.spawn(health.probe_worker(), shutdown.clone());
     let app = crate::http::app(
         infra.service.as_str(),
         api,

@@ -29,6 +29,11 @@ pub mod proxy;
 pub struct TestEnv {
     pub id: String,
     base: CommonConfig,
+    /// The project's own PostgreSQL and Redis URLs, as the environment found them: the
+    /// test's pools, set-up and clean-up use these, whatever [`TestEnv::configure`]
+    /// gives the services (a proxy that is gone by the time the env drops, say).
+    direct_db: String,
+    direct_redis: String,
     /// Per service, when [`TestEnv::with_own_credentials`] made them: its PostgreSQL
     /// and Redis URLs, as its own role and user.
     credentials: std::collections::HashMap<Service, (String, String)>,
@@ -64,6 +69,8 @@ impl TestEnv {
         base.jwks_url = String::new();
         Self {
             id,
+            direct_db: base.database_url.clone(),
+            direct_redis: base.redis_url.clone(),
             base,
             credentials: Default::default(),
         }
@@ -76,13 +83,12 @@ impl TestEnv {
     /// environment drops them with itself. (The project role needs CREATEROLE, which
     /// `make infra` gives it.)
     pub async fn with_own_credentials(mut self) -> Self {
-        let pool = sqlx::PgPool::connect(&self.base.database_url)
+        let pool = sqlx::PgPool::connect(&self.direct_db)
             .await
             .expect("connect to PostgreSQL");
-        let pg: sqlx::postgres::PgConnectOptions =
-            self.base.database_url.parse().expect("DATABASE_URL");
+        let pg: sqlx::postgres::PgConnectOptions = self.direct_db.parse().expect("DATABASE_URL");
         let mut redis = self.redis().await;
-        let redis_url = url_parts::Url::parse(&self.base.redis_url);
+        let redis_url = url_parts::Url::parse(&self.direct_redis);
         for service in Service::ALL {
             let name = format!("t_{}_{}", self.id, service);
             let password = uuid::Uuid::new_v4().simple().to_string();
@@ -182,7 +188,7 @@ impl TestEnv {
     /// A database pool on `service`'s schema in this environment.
     pub async fn db(&self, service: Service) -> sqlx::PgPool {
         let options: sqlx::postgres::PgConnectOptions =
-            self.base.database_url.parse().expect("DATABASE_URL");
+            self.direct_db.parse().expect("DATABASE_URL");
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(3)
             .connect_with(
@@ -275,7 +281,7 @@ impl TestEnv {
     }
 
     pub async fn redis(&self) -> redis::aio::ConnectionManager {
-        mp_common::redis::connect(&self.base.redis_url)
+        mp_common::redis::connect(&self.direct_redis)
             .await
             .expect("connect to Redis")
     }
@@ -284,8 +290,8 @@ impl TestEnv {
 impl Drop for TestEnv {
     fn drop(&mut self) {
         let (url, redis_url, id) = (
-            self.base.database_url.clone(),
-            self.base.redis_url.clone(),
+            self.direct_db.clone(),
+            self.direct_redis.clone(),
             self.id.clone(),
         );
         let with_users = !self.credentials.is_empty();
