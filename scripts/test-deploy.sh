@@ -252,6 +252,12 @@ assert svcs["kong"]["environment"]["KONG_DATABASE"] == "off", "compose: Kong mus
 # with it the rate limits and the services' per-address login limits).
 trusted = [t.strip() for t in str(svcs["kong"]["environment"].get("KONG_TRUSTED_IPS", "")).split(",") if t.strip()]
 assert not {"0.0.0.0/0", "::/0"} & set(trusted), f"compose: Kong trusts every address ({trusted})"
+# The customer service believes X-Forwarded-For from Kong alone (its fixed
+# address): from nobody, every client would share Kong's address and one could
+# lock all out of logging in; from more, a client could pick its own.
+kong_ip = svcs["kong"]["networks"]["default"]["ipv4_address"]
+assert svcs["customer"]["environment"].get("TRUSTED_PROXIES") == kong_ip, \
+    f"compose: the customer service must trust exactly Kong ({kong_ip}) for X-Forwarded-For"
 assert {"opensearch", "opensearch-dashboards", "fluent-bit"} <= set(logging["services"]), "compose: logging profile incomplete"
 for s in ("opensearch", "opensearch-dashboards", "fluent-bit"):
     assert logging["services"][s].get("profiles") == ["logging"], f"compose: {s} must be behind the logging profile"
