@@ -95,7 +95,7 @@ pub struct Settings {
     /// New checkouts are refused (503 with Retry-After at the payment hand-off) while
     /// this many orders are in the saga: a checkout then waits about this many divided by
     /// the orders the saga completes per second.
-    #[arg(long, env = "SAGA_MAX_IN_FLIGHT", default_value_t = 24,
+    #[arg(long, env = "SAGA_MAX_IN_FLIGHT", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub saga_max_in_flight: u64,
     /// Unused payment tokens are deleted after this many hours.
