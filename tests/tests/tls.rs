@@ -88,15 +88,20 @@ async fn every_service_reaches_postgres_redis_and_rabbitmq_over_verified_tls() {
     let order_id = f.shop(&customer, &[(product, 1)], "tok_visa").await;
     f.wait_order(&customer, order_id, "confirmed").await;
 
+    // The services' pools are named after their schemas (the test's own pool, on the
+    // plain loopback URL, is `t_<id>_test`).
     let db = f.db(Service::Order).await;
-    let plain: i64 = sqlx::query_scalar(
-        "select count(*) from pg_stat_activity a join pg_stat_ssl s using (pid)
-         where a.application_name like $1 and not s.ssl",
+    let names: Vec<String> = Service::ALL.iter().map(|s| f.env.schema(*s)).collect();
+    let (sessions, plain): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where not s.ssl)
+         from pg_stat_activity a join pg_stat_ssl s using (pid)
+         where a.application_name = any($1)",
     )
-    .bind(format!("t\\_{}\\_%", f.env.id))
+    .bind(&names)
     .fetch_one(&db)
     .await
     .unwrap();
+    assert!(sessions >= 6, "each service has sessions open: {sessions}");
     assert_eq!(plain, 0, "every service session is on TLS");
 }
 
