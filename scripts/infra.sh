@@ -411,6 +411,7 @@ infra_redis_start() {
 # server certificate for the name "localhost" (only that name, so a client that asks
 # for 127.0.0.1 with sslmode=verify-full is refused, as a wrong host must be), kept in
 # the data directory; the server uses it from then on (ssl is reloaded, no restart).
+# Every checkout copies the CA from there, so one made later does not replace it.
 # Clients that want it connect to localhost with sslmode=verify-full and
 # sslrootcert=$INFRA_PG_CA (`infra.sh pg-tls-ca` prints the path); the project's own
 # URLs (loopback) use sslmode=disable.
@@ -423,8 +424,13 @@ infra_pg_ensure_tls() {
     [[ -n $data ]] || return 0
     dir=$data/marketplace-tls
     current=$(infra_pg_sql "SHOW ssl_cert_file")
-    if [[ $current == "$dir/server.crt" ]] && infra_as_root test -s "$dir/ca.crt" && [[ -s $INFRA_PG_CA ]] &&
-        cmp -s "$INFRA_PG_CA" <(infra_as_root cat "$dir/ca.crt"); then
+    if [[ $current == "$dir/server.crt" ]] && infra_as_root test -s "$dir/ca.crt"; then
+        # The server has its certificate (perhaps from another checkout): this checkout
+        # takes the CA from the data directory, and nobody else's copy goes stale.
+        if ! { [[ -s $INFRA_PG_CA ]] && cmp -s "$INFRA_PG_CA" <(infra_as_root cat "$dir/ca.crt"); }; then
+            mkdir -p "$(dirname "$INFRA_PG_CA")"
+            infra_as_root cat "$dir/ca.crt" >"$INFRA_PG_CA"
+        fi
         return 0
     fi
     infra_info "giving PostgreSQL a certificate for localhost from a local CA ($INFRA_PG_CA)"
