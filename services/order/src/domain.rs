@@ -1,9 +1,13 @@
 //! Order rules, without I/O: the status machine, the saga's steps and the checks of
 //! what clients send.
 
+use std::collections::BTreeSet;
+
+use mp_common::AuthUser;
 use mp_events::catalog::OrderStatus;
 use serde::Serialize;
 use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// Every status, in the order the status machine walks them.
 pub const ALL: [OrderStatus; 8] = [
@@ -145,6 +149,42 @@ impl std::fmt::Display for Actor {
     }
 }
 
+/// What a caller may see of an order: all of it (its customer, an admin), or the lines
+/// of the vendors the caller is a member of (and their totals); `None` from
+/// [`Visibility::of`] is nothing, which the API answers 404 so ids of others' orders
+/// reveal nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    Full,
+    VendorLines(BTreeSet<Uuid>),
+}
+
+impl Visibility {
+    /// What `user` may see of an order of `customer_id` with lines of `line_vendors`.
+    pub fn of(
+        user: &AuthUser,
+        customer_id: Uuid,
+        line_vendors: impl IntoIterator<Item = Uuid>,
+    ) -> Option<Self> {
+        if user.is_admin() || customer_id == user.id {
+            return Some(Self::Full);
+        }
+        let vendors: BTreeSet<Uuid> = line_vendors
+            .into_iter()
+            .filter(|v| user.vendors.contains(v))
+            .collect();
+        (!vendors.is_empty()).then_some(Self::VendorLines(vendors))
+    }
+
+    /// Whether the lines (and shipments) of `vendor_id` are seen.
+    pub fn sees(&self, vendor_id: Uuid) -> bool {
+        match self {
+            Self::Full => true,
+            Self::VendorLines(v) => v.contains(&vendor_id),
+        }
+    }
+}
+
 /// A payment token as the cart hands it over: 1 to 255 visible ASCII characters.
 pub fn check_payment_token(token: &str) -> Result<(), &'static str> {
     if token.is_empty() || token.len() > 255 {
@@ -226,6 +266,37 @@ mod tests {
         }
         assert!(mp_common::text::parse_line(&"é".repeat(100), 100).is_ok());
         assert!(mp_common::text::parse_line(&"é".repeat(101), 100).is_err());
+    }
+
+    fn user(roles: &[&str], vendors: &[Uuid]) -> AuthUser {
+        AuthUser {
+            id: Uuid::new_v4(),
+            session_id: Uuid::new_v4(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            vendors: vendors.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_customer_and_admins_see_all_vendor_members_their_lines_others_nothing() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let customer = user(&["customer"], &[]);
+        let lines = [a, b, a];
+        assert_eq!(
+            Visibility::of(&customer, customer.id, lines),
+            Some(Visibility::Full)
+        );
+        let admin = user(&[mp_common::auth::ROLE_ADMIN], &[]);
+        assert_eq!(
+            Visibility::of(&admin, customer.id, lines),
+            Some(Visibility::Full)
+        );
+        let member = user(&["customer"], &[b, c]);
+        let seen = Visibility::of(&member, customer.id, lines).unwrap();
+        assert_eq!(seen, Visibility::VendorLines(BTreeSet::from([b])));
+        assert!(seen.sees(b) && !seen.sees(a) && !seen.sees(c));
+        let stranger = user(&["customer"], &[c]);
+        assert_eq!(Visibility::of(&stranger, customer.id, lines), None);
     }
 
     #[test]

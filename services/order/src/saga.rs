@@ -7,7 +7,7 @@
 //! called, and no database connection is held while waiting for it.
 //!
 //! **Work.** A new order arrives claimed (its creating handler leased it and hands it
-//! over in memory, [`Handoff`]); anything else due is claimed with `for update skip
+//! over in memory, [`crate::orders::Handoff`]); anything else due is claimed with `for update skip
 //! locked` and a lease, in one committed statement, as slots free up. At most
 //! `concurrency` orders are worked on at once, each on its own, so one slow provider
 //! call holds one slot, not a batch. A driver that dies leaves leases that run out;
@@ -43,7 +43,7 @@ use mp_common::Worker;
 use mp_events::Money;
 use mp_events::catalog::OrderStatus;
 use secrecy::SecretString;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -58,36 +58,6 @@ use crate::payments::{
 
 const BATCH: i64 = 32;
 const SCAN_EVERY: Duration = Duration::from_secs(1);
-
-/// New orders passed from the handler that created them (and leased them for this
-/// process) to the driver, so they need no claiming round trip. Survives restarts of
-/// the driver: the receiving end is shared.
-#[derive(Clone)]
-pub struct Handoff {
-    tx: mpsc::UnboundedSender<Claimed>,
-    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Claimed>>>,
-}
-
-impl Default for Handoff {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Self {
-            tx,
-            rx: Arc::new(tokio::sync::Mutex::new(rx)),
-        }
-    }
-}
-
-impl Handoff {
-    /// Hands over an order created (and leased) in a committed transaction.
-    pub fn new_order(&self, id: Uuid) {
-        let _ = self.tx.send(Claimed {
-            id,
-            saga_step: Step::Charge.as_str().to_owned(),
-            step_attempts: 1,
-        });
-    }
-}
 
 #[derive(Clone)]
 pub struct Driver {
@@ -126,7 +96,7 @@ impl Driver {
     }
 
     async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
-        let mut handed = self.orders.handoff.rx.clone().lock_owned().await;
+        let mut handed = self.orders.handoff.receiver().lock_owned().await;
         let slots = Arc::new(Semaphore::new(self.concurrency.max(1)));
         // Orders being worked on here: a repeated hand-over or claim of one is ignored.
         let working: Arc<Mutex<HashSet<Uuid>>> = Arc::default();

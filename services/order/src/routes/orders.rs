@@ -1,15 +1,6 @@
-//! Orders as their customer, the members of their vendors and admins see them.
-//!
-//! * A customer sees and cancels their own orders. A vendor member sees the orders
-//!   holding its products, with only its own lines (and their totals), and ships those
-//!   lines. An admin sees and does everything (shipping on behalf of a vendor names it
-//!   with `vendor_id`). Anyone else gets 404.
-//! * Cancelling refunds what was charged and publishes `order.updated(cancelled)`, so
-//!   inventory returns the stock; once anything has shipped it is 409.
-//! * Each vendor ships its own lines (`order.shipped` per shipment); the order becomes
-//!   `shipped` with the last vendor's shipment, and then can be delivered.
-
-use std::collections::BTreeSet;
+//! The order resource over HTTP: parses what clients send, calls the [`Orders`]
+//! service and maps its answers to responses and [`OrderError`]s to problem+json. Who
+//! may see and do what is the service's (see [`crate::orders`]).
 
 use axum::Json;
 use axum::extract::State;
@@ -20,15 +11,16 @@ use mp_common::{
     Problem, Validation,
 };
 use mp_events::Money;
-use mp_events::Service;
-use mp_events::catalog::{OrderShipped, OrderStatus, ShippingAddress};
+use mp_events::catalog::{OrderStatus, ShippingAddress};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::db::{self, Change, ItemRow, NewShipment, OrderRow, Scope};
-use crate::domain::{self, Actor, Step};
-use crate::orders::{Orders, TransitionError, line_items, status_of};
+use crate::db::ItemRow;
+use crate::domain::{self, Step};
+use crate::orders::{
+    OrderDetail, OrderError, Orders, ShipmentRequest, TransitionError, VisibleOrder, status_of,
+};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 /// A status as stored (the table's check constraint allows only these names).
@@ -225,37 +217,6 @@ pub struct OrderFilter {
     pub status: Option<String>,
 }
 
-/// What the caller may see of an order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Sight {
-    /// The customer or an admin: everything.
-    Full,
-    /// A vendor member: the lines of these vendors.
-    Vendors(BTreeSet<Uuid>),
-}
-
-pub fn sight(user: &AuthUser, order: &OrderRow, items: &[ItemRow]) -> Option<Sight> {
-    if user.is_admin() || order.customer_id == user.id {
-        return Some(Sight::Full);
-    }
-    let vendors: BTreeSet<Uuid> = items
-        .iter()
-        .map(|i| i.vendor_id)
-        .filter(|v| user.vendors.contains(v))
-        .collect();
-    (!vendors.is_empty()).then_some(Sight::Vendors(vendors))
-}
-
-fn visible<'a>(sight: &Sight, items: &'a [ItemRow]) -> Vec<&'a ItemRow> {
-    items
-        .iter()
-        .filter(|i| match sight {
-            Sight::Full => true,
-            Sight::Vendors(v) => v.contains(&i.vendor_id),
-        })
-        .collect()
-}
-
 fn item_response(i: &ItemRow, currency: &str) -> ItemResponse {
     ItemResponse {
         product_id: i.product_id,
@@ -267,111 +228,129 @@ fn item_response(i: &ItemRow, currency: &str) -> ItemResponse {
     }
 }
 
-/// `(subtotal, tax, total)` as the caller may see them.
-fn amounts(order: &OrderRow, sight: &Sight, items: &[&ItemRow]) -> (i64, i64, i64) {
-    match sight {
-        Sight::Full => (order.subtotal, order.tax, order.total),
-        Sight::Vendors(_) => {
-            let sum = items
-                .iter()
-                .map(|i| i.unit_price.saturating_mul(i.quantity))
-                .sum();
-            (sum, 0, sum)
+impl From<OrderDetail> for OrderResponse {
+    fn from(d: OrderDetail) -> Self {
+        let VisibleOrder {
+            order,
+            lines,
+            subtotal,
+            tax,
+            total,
+            ..
+        } = d.order;
+        let c = &order.currency;
+        OrderResponse {
+            id: order.id,
+            cart_id: order.cart_id,
+            customer_id: order.customer_id,
+            next_statuses: domain::next_statuses(status_of(&order)).to_vec(),
+            status: status_of(&order),
+            items: lines.iter().map(|i| item_response(i, c)).collect(),
+            subtotal: Money::new(subtotal, c),
+            tax: Money::new(tax, c),
+            total: Money::new(total, c),
+            shipping_address: order.shipping_address.0.clone(),
+            failure_reason: order.failure_reason.clone(),
+            waiting_on: order.saga_step.as_deref().and_then(Step::parse),
+            stock_committed: order.stock_committed,
+            status_history: d
+                .history
+                .into_iter()
+                .map(|h| HistoryEntry {
+                    from: h.from_status.as_deref().map(stored_status),
+                    to: stored_status(&h.to_status),
+                    reason: h.reason,
+                    at: h.at,
+                    by: h.by,
+                })
+                .collect(),
+            shipments: d
+                .shipments
+                .into_iter()
+                .map(|s| ShipmentResponse {
+                    id: s.id,
+                    vendor_id: s.vendor_id,
+                    carrier: s.carrier,
+                    tracking_number: s.tracking_number,
+                    shipped_at: s.created_at,
+                })
+                .collect(),
+            payments: d
+                .payments
+                .into_iter()
+                .map(|p| PaymentResponse {
+                    kind: PaymentKind::stored(&p.kind),
+                    status: PaymentStatus::stored(&p.status),
+                    amount: Money::new(p.amount, &p.currency),
+                    error: p.error,
+                    at: p.created_at,
+                })
+                .collect(),
+            created_at: order.created_at,
+            updated_at: order.updated_at,
         }
     }
 }
 
-fn not_found() -> ApiError {
-    Problem::not_found("Order").into()
-}
-
-/// Loads the order, its lines and what the caller may see of it; 404 if nothing.
-async fn load(
-    conn: &mut sqlx::PgConnection,
-    user: &AuthUser,
-    id: Uuid,
-    lock: bool,
-) -> ApiResult<(OrderRow, Vec<ItemRow>, Sight)> {
-    let order = if lock {
-        db::order_for_update(conn, id).await?
-    } else {
-        db::order(conn, id).await?
+fn summary(o: VisibleOrder) -> OrderSummary {
+    let c = &o.order.currency;
+    OrderSummary {
+        id: o.order.id,
+        customer_id: o.order.customer_id,
+        items: o.lines.iter().map(|i| item_response(i, c)).collect(),
+        total: Money::new(o.total, c),
+        status: status_of(&o.order),
+        waiting_on: o.order.saga_step.as_deref().and_then(Step::parse),
+        created_at: o.order.created_at,
+        updated_at: o.order.updated_at,
     }
-    .ok_or_else(not_found)?;
-    let items = db::items(conn, &[id]).await?;
-    let sight = sight(user, &order, &items).ok_or_else(not_found)?;
-    Ok((order, items, sight))
 }
 
-async fn order_response(
-    conn: &mut sqlx::PgConnection,
-    order: OrderRow,
-    items: &[ItemRow],
-    sight: &Sight,
-) -> ApiResult<OrderResponse> {
-    let lines = visible(sight, items);
-    let (subtotal, tax, total) = amounts(&order, sight, &lines);
-    let history = db::history(conn, order.id).await?;
-    let shipments = db::shipments(conn, order.id)
-        .await?
-        .into_iter()
-        .filter(|s| match sight {
-            Sight::Full => true,
-            Sight::Vendors(v) => v.contains(&s.vendor_id),
-        })
-        .map(|s| ShipmentResponse {
-            id: s.id,
-            vendor_id: s.vendor_id,
-            carrier: s.carrier,
-            tracking_number: s.tracking_number,
-            shipped_at: s.created_at,
-        })
-        .collect();
-    let payments = if *sight == Sight::Full {
-        db::payments(conn, order.id)
-            .await?
-            .into_iter()
-            .map(|p| PaymentResponse {
-                kind: PaymentKind::stored(&p.kind),
-                status: PaymentStatus::stored(&p.status),
-                amount: Money::new(p.amount, &p.currency),
-                error: p.error,
-                at: p.created_at,
-            })
-            .collect()
-    } else {
-        vec![]
-    };
-    let c = &order.currency;
-    Ok(OrderResponse {
-        id: order.id,
-        cart_id: order.cart_id,
-        customer_id: order.customer_id,
-        next_statuses: domain::next_statuses(status_of(&order)).to_vec(),
-        status: status_of(&order),
-        items: lines.iter().map(|i| item_response(i, c)).collect(),
-        subtotal: Money::new(subtotal, c),
-        tax: Money::new(tax, c),
-        total: Money::new(total, c),
-        shipping_address: order.shipping_address.0.clone(),
-        failure_reason: order.failure_reason.clone(),
-        waiting_on: order.saga_step.as_deref().and_then(Step::parse),
-        stock_committed: order.stock_committed,
-        status_history: history
-            .into_iter()
-            .map(|h| HistoryEntry {
-                from: h.from_status.as_deref().map(stored_status),
-                to: stored_status(&h.to_status),
-                reason: h.reason,
-                at: h.at,
-                by: h.by,
-            })
-            .collect(),
-        shipments,
-        payments,
-        created_at: order.created_at,
-        updated_at: order.updated_at,
-    })
+/// The problem+json answer to a refused or failed operation.
+fn problem(e: OrderError) -> ApiError {
+    match e {
+        OrderError::NotFound => Problem::not_found("Order").into(),
+        OrderError::NoVendorLines => Problem::not_found("Lines of this vendor in the order").into(),
+        OrderError::Forbidden(why) => Problem::forbidden(why).into(),
+        OrderError::VendorNeeded => Problem::invalid_field(
+            "vendor_id",
+            "is needed: the caller may ship for several vendors of this order",
+        )
+        .into(),
+        OrderError::PartShipped { status } => Problem::conflict(
+            "illegal-status-change",
+            "Part of the order has shipped; it can no longer be cancelled.",
+        )
+        .title("Illegal status change")
+        .with("status", domain::status_name(status))
+        .with("allowed", ["shipped"])
+        .into(),
+        OrderError::AlreadyShipped => Problem::conflict(
+            "already-shipped",
+            "This vendor has shipped its lines of the order already.",
+        )
+        .title("Already shipped")
+        .into(),
+        OrderError::Transition(TransitionError::Illegal(t)) => {
+            Problem::conflict("illegal-status-change", t.to_string())
+                .title("Illegal status change")
+                .with("status", domain::status_name(t.current))
+                .with(
+                    "allowed",
+                    t.allowed
+                        .iter()
+                        .map(|s| domain::status_name(*s))
+                        .collect::<Vec<_>>(),
+                )
+                .into()
+        }
+        OrderError::Transition(TransitionError::Raced) => Problem::conflict(
+            "concurrent-change",
+            "The order changed at the same moment; read it again and retry.",
+        )
+        .into(),
+        OrderError::Transition(TransitionError::Db(e)) | OrderError::Db(e) => e.into(),
+    }
 }
 
 /// Orders newest first: a customer's own, those holding a vendor member's products
@@ -402,49 +381,15 @@ pub async fn list_orders(
     });
     let page = PageRequest::<Uuid>::parse(&page, &mut v);
     v.finish()?;
-    let mut conn = orders.db.acquire().await?;
-    let scope = Scope {
-        admin: user.is_admin(),
-        customer_id: user.id,
-        vendors: &user.vendors,
-    };
-    let rows = db::list(
-        &mut conn,
-        &scope,
-        status.map(domain::status_name),
-        page.after,
-        page.fetch(),
-    )
-    .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
-    let items = db::items(&mut conn, &ids).await?;
+    let rows = orders
+        .list(&user, status, page.after, page.fetch())
+        .await
+        .map_err(problem)?;
     Ok(Json(Page::from_rows(
         rows,
         page.limit,
-        |o| o.id,
-        |o| {
-            let own: Vec<ItemRow> = items
-                .iter()
-                .filter(|i| i.order_id == o.id)
-                .cloned()
-                .collect();
-            let sight = sight(&user, &o, &own).unwrap_or(Sight::Vendors(BTreeSet::new()));
-            let lines = visible(&sight, &own);
-            let (_, _, total) = amounts(&o, &sight, &lines);
-            OrderSummary {
-                id: o.id,
-                customer_id: o.customer_id,
-                items: lines
-                    .iter()
-                    .map(|i| item_response(i, &o.currency))
-                    .collect(),
-                total: Money::new(total, &o.currency),
-                status: status_of(&o),
-                waiting_on: o.saga_step.as_deref().and_then(Step::parse),
-                created_at: o.created_at,
-                updated_at: o.updated_at,
-            }
-        },
+        |o| o.order.id,
+        summary,
     )))
 }
 
@@ -462,43 +407,8 @@ pub async fn get_order(
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<OrderResponse>> {
-    let mut conn = orders.db.acquire().await?;
-    let (order, items, sight) = load(&mut conn, &user, id, false).await?;
-    Ok(Json(
-        order_response(&mut conn, order, &items, &sight).await?,
-    ))
-}
-
-fn transition_problem(e: TransitionError) -> ApiError {
-    match e {
-        TransitionError::Illegal(t) => Problem::conflict("illegal-status-change", t.to_string())
-            .title("Illegal status change")
-            .with("status", domain::status_name(t.current))
-            .with(
-                "allowed",
-                t.allowed
-                    .iter()
-                    .map(|s| domain::status_name(*s))
-                    .collect::<Vec<_>>(),
-            )
-            .into(),
-        TransitionError::Raced => Problem::conflict(
-            "concurrent-change",
-            "The order changed at the same moment; read it again and retry.",
-        )
-        .into(),
-        TransitionError::Db(e) => e.into(),
-    }
-}
-
-fn actor(user: &AuthUser, order: &OrderRow) -> Actor {
-    if order.customer_id == user.id {
-        Actor::Customer(user.id)
-    } else if user.is_admin() {
-        Actor::Admin(user.id)
-    } else {
-        Actor::Vendor(user.id)
-    }
+    let detail = orders.detail(&user, id).await.map_err(problem)?;
+    Ok(Json(detail.into()))
 }
 
 /// Cancel an order before it ships: what was charged is refunded and the stock comes
@@ -518,56 +428,8 @@ pub async fn cancel_order(
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<OrderResponse>> {
-    let mut tx = orders.db.begin().await?;
-    let (order, items, sight) = load(&mut tx, &user, id, true).await?;
-    if sight != Sight::Full {
-        return Err(
-            Problem::forbidden("Only the customer or an admin may cancel an order.").into(),
-        );
-    }
-    if status_of(&order) == OrderStatus::Confirmed && !db::shipments(&mut tx, id).await?.is_empty()
-    {
-        return Err(Problem::conflict(
-            "illegal-status-change",
-            "Part of the order has shipped; it can no longer be cancelled.",
-        )
-        .title("Illegal status change")
-        .with("status", &order.status)
-        .with("allowed", ["shipped"])
-        .into());
-    }
-    // Whatever the provider holds for it (captured, in flight, or an answer lost) is
-    // settled by the driver: refunded or cancelled.
-    let started = order.charge_started || order.payment_intent.is_some();
-    let change = Change {
-        reason: Some(if user.id == order.customer_id {
-            "cancelled by the customer"
-        } else {
-            "cancelled by an administrator"
-        }),
-        stock_committed: false,
-        step: Some(started.then_some(Step::Refund)),
-    };
-    orders
-        .transition(
-            &mut tx,
-            &order,
-            OrderStatus::Cancelled,
-            actor(&user, &order),
-            change,
-        )
-        .await
-        .map_err(transition_problem)?;
-    db::delete_payment_method(&mut tx, id).await?;
-    tx.commit().await?;
-    if started {
-        orders.wake.notify_one();
-    }
-    let mut conn = orders.db.acquire().await?;
-    let order = db::order(&mut conn, id).await?.ok_or_else(not_found)?;
-    Ok(Json(
-        order_response(&mut conn, order, &items, &sight).await?,
-    ))
+    let detail = orders.cancel(&user, id).await.map_err(problem)?;
+    Ok(Json(detail.into()))
 }
 
 /// A vendor's shipment of its lines.
@@ -622,116 +484,17 @@ pub async fn ship_order(
         mp_common::text::parse_line(&body.tracking_number, SHIPPING_TEXT_MAX),
     );
     v.finish()?;
-    let (carrier, tracking) = (carrier.expect("validated"), tracking.expect("validated"));
-
-    let mut tx = orders.db.begin().await?;
-    let (order, items, sight) = load(&mut tx, &user, id, true).await?;
-    let order_vendors: BTreeSet<Uuid> = items.iter().map(|i| i.vendor_id).collect();
-    let vendor_id = match body.vendor_id {
-        Some(vendor_id) => {
-            if !user.can_manage_vendor(vendor_id) {
-                return Err(Problem::forbidden("Only the vendor's members ship its lines.").into());
-            }
-            if !order_vendors.contains(&vendor_id) {
-                return Err(Problem::not_found("Lines of this vendor in the order").into());
-            }
-            vendor_id
-        }
-        None => {
-            let mine: Vec<Uuid> = order_vendors
-                .iter()
-                .copied()
-                .filter(|v| user.can_manage_vendor(*v))
-                .collect();
-            match mine.as_slice() {
-                [one] => *one,
-                [] if sight == Sight::Full => {
-                    return Err(
-                        Problem::forbidden("Only the vendor's members ship its lines.").into(),
-                    );
-                }
-                [] => return Err(not_found()),
-                _ => {
-                    return Err(Problem::invalid_field(
-                        "vendor_id",
-                        "is needed: the caller may ship for several vendors of this order",
-                    )
-                    .into());
-                }
-            }
-        }
+    let (carrier, tracking_number) = (carrier.expect("validated"), tracking.expect("validated"));
+    let request = ShipmentRequest {
+        carrier,
+        tracking_number,
+        vendor_id: body.vendor_id,
     };
-    // Lines ship from a confirmed order; the order itself stays confirmed until the
-    // last vendor has shipped.
-    domain::check_transition(status_of(&order), OrderStatus::Shipped)
-        .map_err(|e| transition_problem(TransitionError::Illegal(e)))?;
-    let shipment = db::insert_shipment(
-        &mut tx,
-        &NewShipment {
-            order_id: id,
-            vendor_id,
-            carrier: &carrier,
-            tracking_number: &tracking,
-            shipped_by: user.id,
-        },
-    )
-    .await?
-    .ok_or_else(|| {
-        Problem::conflict(
-            "already-shipped",
-            "This vendor has shipped its lines of the order already.",
-        )
-        .title("Already shipped")
-    })?;
-    let shipped_vendors: BTreeSet<Uuid> = db::shipments(&mut tx, id)
-        .await?
-        .into_iter()
-        .map(|s| s.vendor_id)
-        .collect();
-    let order_shipped = shipped_vendors == order_vendors;
-    let vendor_lines: Vec<ItemRow> = items
-        .iter()
-        .filter(|i| i.vendor_id == vendor_id)
-        .cloned()
-        .collect();
-    mp_events::enqueue(
-        &mut tx,
-        Service::Order,
-        OrderShipped {
-            order_id: id,
-            customer_id: order.customer_id,
-            shipment_id: shipment.id,
-            vendor_id,
-            carrier: carrier.clone(),
-            tracking_number: tracking.clone(),
-            items: line_items(&vendor_lines, &order.currency),
-            order_shipped,
-        },
-    )
-    .await?;
-    if order_shipped {
-        orders
-            .transition(
-                &mut tx,
-                &order,
-                OrderStatus::Shipped,
-                actor(&user, &order),
-                Change {
-                    reason: Some("every vendor has shipped"),
-                    ..Change::default()
-                },
-            )
-            .await
-            .map_err(transition_problem)?;
-    }
-    tx.commit().await?;
-    tracing::info!(order_id = %id, %vendor_id, order_shipped, "vendor shipped its lines");
-    let mut conn = orders.db.acquire().await?;
-    let order = db::order(&mut conn, id).await?.ok_or_else(not_found)?;
+    let detail = orders.ship(&user, id, request).await.map_err(problem)?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/orders/{id}"))],
-        Json(order_response(&mut conn, order, &items, &sight).await?),
+        Json(detail.into()),
     ))
 }
 
@@ -751,34 +514,8 @@ pub async fn deliver_order(
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<OrderResponse>> {
-    let mut tx = orders.db.begin().await?;
-    let (order, items, sight) = load(&mut tx, &user, id, true).await?;
-    let vendor = items.iter().any(|i| user.vendors.contains(&i.vendor_id));
-    if !user.is_admin() && !vendor {
-        return Err(
-            Problem::forbidden("Only the order's vendors or an admin mark delivery.").into(),
-        );
-    }
-    orders
-        .transition(
-            &mut tx,
-            &order,
-            OrderStatus::Delivered,
-            if user.is_admin() {
-                Actor::Admin(user.id)
-            } else {
-                Actor::Vendor(user.id)
-            },
-            Change::default(),
-        )
-        .await
-        .map_err(transition_problem)?;
-    tx.commit().await?;
-    let mut conn = orders.db.acquire().await?;
-    let order = db::order(&mut conn, id).await?.ok_or_else(not_found)?;
-    Ok(Json(
-        order_response(&mut conn, order, &items, &sight).await?,
-    ))
+    let detail = orders.deliver(&user, id).await.map_err(problem)?;
+    Ok(Json(detail.into()))
 }
 
 #[cfg(test)]
