@@ -18,16 +18,16 @@ use mp_common::{
     PageRequest, Problem, ServiceCaller, Validation,
 };
 use mp_events::Service;
-use mp_events::catalog::{InventoryUpdated, StockChange, StockLevel};
+use mp_events::catalog::StockLevel;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
 use utoipa::openapi::{KnownFormat, Object, Schema};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::db::{self, NewMovement, StockItem};
+use crate::db::{self, StockItem};
 use crate::domain::{self, MovementKind};
-use crate::stock::Inventory;
+use crate::stock::{AdjustError, Inventory};
 use crate::store::Reserve;
 
 #[derive(Clone, FromRef)]
@@ -247,6 +247,28 @@ async fn managed_item(inv: &Inventory, user: &AuthUser, product_id: Uuid) -> Api
     Ok(item)
 }
 
+fn adjust_problem(e: AdjustError) -> ApiError {
+    match e {
+        AdjustError::NotFound => Problem::not_found("Stock item").into(),
+        AdjustError::Forbidden => {
+            Problem::forbidden("Only the vendor's members and admins manage this stock.").into()
+        }
+        AdjustError::Insufficient {
+            on_hand,
+            available,
+            removing,
+        } => Problem::conflict(
+            "insufficient-stock",
+            format!("On hand is {on_hand}; removing {removing} would take it below zero."),
+        )
+        .title("Insufficient stock")
+        .with("on_hand", on_hand)
+        .with("available", available)
+        .into(),
+        AdjustError::Db(e) => e.into(),
+    }
+}
+
 /// A product's stock: on hand, reserved, available and the low-stock threshold.
 #[utoipa::path(get, path = "/api/inventory/{product_id}", tag = "inventory", security(("bearer" = [])),
     params(("product_id" = Uuid, Path, description = "Product id")),
@@ -290,53 +312,10 @@ async fn adjust_stock(
     v.finish()?;
     let (delta, reason) = (delta.expect("validated"), reason.expect("validated"));
 
-    let mut tx = inv.db.begin().await?;
-    let item = db::item_for_update(&mut tx, product_id)
-        .await?
-        .ok_or_else(|| Problem::not_found("Stock item"))?;
-    if !user.can_manage_vendor(item.vendor_id) {
-        return Err(
-            Problem::forbidden("Only the vendor's members and admins manage this stock.").into(),
-        );
-    }
-    let movement = NewMovement {
-        kind: MovementKind::Adjustment,
-        delta,
-        reason: &reason,
-        reference: None,
-        actor_id: Some(user.id),
-    };
-    let Some((item, movement)) = inv.apply_movement(&mut tx, product_id, &movement).await? else {
-        let level = inv.level(&mut tx, &item).await?;
-        return Err(Problem::conflict(
-            "insufficient-stock",
-            format!(
-                "On hand is {}; removing {} would take it below zero.",
-                item.on_hand,
-                delta.unsigned_abs()
-            ),
-        )
-        .title("Insufficient stock")
-        .with("on_hand", item.on_hand)
-        .with("available", level.available)
-        .into());
-    };
-    let level = inv.level(&mut tx, &item).await?;
-    mp_events::enqueue(
-        &mut tx,
-        Service::Inventory,
-        InventoryUpdated {
-            change: StockChange::Adjustment,
-            order_id: None,
-            levels: vec![level.clone()],
-            shortages: vec![],
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    // Redis only after the commit: the row lock is never held across a Redis call.
-    inv.mirror_logged(&[product_id], None).await;
-    tracing::info!(%product_id, delta, on_hand = item.on_hand, "stock adjusted");
+    let (item, movement, level) = inv
+        .adjust(&user, product_id, delta, &reason)
+        .await
+        .map_err(adjust_problem)?;
     Ok((
         StatusCode::CREATED,
         Json(AdjustmentResponse {

@@ -1,6 +1,6 @@
-//! The operations the API and the event handlers share: ledger movements with their
-//! low-stock alerts, stock levels, reservations with the mirror loaded on demand, and
-//! mirror refreshes from PostgreSQL.
+//! The inventory service: what the API and the event handlers do to stock. Ledger
+//! movements with their low-stock alerts, vendors' adjustments, stock levels,
+//! reservations with the mirror loaded on demand, and mirror refreshes from PostgreSQL.
 //!
 //! Inside a transaction only PostgreSQL is used (levels, alerts, movements); every
 //! Redis write happens after the commit and re-reads the committed state, so a slow
@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use mp_common::ApiError;
-use mp_events::catalog::{InventoryLowStock, StockLevel};
+use mp_common::{ApiError, AuthUser};
+use mp_events::catalog::{InventoryLowStock, InventoryUpdated, StockChange, StockLevel};
 use mp_events::{HandlerError, Service};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::db::{self, Movement, NewMovement, StockItem};
-use crate::domain::{LowStock, low_stock};
+use crate::domain::{LowStock, MovementKind, low_stock};
 use crate::metrics::InventoryMetrics;
 use crate::store::{
     Attempt, Reserve, Rows, SETTLE_MS, Store, SyncOutcome, SyncState, TOMBSTONE_MS,
@@ -50,6 +50,25 @@ impl From<Error> for HandlerError {
     }
 }
 
+/// Why a stock adjustment was refused (or failed).
+#[derive(Debug, thiserror::Error)]
+pub enum AdjustError {
+    #[error("no such stock item")]
+    NotFound,
+    /// The caller is neither a member of the product's vendor nor an admin.
+    #[error("only the vendor's members and admins manage this stock")]
+    Forbidden,
+    /// Removing this much would take on-hand below zero.
+    #[error("on hand is {on_hand}; removing {removing} would take it below zero")]
+    Insufficient {
+        on_hand: i64,
+        available: i64,
+        removing: u64,
+    },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
 /// Everything the handlers and workers need; cheap to clone.
 #[derive(Clone)]
 pub struct Inventory {
@@ -76,6 +95,58 @@ impl Inventory {
         };
         let item = self.settle_low_stock(conn, item).await?;
         Ok(Some((item, movement)))
+    }
+
+    /// A vendor member's (or an admin's) adjustment of on-hand stock by `delta` (checked
+    /// already), with its ledger row, low-stock alert and `inventory.updated`, in one
+    /// transaction; the Redis mirror follows after the commit.
+    pub async fn adjust(
+        &self,
+        user: &AuthUser,
+        product_id: Uuid,
+        delta: i64,
+        reason: &str,
+    ) -> Result<(StockItem, Movement, StockLevel), AdjustError> {
+        let mut tx = self.db.begin().await?;
+        let item = db::item_for_update(&mut tx, product_id)
+            .await?
+            .ok_or(AdjustError::NotFound)?;
+        if !user.can_manage_vendor(item.vendor_id) {
+            return Err(AdjustError::Forbidden);
+        }
+        let movement = NewMovement {
+            kind: MovementKind::Adjustment,
+            delta,
+            reason,
+            reference: None,
+            actor_id: Some(user.id),
+        };
+        let Some((item, movement)) = self.apply_movement(&mut tx, product_id, &movement).await?
+        else {
+            let level = self.level(&mut tx, &item).await?;
+            return Err(AdjustError::Insufficient {
+                on_hand: item.on_hand,
+                available: level.available,
+                removing: delta.unsigned_abs(),
+            });
+        };
+        let level = self.level(&mut tx, &item).await?;
+        mp_events::enqueue(
+            &mut tx,
+            Service::Inventory,
+            InventoryUpdated {
+                change: StockChange::Adjustment,
+                order_id: None,
+                levels: vec![level.clone()],
+                shortages: vec![],
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        // Redis only after the commit: the row lock is never held across a Redis call.
+        self.mirror_logged(&[product_id], None).await;
+        tracing::info!(%product_id, delta, on_hand = item.on_hand, "stock adjusted");
+        Ok((item, movement, level))
     }
 
     /// Fires `inventory.low_stock` if `item` is at or below its threshold and armed, or
