@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct CustomerRow {
     pub id: Uuid,
     pub email: String,
@@ -15,6 +15,21 @@ pub struct CustomerRow {
     pub revision: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Everything but the password hash.
+impl std::fmt::Debug for CustomerRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomerRow")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &"[redacted]")
+            .field("name", &self.name)
+            .field("phone", &self.phone)
+            .field("is_admin", &self.is_admin)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
 }
 
 pub struct NewCustomer<'a> {
@@ -134,4 +149,27 @@ pub async fn grant_membership(
     .execute(conn)
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_customer_row_never_shows_its_password_hash() {
+        let row = CustomerRow {
+            id: Uuid::nil(),
+            email: "ada@example.org".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            name: "Ada".into(),
+            phone: None,
+            is_admin: false,
+            revision: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let shown = format!("{row:?}");
+        assert!(!shown.contains("argon2"), "{shown}");
+        assert!(shown.contains("ada@example.org"), "{shown}");
+    }
 }

@@ -1,6 +1,13 @@
 //! The customer service (port 5000): accounts, credentials, profiles, roles and login
 //! sessions. It issues the access tokens every other service verifies.
+//!
+//! Layout: [`routes`] (HTTP) and [`events`] (consumed events) call the services:
+//! [`accounts`] (registration, hashing, profiles, the administrator; every transaction
+//! and outbox row), [`sessions`] (refresh tokens and revocations in Redis) and
+//! [`throttle`] (the login throttle). Below them [`db`] (queries) and [`domain`] (the
+//! rules for emails, names, phones and passwords, no I/O).
 
+pub mod accounts;
 pub mod db;
 pub mod domain;
 pub mod events;
@@ -12,7 +19,6 @@ use std::time::Duration;
 
 use mp_common::Infra;
 use mp_events::Service;
-use mp_events::catalog::CustomerCreated;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
@@ -68,11 +74,16 @@ pub async fn run(
         "JWT_SIGNING_KEY is not set: the customer service signs the access tokens (`customer keys --out DIR` makes a key set), or DEV_MODE=true for local development"
     );
     let s = &config.settings;
+    let accounts = accounts::Accounts {
+        db: infra.db.clone(),
+    };
     if let (Some(email), Some(password)) = (&s.admin_email, &s.admin_password) {
-        ensure_admin(&infra, email, password.expose_secret()).await?;
+        accounts
+            .ensure_admin(email, password.expose_secret())
+            .await?;
     }
     let state = routes::AppState {
-        db: infra.db.clone(),
+        accounts,
         auth: infra.auth.clone(),
         tokens: infra.tokens.clone(),
         sessions: sessions::Sessions::new(
@@ -105,70 +116,6 @@ pub async fn run(
         shutdown,
     )
     .await
-}
-
-/// Makes sure the configured administrator exists with the configured password.
-///
-/// What it does, and does not: with no account for `ADMIN_EMAIL` it creates the
-/// administrator; with an administrator account it sets the configured password if it
-/// changed; an existing account that is *not* an administrator is never promoted (it is
-/// logged as an error and left alone). Replicas starting together may race: the unique
-/// email settles it.
-async fn ensure_admin(infra: &Infra, email: &str, password: &str) -> anyhow::Result<()> {
-    let email = domain::Email::parse(email).map_err(|m| anyhow::anyhow!("ADMIN_EMAIL {m}"))?;
-    domain::check_password(password, Some(email.as_str()))
-        .map_err(|m| anyhow::anyhow!("ADMIN_PASSWORD {m}"))?;
-    let mut tx = infra.db.begin().await?;
-    let existing = db::by_email(&mut tx, &email.normalized()).await?;
-    match existing {
-        Some(row) if row.is_admin && domain::verify_password(password, &row.password_hash) => {
-            return Ok(());
-        }
-        // The configured password changed: the administrator's password follows it.
-        Some(row) if row.is_admin => {
-            db::set_password(&mut tx, row.id, &domain::hash_password(password)?).await?
-        }
-        // Never promote an existing customer: whoever registered that address first (and
-        // may be logged in right now) would become an administrator without anyone
-        // deciding so. The operator picks another ADMIN_EMAIL or promotes deliberately.
-        Some(_) => {
-            tracing::error!(
-                email = email.as_str(),
-                "ADMIN_EMAIL belongs to an existing customer account, which is not an administrator; it is NOT promoted. Choose another ADMIN_EMAIL."
-            );
-            return Ok(());
-        }
-        None => {
-            let row = db::insert(
-                &mut tx,
-                &db::NewCustomer {
-                    id: uuid::Uuid::now_v7(),
-                    email: email.as_str(),
-                    email_normalized: &email.normalized(),
-                    password_hash: &domain::hash_password(password)?,
-                    name: "Administrator",
-                    phone: None,
-                    is_admin: true,
-                },
-            )
-            .await?;
-            mp_events::enqueue(
-                &mut tx,
-                Service::Customer,
-                CustomerCreated {
-                    customer_id: row.id,
-                    email: row.email,
-                    name: row.name,
-                    phone: None,
-                    revision: row.revision,
-                },
-            )
-            .await?;
-        }
-    }
-    tx.commit().await?;
-    tracing::info!(email = email.as_str(), "administrator ensured");
-    Ok(())
 }
 
 /// The binary's entry point: the command line and the runtime around [`run`]. It lives in

@@ -1,7 +1,8 @@
-//! The customer API: registration, login, token refresh, logout, profiles.
+//! The customer API: registration, login, token refresh, logout, profiles. Handlers
+//! parse and check what clients send, then call [`Accounts`], [`Sessions`] and the
+//! [`LoginThrottle`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::http::{StatusCode, header};
@@ -9,28 +10,23 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use mp_common::auth::{ROLE_ADMIN, ROLE_CUSTOMER, ROLE_VENDOR};
-use mp_common::problem::on_constraint;
 use mp_common::serde_ext::double_option;
 use mp_common::{
     ApiError, ApiJson, ApiPath, ApiResult, AuthUser, Authenticator, Problem, TokenKeys, Validation,
 };
-use mp_events::Service;
-use mp_events::catalog::{CustomerCreated, CustomerUpdated};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::db::{self, CustomerRow};
+use crate::accounts::{Account, AccountError, Accounts, ProfileChange, Registration};
 use crate::domain::{self, Email};
 use crate::sessions::{Refresh, Sessions};
 use crate::throttle::{LoginThrottle, Peer};
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
-    pub db: PgPool,
+    pub accounts: Accounts,
     pub auth: Authenticator,
     pub tokens: Arc<TokenKeys>,
     pub sessions: Sessions,
@@ -197,43 +193,35 @@ pub struct CustomerResponse {
     pub updated_at: DateTime<Utc>,
 }
 
-fn roles(row: &CustomerRow, vendor_ids: &[Uuid]) -> Vec<String> {
-    let mut roles = vec![ROLE_CUSTOMER.to_owned()];
-    if !vendor_ids.is_empty() {
-        roles.push(ROLE_VENDOR.to_owned());
-    }
-    if row.is_admin {
-        roles.push(ROLE_ADMIN.to_owned());
-    }
-    roles
-}
-
-fn customer_response(row: CustomerRow, vendor_ids: Vec<Uuid>) -> CustomerResponse {
+fn customer_response(a: Account) -> CustomerResponse {
     CustomerResponse {
-        roles: roles(&row, &vendor_ids),
-        id: row.id,
-        email: row.email,
-        name: row.name,
-        phone: row.phone,
-        vendor_ids,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
+        roles: a.roles(),
+        id: a.row.id,
+        email: a.row.email,
+        name: a.row.name,
+        phone: a.row.phone,
+        vendor_ids: a.vendor_ids,
+        created_at: a.row.created_at,
+        updated_at: a.row.updated_at,
     }
 }
 
-async fn load_customer(db: &PgPool, id: Uuid) -> ApiResult<CustomerResponse> {
-    let mut conn = db.acquire().await?;
-    let row = db::by_id(&mut conn, id)
-        .await?
-        .ok_or_else(|| Problem::not_found("Customer"))?;
-    let vendors = db::vendor_ids(&mut conn, id).await?;
-    Ok(customer_response(row, vendors))
-}
-
-pub(crate) async fn hash_password(password: SecretString) -> ApiResult<String> {
-    hashing(move || domain::hash_password(password.expose_secret()))
-        .await?
-        .map_err(ApiError::Internal)
+/// The problem+json answer to a refused or failed account operation.
+fn problem(e: AccountError) -> ApiError {
+    match e {
+        AccountError::EmailTaken => {
+            Problem::conflict("email-taken", "An account with this email already exists.").into()
+        }
+        AccountError::NotFound => Problem::not_found("Customer").into(),
+        AccountError::Busy => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The service is busy; try again in a moment.",
+        )
+        .header(header::RETRY_AFTER, "1")
+        .into(),
+        AccountError::Db(e) => e.into(),
+        AccountError::Internal(e) => ApiError::Internal(e),
+    }
 }
 
 /// Register a customer.
@@ -247,7 +235,7 @@ pub(crate) async fn hash_password(password: SecretString) -> ApiResult<String> {
                 "errors": [{"field": "password", "message": "must not contain your email address"}]})),
     ))]
 async fn register_customer(
-    State(db): State<PgPool>,
+    State(accounts): State<Accounts>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> ApiResult<(
     StatusCode,
@@ -268,62 +256,37 @@ async fn register_customer(
         .as_deref()
         .and_then(|p| v.field("phone", domain::parse_phone(p)));
     v.finish()?;
-    let (email, name) = (email.expect("validated"), name.expect("validated"));
-    let password_hash = hash_password(body.password).await?;
-
-    let mut tx = db.begin().await?;
-    let row = db::insert(
-        &mut tx,
-        &db::NewCustomer {
-            id: Uuid::now_v7(),
-            email: email.as_str(),
-            email_normalized: &email.normalized(),
-            password_hash: &password_hash,
-            name: &name,
-            phone: phone.as_deref(),
-            is_admin: false,
-        },
-    )
-    .await
-    .map_err(|e| {
-        on_constraint(e, db::EMAIL_UNIQUE, || {
-            Problem::conflict("email-taken", "An account with this email already exists.")
-        })
-    })?;
-    mp_events::enqueue(
-        &mut tx,
-        Service::Customer,
-        CustomerCreated {
-            customer_id: row.id,
-            email: row.email.clone(),
-            name: row.name.clone(),
-            phone: row.phone.clone(),
-            revision: row.revision,
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    tracing::info!(customer_id = %row.id, "customer registered");
-    let location = format!("/api/customers/{}", row.id);
+    let registration = Registration {
+        email: email.expect("validated"),
+        password: body.password,
+        name: name.expect("validated"),
+        phone,
+    };
+    let account = accounts.register(registration).await.map_err(problem)?;
+    let location = format!("/api/customers/{}", account.row.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(customer_response(row, vec![])),
+        Json(customer_response(account)),
     ))
 }
 
 /// The caller's profile.
 #[utoipa::path(get, path = "/api/customers/me", tag = "customers", security(("bearer" = [])),
     responses((status = 200, body = CustomerResponse), (status = 401, body = Problem)))]
-async fn get_me(State(db): State<PgPool>, user: AuthUser) -> ApiResult<Json<CustomerResponse>> {
-    Ok(Json(load_customer(&db, user.id).await?))
+async fn get_me(
+    State(accounts): State<Accounts>,
+    user: AuthUser,
+) -> ApiResult<Json<CustomerResponse>> {
+    let account = accounts.account(user.id).await.map_err(problem)?;
+    Ok(Json(customer_response(account)))
 }
 
 /// Change the caller's name or phone.
 #[utoipa::path(patch, path = "/api/customers/me", tag = "customers", security(("bearer" = [])), request_body = UpdateProfile,
     responses((status = 200, body = CustomerResponse), (status = 401, body = Problem), (status = 422, body = Problem)))]
 async fn update_me(
-    State(db): State<PgPool>,
+    State(accounts): State<Accounts>,
     user: AuthUser,
     ApiJson(body): ApiJson<UpdateProfile>,
 ) -> ApiResult<Json<CustomerResponse>> {
@@ -339,33 +302,11 @@ async fn update_me(
     };
     v.finish()?;
 
-    let mut tx = db.begin().await?;
-    let current = db::by_id_for_update(&mut tx, user.id)
-        .await?
-        .ok_or_else(|| Problem::not_found("Customer"))?;
-    let new_name = name.unwrap_or_else(|| current.name.clone());
-    let new_phone = phone.unwrap_or_else(|| current.phone.clone());
-    let row = if new_name == current.name && new_phone == current.phone {
-        current
-    } else {
-        let row = db::update_profile(&mut tx, user.id, &new_name, new_phone.as_deref()).await?;
-        mp_events::enqueue(
-            &mut tx,
-            Service::Customer,
-            CustomerUpdated {
-                customer_id: row.id,
-                email: row.email.clone(),
-                name: row.name.clone(),
-                phone: row.phone.clone(),
-                revision: row.revision,
-            },
-        )
-        .await?;
-        row
-    };
-    let vendors = db::vendor_ids(&mut tx, user.id).await?;
-    tx.commit().await?;
-    Ok(Json(customer_response(row, vendors)))
+    let account = accounts
+        .update_profile(user.id, ProfileChange { name, phone })
+        .await
+        .map_err(problem)?;
+    Ok(Json(customer_response(account)))
 }
 
 /// A customer's profile: the customer themself or an admin.
@@ -373,41 +314,15 @@ async fn update_me(
     params(("id" = Uuid, Path, description = "Customer id")),
     responses((status = 200, body = CustomerResponse), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
 async fn get_customer(
-    State(db): State<PgPool>,
+    State(accounts): State<Accounts>,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<CustomerResponse>> {
     if id != user.id && !user.is_admin() {
         return Err(Problem::forbidden("You may only read your own profile.").into());
     }
-    Ok(Json(load_customer(&db, id).await?))
-}
-
-/// Password hashing is memory-hard on purpose (argon2id, 19 MiB each): at most one hash
-/// per core at a time, and a request waits at most a few seconds for its turn, so a
-/// flood of logins is answered 503 instead of exhausting memory.
-static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
-    tokio::sync::Semaphore::new(
-        std::thread::available_parallelism()
-            .map(usize::from)
-            .unwrap_or(2),
-    )
-});
-
-async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
-    let _turn = tokio::time::timeout(Duration::from_secs(5), HASHING.acquire())
-        .await
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The service is busy; try again in a moment.",
-            )
-            .header(header::RETRY_AFTER, "1")
-        })?
-        .expect("the hashing semaphore is never closed");
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))
+    let account = accounts.account(id).await.map_err(problem)?;
+    Ok(Json(customer_response(account)))
 }
 
 async fn tokens_for(
@@ -416,15 +331,19 @@ async fn tokens_for(
     sid: Uuid,
     refresh_token: String,
 ) -> ApiResult<TokenResponse> {
-    let mut conn = state.db.acquire().await?;
-    let row = db::by_id(&mut conn, customer_id)
-        .await?
-        .ok_or_else(|| Problem::unauthorized("The account no longer exists."))?;
-    let vendors = db::vendor_ids(&mut conn, customer_id).await?;
+    let account = state
+        .accounts
+        .account(customer_id)
+        .await
+        .map_err(|e| match e {
+            AccountError::NotFound => Problem::unauthorized("The account no longer exists.").into(),
+            e => problem(e),
+        })?;
+    let roles = account.roles();
     let (access_token, expires_in) =
         state
             .tokens
-            .user_token(customer_id, sid, roles(&row, &vendors), vendors);
+            .user_token(customer_id, sid, roles, account.vendor_ids);
     Ok(TokenResponse {
         access_token,
         refresh_token,
@@ -470,24 +389,18 @@ async fn login(
     let address = state.throttle.client_address(peer, &headers);
     let email = domain::normalize_email(&body.email);
     state.throttle.attempt(&email, &address).await?;
-    let row = db::by_email(&mut *state.db.acquire().await?, &email).await?;
-    // Verify against a real hash even for an unknown email, so timing tells nothing.
-    let hash = row
-        .as_ref()
-        .map_or_else(|| DUMMY_HASH.clone(), |r| r.password_hash.clone());
-    let password = body.password;
-    let ok = hashing(move || domain::verify_password(password.expose_secret(), &hash)).await?;
-    let Some(row) = row.filter(|_| ok) else {
+    let row = state
+        .accounts
+        .authenticate(&email, body.password)
+        .await
+        .map_err(problem)?;
+    let Some(row) = row else {
         return Err(Problem::unauthorized("Invalid email or password.").into());
     };
     state.throttle.succeeded(&email, &address).await?;
     let (sid, refresh_token) = state.sessions.open(row.id).await?;
     Ok(Json(tokens_for(&state, row.id, sid, refresh_token).await?))
 }
-
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    domain::hash_password("dummy password for timing").expect("hashing works")
-});
 
 /// Exchange a refresh token for new tokens. Each refresh token works once; presenting
 /// one that was already used ends the whole session.
