@@ -39,6 +39,7 @@ use mp_common::redis::RedisKeys;
 
 use crate::db;
 use crate::near::{Near, Ticket};
+use crate::responses::ProductResponse;
 
 /// Stores `ARGV[2]` (`<version>:<json>`) unless the entry holds version `ARGV[1]` or later.
 const PUT_IF_NEWER: &str = r"
@@ -203,7 +204,7 @@ pub async fn refresh(db: &PgPool, cache: &ProductCache, id: Uuid) -> anyhow::Res
     match view {
         Some(view) => {
             let version = view.product.cache_version;
-            let json = serde_json::to_vec(&crate::routes::products::ProductResponse::from(view))?;
+            let json = serde_json::to_vec(&ProductResponse::from(view))?;
             cache.put(id, version, &json).await?;
         }
         None => cache.remove(id).await?,

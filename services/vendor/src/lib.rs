@@ -1,7 +1,10 @@
 //! The vendor service (port 5004): vendors, members, products, prices and the public
 //! catalog.
 //!
-//! * [`routes`]: the HTTP API (vendors and members, products, the catalog).
+//! * [`routes`]: the HTTP API (vendors and members, products, the catalog); handlers
+//!   parse and call the [`catalog`] service, which holds the rules and every
+//!   transaction and outbox row.
+//! * [`responses`]: a product as the API serves it and the caches keep it.
 //! * [`domain`]: what valid vendor and product data is; page cursors.
 //! * [`db`]: queries on the `vendor` schema.
 //! * [`cache`]: the Redis cache of single product reads and what keeps it fresh.
@@ -13,10 +16,12 @@
 //! through the outbox; consumes `inventory.created` and `inventory.updated`.
 
 pub mod cache;
+pub mod catalog;
 pub mod db;
 pub mod domain;
 pub mod events;
 pub mod near;
+pub mod responses;
 pub mod routes;
 
 use std::time::Duration;
@@ -90,9 +95,11 @@ pub async fn run(
         cache: cache.clone(),
     };
     let state = routes::AppState {
-        db: infra.db.clone(),
+        catalog: catalog::Catalog {
+            db: infra.db.clone(),
+            cache: std::sync::Arc::new(cache),
+        },
         auth: infra.auth.clone(),
-        cache: std::sync::Arc::new(cache),
     };
     let consumer = infra
         .consumer()

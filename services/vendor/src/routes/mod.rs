@@ -2,14 +2,10 @@
 //! catalog ([`products`]).
 //!
 //! Error policy: every failure is problem+json (through [`mp_common::ApiError`]). Checks
-//! run in this order: authentication (401), the resource exists (404), the caller may act
-//! on it (403), then the body field by field (422, all fields at once). Conflicts with
-//! stored data (a duplicate SKU or member) are 409, recognised by constraint name.
-//!
-//! Who may act for a vendor: an admin, or a member. Membership lives in this service's
-//! `vendor_members` table, which is the authority; the `vendors` claim of an access token
-//! only saves the lookup, so a new owner can list products before their token carries
-//! the vendor.
+//! run in this order: authentication (401), malformed JSON (400), the resource exists
+//! (404), the caller may act on it (403), then the body field by field (422, all fields
+//! at once); the last three are the [`Catalog`] service's. Conflicts with stored data (a
+//! duplicate SKU or member) are 409, recognised by constraint name.
 
 mod de;
 pub mod products;
@@ -19,22 +15,17 @@ pub mod vendors;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::routing::get;
-use mp_common::{ApiResult, AuthUser, Authenticator, Problem};
-use sqlx::{PgConnection, PgPool};
+use mp_common::{ApiError, Authenticator, Problem};
 use utoipa::OpenApi;
-use uuid::Uuid;
 
-use crate::cache::ProductCache;
-use crate::db;
-use crate::domain::Role;
+use crate::catalog::{Catalog, CatalogError};
 
 /// What the handlers share. axum clones it for every request, so the cache (many
 /// handles) sits behind one reference count.
 #[derive(Clone, FromRef)]
 pub struct AppState {
-    pub db: PgPool,
+    pub catalog: Catalog,
     pub auth: Authenticator,
-    pub cache: std::sync::Arc<ProductCache>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -82,36 +73,25 @@ pub fn router(state: AppState) -> Router {
 )]
 pub struct ApiDoc;
 
-/// An admin, or a member of the vendor (by token claim or, authoritatively, by table).
-pub(crate) async fn require_member(
-    conn: &mut PgConnection,
-    user: &AuthUser,
-    vendor_id: Uuid,
-) -> ApiResult<()> {
-    if user.can_manage_vendor(vendor_id)
-        || db::member_role(conn, vendor_id, user.id).await?.is_some()
-    {
-        return Ok(());
+/// The problem+json answer to a refused or failed catalog operation.
+fn problem(e: CatalogError) -> ApiError {
+    match e {
+        CatalogError::NotFound(what) => Problem::not_found(what).into(),
+        CatalogError::Forbidden(why) => Problem::forbidden(why).into(),
+        CatalogError::Invalid(p) => p.into(),
+        CatalogError::SkuTaken(sku) => Problem::conflict(
+            "sku-taken",
+            format!("The vendor already has a product with SKU {sku}."),
+        )
+        .into(),
+        CatalogError::AlreadyMember => Problem::conflict(
+            "already-member",
+            "This customer is already a member of the vendor.",
+        )
+        .into(),
+        CatalogError::Db(e) => e.into(),
+        CatalogError::Internal(e) => ApiError::Internal(e),
     }
-    Err(Problem::forbidden("Only the vendor's members or an administrator may do this.").into())
-}
-
-/// An admin, or an owner of the vendor.
-pub(crate) async fn require_owner(
-    conn: &mut PgConnection,
-    user: &AuthUser,
-    vendor_id: Uuid,
-) -> ApiResult<()> {
-    if user.is_admin()
-        || db::member_role(conn, vendor_id, user.id)
-            .await?
-            .as_deref()
-            .and_then(Role::parse)
-            == Some(Role::Owner)
-    {
-        return Ok(());
-    }
-    Err(Problem::forbidden("Only the vendor's owners or an administrator may do this.").into())
 }
 
 #[cfg(test)]

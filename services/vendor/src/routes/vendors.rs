@@ -6,17 +6,14 @@ use axum::http::{StatusCode, header};
 use chrono::{DateTime, Utc};
 use mp_common::serde_ext::double_option;
 use mp_common::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Problem, Validation};
-use mp_events::Service;
-use mp_events::catalog::{VendorCreated, VendorMemberAdded, VendorUpdated};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{require_member, require_owner, schemas};
-use crate::db::{self, MemberRow, VendorRow};
-use crate::domain::{self, Cursor, Role};
-use mp_common::problem::on_constraint;
+use super::{problem, schemas};
+use crate::catalog::{Catalog, NewVendor, PageParams, VendorPatch};
+use crate::db::{MemberRow, VendorRow};
+use crate::domain::{self, Role};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -127,7 +124,7 @@ pub struct PageQuery {
         (status = 422, description = "Invalid fields, listed one by one", body = Problem),
     ))]
 pub async fn create_vendor(
-    State(db): State<PgPool>,
+    State(catalog): State<Catalog>,
     user: AuthUser,
     ApiJson(body): ApiJson<CreateVendor>,
 ) -> ApiResult<(
@@ -143,29 +140,15 @@ pub async fn create_vendor(
         Some(p) => v.field("phone", domain::parse_phone(p)).map(Some),
     };
     v.finish()?;
-    let (name, email, phone) = (
-        name.expect("validated"),
-        email.expect("validated"),
-        phone.expect("validated"),
-    );
-
-    let mut tx = db.begin().await?;
-    let row = db::insert_vendor(&mut tx, Uuid::now_v7(), &name, &email, phone.as_deref()).await?;
-    db::add_member(&mut tx, row.id, user.id, Role::Owner.as_str()).await?;
-    mp_events::enqueue(
-        &mut tx,
-        Service::Vendor,
-        VendorCreated {
-            vendor_id: row.id,
-            owner_id: user.id,
-            name: row.name.clone(),
-            email: row.email.clone(),
-            phone: row.phone.clone(),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    tracing::info!(vendor_id = %row.id, owner_id = %user.id, "vendor created");
+    let vendor = NewVendor {
+        name: name.expect("validated"),
+        email: email.expect("validated"),
+        phone: phone.expect("validated"),
+    };
+    let row = catalog
+        .create_vendor(&user, vendor)
+        .await
+        .map_err(problem)?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, format!("/api/vendors/{}", row.id))],
@@ -178,13 +161,10 @@ pub async fn create_vendor(
     params(("id" = Uuid, Path, description = "Vendor id")),
     responses((status = 200, body = VendorResponse), (status = 400, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_vendor(
-    State(db): State<PgPool>,
+    State(catalog): State<Catalog>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<VendorResponse>> {
-    let row = db::vendor(&mut *db.acquire().await?, id)
-        .await?
-        .ok_or_else(|| Problem::not_found("Vendor"))?;
-    Ok(Json(row.into()))
+    Ok(Json(catalog.vendor(id).await.map_err(problem)?.into()))
 }
 
 /// Change a vendor's name, email or phone: its members or an admin.
@@ -198,55 +178,20 @@ pub async fn get_vendor(
         (status = 422, body = Problem),
     ))]
 pub async fn update_vendor(
-    State(db): State<PgPool>,
+    State(catalog): State<Catalog>,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateVendor>,
 ) -> ApiResult<Json<VendorResponse>> {
-    let mut tx = db.begin().await?;
-    let current = db::vendor_for_update(&mut tx, id)
-        .await?
-        .ok_or_else(|| Problem::not_found("Vendor"))?;
-    require_member(&mut tx, &user, id).await?;
-
-    let mut v = Validation::new();
-    let name = match body.name.as_deref() {
-        None => Some(current.name.clone()),
-        Some(n) => v.field("name", domain::parse_vendor_name(n)),
+    let patch = VendorPatch {
+        name: body.name,
+        email: body.email,
+        phone: body.phone,
     };
-    let email = match body.email.as_deref() {
-        None => Some(current.email.clone()),
-        Some(e) => v.field("email", domain::parse_email(e)),
-    };
-    let phone = match &body.phone {
-        None => Some(current.phone.clone()),
-        Some(None) => Some(None),
-        Some(Some(p)) => v.field("phone", domain::parse_phone(p)).map(Some),
-    };
-    v.finish()?;
-    let (name, email, phone) = (
-        name.expect("validated"),
-        email.expect("validated"),
-        phone.expect("validated"),
-    );
-    if name == current.name && email == current.email && phone == current.phone {
-        return Ok(Json(current.into()));
-    }
-    let row = db::update_vendor(&mut tx, id, &name, &email, phone.as_deref()).await?;
-    mp_events::enqueue(
-        &mut tx,
-        Service::Vendor,
-        VendorUpdated {
-            vendor_id: row.id,
-            name: row.name.clone(),
-            email: row.email.clone(),
-            phone: row.phone.clone(),
-            revision: row.revision,
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    tracing::info!(vendor_id = %row.id, revision = row.revision, "vendor updated");
+    let row = catalog
+        .update_vendor(&user, id, patch)
+        .await
+        .map_err(problem)?;
     Ok(Json(row.into()))
 }
 
@@ -260,36 +205,24 @@ pub async fn update_vendor(
         (status = 422, description = "Invalid limit or cursor", body = Problem),
     ))]
 pub async fn list_members(
-    State(db): State<PgPool>,
+    State(catalog): State<Catalog>,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> ApiResult<Json<MemberPage>> {
-    let mut conn = db.acquire().await?;
-    if !db::vendor_exists(&mut conn, id).await? {
-        return Err(Problem::not_found("Vendor").into());
-    }
-    require_member(&mut conn, &user, id).await?;
-
-    let mut v = Validation::new();
-    let limit = v.field("limit", domain::page_limit(page.limit));
-    let after = match page.cursor.as_deref() {
-        None => Some(None),
-        Some(c) => v.field("cursor", Cursor::decode(c)).map(|c| Some(c.0)),
+    let params = PageParams {
+        q: None,
+        limit: page.limit,
+        cursor: page.cursor.as_deref(),
     };
-    v.finish()?;
-    let (limit, after) = (limit.expect("validated"), after.expect("validated"));
-    let mut rows = db::members(&mut conn, id, after, i64::from(limit) + 1).await?;
-    let next_cursor = (rows.len() > limit as usize).then(|| {
-        rows.truncate(limit as usize);
-        Cursor(rows[rows.len() - 1].customer_id).encode()
-    });
+    let members = catalog.members(&user, id, params).await.map_err(problem)?;
     Ok(Json(MemberPage {
-        items: rows
+        items: members
+            .items
             .into_iter()
             .map(MemberResponse::try_from)
             .collect::<Result<_, _>>()?,
-        next_cursor,
+        next_cursor: members.next_cursor,
     }))
 }
 
@@ -306,34 +239,15 @@ pub async fn list_members(
         (status = 422, body = Problem),
     ))]
 pub async fn add_member(
-    State(db): State<PgPool>,
+    State(catalog): State<Catalog>,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<AddMember>,
 ) -> ApiResult<(StatusCode, Json<MemberResponse>)> {
-    let mut tx = db.begin().await?;
-    if !db::vendor_exists(&mut tx, id).await? {
-        return Err(Problem::not_found("Vendor").into());
-    }
-    require_owner(&mut tx, &user, id).await?;
     let role = body.role.unwrap_or(Role::Member);
-    let row = db::add_member(&mut tx, id, body.customer_id, role.as_str())
+    let row = catalog
+        .add_member(&user, id, body.customer_id, role)
         .await
-        .map_err(|e| {
-            on_constraint(e, db::MEMBER_UNIQUE, || {
-                Problem::conflict(
-                    "already-member",
-                    "This customer is already a member of the vendor.",
-                )
-            })
-        })?;
-    let event = VendorMemberAdded {
-        vendor_id: id,
-        customer_id: body.customer_id,
-        role: role.as_str().to_owned(),
-    };
-    mp_events::enqueue(&mut tx, Service::Vendor, event).await?;
-    tx.commit().await?;
-    tracing::info!(vendor_id = %id, customer_id = %body.customer_id, role = role.as_str(), "member added");
+        .map_err(problem)?;
     Ok((StatusCode::CREATED, Json(row.try_into()?)))
 }
