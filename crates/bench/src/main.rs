@@ -11,6 +11,11 @@ use axum::routing::get;
 
 const BODY: &str = r#"{"id":"00000000-0000-0000-0000-000000000000","name":"baseline","price":{"amount":100,"currency":"EUR"}}"#;
 
+/// The same allocator as the services' binaries, so the bare endpoint it compares the
+/// catalog with allocates alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args

@@ -35,9 +35,3 @@ pub use problem::{
 };
 pub use runtime::{Infra, serve};
 pub use supervisor::Worker;
-
-/// Every binary that links this crate (the six services, their tests, the benchmark
-/// baselines) allocates with mimalloc: a request allocates a few dozen small blocks, and
-/// glibc's allocator spent about a tenth of a catalog read's instructions on them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -27,6 +27,7 @@
 //! share), [`domain`] (rules), [`db`] (queries), [`store`] (Redis), [`reconcile`],
 //! [`metrics`].
 
+pub mod config;
 pub mod db;
 pub mod domain;
 pub mod events;
@@ -51,19 +52,7 @@ pub use stock::Inventory;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/inventory");
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct Settings {
-    /// How long a reservation holds stock unless renewed, in seconds.
-    #[arg(long, env = "RESERVATION_TTL_SECS", default_value_t = 900,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub reservation_ttl_secs: u64,
-    /// How often Redis is reconciled with PostgreSQL, in milliseconds (also at start).
-    #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 60_000,
-          value_parser = clap::value_parser!(u64).range(10..))]
-    pub reconcile_interval_ms: u64,
-}
-
-pub type Config = mp_common::config::Config<Settings>;
+pub use config::{Config, Settings};
 
 /// The bound of a reservation's durable write: the pool's acquire timeout plus the
 /// statement timeout stay below `store::SETTLE_MS`, so a rebuilt mirror has seen every

@@ -1,8 +1,6 @@
 //! Stock items from vendor events: creation with the initial stock, revisions, and
 //! events that arrive out of order or twice.
 
-use std::time::{Duration, Instant};
-
 use mp_events::catalog::VendorProductUpdated;
 use mp_events::{Envelope, Service};
 use mp_test_support::eventually;
@@ -47,15 +45,13 @@ async fn a_product_created_event_makes_a_stock_item_with_its_initial_stock() {
     let h = Harness::start().await;
     let vendor_id = Uuid::now_v7();
 
-    // Event published -> stock item committed, measured over a few products.
-    let mut latencies = Vec::new();
+    // Each event published becomes a committed stock item.
     let mut product_id = Uuid::nil();
     for _ in 0..10 {
         let created = product_created(vendor_id, 12, 3);
         product_id = created.product_id;
-        let started = Instant::now();
         h.publish(Service::Vendor, created).await;
-        loop {
+        eventually(&format!("a stock item for {product_id}"), WAIT, || async {
             let exists: bool = sqlx::query_scalar(
                 "select exists (select 1 from stock_items where product_id = $1)",
             )
@@ -63,22 +59,10 @@ async fn a_product_created_event_makes_a_stock_item_with_its_initial_stock() {
             .fetch_one(&h.db)
             .await
             .unwrap();
-            if exists {
-                break;
-            }
-            assert!(started.elapsed() < WAIT, "no stock item after {WAIT:?}");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        latencies.push(started.elapsed());
+            exists.then_some(())
+        })
+        .await;
     }
-    latencies.sort();
-    println!(
-        "vendor.product.created -> stock item: first {:?}, median {:?}, max {:?} (10 products)",
-        latencies[0],
-        latencies[latencies.len() / 2],
-        latencies[latencies.len() - 1]
-    );
-    assert!(latencies[latencies.len() / 2] < Duration::from_secs(1));
 
     let stock = h.stock(product_id).await;
     assert_eq!(stock["product_id"], product_id.to_string());
