@@ -56,91 +56,7 @@ pub const SETTLE_MS: i64 = 3_000;
 
 /// Helpers every script starts with. KEYS: 1 stock hash, 2 expiry zset, 3 quantity
 /// hash, 4 generation hash.
-const PRELUDE: &str = r#"
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function mirrored()
-  return redis.call('HEXISTS', KEYS[1], 'on_hand') == 1
-end
-
--- Lets the reservation keys expire with their last entry.
-local function touch()
-  local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-  if last[2] then
-    local at = math.floor(tonumber(last[2])) + 1000
-    redis.call('PEXPIREAT', KEYS[2], at)
-    redis.call('PEXPIREAT', KEYS[3], at)
-    redis.call('PEXPIREAT', KEYS[4], at)
-  else
-    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-  end
-end
-
--- The generation of the cart's entry (live or tombstone), 0 if none.
-local function gen_of(cart)
-  return tonumber(redis.call('HGET', KEYS[4], cart) or '0')
-end
-
--- Drops expired entries with their generations. With the mirror (m), keeps `reserved`
--- right and returns it.
-local function prune(now, m)
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 1000)
-  for _, cart in ipairs(expired) do
-    local q = redis.call('HGET', KEYS[3], cart)
-    if q then
-      redis.call('HDEL', KEYS[3], cart)
-      if m then redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(q)) end
-    end
-    redis.call('HDEL', KEYS[4], cart)
-    redis.call('ZREM', KEYS[2], cart)
-  end
-  if #expired > 0 then touch() end
-  if not m then return 0 end
-  if redis.call('EXISTS', KEYS[3]) == 0 then
-    redis.call('HSET', KEYS[1], 'reserved', 0)
-    return 0
-  end
-  return tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-end
-
--- Sets the cart's entry to q units until exp, or (q 0, or exp past) to a tombstone,
--- with generation g. With the mirror (m), keeps `reserved`. Returns the units now held.
--- The caller checks the generation first and calls touch() after.
-local function put(cart, q, exp, g, now, m)
-  local cur = tonumber(redis.call('HGET', KEYS[3], cart) or '0')
-  if q > 0 and exp > now then
-    redis.call('HSET', KEYS[3], cart, q)
-    redis.call('ZADD', KEYS[2], exp, cart)
-  else
-    q = 0
-    redis.call('HDEL', KEYS[3], cart)
-    redis.call('ZADD', KEYS[2], now + TOMBSTONE_MS, cart)
-  end
-  redis.call('HSET', KEYS[4], cart, g)
-  if m and q ~= cur then redis.call('HINCRBY', KEYS[1], 'reserved', q - cur) end
-  return q
-end
-
--- Recomputes `reserved` from the entries; returns 1 if the stored total was wrong.
-local function recount(now)
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-  for _, cart in ipairs(expired) do
-    redis.call('HDEL', KEYS[3], cart)
-    redis.call('HDEL', KEYS[4], cart)
-    redis.call('ZREM', KEYS[2], cart)
-  end
-  local total = 0
-  for _, q in ipairs(redis.call('HVALS', KEYS[3])) do total = total + tonumber(q) end
-  local before = tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0')
-  redis.call('HSET', KEYS[1], 'reserved', total)
-  touch()
-  if before ~= total then return 1 end
-  return 0
-end
-"#;
+const PRELUDE: &str = include_str!("lua/prelude.lua");
 
 /// ARGV: cart, quantity, ttl ms, generation, replaces ('' or a generation). Sets the
 /// cart's reservation to `quantity` (0 ends it), taking only the difference from what
@@ -150,75 +66,22 @@ end
 /// prev_exp, most} when short (`most` = what this cart could hold in all); {3, prev,
 /// prev_exp, 0} when the product is inactive; {4, prev, prev_exp, most} when the entry
 /// already has this generation or a newer one (a later change of this cart won).
-const RESERVE: &str = r#"
-local now = now_ms()
-local stock = redis.call('HMGET', KEYS[1], 'on_hand', 'active', 'settle_until')
-if not stock[1] then return {0} end
-if stock[3] then
-  local wait = tonumber(stock[3]) - now
-  if wait > 0 then return {5, wait} end
-  return {0}
-end
-local reserved = prune(now, true)
-local cart = ARGV[1]
-local want = tonumber(ARGV[2])
-local g = tonumber(ARGV[4])
-local prev = tonumber(redis.call('HGET', KEYS[3], cart) or '0')
-local prev_exp = 0
-if prev > 0 then prev_exp = tonumber(redis.call('ZSCORE', KEYS[2], cart) or '0') end
-local free = tonumber(stock[1]) - reserved
-local most = free + prev
-if most < 0 then most = 0 end
-if gen_of(cart) >= g then return {4, prev, prev_exp, most} end
--- A conditional change (an undo): only over the entry of that generation.
-if ARGV[5] ~= '' and gen_of(cart) ~= tonumber(ARGV[5]) then return {4, prev, prev_exp, most} end
-if stock[2] ~= '1' and want > prev then return {3, prev, prev_exp, 0} end
-if want > prev and want - prev > free then return {2, prev, prev_exp, most} end
-local exp = now + tonumber(ARGV[3])
-put(cart, want, exp, g, now, true)
-touch()
-return {1, prev, prev_exp, free - (want - prev), exp}
-"#;
+const RESERVE: &str = include_str!("lua/reserve.lua");
 
 /// ARGV: cart, generation. Ends the cart's reservation with that generation (a
 /// tombstone), unless the entry is as new or newer. Returns the quantity it held, or
 /// -1 when a newer change was kept.
-const RELEASE: &str = r#"
-local now = now_ms()
-local m = mirrored()
-prune(now, m)
-local g = tonumber(ARGV[2])
-if gen_of(ARGV[1]) >= g then return -1 end
-local q = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
-put(ARGV[1], 0, 0, g, now, m)
-touch()
-return q
-"#;
+const RELEASE: &str = include_str!("lua/release.lua");
 
 /// ARGV: cart, quantity, expiry ms, generation. Undoes the change of that generation
 /// whose durable copy could not be written: puts back what the cart held before
 /// (quantity 0 or a past expiry ends it), keeping the generation, and only while the
 /// entry still has that generation, so a newer change is never overwritten. Returns 1
 /// if undone.
-const UNDO: &str = r#"
-local now = now_ms()
-local m = mirrored()
-prune(now, m)
-local g = tonumber(ARGV[4])
-if gen_of(ARGV[1]) ~= g then return 0 end
-put(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), g, now, m)
-touch()
-return 1
-"#;
+const UNDO: &str = include_str!("lua/undo.lua");
 
 /// ARGV: a cart id or ''. Returns {0} without a mirror, else {1, reserved, the cart's}.
-const LEVEL: &str = r#"
-if not mirrored() then return {0} end
-local reserved = prune(now_ms(), true)
-local mine = 0
-if ARGV[1] ~= '' then mine = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') end
-return {1, reserved, mine}
-"#;
+const LEVEL: &str = include_str!("lua/level.lua");
 
 /// ARGV: on_hand, active (1/0), version, verify (1/0), mode, then (cart, quantity,
 /// expiry ms, generation) quadruples. Writes the mirror from PostgreSQL.
@@ -237,76 +100,7 @@ return {1, reserved, mine}
 /// {state, restored, recounted}: state 0 in sync, 1 rebuilt, 2 updated from a newer
 /// version, 3 differed at the same version (repaired), 4 Redis is newer (kept), 5
 /// missing or settled (resend with mode 1).
-const SYNC: &str = r#"
-local now = now_ms()
-local mode = ARGV[5]
-local m = mirrored()
-
-local function apply_rows(mm)
-  local restored = 0
-  for i = 6, #ARGV, 4 do
-    local cart = ARGV[i]
-    local q = tonumber(ARGV[i + 1])
-    local exp = tonumber(ARGV[i + 2])
-    local g = tonumber(ARGV[i + 3])
-    local stored = gen_of(cart)
-    if g > stored then
-      if put(cart, q, exp, g, now, mm) > 0 then restored = restored + 1 end
-    elseif g == stored and mode == '2' and q > 0 and exp > now
-        and redis.call('HEXISTS', KEYS[3], cart) == 1 then
-      local cur = tonumber(redis.call('ZSCORE', KEYS[2], cart) or '0')
-      if exp > cur then redis.call('ZADD', KEYS[2], exp, cart) end
-    end
-  end
-  touch()
-  return restored
-end
-
-if not m then
-  if mode == '0' then return {5, 0, 0} end
-  prune(now, false)
-  if mode == '2' then
-    apply_rows(false)
-    return {5, 0, 0}
-  end
-  redis.call('HSET', KEYS[1], 'on_hand', ARGV[1], 'active', ARGV[2], 'version', ARGV[3],
-    'reserved', 0)
-  if mode ~= '3' then redis.call('HSET', KEYS[1], 'settle_until', now + SETTLE_MS) end
-  local restored = apply_rows(false)
-  recount(now)
-  return {1, restored, 0}
-end
-
-local settle = tonumber(redis.call('HGET', KEYS[1], 'settle_until') or '0')
-local settled = settle > 0 and settle <= now
-if settled and mode == '0' then return {5, 0, 0} end
-local state = 0
-local cur = redis.call('HMGET', KEYS[1], 'on_hand', 'active', 'version')
-local version = tonumber(cur[3] or '-1')
-local incoming = tonumber(ARGV[3])
-local differs = cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2]
-if incoming > version then
-  if differs then state = 2 end
-  redis.call('HSET', KEYS[1], 'on_hand', ARGV[1], 'active', ARGV[2], 'version', ARGV[3])
-elseif incoming == version then
-  if differs then
-    state = 3
-    redis.call('HSET', KEYS[1], 'on_hand', ARGV[1], 'active', ARGV[2])
-  end
-else
-  state = 4
-end
-local restored = 0
-if mode ~= '0' then restored = apply_rows(true) end
-local recounted = 0
-if settled and mode == '1' then
-  redis.call('HDEL', KEYS[1], 'settle_until')
-  recount(now)
-elseif ARGV[4] == '1' then
-  recounted = recount(now)
-end
-return {state, restored, recounted}
-"#;
+const SYNC: &str = include_str!("lua/sync.lua");
 
 /// The outcome of setting a reservation.
 #[derive(Debug, Clone, PartialEq)]
