@@ -19,7 +19,7 @@
 //! Entries expire after a TTL as the last safety net. Redis is soft state: when it fails,
 //! reads go to PostgreSQL.
 //!
-//! In front of Redis sits the in-process cache of [`crate::near`]: a writer's last step,
+//! In front of Redis sits the in-process cache of [`crate::local_cache`]: a writer's last step,
 //! after its store here, makes every replica drop its copy before the write is answered.
 
 use std::sync::Arc;
@@ -38,7 +38,7 @@ use uuid::Uuid;
 use mp_common::redis::RedisKeys;
 
 use crate::db;
-use crate::near::{Near, Ticket};
+use crate::local_cache::{LocalCache, Ticket};
 use crate::responses::ProductResponse;
 
 /// Stores `ARGV[2]` (`<version>:<json>`) unless the entry holds version `ARGV[1]` or later.
@@ -59,8 +59,8 @@ const FORMAT: u32 = 1;
 
 #[derive(Clone)]
 pub struct ProductCache {
-    /// The in-process layer in front of Redis (see [`crate::near`]), when configured.
-    near: Option<Arc<Near>>,
+    /// The in-process layer in front of Redis (see [`crate::local_cache`]), when configured.
+    local: Option<Arc<LocalCache>>,
     redis: ConnectionManager,
     keys: RedisKeys,
     ttl: Duration,
@@ -91,7 +91,7 @@ impl ProductCache {
         )?;
         registry.register(Box::new(outcomes.clone()))?;
         Ok(Self {
-            near: None,
+            local: None,
             redis,
             keys,
             ttl,
@@ -101,33 +101,33 @@ impl ProductCache {
     }
 
     /// Puts the in-process cache in front of Redis.
-    pub fn with_near(mut self, near: Arc<Near>) -> Self {
-        self.near = Some(near);
+    pub fn with_local(mut self, local: Arc<LocalCache>) -> Self {
+        self.local = Some(local);
         self
     }
 
     /// The product's body from this process's memory (no network round trip).
     pub fn local(&self, id: Uuid) -> Option<Bytes> {
-        self.near.as_ref()?.get(id)
+        self.local.as_ref()?.get(id)
     }
 
     /// Taken before a lookup in Redis or PostgreSQL; see [`ProductCache::keep`].
     pub fn ticket(&self) -> Option<Ticket> {
-        self.near.as_ref().map(|n| n.ticket())
+        self.local.as_ref().map(|n| n.ticket())
     }
 
     /// Keeps a body loaded after `ticket` in memory, unless the product changed meanwhile.
     pub fn keep(&self, ticket: Option<Ticket>, id: Uuid, body: &Bytes) {
-        if let (Some(near), Some(ticket)) = (&self.near, ticket) {
-            near.keep(ticket, id, body.clone());
+        if let (Some(local), Some(ticket)) = (&self.local, ticket) {
+            local.keep(ticket, id, body.clone());
         }
     }
 
     /// A writer's last step, after its store: every replica drops its in-process copy
-    /// before this returns (see [`crate::near`]).
+    /// before this returns (see [`crate::local_cache`]).
     pub async fn invalidate(&self, id: Uuid) {
-        if let Some(near) = &self.near {
-            near.invalidate(id).await;
+        if let Some(local) = &self.local {
+            local.invalidate(id).await;
         }
     }
 
@@ -209,8 +209,8 @@ pub async fn refresh(db: &PgPool, cache: &ProductCache, id: Uuid) -> anyhow::Res
         }
         None => cache.remove(id).await?,
     }
-    if let Some(near) = &cache.near {
-        near.announce(id).await;
+    if let Some(local) = &cache.local {
+        local.announce(id).await;
     }
     Ok(())
 }

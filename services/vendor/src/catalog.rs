@@ -12,7 +12,7 @@
 //! Every product change writes the product, its `vendor.product.*` event (whole new
 //! state and revision) and a change notification in one transaction; after the commit
 //! the writer stores the new read in the Redis cache (see [`crate::cache`]) and has
-//! every replica drop its in-process copy (see [`crate::near`]) before it answers, so
+//! every replica drop its in-process copy (see [`crate::local_cache`]) before it answers, so
 //! any read after the answer, on any replica, shows the change.
 
 use std::sync::Arc;

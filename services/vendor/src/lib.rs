@@ -8,7 +8,7 @@
 //! * [`domain`]: what valid vendor and product data is; page cursors.
 //! * [`db`]: queries on the `vendor` schema.
 //! * [`cache`]: the Redis cache of single product reads and what keeps it fresh.
-//! * [`near`]: the in-process cache in front of it, invalidated on every replica before
+//! * [`local_cache`]: the in-process cache in front of it, invalidated on every replica before
 //!   a write is answered.
 //! * [`events`]: stock figures consumed from the inventory service.
 //!
@@ -21,7 +21,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod events;
-pub mod near;
+pub mod local_cache;
 pub mod responses;
 pub mod routes;
 
@@ -52,7 +52,7 @@ pub async fn run(
     )?;
     let mut workers = Vec::new();
     if config.settings.product_local_cache_mb > 0 {
-        let near = near::Near::new(
+        let local = local_cache::LocalCache::new(
             redis::Client::open(config.common.redis_url.as_str())?,
             infra.redis.clone(),
             &infra.redis_keys,
@@ -60,9 +60,9 @@ pub async fn run(
             Duration::from_millis(config.settings.product_local_cache_lease_ms.max(10)),
             &infra.metrics.registry,
         )?;
-        cache = cache.with_near(near.clone());
+        cache = cache.with_local(local.clone());
         workers.push(Worker::infallible("product_changes", move |token| {
-            near.clone().run(token)
+            local.clone().run(token)
         }));
     }
     let refresher = cache::Refresher {

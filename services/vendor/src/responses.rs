@@ -1,6 +1,6 @@
 //! A product as the API serves it: built from its committed row, serialized once by the
 //! writer or the reader that loads it, and kept as those bytes by the Redis cache
-//! ([`crate::cache`]) and the in-process cache ([`crate::near`]).
+//! ([`crate::cache`]) and the in-process cache ([`crate::local_cache`]).
 
 use chrono::{DateTime, Utc};
 use mp_events::Money;

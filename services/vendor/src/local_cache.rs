@@ -6,7 +6,7 @@
 //! prefix, so replicas sharing a schema and prefix share it). The rules:
 //!
 //! * **A writer waits for every replica.** After its commit and its store in Redis, a
-//!   writer publishes the product id with a sequence number ([`Near::invalidate`]).
+//!   writer publishes the product id with a sequence number ([`LocalCache::invalidate`]).
 //!   `PUBLISH` answers how many subscribers received it; each of them drops its entry and
 //!   acknowledges on the writer's own channel. The writer answers its client once all
 //!   have acknowledged, so a read anywhere after that answer misses and loads the new
@@ -58,7 +58,7 @@ impl Weighter<Uuid, Bytes> for BodyWeight {
     }
 }
 
-/// The state of a read before it looked anywhere: see [`Near::keep`].
+/// The state of a read before it looked anywhere: see [`LocalCache::keep`].
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket(u64);
 
@@ -67,7 +67,7 @@ struct Waiter {
     notify: Notify,
 }
 
-pub struct Near {
+pub struct LocalCache {
     entries: quick_cache::sync::Cache<Uuid, Bytes, BodyWeight>,
     /// Changes received (and subscription restarts): a fill that started before the
     /// latest one is not kept.
@@ -90,7 +90,7 @@ pub struct Near {
     bytes: IntGauge,
 }
 
-impl Near {
+impl LocalCache {
     pub fn new(
         client: redis::Client,
         redis: ConnectionManager,
