@@ -175,14 +175,24 @@ impl From<Problem> for ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut
+/// Whether a PostgreSQL error means the database cannot be reached now (a 503 the
+/// client may retry), not that the request or the code is wrong.
+pub fn db_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(format!("PostgreSQL: {e}")),
-            other => Self::Internal(other.into()),
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if db_unavailable(&e) {
+            Self::Unavailable(format!("PostgreSQL: {e}"))
+        } else {
+            Self::Internal(e.into())
         }
     }
 }

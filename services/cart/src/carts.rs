@@ -10,16 +10,17 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use mp_common::{ApiResult, AuthUser, Problem};
-use mp_events::Service;
+use mp_common::AuthUser;
 use mp_events::catalog::{CartCreated, CartItemAdded, CartItemRemoved};
+use mp_events::{Money, Service};
+use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::clients::{Clients, Reservation};
+use crate::clients::{Clients, Reservation, Unreachable};
 use crate::db::{self, Cart, Item, LineUpdate};
 use crate::domain::{self, CartStatus};
-use crate::metrics::{CartMetrics, outcome};
+use crate::metrics::CartMetrics;
 
 /// The cart service's state and rules.
 #[derive(Clone)]
@@ -38,82 +39,186 @@ pub struct Carts {
     pub busy_until: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
-pub(crate) fn not_open(cart: &Cart) -> Problem {
-    match CartStatus::parse(&cart.status) {
-        Some(CartStatus::CheckedOut) => Problem::conflict(
-            "cart-checked-out",
-            "The cart is already checked out; it takes no more changes.",
-        )
-        .title("Cart checked out")
-        .with("order_id", cart.order_id),
-        _ => Problem::conflict(
-            "cart-abandoned",
-            "The cart was abandoned after being idle; open a new cart.",
-        )
-        .title("Cart abandoned"),
+/// Why a cart operation was refused (or failed). The routes turn each into its
+/// problem+json; [`CartError::kind`] names it in metrics and in the problem's type.
+#[derive(Debug, thiserror::Error)]
+pub enum CartError {
+    #[error("no such cart")]
+    CartNotFound,
+    #[error("no such product {0} in the catalog")]
+    ProductNotFound(Uuid),
+    #[error("no such line in the cart")]
+    ItemNotFound,
+    #[error("the cart is checked out")]
+    CheckedOut {
+        order_id: Option<Uuid>,
+        status: String,
+    },
+    #[error("the cart was abandoned")]
+    Abandoned { status: String },
+    #[error("only {available} of {product_id} available; {requested} requested")]
+    Insufficient {
+        product_id: Uuid,
+        requested: i64,
+        available: i64,
+    },
+    #[error("product {0} is not for sale")]
+    Inactive(Uuid),
+    #[error("inventory holds no stock of {0} yet")]
+    NotStocked(Uuid),
+    #[error("product {product_id} is priced in {product_currency}, the cart takes {cart_currency}")]
+    CurrencyMismatch {
+        product_id: Uuid,
+        product_currency: String,
+        cart_currency: String,
+    },
+    #[error("the line of {product_id} holds {quantity}; adding {adding} is too many")]
+    LineTooLarge {
+        product_id: Uuid,
+        quantity: i64,
+        adding: i64,
+    },
+    /// The line kept changing under concurrent requests.
+    #[error("the line kept changing")]
+    ConcurrentChange,
+    #[error("the Idempotency-Key was used with another request")]
+    KeyReused,
+    #[error("a request with this Idempotency-Key is in progress")]
+    InProgress,
+    #[error("the cart is empty")]
+    Empty,
+    #[error("the cart changed during checkout")]
+    CartChanged,
+    /// Lines inventory can no longer hold.
+    #[error("lines cannot be held")]
+    LinesUnheld(Vec<UnavailableLine>),
+    /// Lines whose products were taken off sale.
+    #[error("lines are off sale")]
+    OffSale(Vec<UnavailableLine>),
+    /// Prices moved since the lines were added; the cart took the new ones.
+    #[error("prices changed")]
+    PricesChanged(Vec<RepricedLine>),
+    #[error("the order already holds another payment method")]
+    PaymentMethodConflict,
+    /// The order service sheds checkouts (the saga is at its limit).
+    #[error("checkout is busy")]
+    Busy,
+    #[error(transparent)]
+    Unavailable(#[from] Unreachable),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A line a checkout could not take.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnavailableLine {
+    pub product_id: Uuid,
+    pub name: String,
+    pub requested: i64,
+    pub available: i64,
+    /// `false` for a product taken off sale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+}
+
+/// A line whose price moved since it was added.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepricedLine {
+    pub product_id: Uuid,
+    pub name: String,
+    pub old_price: Money,
+    pub new_price: Money,
+}
+
+impl CartError {
+    /// The problem's type (without `/problems/`), `unavailable` or `error`: the label of
+    /// the outcome metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::CartNotFound | Self::ProductNotFound(_) | Self::ItemNotFound => "not-found",
+            Self::CheckedOut { .. } => "cart-checked-out",
+            Self::Abandoned { .. } => "cart-abandoned",
+            Self::Insufficient { .. } => "insufficient-stock",
+            Self::Inactive(_) => "product-inactive",
+            Self::NotStocked(_) => "not-stocked",
+            Self::CurrencyMismatch { .. } => "currency-mismatch",
+            Self::LineTooLarge { .. } => "line-too-large",
+            Self::ConcurrentChange => "concurrent-change",
+            Self::KeyReused => "idempotency-key-reused",
+            Self::InProgress => "request-in-progress",
+            Self::Empty => "cart-empty",
+            Self::CartChanged => "cart-changed",
+            Self::LinesUnheld(_) | Self::OffSale(_) => "lines-unavailable",
+            Self::PricesChanged(_) => "prices-changed",
+            Self::PaymentMethodConflict => "payment-method-conflict",
+            Self::Busy => "checkout-busy",
+            Self::Unavailable(_) => "unavailable",
+            Self::Db(e) if mp_common::problem::db_unavailable(e) => "unavailable",
+            Self::Db(_) | Self::Internal(_) => "error",
+        }
     }
-    .with("cart_status", &cart.status)
+}
+
+pub(crate) fn not_open(cart: &Cart) -> CartError {
+    match CartStatus::parse(&cart.status) {
+        Some(CartStatus::CheckedOut) => CartError::CheckedOut {
+            order_id: cart.order_id,
+            status: cart.status.clone(),
+        },
+        _ => CartError::Abandoned {
+            status: cart.status.clone(),
+        },
+    }
 }
 
 pub(crate) fn is_open(cart: &Cart) -> bool {
     cart.status == CartStatus::Open.as_str()
 }
 
-fn shortage(product_id: Uuid, requested: i64, available: i64) -> Problem {
-    Problem::conflict(
-        "insufficient-stock",
-        format!("Only {available} available; {requested} requested."),
-    )
-    .title("Insufficient stock")
-    .with("product_id", product_id)
-    .with("requested", requested)
-    .with("available", available)
-}
-
-fn inactive(product_id: Uuid) -> Problem {
-    Problem::conflict(
-        "product-inactive",
-        "The product is not for sale at the moment.",
-    )
-    .title("Product inactive")
-    .with("product_id", product_id)
-    .with("available", 0)
-}
-
 /// A reservation answer as the client's error, or its generation.
-fn reserved(product_id: Uuid, requested: i64, r: Reservation) -> Result<i64, Problem> {
+fn reserved(product_id: Uuid, requested: i64, r: Reservation) -> Result<i64, CartError> {
     match r {
         Reservation::Reserved { generation } => Ok(generation),
-        Reservation::Insufficient { available } => Err(shortage(product_id, requested, available)),
-        Reservation::Inactive => Err(inactive(product_id)),
-        Reservation::Superseded => Err(concurrent_change()),
-        Reservation::Unknown => Err(Problem::conflict(
-            "not-stocked",
-            "Inventory holds no stock of the product yet.",
-        )
-        .title("Not stocked")
-        .with("product_id", product_id)
-        .with("available", 0)),
+        Reservation::Insufficient { available } => Err(CartError::Insufficient {
+            product_id,
+            requested,
+            available,
+        }),
+        Reservation::Inactive => Err(CartError::Inactive(product_id)),
+        Reservation::Superseded => Err(CartError::ConcurrentChange),
+        Reservation::Unknown => Err(CartError::NotStocked(product_id)),
     }
 }
 
 impl Carts {
     /// The cart if `user` may see it: its customer or an admin. Anyone else gets the
     /// same 404 as for a cart that does not exist.
-    pub async fn owned(&self, user: &AuthUser, cart_id: Uuid) -> ApiResult<Cart> {
+    pub async fn owned(&self, user: &AuthUser, cart_id: Uuid) -> Result<Cart, CartError> {
         let cart = db::cart(&mut *self.db.acquire().await?, cart_id).await?;
         match cart {
             Some(c) if c.customer_id == user.id || user.is_admin() => Ok(c),
-            _ => Err(Problem::not_found("Cart").into()),
+            _ => Err(CartError::CartNotFound),
         }
     }
 
-    pub async fn items(&self, cart_id: Uuid) -> ApiResult<Vec<Item>> {
+    /// The cart and its lines as they are now.
+    pub async fn current(&self, cart_id: Uuid) -> Result<(Cart, Vec<Item>), CartError> {
+        let mut conn = self.db.acquire().await?;
+        let cart = db::cart(&mut conn, cart_id)
+            .await?
+            .ok_or(CartError::CartNotFound)?;
+        let items = db::items(&mut conn, cart_id).await?;
+        Ok((cart, items))
+    }
+
+    pub async fn items(&self, cart_id: Uuid) -> Result<Vec<Item>, CartError> {
         Ok(db::items(&mut *self.db.acquire().await?, cart_id).await?)
     }
 
     /// The customer's open cart, made when there is none; `true` when it is new.
-    pub async fn open(&self, customer_id: Uuid) -> ApiResult<(bool, Cart)> {
+    pub async fn open(&self, customer_id: Uuid) -> Result<(bool, Cart), CartError> {
         let mut conn = self.db.acquire().await?;
         if let Some(cart) = db::open_cart(&mut conn, customer_id).await? {
             return Ok((false, cart));
@@ -150,18 +255,23 @@ impl Carts {
         &self,
         conn: &mut PgConnection,
         cart_id: Uuid,
-    ) -> ApiResult<Cart> {
+    ) -> Result<Cart, CartError> {
         let cart = db::cart_for_update(conn, cart_id)
             .await?
-            .ok_or_else(|| Problem::not_found("Cart"))?;
+            .ok_or(CartError::CartNotFound)?;
         if !is_open(&cart) {
-            return Err(not_open(&cart).into());
+            return Err(not_open(&cart));
         }
         Ok(cart)
     }
 
     /// Adds `quantity` of a product (to the line's quantity when the cart has it).
-    pub async fn add_item(&self, cart: &Cart, product_id: Uuid, quantity: i64) -> ApiResult<Item> {
+    pub async fn add_item(
+        &self,
+        cart: &Cart,
+        product_id: Uuid,
+        quantity: i64,
+    ) -> Result<Item, CartError> {
         self.counted(
             "added",
             self.add_item_inner(cart, product_id, quantity).await,
@@ -174,7 +284,7 @@ impl Carts {
         cart: &Cart,
         product_id: Uuid,
         quantity: i64,
-    ) -> ApiResult<Item> {
+    ) -> Result<Item, CartError> {
         self.counted(
             "changed",
             self.set_quantity_inner(cart, product_id, quantity).await,
@@ -182,14 +292,14 @@ impl Carts {
     }
 
     /// Removes a line and releases its reservation.
-    pub async fn remove_item(&self, cart: &Cart, product_id: Uuid) -> ApiResult<()> {
+    pub async fn remove_item(&self, cart: &Cart, product_id: Uuid) -> Result<(), CartError> {
         self.counted("removed", self.remove_item_inner(cart, product_id).await)
     }
 
-    fn counted<T>(&self, done: &str, result: ApiResult<T>) -> ApiResult<T> {
+    fn counted<T>(&self, done: &str, result: Result<T, CartError>) -> Result<T, CartError> {
         let label = match &result {
             Ok(_) => done,
-            Err(e) => outcome(e),
+            Err(e) => e.kind(),
         };
         self.metrics.item_changes.with_label_values(&[label]).inc();
         result
@@ -200,9 +310,9 @@ impl Carts {
         cart: &Cart,
         product_id: Uuid,
         quantity: i64,
-    ) -> ApiResult<Item> {
+    ) -> Result<Item, CartError> {
         if !is_open(cart) {
-            return Err(not_open(cart).into());
+            return Err(not_open(cart));
         }
         // An unknown product is a missing resource (404); a product in another currency
         // and a line that would grow past its maximum conflict with the cart as it is
@@ -211,22 +321,16 @@ impl Carts {
             .clients
             .product(product_id)
             .await?
-            .ok_or_else(|| Problem::not_found("Product").with("product_id", product_id))?;
+            .ok_or(CartError::ProductNotFound(product_id))?;
         if !product.active {
-            return Err(inactive(product_id).into());
+            return Err(CartError::Inactive(product_id));
         }
         if product.price.currency != cart.currency {
-            return Err(Problem::conflict(
-                "currency-mismatch",
-                format!(
-                    "The product is priced in {}; this cart takes {}.",
-                    product.price.currency, cart.currency
-                ),
-            )
-            .title("Currency mismatch")
-            .with("product_id", product_id)
-            .with("currency", &cart.currency)
-            .into());
+            return Err(CartError::CurrencyMismatch {
+                product_id,
+                product_currency: product.price.currency,
+                cart_currency: cart.currency.clone(),
+            });
         }
         // Optimistic: the line's quantity is read, the new total reserved, and the write
         // applies only if no other change of the line came in between (same quantity,
@@ -236,19 +340,11 @@ impl Carts {
             let before = existing.as_ref().map(|i| i.quantity);
             let total = before.unwrap_or(0) + quantity;
             if total > domain::MAX_QUANTITY {
-                return Err(Problem::conflict(
-                    "line-too-large",
-                    format!(
-                        "The line holds {}; adding {quantity} would make {total}, and a line holds at most {}.",
-                        before.unwrap_or(0),
-                        domain::MAX_QUANTITY
-                    ),
-                )
-                .title("Line too large")
-                .with("product_id", product_id)
-                .with("quantity", before.unwrap_or(0))
-                .with("max_quantity", domain::MAX_QUANTITY)
-                .into());
+                return Err(CartError::LineTooLarge {
+                    product_id,
+                    quantity: before.unwrap_or(0),
+                    adding: quantity,
+                });
             }
             let answer = self.clients.reserve(cart.id, product_id, total).await?;
             if answer == Reservation::Superseded {
@@ -304,7 +400,7 @@ impl Carts {
             self.renew_others(cart.id, product_id).await;
             return Ok(item);
         }
-        Err(concurrent_change().into())
+        Err(CartError::ConcurrentChange)
     }
 
     async fn set_quantity_inner(
@@ -312,13 +408,13 @@ impl Carts {
         cart: &Cart,
         product_id: Uuid,
         quantity: i64,
-    ) -> ApiResult<Item> {
+    ) -> Result<Item, CartError> {
         if !is_open(cart) {
-            return Err(not_open(cart).into());
+            return Err(not_open(cart));
         }
         let Some(before) = db::item(&mut *self.db.acquire().await?, cart.id, product_id).await?
         else {
-            return Err(Problem::not_found("Cart item").into());
+            return Err(CartError::ItemNotFound);
         };
         // Optimistic as in add: a newer reservation of the line (another change, or a
         // renewal with the quantity read before this change) sends it round again, so
@@ -347,7 +443,7 @@ impl Carts {
                     // Removed meanwhile: the reservation just made belongs to no line.
                     drop(tx);
                     self.release_logged(cart.id, product_id).await;
-                    return Err(Problem::not_found("Cart item").into());
+                    return Err(CartError::ItemNotFound);
                 }
             }
             let item = db::set_quantity(&mut tx, cart.id, product_id, quantity, generation)
@@ -371,15 +467,15 @@ impl Carts {
             self.renew_others(cart.id, product_id).await;
             return Ok(item);
         }
-        Err(concurrent_change().into())
+        Err(CartError::ConcurrentChange)
     }
 
-    async fn remove_item_inner(&self, cart: &Cart, product_id: Uuid) -> ApiResult<()> {
+    async fn remove_item_inner(&self, cart: &Cart, product_id: Uuid) -> Result<(), CartError> {
         let mut tx = self.db.begin().await?;
         let locked = self.lock_open(&mut tx, cart.id).await?;
         let item = db::delete_item(&mut tx, cart.id, product_id)
             .await?
-            .ok_or_else(|| Problem::not_found("Cart item"))?;
+            .ok_or(CartError::ItemNotFound)?;
         db::touch(&mut tx, cart.id).await?;
         mp_events::enqueue(
             &mut tx,
@@ -556,12 +652,4 @@ const MAX_ATTEMPTS: usize = 3;
 /// Whether the line already holds a newer reservation than `generation` (0: unknown).
 fn superseded(item: &Item, generation: i64) -> bool {
     generation > 0 && item.generation > generation
-}
-
-fn concurrent_change() -> Problem {
-    Problem::conflict(
-        "concurrent-change",
-        "The line kept changing under concurrent requests; retry.",
-    )
-    .title("Concurrent change")
 }

@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 
 use futures::future::join_all;
-use mp_common::{ApiError, ApiResult, Problem};
 use mp_events::catalog::{CartCheckout, LineItem, ShippingAddress};
 use mp_events::{Money, Service};
 use reqwest::StatusCode;
@@ -34,11 +33,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::carts::{Carts, is_open, not_open};
+use crate::carts::{CartError, Carts, RepricedLine, UnavailableLine, is_open, not_open};
 use crate::clients::Reservation;
 use crate::db::{self, Cart};
 use crate::domain;
-use crate::metrics::outcome;
 
 /// A checkout request, parsed and validated.
 pub struct CheckoutInput {
@@ -57,23 +55,27 @@ pub struct Accepted {
 
 impl Carts {
     /// Checks out `cart` under an Idempotency-Key (see the module docs for the rules).
-    pub async fn checkout(&self, cart: &Cart, input: CheckoutInput) -> ApiResult<Accepted> {
+    pub async fn checkout(&self, cart: &Cart, input: CheckoutInput) -> Result<Accepted, CartError> {
         let result = self.checkout_inner(cart, input).await;
         let label = match &result {
             Ok(a) if a.replayed => "replayed",
             Ok(_) => "accepted",
-            Err(e) => outcome(e),
+            Err(e) => e.kind(),
         };
         self.metrics.checkouts.with_label_values(&[label]).inc();
         result
     }
 
-    async fn checkout_inner(&self, cart: &Cart, input: CheckoutInput) -> ApiResult<Accepted> {
+    async fn checkout_inner(
+        &self,
+        cart: &Cart,
+        input: CheckoutInput,
+    ) -> Result<Accepted, CartError> {
         // Shedding must cost next to nothing, or the work shed takes the capacity the
         // accepted checkouts need: while the order service said it is busy, a new
         // checkout is refused before it claims its key or reserves anything.
         if chrono::Utc::now().timestamp_millis() < self.busy_until.load(Relaxed) {
-            return Err(busy().into());
+            return Err(CartError::Busy);
         }
         let customer_id = cart.customer_id;
         let key = input.idempotency_key.as_str();
@@ -89,13 +91,7 @@ impl Carts {
         let existing = db::request_for_update(&mut tx, customer_id, key).await?;
         if let Some(r) = &existing {
             if r.fingerprint != fingerprint {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "This Idempotency-Key was used with another request; use a new key.",
-                )
-                .kind("idempotency-key-reused")
-                .title("Idempotency-Key reused")
-                .into());
+                return Err(CartError::KeyReused);
             }
             if r.status == "done" {
                 return Ok(Accepted {
@@ -104,19 +100,19 @@ impl Carts {
                 });
             }
             if r.leased {
-                return Err(in_flight());
+                return Err(CartError::InProgress);
             }
         }
         // Read, not locked: the final transaction locks the cart, then this key's row;
         // locking them here in the other order could deadlock with it.
         let current = db::cart(&mut tx, cart.id)
             .await?
-            .ok_or_else(|| Problem::not_found("Cart"))?;
+            .ok_or(CartError::CartNotFound)?;
         if !is_open(&current) {
-            return Err(not_open(&current).into());
+            return Err(not_open(&current));
         }
         if db::items(&mut tx, cart.id).await?.is_empty() {
-            return Err(empty().into());
+            return Err(CartError::Empty);
         }
         let order_id = match existing {
             // A request with this key died or failed: take over its order id.
@@ -138,7 +134,7 @@ impl Carts {
                 .await?
                 .is_none()
                 {
-                    return Err(in_flight());
+                    return Err(CartError::InProgress);
                 }
                 order_id
             }
@@ -169,7 +165,7 @@ impl Carts {
         cart: &Cart,
         input: &CheckoutInput,
         order_id: Uuid,
-    ) -> ApiResult<bool> {
+    ) -> Result<bool, CartError> {
         let items = self.items(cart.id).await?;
         self.check_catalog(cart, &items).await?;
         let confirmations = items.iter().map(|i| async move {
@@ -195,36 +191,24 @@ impl Carts {
                     .await?;
                     confirmed.insert(item.product_id, item.quantity);
                 }
-                Reservation::Superseded => return Err(cart_changed().into()),
+                Reservation::Superseded => return Err(CartError::CartChanged),
                 other => {
                     let available = match other {
                         Reservation::Insufficient { available } => available,
                         _ => 0,
                     };
-                    unavailable.push(json!({
-                        "product_id": item.product_id,
-                        "name": item.name,
-                        "requested": item.quantity,
-                        "available": available,
-                    }));
+                    unavailable.push(UnavailableLine {
+                        product_id: item.product_id,
+                        name: item.name.clone(),
+                        requested: item.quantity,
+                        available,
+                        active: None,
+                    });
                 }
             }
         }
         if !unavailable.is_empty() {
-            let names: Vec<_> = unavailable
-                .iter()
-                .filter_map(|l| l["name"].as_str())
-                .collect();
-            return Err(Problem::conflict(
-                "lines-unavailable",
-                format!(
-                    "These lines cannot be held any more: {}. Change or remove them and retry.",
-                    names.join(", ")
-                ),
-            )
-            .title("Lines unavailable")
-            .with("lines", unavailable)
-            .into());
+            return Err(CartError::LinesUnheld(unavailable));
         }
 
         match self
@@ -233,22 +217,16 @@ impl Carts {
             .await?
         {
             StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::CREATED => {}
-            StatusCode::CONFLICT => {
-                return Err(Problem::conflict(
-                    "payment-method-conflict",
-                    "The order already holds another payment method.",
-                )
-                .into());
-            }
+            StatusCode::CONFLICT => return Err(CartError::PaymentMethodConflict),
             StatusCode::SERVICE_UNAVAILABLE => {
                 self.busy_until.store(
                     chrono::Utc::now().timestamp_millis() + BUSY_WINDOW_MS,
                     Relaxed,
                 );
-                return Err(busy().into());
+                return Err(CartError::Busy);
             }
             other => {
-                return Err(ApiError::Internal(anyhow::anyhow!(
+                return Err(CartError::Internal(anyhow::anyhow!(
                     "the order service refused the payment hand-off with {other}"
                 )));
             }
@@ -266,13 +244,13 @@ impl Carts {
                 for product_id in confirmed.keys() {
                     self.release_if_abandoned(cart.id, *product_id).await;
                 }
-                return Err(not_open(&c).into());
+                return Err(not_open(&c));
             }
-            None => return Err(Problem::not_found("Cart").into()),
+            None => return Err(CartError::CartNotFound),
         };
         let items = db::items(&mut tx, cart.id).await?;
         if items.is_empty() {
-            return Err(empty().into());
+            return Err(CartError::Empty);
         }
         // What is checked out must be what was just re-confirmed at inventory.
         if items.len() != confirmed.len()
@@ -280,7 +258,7 @@ impl Carts {
                 .iter()
                 .any(|i| confirmed.get(&i.product_id) != Some(&i.quantity))
         {
-            return Err(cart_changed().into());
+            return Err(CartError::CartChanged);
         }
         let totals = domain::totals(
             items.iter().map(|i| (i.quantity, i.unit_price)),
@@ -307,7 +285,7 @@ impl Carts {
             shipping_address: input.shipping_address.clone(),
         };
         if !db::mark_checked_out(&mut tx, cart.id, order_id).await? {
-            return Err(not_open(&locked).into());
+            return Err(not_open(&locked));
         }
         mp_events::enqueue(&mut tx, Service::Cart, event).await?;
         db::finish_request(
@@ -328,25 +306,13 @@ impl Carts {
 /// it: short, so admission resumes as soon as the saga has room again.
 const BUSY_WINDOW_MS: i64 = 200;
 
-/// The order service sheds load: nothing was changed, the key is given back, and the
-/// same request may be sent again after Retry-After.
-fn busy() -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Checkout is busy right now; nothing was changed. Retry with the same Idempotency-Key in a moment.",
-    )
-    .kind("checkout-busy")
-    .title("Checkout busy")
-    .header(axum::http::header::RETRY_AFTER, "1")
-}
-
 impl Carts {
     /// What the catalog says now of each line: a product taken off sale refuses the
     /// checkout (409 `lines-unavailable`, naming it); a price that moved since the
     /// customer saw it (the line's price when added, or when last accepted) refuses it
     /// once (409 `prices-changed`, old and new price per line), and the cart takes the
     /// new prices, so the same request sent again checks out at them.
-    async fn check_catalog(&self, cart: &Cart, items: &[db::Item]) -> ApiResult<()> {
+    async fn check_catalog(&self, cart: &Cart, items: &[db::Item]) -> Result<(), CartError> {
         let catalog = join_all(items.iter().map(|i| self.clients.product(i.product_id))).await;
         let (mut off_sale, mut repriced) = (Vec::new(), Vec::new());
         for (item, product) in items.iter().zip(catalog) {
@@ -362,27 +328,17 @@ impl Carts {
                         repriced.push((item, now, p.revision.max(item.price_revision)));
                     }
                 }
-                _ => off_sale.push(json!({
-                    "product_id": item.product_id,
-                    "name": item.name,
-                    "requested": item.quantity,
-                    "available": 0,
-                    "active": false,
-                })),
+                _ => off_sale.push(UnavailableLine {
+                    product_id: item.product_id,
+                    name: item.name.clone(),
+                    requested: item.quantity,
+                    available: 0,
+                    active: Some(false),
+                }),
             }
         }
         if !off_sale.is_empty() {
-            let names: Vec<_> = off_sale.iter().filter_map(|l| l["name"].as_str()).collect();
-            return Err(Problem::conflict(
-                "lines-unavailable",
-                format!(
-                    "These products are no longer for sale: {}. Remove them and retry.",
-                    names.join(", ")
-                ),
-            )
-            .title("Lines unavailable")
-            .with("lines", off_sale)
-            .into());
+            return Err(CartError::OffSale(off_sale));
         }
         if repriced.is_empty() {
             return Ok(());
@@ -392,54 +348,15 @@ impl Carts {
             .map(|(item, price, revision)| (item.product_id, *price, *revision))
             .collect();
         db::accept_prices(&mut *self.db.acquire().await?, cart.id, &accepted).await?;
-        let lines: Vec<_> = repriced
+        let lines = repriced
             .iter()
-            .map(|(item, price, _)| {
-                json!({
-                    "product_id": item.product_id,
-                    "name": item.name,
-                    "old_price": Money::new(item.added_price, &cart.currency),
-                    "new_price": Money::new(*price, &cart.currency),
-                })
+            .map(|(item, price, _)| RepricedLine {
+                product_id: item.product_id,
+                name: item.name.clone(),
+                old_price: Money::new(item.added_price, &cart.currency),
+                new_price: Money::new(*price, &cart.currency),
             })
             .collect();
-        let names: Vec<_> = repriced.iter().map(|(i, _, _)| i.name.as_str()).collect();
-        Err(Problem::conflict(
-            "prices-changed",
-            format!(
-                "The prices of these lines changed since they were added: {}. The cart now \
-                 shows the new prices; send the checkout again to accept them.",
-                names.join(", ")
-            ),
-        )
-        .title("Prices changed")
-        .with("lines", lines)
-        .into())
+        Err(CartError::PricesChanged(lines))
     }
-}
-
-fn cart_changed() -> Problem {
-    Problem::conflict(
-        "cart-changed",
-        "The cart changed during checkout; check it and retry.",
-    )
-    .title("Cart changed")
-}
-
-fn in_flight() -> ApiError {
-    Problem::conflict(
-        "request-in-progress",
-        "A request with this Idempotency-Key is still in progress; retry shortly.",
-    )
-    .title("Request in progress")
-    .header(axum::http::header::RETRY_AFTER, "1")
-    .into()
-}
-
-fn empty() -> Problem {
-    Problem::conflict(
-        "cart-empty",
-        "The cart is empty; add items before checking out.",
-    )
-    .title("Cart empty")
 }

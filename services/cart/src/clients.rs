@@ -2,13 +2,13 @@
 //! vendor), inventory's reservations, and the order service's payment-method hand-off.
 //!
 //! Every call has the client's timeout. A dependency that cannot be reached or answers
-//! 5xx is [`ApiError::Unavailable`] (503 to the client, who may retry).
+//! 5xx is [`Unreachable`] (503 to the client, who may retry).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use mp_common::TokenKeys;
 use mp_common::client::ServiceClient;
-use mp_common::{ApiError, TokenKeys};
 use mp_events::{Money, Service};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -70,8 +70,13 @@ pub enum Reservation {
     Unknown,
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::Unavailable(format!("{what}: {e}"))
+/// A dependency could not be reached, or failed (it names which and how).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> Unreachable {
+    Unreachable(format!("{what}: {e}"))
 }
 
 async fn body(resp: reqwest::Response) -> Value {
@@ -80,7 +85,7 @@ async fn body(resp: reqwest::Response) -> Value {
 
 impl Clients {
     /// A product of the public catalog; `None` when there is no such product.
-    pub async fn product(&self, product_id: Uuid) -> Result<Option<CatalogProduct>, ApiError> {
+    pub async fn product(&self, product_id: Uuid) -> Result<Option<CatalogProduct>, Unreachable> {
         let resp = self
             .vendor
             // The public catalog: no service token.
@@ -105,7 +110,7 @@ impl Clients {
         cart_id: Uuid,
         product_id: Uuid,
         quantity: i64,
-    ) -> Result<Reservation, ApiError> {
+    ) -> Result<Reservation, Unreachable> {
         let resp = self
             .inventory
             .request(Method::POST, "/api/reservations")
@@ -145,7 +150,7 @@ impl Clients {
         product_id: Uuid,
         quantity: i64,
         replaces: i64,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, Unreachable> {
         let resp = self
             .inventory
             .request(Method::POST, "/api/reservations")
@@ -164,7 +169,7 @@ impl Clients {
     }
 
     /// Releases the cart's reservation of the product. Idempotent.
-    pub async fn release(&self, cart_id: Uuid, product_id: Uuid) -> Result<(), ApiError> {
+    pub async fn release(&self, cart_id: Uuid, product_id: Uuid) -> Result<(), Unreachable> {
         let resp = self
             .inventory
             .request(
@@ -192,7 +197,7 @@ impl Clients {
         customer_id: Uuid,
         cart_id: Uuid,
         payment_token: &SecretString,
-    ) -> Result<StatusCode, ApiError> {
+    ) -> Result<StatusCode, Unreachable> {
         let resp = self
             .order
             .request(

@@ -1,6 +1,5 @@
 //! The cart service's own Prometheus metrics, registered beside the common ones.
 
-use mp_common::ApiError;
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 #[derive(Clone)]
@@ -45,14 +44,5 @@ impl CartMetrics {
             item_changes,
             checkouts,
         })
-    }
-}
-
-/// A metric label for a failed request: the problem's kind, `unavailable` or `error`.
-pub fn outcome(e: &ApiError) -> &str {
-    match e {
-        ApiError::Problem(p) => p.kind.strip_prefix("/problems/").unwrap_or("problem"),
-        ApiError::Unavailable(_) => "unavailable",
-        ApiError::Internal(_) => "error",
     }
 }

@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use mp_common::{ApiJson, ApiPath, ApiResult, AuthUser, Authenticator, Problem, Validation};
+use mp_common::{
+    ApiError, ApiJson, ApiPath, ApiResult, AuthUser, Authenticator, Problem, Validation,
+};
 use mp_events::Money;
 use mp_events::catalog::ShippingAddress;
 use secrecy::{ExposeSecret, SecretString};
@@ -24,7 +26,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::carts::Carts;
+use crate::carts::{CartError, Carts};
 use crate::checkout::CheckoutInput;
 use crate::db::{Cart, Item};
 use crate::domain::{self, CartStatus};
@@ -136,11 +138,155 @@ fn cart_response(carts: &Carts, cart: Cart, items: Vec<Item>) -> CartResponse {
 
 /// The cart as it is now.
 async fn current(carts: &Carts, cart_id: Uuid) -> ApiResult<Json<CartResponse>> {
-    let cart = crate::db::cart(&mut *carts.db.acquire().await?, cart_id)
-        .await?
-        .ok_or_else(|| Problem::not_found("Cart"))?;
-    let items = carts.items(cart_id).await?;
+    let (cart, items) = carts.current(cart_id).await?;
     Ok(Json(cart_response(carts, cart, items)))
+}
+
+/// Each refusal as its problem+json (the type is [`CartError::kind`]).
+impl From<CartError> for ApiError {
+    fn from(e: CartError) -> Self {
+        let kind = e.kind();
+        let names = |names: Vec<&str>| names.join(", ");
+        let problem = match e {
+            CartError::CartNotFound => Problem::not_found("Cart"),
+            CartError::ProductNotFound(id) => {
+                Problem::not_found("Product").with("product_id", id)
+            }
+            CartError::ItemNotFound => Problem::not_found("Cart item"),
+            CartError::CheckedOut { order_id, status } => Problem::conflict(
+                kind,
+                "The cart is already checked out; it takes no more changes.",
+            )
+            .title("Cart checked out")
+            .with("order_id", order_id)
+            .with("cart_status", status),
+            CartError::Abandoned { status } => Problem::conflict(
+                kind,
+                "The cart was abandoned after being idle; open a new cart.",
+            )
+            .title("Cart abandoned")
+            .with("cart_status", status),
+            CartError::Insufficient {
+                product_id,
+                requested,
+                available,
+            } => Problem::conflict(
+                kind,
+                format!("Only {available} available; {requested} requested."),
+            )
+            .title("Insufficient stock")
+            .with("product_id", product_id)
+            .with("requested", requested)
+            .with("available", available),
+            CartError::Inactive(product_id) => {
+                Problem::conflict(kind, "The product is not for sale at the moment.")
+                    .title("Product inactive")
+                    .with("product_id", product_id)
+                    .with("available", 0)
+            }
+            CartError::NotStocked(product_id) => {
+                Problem::conflict(kind, "Inventory holds no stock of the product yet.")
+                    .title("Not stocked")
+                    .with("product_id", product_id)
+                    .with("available", 0)
+            }
+            CartError::CurrencyMismatch {
+                product_id,
+                product_currency,
+                cart_currency,
+            } => Problem::conflict(
+                kind,
+                format!("The product is priced in {product_currency}; this cart takes {cart_currency}."),
+            )
+            .title("Currency mismatch")
+            .with("product_id", product_id)
+            .with("currency", cart_currency),
+            CartError::LineTooLarge {
+                product_id,
+                quantity,
+                adding,
+            } => Problem::conflict(
+                kind,
+                format!(
+                    "The line holds {quantity}; adding {adding} would make {}, and a line holds at most {}.",
+                    quantity + adding,
+                    domain::MAX_QUANTITY
+                ),
+            )
+            .title("Line too large")
+            .with("product_id", product_id)
+            .with("quantity", quantity)
+            .with("max_quantity", domain::MAX_QUANTITY),
+            CartError::ConcurrentChange => Problem::conflict(
+                kind,
+                "The line kept changing under concurrent requests; retry.",
+            )
+            .title("Concurrent change"),
+            CartError::KeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "This Idempotency-Key was used with another request; use a new key.",
+            )
+            .kind(kind)
+            .title("Idempotency-Key reused"),
+            CartError::InProgress => Problem::conflict(
+                kind,
+                "A request with this Idempotency-Key is still in progress; retry shortly.",
+            )
+            .title("Request in progress")
+            .header(header::RETRY_AFTER, "1"),
+            CartError::Empty => {
+                Problem::conflict(kind, "The cart is empty; add items before checking out.")
+                    .title("Cart empty")
+            }
+            CartError::CartChanged => {
+                Problem::conflict(kind, "The cart changed during checkout; check it and retry.")
+                    .title("Cart changed")
+            }
+            CartError::LinesUnheld(lines) => Problem::conflict(
+                kind,
+                format!(
+                    "These lines cannot be held any more: {}. Change or remove them and retry.",
+                    names(lines.iter().map(|l| l.name.as_str()).collect())
+                ),
+            )
+            .title("Lines unavailable")
+            .with("lines", lines),
+            CartError::OffSale(lines) => Problem::conflict(
+                kind,
+                format!(
+                    "These products are no longer for sale: {}. Remove them and retry.",
+                    names(lines.iter().map(|l| l.name.as_str()).collect())
+                ),
+            )
+            .title("Lines unavailable")
+            .with("lines", lines),
+            CartError::PricesChanged(lines) => Problem::conflict(
+                kind,
+                format!(
+                    "The prices of these lines changed since they were added: {}. The cart now \
+                     shows the new prices; send the checkout again to accept them.",
+                    names(lines.iter().map(|l| l.name.as_str()).collect())
+                ),
+            )
+            .title("Prices changed")
+            .with("lines", lines),
+            CartError::PaymentMethodConflict => Problem::conflict(
+                kind,
+                "The order already holds another payment method.",
+            ),
+            CartError::Busy => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Checkout is busy right now; nothing was changed. Retry with the same Idempotency-Key in a moment.",
+            )
+            .kind(kind)
+            .title("Checkout busy")
+            .header(header::RETRY_AFTER, "1"),
+            CartError::Unavailable(u) => return ApiError::Unavailable(u.0),
+            CartError::Db(e) => return e.into(),
+            CartError::Internal(e) => return ApiError::Internal(e),
+        };
+        problem.into()
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
