@@ -197,25 +197,28 @@ fn panic_message(e: tokio::task::JoinError) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
     use prometheus::Encoder;
 
     use super::*;
 
-    #[tokio::test]
+    /// On a paused clock (time jumps ahead whenever every task waits), so the real
+    /// restart delays are used and the test neither sleeps nor depends on timing.
+    #[tokio::test(start_paused = true)]
     async fn a_panicking_worker_is_restarted_counted_and_reported() {
         let registry = Registry::new();
         let mut sup = Supervisor::new(&registry).unwrap();
-        sup.min_delay = Duration::from_millis(1);
-        let runs = Arc::new(AtomicU32::new(0));
-        let counted = runs.clone();
+        let starts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = starts.clone();
         let shutdown = CancellationToken::new();
         sup.spawn(
             Worker::new("flaky", move |token| {
-                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let n = {
+                    let mut starts = recorded.lock().unwrap();
+                    starts.push(tokio::time::Instant::now());
+                    starts.len()
+                };
                 async move {
-                    if n < 2 {
+                    if n <= 2 {
                         panic!("boom {n}");
                     }
                     token.cancelled().await;
@@ -225,10 +228,22 @@ mod tests {
             shutdown.clone(),
         );
         let status = sup.status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while runs.load(Ordering::SeqCst) < 3 {
-            assert!(Instant::now() < deadline, "the worker was not restarted");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let third_run = async {
+            while starts.lock().unwrap().len() < 3 {
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), third_run)
+            .await
+            .expect("the worker was restarted twice");
+        let starts = starts.lock().unwrap().clone();
+        for pair in starts.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= sup.min_delay / 2,
+                "a restart waited its back-off delay: {:?}",
+                pair[1] - pair[0]
+            );
         }
         let text = {
             let mut buf = Vec::new();
