@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
 use mp_events::Money;
 use mp_events::catalog::OrderStatus;
 use serde::{Deserialize, Serialize};
@@ -177,8 +176,8 @@ pub fn fit_sms(text: &str) -> String {
     format!("{}...", out.trim_end())
 }
 
-/// Retry schedule of a message: exponential from `min`, doubling, capped at `max`, with
-/// jitter.
+/// Retry schedule of a message: the code base's one backoff curve
+/// ([`mp_events::backoff`]), from `min` doubling to at most `max`, with jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub min: Duration,
@@ -190,14 +189,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// The delay before attempt `attempts + 1`, after `attempts` attempts (1 or more).
     pub fn delay(&self, attempts: u32) -> Duration {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min)
-            .with_max_delay(self.max)
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(attempts.saturating_sub(1) as usize)
-            .unwrap_or(self.max)
+        mp_events::backoff::delay_for_attempt(self.min, self.max, attempts)
     }
 }
 
