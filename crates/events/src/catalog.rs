@@ -307,11 +307,23 @@ pub struct OrderCreated {
     pub total: Money,
 }
 
-/// Order statuses of the order state machine.
+/// Order statuses of the order state machine. Stored by the order service as their
+/// snake_case names in `text` columns (a name it does not know fails to decode, it is
+/// never read as another status).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    utoipa::ToSchema,
+    sqlx::Type,
 )]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum OrderStatus {
     Pending,
     Paid,

@@ -2,7 +2,7 @@
 //! caller decides what runs together.
 
 use chrono::{DateTime, Utc};
-use mp_events::catalog::{CartCheckout, ShippingAddress};
+use mp_events::catalog::{CartCheckout, OrderStatus, ShippingAddress};
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
@@ -14,7 +14,7 @@ pub struct OrderRow {
     pub id: Uuid,
     pub cart_id: Uuid,
     pub customer_id: Uuid,
-    pub status: String,
+    pub status: OrderStatus,
     pub version: i64,
     pub currency: String,
     pub subtotal: i64,
@@ -50,8 +50,8 @@ pub struct ItemRow {
 
 #[derive(Debug, Clone, FromRow)]
 pub struct HistoryRow {
-    pub from_status: Option<String>,
-    pub to_status: String,
+    pub from_status: Option<OrderStatus>,
+    pub to_status: OrderStatus,
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
     pub by: String,
@@ -132,15 +132,15 @@ pub async fn insert_order(
         .execute(&mut *conn)
         .await?;
     }
-    insert_history(conn, c.order_id, None, "pending", None, "system").await?;
+    insert_history(conn, c.order_id, None, OrderStatus::Pending, None, "system").await?;
     Ok(true)
 }
 
 pub async fn insert_history(
     conn: &mut PgConnection,
     order_id: Uuid,
-    from: Option<&str>,
-    to: &str,
+    from: Option<OrderStatus>,
+    to: OrderStatus,
     reason: Option<&str>,
     by: &str,
 ) -> sqlx::Result<()> {
@@ -189,7 +189,7 @@ pub struct Change<'a> {
 pub async fn update_status(
     conn: &mut PgConnection,
     order: &OrderRow,
-    to: &str,
+    to: OrderStatus,
     change: &Change<'_>,
 ) -> sqlx::Result<bool> {
     let (set_step, step) = match change.step {
@@ -391,14 +391,14 @@ pub struct Scope<'a> {
 pub async fn list(
     conn: &mut PgConnection,
     scope: &Scope<'_>,
-    status: Option<&str>,
+    status: Option<OrderStatus>,
     after: Option<Uuid>,
     limit: i64,
 ) -> sqlx::Result<Vec<OrderRow>> {
     sqlx::query_as(&format!(
         "select {ORDER_COLUMNS} from orders o
          where ($1::uuid is null or o.id < $1)
-           and ($2::text is null or o.status = $2)
+           and ($2::text is null or o.status = $2::text)
            and ($3 or o.customer_id = $4
                 or exists (select 1 from order_items i
                            where i.order_id = o.id and i.vendor_id = any($5)))

@@ -14,8 +14,8 @@ use mp_events::{Envelope, EventHandler, HandlerError, Money};
 use sqlx::PgConnection;
 
 use crate::db::{self, Change};
-use crate::domain::{Actor, Step};
-use crate::orders::{Orders, TransitionError, status_of};
+use crate::domain::{self, Actor, Step};
+use crate::orders::{Orders, TransitionError};
 
 /// `cart.checkout`: the order, pending, waiting on its charge. A new order is created
 /// leased for this process's saga driver and handed to it once committed.
@@ -147,8 +147,8 @@ impl EventHandler for StockOutcome {
             tracing::warn!(%order_id, "stock outcome for an unknown order");
             return Ok(());
         };
-        if status_of(&order) != OrderStatus::Paid {
-            tracing::info!(%order_id, status = %order.status, "stock outcome for an order no longer paid; ignored");
+        if order.status != OrderStatus::Paid {
+            tracing::info!(%order_id, status = domain::status_name(order.status), "stock outcome for an order no longer paid; ignored");
             return Ok(());
         }
         let shortages: Vec<String> = p

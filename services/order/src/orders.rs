@@ -144,11 +144,6 @@ pub enum TransitionError {
     Db(#[from] sqlx::Error),
 }
 
-/// The order's status as the domain knows it (a row always holds a valid one).
-pub fn status_of(order: &OrderRow) -> OrderStatus {
-    domain::parse_status(&order.status).unwrap_or(OrderStatus::Pending)
-}
-
 pub fn line_items(items: &[ItemRow], currency: &str) -> Vec<LineItem> {
     items
         .iter()
@@ -174,17 +169,17 @@ impl Orders {
         actor: Actor,
         change: Change<'_>,
     ) -> Result<(), TransitionError> {
-        let from = status_of(order);
+        let from = order.status;
         domain::check_transition(from, to).map_err(TransitionError::Illegal)?;
         let to_name = domain::status_name(to);
-        if !db::update_status(conn, order, to_name, &change).await? {
+        if !db::update_status(conn, order, to, &change).await? {
             return Err(TransitionError::Raced);
         }
         db::insert_history(
             conn,
             order.id,
-            Some(&order.status),
-            to_name,
+            Some(from),
+            to,
             change.reason,
             &actor.to_string(),
         )
@@ -222,7 +217,7 @@ impl Orders {
         )
         .await?;
         self.metrics.outcomes.with_label_values(&[to_name]).inc();
-        tracing::info!(order_id = %order.id, from = %order.status, to = to_name, by = %actor,
+        tracing::info!(order_id = %order.id, from = domain::status_name(from), to = to_name, by = %actor,
                        reason = change.reason.unwrap_or_default(), "order status changed");
         Ok(())
     }
@@ -360,14 +355,7 @@ impl Orders {
             customer_id: user.id,
             vendors: &user.vendors,
         };
-        let rows = db::list(
-            &mut conn,
-            &scope,
-            status.map(domain::status_name),
-            after,
-            fetch,
-        )
-        .await?;
+        let rows = db::list(&mut conn, &scope, status, after, fetch).await?;
         let ids: Vec<Uuid> = rows.iter().map(|o| o.id).collect();
         let items = db::items(&mut conn, &ids).await?;
         Ok(rows
@@ -441,7 +429,7 @@ impl Orders {
                 "Only the customer or an admin may cancel an order.",
             ));
         }
-        let status = status_of(&order);
+        let status = order.status;
         if status == OrderStatus::Confirmed && !db::shipments(&mut tx, id).await?.is_empty() {
             return Err(OrderError::PartShipped { status });
         }
@@ -509,7 +497,7 @@ impl Orders {
         };
         // Lines ship from a confirmed order; the order itself stays confirmed until the
         // last vendor has shipped.
-        domain::check_transition(status_of(&order), OrderStatus::Shipped)
+        domain::check_transition(order.status, OrderStatus::Shipped)
             .map_err(|e| OrderError::Transition(TransitionError::Illegal(e)))?;
         let shipment = db::insert_shipment(
             &mut tx,

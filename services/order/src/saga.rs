@@ -50,7 +50,7 @@ use uuid::Uuid;
 
 use crate::db::{self, Change, Claimed, NewPayment, OrderRow};
 use crate::domain::{Actor, Step};
-use crate::orders::{Orders, TransitionError, status_of};
+use crate::orders::{Orders, TransitionError};
 use crate::payments::{
     self, ChargeState, Gateway, IntentRequest, PaymentError, RefundRequest, RetryPolicy,
     quick_retries,
@@ -627,7 +627,7 @@ impl Driver {
         let mut settle = false;
         for order in overdue {
             let step = order.saga_step.clone().unwrap_or_default();
-            let (to, reason) = match status_of(&order) {
+            let (to, reason) = match order.status {
                 OrderStatus::Pending => (
                     OrderStatus::PaymentFailed,
                     "timed out waiting for the payment",

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::domain::Step;
-use crate::orders::{Orders, status_of};
+use crate::orders::Orders;
 
 /// An order waiting on a saga step past its soft timeout.
 #[derive(Debug, Serialize, ToSchema)]
@@ -71,7 +71,7 @@ pub async fn list_stuck_orders(
             id: o.id,
             customer_id: o.customer_id,
             total: Money::new(o.total, &o.currency),
-            status: status_of(&o),
+            status: o.status,
             // The query keeps only orders with a step and its start.
             waiting_on: o
                 .saga_step
