@@ -22,6 +22,7 @@ pub mod problem;
 pub mod redis;
 pub mod runtime;
 pub mod serde_ext;
+pub mod sql_enum;
 pub mod supervisor;
 pub mod telemetry;
 pub mod text;

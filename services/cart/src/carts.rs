@@ -52,10 +52,10 @@ pub enum CartError {
     #[error("the cart is checked out")]
     CheckedOut {
         order_id: Option<Uuid>,
-        status: String,
+        status: CartStatus,
     },
     #[error("the cart was abandoned")]
-    Abandoned { status: String },
+    Abandoned { status: CartStatus },
     #[error("only {available} of {product_id} available; {requested} requested")]
     Insufficient {
         product_id: Uuid,
@@ -162,19 +162,19 @@ impl CartError {
 }
 
 pub(crate) fn not_open(cart: &Cart) -> CartError {
-    match CartStatus::parse(&cart.status) {
-        Some(CartStatus::CheckedOut) => CartError::CheckedOut {
+    match cart.status {
+        CartStatus::CheckedOut => CartError::CheckedOut {
             order_id: cart.order_id,
-            status: cart.status.clone(),
+            status: cart.status,
         },
         _ => CartError::Abandoned {
-            status: cart.status.clone(),
+            status: cart.status,
         },
     }
 }
 
 pub(crate) fn is_open(cart: &Cart) -> bool {
-    cart.status == CartStatus::Open.as_str()
+    cart.status == CartStatus::Open
 }
 
 /// A reservation answer as the client's error, or its generation.
@@ -515,7 +515,7 @@ impl Carts {
                 .map(|c| c.status),
             Err(_) => None,
         };
-        if status.as_deref() == Some(CartStatus::CheckedOut.as_str()) {
+        if status == Some(CartStatus::CheckedOut) {
             match self
                 .clients
                 .restore(cart_id, product_id, before, generation)
@@ -542,7 +542,7 @@ impl Carts {
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|c| c.status == CartStatus::Abandoned.as_str()),
+                .is_some_and(|c| c.status == CartStatus::Abandoned),
             Err(_) => false,
         };
         if abandoned {

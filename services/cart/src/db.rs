@@ -5,11 +5,15 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::domain::CartStatus;
+
+mp_common::text_enum!(CartStatus);
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Cart {
     pub id: Uuid,
     pub customer_id: Uuid,
-    pub status: String,
+    pub status: CartStatus,
     pub currency: String,
     pub order_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,

@@ -109,7 +109,7 @@ fn cart_response(carts: &Carts, cart: Cart, items: Vec<Item>) -> CartResponse {
     CartResponse {
         id: cart.id,
         customer_id: cart.customer_id,
-        status: CartStatus::parse(&cart.status).unwrap_or(CartStatus::Abandoned),
+        status: cart.status,
         currency: cart.currency.clone(),
         items: items
             .into_iter()

@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use crate::domain::MovementKind;
 
+mp_common::text_enum!(MovementKind);
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StockItem {
     pub product_id: Uuid,
@@ -155,7 +157,7 @@ pub struct Movement {
     pub seq: i64,
     pub id: Uuid,
     pub product_id: Uuid,
-    pub kind: String,
+    pub kind: MovementKind,
     pub delta: i64,
     pub reason: String,
     pub reference: Option<String>,
@@ -222,7 +224,7 @@ pub async fn move_stock(
             seq: moved.movement_seq,
             id,
             product_id,
-            kind: m.kind.as_str().to_owned(),
+            kind: m.kind,
             delta: m.delta,
             reason: m.reason.to_owned(),
             reference: m.reference.map(str::to_owned),

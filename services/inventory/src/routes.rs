@@ -166,7 +166,7 @@ impl From<db::Movement> for MovementResponse {
         Self {
             id: m.id,
             product_id: m.product_id,
-            kind: MovementKind::parse(&m.kind).unwrap_or(MovementKind::Adjustment),
+            kind: m.kind,
             delta: m.delta,
             reason: m.reason,
             reference: m.reference,

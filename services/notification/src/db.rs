@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
-use crate::domain::{Audience, Channel};
+use crate::domain::{Audience, Channel, Status};
+
+mp_common::text_enum!(Channel, Status);
 
 /// Name, email and phone of a customer or vendor.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -205,13 +207,13 @@ pub async fn oldest_pending_age(pool: &PgPool) -> sqlx::Result<f64> {
 pub struct Row {
     pub id: Uuid,
     pub event_type: String,
-    pub channel: String,
+    pub channel: Channel,
     pub audience: String,
     pub recipient_id: Uuid,
     pub recipient: Option<String>,
     pub template: String,
     pub subject: String,
-    pub status: String,
+    pub status: Status,
     pub attempts: i32,
     pub last_error: Option<String>,
     pub order_id: Option<Uuid>,

@@ -72,13 +72,13 @@ impl From<db::Row> for NotificationResponse {
     fn from(r: db::Row) -> Self {
         Self {
             id: r.id,
-            channel: Channel::parse(&r.channel).unwrap_or(Channel::Email),
+            channel: r.channel,
             recipient: r.recipient,
             audience: r.audience,
             recipient_id: r.recipient_id,
             template: r.template,
             subject: r.subject,
-            status: Status::parse(&r.status).unwrap_or(Status::Pending),
+            status: r.status,
             attempts: r.attempts,
             last_error: r.last_error,
             event_type: r.event_type,

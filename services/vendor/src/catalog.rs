@@ -142,7 +142,7 @@ async fn require_owner(
     vendor_id: Uuid,
 ) -> Result<(), CatalogError> {
     let role = db::member_role(conn, vendor_id, user.id).await?;
-    if user.is_admin() || role.as_deref().and_then(Role::parse) == Some(Role::Owner) {
+    if user.is_admin() || role == Some(Role::Owner) {
         return Ok(());
     }
     Err(CatalogError::Forbidden(NOT_OWNER))
@@ -486,7 +486,7 @@ impl Catalog {
             vendor.phone.as_deref(),
         )
         .await?;
-        db::add_member(&mut tx, row.id, user.id, Role::Owner.as_str()).await?;
+        db::add_member(&mut tx, row.id, user.id, Role::Owner).await?;
         mp_events::enqueue(
             &mut tx,
             Service::Vendor,
@@ -593,7 +593,7 @@ impl Catalog {
         let mut tx = self.db.begin().await?;
         existing_vendor(&mut tx, id).await?;
         require_owner(&mut tx, user, id).await?;
-        let row = db::add_member(&mut tx, id, customer_id, role.as_str())
+        let row = db::add_member(&mut tx, id, customer_id, role)
             .await
             .map_err(|e| match &e {
                 sqlx::Error::Database(d) if d.constraint() == Some(db::MEMBER_UNIQUE) => {

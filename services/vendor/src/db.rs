@@ -6,6 +6,10 @@ use mp_events::catalog::StockLevel;
 use sqlx::{PgConnection, QueryBuilder};
 use uuid::Uuid;
 
+use crate::domain::Role;
+
+mp_common::text_enum!(Role);
+
 /// Unique index on `(vendor_id, lower(sku))`.
 pub const SKU_UNIQUE: &str = "products_vendor_sku_unique";
 /// Primary key of `vendor_members`.
@@ -97,7 +101,7 @@ pub async fn update_vendor(
 pub struct MemberRow {
     pub vendor_id: Uuid,
     pub customer_id: Uuid,
-    pub role: String,
+    pub role: Role,
     pub created_at: DateTime<Utc>,
 }
 
@@ -105,7 +109,7 @@ pub async fn add_member(
     conn: &mut PgConnection,
     vendor_id: Uuid,
     customer_id: Uuid,
-    role: &str,
+    role: Role,
 ) -> sqlx::Result<MemberRow> {
     sqlx::query_as(
         "insert into vendor_members (vendor_id, customer_id, role) values ($1, $2, $3)
@@ -123,7 +127,7 @@ pub async fn member_role(
     conn: &mut PgConnection,
     vendor_id: Uuid,
     customer_id: Uuid,
-) -> sqlx::Result<Option<String>> {
+) -> sqlx::Result<Option<Role>> {
     sqlx::query_scalar("select role from vendor_members where vendor_id = $1 and customer_id = $2")
         .bind(vendor_id)
         .bind(customer_id)

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use chrono::{DateTime, Utc};
 use mp_common::serde_ext::double_option;
-use mp_common::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Problem, Validation};
+use mp_common::{ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Problem, Validation};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -81,18 +81,14 @@ pub struct MemberResponse {
     pub created_at: DateTime<Utc>,
 }
 
-impl TryFrom<MemberRow> for MemberResponse {
-    type Error = ApiError;
-
-    fn try_from(r: MemberRow) -> Result<Self, ApiError> {
-        let role = Role::parse(&r.role)
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("unknown role {:?}", r.role)))?;
-        Ok(Self {
+impl From<MemberRow> for MemberResponse {
+    fn from(r: MemberRow) -> Self {
+        Self {
             vendor_id: r.vendor_id,
             customer_id: r.customer_id,
-            role,
+            role: r.role,
             created_at: r.created_at,
-        })
+        }
     }
 }
 
@@ -220,8 +216,8 @@ pub async fn list_members(
         items: members
             .items
             .into_iter()
-            .map(MemberResponse::try_from)
-            .collect::<Result<_, _>>()?,
+            .map(MemberResponse::from)
+            .collect(),
         next_cursor: members.next_cursor,
     }))
 }
@@ -249,5 +245,5 @@ pub async fn add_member(
         .add_member(&user, id, body.customer_id, role)
         .await
         .map_err(problem)?;
-    Ok((StatusCode::CREATED, Json(row.try_into()?)))
+    Ok((StatusCode::CREATED, Json(row.into())))
 }
