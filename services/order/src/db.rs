@@ -7,7 +7,9 @@ use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
 
-use crate::domain::Step;
+use crate::domain::{PaymentKind, PaymentStatus, Step};
+
+mp_common::text_enum!(Step, PaymentKind, PaymentStatus);
 
 #[derive(Debug, Clone, FromRow)]
 pub struct OrderRow {
@@ -23,7 +25,7 @@ pub struct OrderRow {
     pub shipping_address: Json<ShippingAddress>,
     pub stock_committed: bool,
     pub failure_reason: Option<String>,
-    pub saga_step: Option<String>,
+    pub saga_step: Option<Step>,
     pub step_since: Option<DateTime<Utc>>,
     /// The provider's payment intent for the order, once created.
     pub payment_intent: Option<String>,
@@ -70,8 +72,8 @@ pub struct ShipmentRow {
 #[derive(Debug, Clone, FromRow)]
 pub struct PaymentRow {
     pub id: Uuid,
-    pub kind: String,
-    pub status: String,
+    pub kind: PaymentKind,
+    pub status: PaymentStatus,
     pub gateway: String,
     pub provider_id: Option<String>,
     pub amount: i64,
@@ -330,7 +332,7 @@ pub async fn payments(conn: &mut PgConnection, order_id: Uuid) -> sqlx::Result<V
 pub async fn succeeded_payment(
     conn: &mut PgConnection,
     order_id: Uuid,
-    kind: &str,
+    kind: PaymentKind,
 ) -> sqlx::Result<Option<PaymentRow>> {
     sqlx::query_as(
         "select id, kind, status, gateway, provider_id, amount, currency, error, created_at
@@ -344,8 +346,8 @@ pub async fn succeeded_payment(
 
 pub struct NewPayment<'a> {
     pub order_id: Uuid,
-    pub kind: &'a str,
-    pub status: &'a str,
+    pub kind: PaymentKind,
+    pub status: PaymentStatus,
     pub gateway: &'a str,
     pub idempotency_key: &'a str,
     pub provider_id: Option<&'a str>,
@@ -472,7 +474,7 @@ pub async fn stuck_counts(
 #[derive(Debug, Clone, FromRow)]
 pub struct Claimed {
     pub id: Uuid,
-    pub saga_step: String,
+    pub saga_step: Step,
     pub step_attempts: i32,
 }
 

@@ -121,6 +121,64 @@ impl Step {
     }
 }
 
+/// What a payment attempt was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentKind {
+    Charge,
+    Refund,
+}
+
+/// How a payment attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Sent to the provider, its answer not recorded yet (in flight, or lost and being
+    /// asked for).
+    Requested,
+    Succeeded,
+    Declined,
+    /// Did not go through and captured nothing (the provider says so); retried.
+    Failed,
+}
+
+impl PaymentKind {
+    pub const ALL: [PaymentKind; 2] = [PaymentKind::Charge, PaymentKind::Refund];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentKind::Charge => "charge",
+            PaymentKind::Refund => "refund",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 4] = [
+        PaymentStatus::Requested,
+        PaymentStatus::Succeeded,
+        PaymentStatus::Declined,
+        PaymentStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Requested => "requested",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Declined => "declined",
+            PaymentStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
 /// How long an order may wait on a step: past `soft` it counts as stuck, past `hard`
 /// it is compensated.
 #[derive(Debug, Clone, Copy)]

@@ -108,7 +108,7 @@ impl Handoff {
     pub fn new_order(&self, id: Uuid) {
         let _ = self.tx.send(Claimed {
             id,
-            saga_step: Step::Charge.as_str().to_owned(),
+            saga_step: Step::Charge,
             step_attempts: 1,
         });
     }

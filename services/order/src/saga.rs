@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::{self, Change, Claimed, NewPayment, OrderRow};
-use crate::domain::{Actor, Step};
+use crate::domain::{Actor, PaymentKind, PaymentStatus, Step};
 use crate::orders::{Orders, TransitionError};
 use crate::payments::{
     self, ChargeState, Gateway, IntentRequest, PaymentError, RefundRequest, RetryPolicy,
@@ -175,11 +175,10 @@ impl Driver {
     }
 
     async fn work(&self, c: Claimed) {
-        let step = Step::parse(&c.saga_step);
-        let result = match step {
-            Some(Step::Charge) => self.charge(&c).await,
-            Some(Step::Refund) => self.settle(&c).await,
-            _ => Ok(Next::Done),
+        let result = match c.saga_step {
+            Step::Charge => self.charge(&c).await,
+            Step::Refund => self.settle(&c).await,
+            Step::Stock => Ok(Next::Done),
         };
         let why = match result {
             Ok(Next::Done) => return,
@@ -187,7 +186,7 @@ impl Driver {
             Err(e) => format!("{e:#}"),
         };
         let delay = self.retry.delay_after(c.step_attempts);
-        tracing::warn!(order_id = %c.id, step = c.saga_step, attempt = c.step_attempts, ?delay, reason = why, "saga step not finished; trying again later");
+        tracing::warn!(order_id = %c.id, step = c.saga_step.as_str(), attempt = c.step_attempts, ?delay, reason = why, "saga step not finished; trying again later");
         let rescheduled = async {
             let mut conn = self.orders.db.acquire().await?;
             db::retry_step_later(&mut conn, c.id, delay.as_millis() as i64).await
@@ -248,7 +247,7 @@ impl Driver {
         else {
             return Ok(Next::Done);
         };
-        if order.saga_step.as_deref() != Some(Step::Charge.as_str()) {
+        if order.saga_step != Some(Step::Charge) {
             return Ok(Next::Done);
         }
         let attempts = c.step_attempts;
@@ -310,8 +309,8 @@ impl Driver {
             &mut *self.orders.db.acquire().await?,
             &NewPayment {
                 order_id: c.id,
-                kind: "charge",
-                status: "requested",
+                kind: PaymentKind::Charge,
+                status: PaymentStatus::Requested,
                 gateway: self.gateway.name(),
                 idempotency_key: &key,
                 provider_id: Some(&intent),
@@ -401,9 +400,9 @@ impl Driver {
             return Ok(Next::Done);
         };
         let (status, error) = match &outcome {
-            Charged::Approved => ("succeeded", None),
-            Charged::Declined(e) => ("declined", Some(e.as_str())),
-            Charged::GaveUp(e) => ("failed", Some(e.as_str())),
+            Charged::Approved => (PaymentStatus::Succeeded, None),
+            Charged::Declined(e) => (PaymentStatus::Declined, Some(e.as_str())),
+            Charged::GaveUp(e) => (PaymentStatus::Failed, Some(e.as_str())),
         };
         let key = payments::confirm_key(c.id, c.step_attempts);
         if let Charged::GaveUp(e) = &outcome {
@@ -414,7 +413,7 @@ impl Driver {
                 &mut tx,
                 &NewPayment {
                     order_id: c.id,
-                    kind: "charge",
+                    kind: PaymentKind::Charge,
                     status,
                     gateway: self.gateway.name(),
                     idempotency_key: &key,
@@ -426,11 +425,11 @@ impl Driver {
             )
             .await?;
         }
-        let moved_on = order.saga_step.as_deref() != Some(Step::Charge.as_str());
+        let moved_on = order.saga_step != Some(Step::Charge);
         if moved_on {
             // Cancelled or timed out meanwhile: its settling step may have been claimed
             // (and passed over here while this charge ran): due now.
-            if order.saga_step.as_deref() == Some(Step::Refund.as_str()) {
+            if order.saga_step == Some(Step::Refund) {
                 db::retry_step_later(&mut tx, c.id, 0).await?;
             }
         } else {
@@ -480,7 +479,7 @@ impl Driver {
         let Some(order) = db::order(&mut *self.orders.db.acquire().await?, c.id).await? else {
             return Ok(Next::Done);
         };
-        if order.saga_step.as_deref() != Some(Step::Refund.as_str()) {
+        if order.saga_step != Some(Step::Refund) {
             return Ok(Next::Done);
         }
         if !order.charge_started && order.payment_intent.is_none() {
@@ -560,7 +559,7 @@ impl Driver {
     ) -> anyhow::Result<Next> {
         let mut tx = self.orders.db.begin().await?;
         if let Some((intent, refund_id)) = refund {
-            if db::succeeded_payment(&mut tx, order.id, "charge")
+            if db::succeeded_payment(&mut tx, order.id, PaymentKind::Charge)
                 .await?
                 .is_none()
             {
@@ -568,8 +567,8 @@ impl Driver {
                     &mut tx,
                     &NewPayment {
                         order_id: order.id,
-                        kind: "charge",
-                        status: "succeeded",
+                        kind: PaymentKind::Charge,
+                        status: PaymentStatus::Succeeded,
                         gateway: self.gateway.name(),
                         idempotency_key: &payments::intent_key(order.id),
                         provider_id: Some(intent),
@@ -584,8 +583,8 @@ impl Driver {
                 &mut tx,
                 &NewPayment {
                     order_id: order.id,
-                    kind: "refund",
-                    status: "succeeded",
+                    kind: PaymentKind::Refund,
+                    status: PaymentStatus::Succeeded,
                     gateway: self.gateway.name(),
                     idempotency_key: &payments::refund_key(order.id),
                     provider_id: Some(refund_id),
@@ -626,7 +625,7 @@ impl Driver {
         let overdue = db::overdue_for_update(&mut tx, timeouts.hard.as_secs_f64(), BATCH).await?;
         let mut settle = false;
         for order in overdue {
-            let step = order.saga_step.clone().unwrap_or_default();
+            let step = order.saga_step.map(Step::as_str).unwrap_or_default();
             let (to, reason) = match order.status {
                 OrderStatus::Pending => (
                     OrderStatus::PaymentFailed,
@@ -655,7 +654,7 @@ impl Driver {
                     self.orders
                         .metrics
                         .compensated
-                        .with_label_values(&[step.as_str()])
+                        .with_label_values(&[step])
                         .inc();
                     tracing::warn!(order_id = %order.id, step, reason, "saga step timed out; compensated");
                 }

@@ -73,11 +73,7 @@ pub async fn list_stuck_orders(
             total: Money::new(o.total, &o.currency),
             status: o.status,
             // The query keeps only orders with a step and its start.
-            waiting_on: o
-                .saga_step
-                .as_deref()
-                .and_then(Step::parse)
-                .unwrap_or(Step::Charge),
+            waiting_on: o.saga_step.unwrap_or(Step::Charge),
             waiting_since: o.step_since.unwrap_or(o.updated_at),
         },
     )))

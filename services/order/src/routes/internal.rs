@@ -64,7 +64,7 @@ pub async fn put_payment_method(
         if order.customer_id != body.customer_id || order.cart_id != body.cart_id {
             return Err(conflict().into());
         }
-        if order.saga_step.as_deref() != Some(Step::Charge.as_str()) {
+        if order.saga_step != Some(Step::Charge) {
             // Charged (or failed) already: the token is no longer needed.
             return Ok(StatusCode::NO_CONTENT);
         }

@@ -17,55 +17,11 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::db::ItemRow;
-use crate::domain::{self, Step};
+use crate::domain::{self, PaymentKind, PaymentStatus, Step};
 use crate::orders::{
     OrderDetail, OrderError, Orders, ShipmentRequest, TransitionError, VisibleOrder,
 };
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
-
-/// What a payment attempt was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentKind {
-    Charge,
-    Refund,
-}
-
-/// How a payment attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PaymentStatus {
-    /// Sent to the provider, its answer not recorded yet (in flight, or lost and being
-    /// asked for).
-    Requested,
-    Succeeded,
-    Declined,
-    /// Did not go through and captured nothing (the provider says so); retried.
-    Failed,
-}
-
-impl PaymentKind {
-    /// As stored (the table's check constraint allows only `charge` and `refund`).
-    fn stored(s: &str) -> Self {
-        if s == "refund" {
-            Self::Refund
-        } else {
-            Self::Charge
-        }
-    }
-}
-
-impl PaymentStatus {
-    /// As stored (the table's check constraint allows only these four).
-    fn stored(s: &str) -> Self {
-        match s {
-            "requested" => Self::Requested,
-            "succeeded" => Self::Succeeded,
-            "declined" => Self::Declined,
-            _ => Self::Failed,
-        }
-    }
-}
 
 /// A carrier name or tracking number: 1 to 100 characters (code points), no control
 /// characters, no whitespace at either end.
@@ -246,7 +202,7 @@ impl From<OrderDetail> for OrderResponse {
             total: Money::new(total, c),
             shipping_address: order.shipping_address.0.clone(),
             failure_reason: order.failure_reason.clone(),
-            waiting_on: order.saga_step.as_deref().and_then(Step::parse),
+            waiting_on: order.saga_step,
             stock_committed: order.stock_committed,
             status_history: d
                 .history
@@ -274,8 +230,8 @@ impl From<OrderDetail> for OrderResponse {
                 .payments
                 .into_iter()
                 .map(|p| PaymentResponse {
-                    kind: PaymentKind::stored(&p.kind),
-                    status: PaymentStatus::stored(&p.status),
+                    kind: p.kind,
+                    status: p.status,
                     amount: Money::new(p.amount, &p.currency),
                     error: p.error,
                     at: p.created_at,
@@ -295,7 +251,7 @@ fn summary(o: VisibleOrder) -> OrderSummary {
         items: o.lines.iter().map(|i| item_response(i, c)).collect(),
         total: Money::new(o.total, c),
         status: o.order.status,
-        waiting_on: o.order.saga_step.as_deref().and_then(Step::parse),
+        waiting_on: o.order.saga_step,
         created_at: o.order.created_at,
         updated_at: o.order.updated_at,
     }
@@ -528,13 +484,13 @@ mod tests {
         }
         for kind in ["charge", "refund"] {
             assert_eq!(
-                serde_json::to_value(PaymentKind::stored(kind)).unwrap(),
+                serde_json::to_value(PaymentKind::parse(kind).unwrap()).unwrap(),
                 kind
             );
         }
         for status in ["requested", "succeeded", "declined", "failed"] {
             assert_eq!(
-                serde_json::to_value(PaymentStatus::stored(status)).unwrap(),
+                serde_json::to_value(PaymentStatus::parse(status).unwrap()).unwrap(),
                 status
             );
         }
