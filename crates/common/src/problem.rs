@@ -278,7 +278,53 @@ impl Validation {
             Err(Problem::validation(self.0))
         }
     }
+
+    /// Fails with the 422 listing every error, or gives the parsed values: `fields` is
+    /// one `Option` or a tuple of them, as [`Validation::field`] returned them.
+    ///
+    /// A `None` without an error recorded is a bug of the caller, answered 500 and
+    /// logged, never a panic.
+    pub fn finish_with<F: Parsed>(self, fields: F) -> Result<F::Values, Problem> {
+        self.finish()?;
+        fields.values().ok_or_else(|| {
+            tracing::error!("a field parsed to nothing without an error");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The request could not be read.",
+            )
+        })
+    }
 }
+
+/// Values from [`Validation::field`] (an `Option`, or a tuple of them), all present
+/// once no error was recorded.
+pub trait Parsed {
+    type Values;
+    fn values(self) -> Option<Self::Values>;
+}
+
+impl<A> Parsed for Option<A> {
+    type Values = A;
+    fn values(self) -> Option<A> {
+        self
+    }
+}
+
+macro_rules! parsed_tuple {
+    ($($t:ident $v:ident),+) => {
+        impl<$($t),+> Parsed for ($(Option<$t>,)+) {
+            type Values = ($($t,)+);
+            fn values(self) -> Option<Self::Values> {
+                let ($($v,)+) = self;
+                Some(($($v?,)+))
+            }
+        }
+    };
+}
+
+parsed_tuple!(A a, B b);
+parsed_tuple!(A a, B b, C c);
+parsed_tuple!(A a, B b, C c, D d);
 
 /// A JSON body whose failures are problem+json: 415 without a JSON content type, 400
 /// for malformed JSON, 413 when too large, 422 naming the field for missing, unknown
@@ -465,6 +511,26 @@ impl From<QueryRejection> for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finish_with_gives_the_values_or_every_error_and_never_panics() {
+        let mut v = Validation::new();
+        let a = v.field("a", Ok::<_, &str>(1));
+        let b = v.field("b", Ok::<_, &str>("two"));
+        assert_eq!(v.finish_with((a, b)).unwrap(), (1, "two"));
+
+        let mut v = Validation::new();
+        let a = v.field("a", Err::<i32, _>("must be positive"));
+        let b = v.field("b", Err::<i32, _>("is missing"));
+        let problem = v.finish_with((a, b)).unwrap_err();
+        assert_eq!(problem.status, 422);
+        let fields: Vec<_> = problem.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["a", "b"]);
+
+        let none: Option<i32> = None;
+        let problem = Validation::new().finish_with(none).unwrap_err();
+        assert_eq!(problem.status, 500);
+    }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]

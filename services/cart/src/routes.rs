@@ -450,10 +450,8 @@ async fn add_item(
     let cart = carts.owned(&user, id).await?;
     let mut v = Validation::new();
     let quantity = v.field("quantity", domain::check_quantity(body.quantity));
-    v.finish()?;
-    carts
-        .add_item(&cart, body.product_id, quantity.expect("validated"))
-        .await?;
+    let quantity = v.finish_with(quantity)?;
+    carts.add_item(&cart, body.product_id, quantity).await?;
     current(&carts, id).await
 }
 
@@ -479,10 +477,8 @@ async fn update_item(
     let cart = carts.owned(&user, id).await?;
     let mut v = Validation::new();
     let quantity = v.field("quantity", domain::check_quantity(body.quantity));
-    v.finish()?;
-    carts
-        .set_quantity(&cart, product_id, quantity.expect("validated"))
-        .await?;
+    let quantity = v.finish_with(quantity)?;
+    carts.set_quantity(&cart, product_id, quantity).await?;
     current(&carts, id).await
 }
 

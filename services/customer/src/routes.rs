@@ -255,11 +255,11 @@ async fn register_customer(
         .phone
         .as_deref()
         .and_then(|p| v.field("phone", domain::parse_phone(p)));
-    v.finish()?;
+    let (email, name) = v.finish_with((email, name))?;
     let registration = Registration {
-        email: email.expect("validated"),
+        email,
         password: body.password,
-        name: name.expect("validated"),
+        name,
         phone,
     };
     let account = accounts.register(registration).await.map_err(problem)?;

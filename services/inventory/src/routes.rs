@@ -309,8 +309,7 @@ async fn adjust_stock(
     let mut v = Validation::new();
     let delta = v.field("delta", domain::check_delta(body.delta));
     let reason = v.field("reason", domain::parse_reason(&body.reason));
-    v.finish()?;
-    let (delta, reason) = (delta.expect("validated"), reason.expect("validated"));
+    let (delta, reason) = v.finish_with((delta, reason))?;
 
     let (item, movement, level) = inv
         .adjust(&user, product_id, delta, &reason)

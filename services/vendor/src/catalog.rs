@@ -184,14 +184,11 @@ fn parse_listing(page: &PageParams<'_>) -> Result<Listing, Problem> {
         None => Some(None),
         Some(c) => v.field("cursor", Cursor::decode(c)).map(|c| Some(c.0)),
     };
-    v.finish()?;
+    let (q, limit, after) = v.finish_with((q, limit, after))?;
     Ok(Listing {
-        pattern: q
-            .expect("validated")
-            .as_deref()
-            .map(domain::contains_pattern),
-        limit: limit.expect("validated"),
-        after: after.expect("validated"),
+        pattern: q.as_deref().map(domain::contains_pattern),
+        limit,
+        after,
     })
 }
 
@@ -245,12 +242,7 @@ impl Catalog {
             "low_stock_threshold",
             domain::check_quantity(p.low_stock_threshold),
         );
-        v.finish()?;
-        let (sku, name, description) = (
-            sku.expect("validated"),
-            name.expect("validated"),
-            description.expect("validated"),
-        );
+        let (sku, name, description) = v.finish_with((sku, name, description))?;
 
         let row = db::insert_product(
             &mut tx,
@@ -361,8 +353,7 @@ impl Catalog {
             .low_stock_threshold
             .unwrap_or(current.low_stock_threshold);
         v.field("low_stock_threshold", domain::check_quantity(threshold));
-        v.finish()?;
-        let (name, description) = (name.expect("validated"), description.expect("validated"));
+        let (name, description) = v.finish_with((name, description))?;
         let active = patch.active.unwrap_or(current.active);
 
         let unchanged = name == current.name
@@ -539,12 +530,7 @@ impl Catalog {
             Some(None) => Some(None),
             Some(Some(p)) => v.field("phone", domain::parse_phone(p)).map(Some),
         };
-        v.finish()?;
-        let (name, email, phone) = (
-            name.expect("validated"),
-            email.expect("validated"),
-            phone.expect("validated"),
-        );
+        let (name, email, phone) = v.finish_with((name, email, phone))?;
         if name == current.name && email == current.email && phone == current.phone {
             return Ok(current);
         }

@@ -434,8 +434,7 @@ pub async fn ship_order(
         "tracking_number",
         mp_common::text::parse_line(&body.tracking_number, SHIPPING_TEXT_MAX),
     );
-    v.finish()?;
-    let (carrier, tracking_number) = (carrier.expect("validated"), tracking.expect("validated"));
+    let (carrier, tracking_number) = v.finish_with((carrier, tracking))?;
     let request = ShipmentRequest {
         carrier,
         tracking_number,

@@ -135,12 +135,8 @@ pub async fn create_vendor(
         None => Some(None),
         Some(p) => v.field("phone", domain::parse_phone(p)).map(Some),
     };
-    v.finish()?;
-    let vendor = NewVendor {
-        name: name.expect("validated"),
-        email: email.expect("validated"),
-        phone: phone.expect("validated"),
-    };
+    let (name, email, phone) = v.finish_with((name, email, phone))?;
+    let vendor = NewVendor { name, email, phone };
     let row = catalog
         .create_vendor(&user, vendor)
         .await
