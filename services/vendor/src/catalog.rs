@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use mp_common::{AuthUser, Problem, Validation};
+use mp_common::{AuthUser, Page, PageQuery, PageRequest, Problem, Validation};
 use mp_events::catalog::{
     VendorCreated, VendorMemberAdded, VendorProductCreated, VendorProductUpdated, VendorUpdated,
 };
@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::cache::ProductCache;
 use crate::db::{self, MemberRow, ProductFilter, ProductRow, VendorRow};
-use crate::domain::{self, Cursor, Role};
+use crate::domain::{self, Role};
 use crate::responses::ProductResponse;
 
 /// Why a catalog operation was refused (or failed).
@@ -105,13 +105,6 @@ pub struct PageParams<'a> {
     pub cursor: Option<&'a str>,
 }
 
-/// One page and the cursor of the next (`None` on the last).
-#[derive(Debug)]
-pub struct Paged<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
-}
-
 #[derive(Clone)]
 pub struct Catalog {
     pub db: PgPool,
@@ -179,35 +172,19 @@ struct Listing {
 fn parse_listing(page: &PageParams<'_>) -> Result<Listing, Problem> {
     let mut v = Validation::new();
     let q = v.field("q", domain::parse_query(page.q));
-    let limit = v.field("limit", domain::page_limit(page.limit));
-    let after = match page.cursor {
-        None => Some(None),
-        Some(c) => v.field("cursor", Cursor::decode(c)).map(|c| Some(c.0)),
-    };
-    let (q, limit, after) = v.finish_with((q, limit, after))?;
+    let request = PageRequest::<Uuid>::parse(
+        &PageQuery {
+            limit: page.limit,
+            cursor: page.cursor.map(str::to_owned),
+        },
+        &mut v,
+    );
+    let q = v.finish_with(q)?;
     Ok(Listing {
         pattern: q.as_deref().map(domain::contains_pattern),
-        limit,
-        after,
+        limit: request.limit,
+        after: request.after,
     })
-}
-
-/// The rows past the page end go; the last one kept names the next page.
-fn paged<R, T>(
-    mut rows: Vec<R>,
-    limit: u32,
-    key: impl Fn(&R) -> Uuid,
-    item: impl FnMut(R) -> T,
-) -> Paged<T> {
-    let limit = limit as usize;
-    let next_cursor = (rows.len() > limit).then(|| {
-        rows.truncate(limit);
-        Cursor(key(&rows[limit - 1])).encode()
-    });
-    Paged {
-        items: rows.into_iter().map(item).collect(),
-        next_cursor,
-    }
 }
 
 impl Catalog {
@@ -415,7 +392,7 @@ impl Catalog {
         vendor_id: Option<Uuid>,
         listing: Listing,
         active_only: bool,
-    ) -> Result<Paged<ProductResponse>, CatalogError> {
+    ) -> Result<Page<ProductResponse>, CatalogError> {
         let rows = db::products(
             conn,
             &ProductFilter {
@@ -427,7 +404,7 @@ impl Catalog {
             },
         )
         .await?;
-        Ok(paged(
+        Ok(Page::from_rows(
             rows,
             listing.limit,
             |r| r.product.id,
@@ -441,7 +418,7 @@ impl Catalog {
         &self,
         vendor_id: Option<Uuid>,
         page: PageParams<'_>,
-    ) -> Result<Paged<ProductResponse>, CatalogError> {
+    ) -> Result<Page<ProductResponse>, CatalogError> {
         let listing = parse_listing(&page)?;
         let mut conn = self.db.acquire().await?;
         self.product_page(&mut conn, vendor_id, listing, true).await
@@ -453,7 +430,7 @@ impl Catalog {
         user: &AuthUser,
         vendor_id: Uuid,
         page: PageParams<'_>,
-    ) -> Result<Paged<ProductResponse>, CatalogError> {
+    ) -> Result<Page<ProductResponse>, CatalogError> {
         let mut conn = self.db.acquire().await?;
         existing_vendor(&mut conn, vendor_id).await?;
         require_member(&mut conn, user, vendor_id).await?;
@@ -558,13 +535,18 @@ impl Catalog {
         user: &AuthUser,
         id: Uuid,
         page: PageParams<'_>,
-    ) -> Result<Paged<MemberRow>, CatalogError> {
+    ) -> Result<Page<MemberRow>, CatalogError> {
         let mut conn = self.db.acquire().await?;
         existing_vendor(&mut conn, id).await?;
         require_member(&mut conn, user, id).await?;
         let listing = parse_listing(&page)?;
         let rows = db::members(&mut conn, id, listing.after, i64::from(listing.limit) + 1).await?;
-        Ok(paged(rows, listing.limit, |m| m.customer_id, |m| m))
+        Ok(Page::from_rows(
+            rows,
+            listing.limit,
+            |m| m.customer_id,
+            |m| m,
+        ))
     }
 
     /// Adds a customer to a vendor (its owners or an admin): `vendor.member.added`; the

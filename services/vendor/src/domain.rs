@@ -2,12 +2,9 @@
 //! opaque cursors of paged lists. No axum, no sqlx: every check returns a message that
 //! the API attaches to the field it came from.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mp_events::Money;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 /// Largest price accepted, in minor units (ten billion of the major unit): far above any
 /// real article, far below where cart and order totals could overflow.
@@ -177,34 +174,6 @@ pub fn contains_pattern(q: &str) -> String {
     p
 }
 
-pub const LIMIT_DEFAULT: u32 = 20;
-pub const LIMIT_MAX: u32 = 100;
-
-/// A page size: 1 to [`LIMIT_MAX`], [`LIMIT_DEFAULT`] when absent.
-pub fn page_limit(raw: Option<u32>) -> Result<u32, String> {
-    match raw {
-        None => Ok(LIMIT_DEFAULT),
-        Some(n) if (1..=LIMIT_MAX).contains(&n) => Ok(n),
-        Some(_) => Err(format!("must be between 1 and {LIMIT_MAX}")),
-    }
-}
-
-/// Where a keyset page ends: the last id it returned. Opaque to clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor(pub Uuid);
-
-impl Cursor {
-    pub fn encode(self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0.as_bytes())
-    }
-
-    pub fn decode(raw: &str) -> Result<Self, &'static str> {
-        const MESSAGE: &str = "is not a cursor this API returned";
-        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| MESSAGE)?;
-        Uuid::from_slice(&bytes).map(Cursor).map_err(|_| MESSAGE)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,23 +240,6 @@ mod tests {
         assert_eq!(parse_description("").unwrap(), "");
         assert!(parse_description("a\u{7}b").is_err());
         assert!(parse_description(&format!("{} ", "x".repeat(DESCRIPTION_MAX))).is_err());
-    }
-
-    #[test]
-    fn cursors_round_trip_and_reject_anything_else() {
-        let c = Cursor(Uuid::now_v7());
-        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
-        for bad in ["", "not-base64!", "AAAA", &c.encode()[1..]] {
-            assert!(Cursor::decode(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn page_limits_default_and_stay_in_range() {
-        assert_eq!(page_limit(None).unwrap(), LIMIT_DEFAULT);
-        assert_eq!(page_limit(Some(100)).unwrap(), 100);
-        assert!(page_limit(Some(0)).is_err());
-        assert!(page_limit(Some(101)).is_err());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!   parse and call the [`catalog`] service, which holds the rules and every
 //!   transaction and outbox row.
 //! * [`responses`]: a product as the API serves it and the caches keep it.
-//! * [`domain`]: what valid vendor and product data is; page cursors.
+//! * [`domain`]: what valid vendor and product data is.
 //! * [`db`]: queries on the `vendor` schema.
 //! * [`cache`]: the Redis cache of single product reads and what keeps it fresh.
 //! * [`local_cache`]: the in-process cache in front of it, invalidated on every replica before

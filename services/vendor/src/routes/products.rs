@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{de, problem, schemas};
-use crate::catalog::{Catalog, NewProduct, PageParams, Paged, ProductPatch};
+use crate::catalog::{Catalog, NewProduct, PageParams, ProductPatch};
 pub use crate::responses::{ProductResponse, StockFigures};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -92,7 +92,7 @@ fn json_body(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn page(p: Paged<ProductResponse>) -> ProductPage {
+fn page(p: mp_common::Page<ProductResponse>) -> ProductPage {
     ProductPage {
         items: p.items,
         next_cursor: p.next_cursor,

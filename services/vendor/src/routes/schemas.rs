@@ -7,8 +7,8 @@ use utoipa::openapi::Object;
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 
 use crate::domain::{
-    DESCRIPTION_MAX, DESCRIPTION_PATTERN, LIMIT_MAX, NAME_PATTERN, PRICE_MAX, PRODUCT_NAME_MAX,
-    QUANTITY_MAX, QUERY_MAX, QUERY_PATTERN, SKU_MAX, SKU_PATTERN, VENDOR_NAME_MAX,
+    DESCRIPTION_MAX, DESCRIPTION_PATTERN, NAME_PATTERN, PRICE_MAX, PRODUCT_NAME_MAX, QUANTITY_MAX,
+    QUERY_MAX, QUERY_PATTERN, SKU_MAX, SKU_PATTERN, VENDOR_NAME_MAX,
 };
 
 fn kind(t: Type, nullable: bool) -> SchemaType {
@@ -225,7 +225,7 @@ pub fn limit() -> Object {
             utoipa::openapi::KnownFormat::Int32,
         )))
         .minimum(Some(1))
-        .maximum(Some(LIMIT_MAX))
+        .maximum(Some(mp_common::page::MAX_LIMIT))
         .description(Some("How many items, 1 to 100 (default 20)."))
         .build()
 }
