@@ -1,6 +1,6 @@
-//! Vendor and product rules: what a valid name, SKU, price or stock figure is, and the
-//! opaque cursors of paged lists. No axum, no sqlx: every check returns a message that
-//! the API attaches to the field it came from.
+//! Vendor and product rules: what a valid name, SKU, price or stock figure is. No axum,
+//! no sqlx: every check returns a message that the API attaches to the field it came
+//! from.
 
 use mp_events::Money;
 use serde::{Deserialize, Serialize};
