@@ -29,7 +29,7 @@ set -a
 # shellcheck source=/dev/null
 . "$STATE_DIR/admin.env"
 set +a
-for port in 5000 5001 5002 5003 5004 5005; do
+for port in $(awk '!/^#/ && NF {print $2}' "$(dirname "${BASH_SOURCE[0]}")/../deploy/services.txt"); do
     curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null || die "service on :$port is not ready: run 'make up'"
 done
 

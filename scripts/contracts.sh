@@ -29,7 +29,8 @@ REQUIREMENTS=tests/contracts/requirements.txt
 VENV=$HOME/.cache/marketplace/schemathesis-$(sha256sum "$REQUIREMENTS" | cut -c1-12)
 REPORT_DIR=$STATE_DIR/contracts
 
-ALL=(customer:5000 order:5001 notification:5002 inventory:5003 vendor:5004 cart:5005)
+# name:port (deploy/services.txt, generated from the event catalog).
+mapfile -t ALL < <(awk '!/^#/ && NF {print $1 ":" $2}' deploy/services.txt)
 
 say() { printf 'contracts: %s\n' "$*"; }
 die() {
@@ -57,7 +58,7 @@ else
     for name in "$@"; do
         match=
         for entry in "${ALL[@]}"; do [[ ${entry%%:*} == "$name" ]] && match=$entry; done
-        [[ -n $match ]] || die "no service named '$name' (one of: customer order notification inventory vendor cart)"
+        [[ -n $match ]] || die "no service named '$name' (one of: ${ALL[*]%%:*})"
         selected+=("$match")
     done
 fi

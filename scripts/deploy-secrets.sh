@@ -32,8 +32,9 @@
 # same key ids (user-<thumbprint>, svc-<service>-<thumbprint>).
 set -euo pipefail
 
-SERVICES=(customer order notification inventory vendor cart)
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The services (deploy/services.txt, generated from the event catalog).
+mapfile -t SERVICES < <(awk '!/^#/ && NF {print $1}' "$ROOT/deploy/services.txt")
 
 say() { printf 'deploy-secrets: %s\n' "$*" >&2; }
 die() { printf 'deploy-secrets: ERROR: %s\n' "$*" >&2; exit 1; }

@@ -39,8 +39,8 @@ FLEET_ROOT=$(cd "$FLEET_SCRIPT_DIR/.." && pwd)
 # shellcheck source-path=SCRIPTDIR source=infra.sh
 . "$FLEET_SCRIPT_DIR/infra.sh"
 
-# name:port, in start order.
-SERVICES=(customer:5000 order:5001 notification:5002 inventory:5003 vendor:5004 cart:5005)
+# name:port, in start order (deploy/services.txt, generated from the event catalog).
+mapfile -t SERVICES < <(awk '!/^#/ && NF {print $1 ":" $2}' "$FLEET_ROOT/deploy/services.txt")
 
 STATE_DIR=${FLEET_STATE_DIR:-$FLEET_ROOT/.local}
 LOG_DIR=$STATE_DIR/logs

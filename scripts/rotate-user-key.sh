@@ -36,7 +36,8 @@
 # order by hand, for Secrets you manage yourself and for docker compose.
 set -euo pipefail
 
-SERVICES=(customer order notification inventory vendor cart)
+# The services (deploy/services.txt, generated from the event catalog).
+mapfile -t SERVICES < <(awk '!/^#/ && NF {print $1}' "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/deploy/services.txt")
 DRY_RUN=0
 NS=marketplace
 TOKEN_TTL=900

@@ -42,7 +42,8 @@ cd "$ROOT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/marketplace/target}
 case $CARGO_TARGET_DIR in /*) ;; *) CARGO_TARGET_DIR=$ROOT/$CARGO_TARGET_DIR ;; esac
 
-SERVICES=(customer:5000 order:5001 notification:5002 inventory:5003 vendor:5004 cart:5005)
+# name:port (deploy/services.txt, generated from the event catalog).
+mapfile -t SERVICES < <(awk '!/^#/ && NF {print $1 ":" $2}' "$ROOT/deploy/services.txt")
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/test-deploy.XXXXXX")
 PROM_PID=
 STARTED_FLEET=0

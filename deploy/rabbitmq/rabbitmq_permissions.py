@@ -24,12 +24,18 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-SERVICES = ["customer", "order", "notification", "inventory", "vendor", "cart"]
+def service_names():
+    """From deploy/services.txt (render and check run in the repository; apply, in a
+    container, needs no list: it applies the users permissions.json holds)."""
+    sys.dont_write_bytecode = True  # no __pycache__ in deploy/
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import services
+    return services.names()
 
 
 def render(bin_dir):
     users = {}
-    for svc in SERVICES:
+    for svc in service_names():
         out = subprocess.run([os.path.join(bin_dir, svc), "rabbitmq-user", "--user", svc],
                              check=True, capture_output=True, text=True,
                              env={**os.environ, "AMQP_PREFIX": "marketplace"}).stdout

@@ -30,7 +30,13 @@ import subprocess
 import sys
 import tempfile
 
-SERVICES = ["customer", "order", "notification", "inventory", "vendor", "cart"]
+def service_names():
+    """From deploy/services.txt (render and check run in the repository; acl-file, in a
+    container, takes the users acl.json holds)."""
+    sys.dont_write_bytecode = True  # no __pycache__ in deploy/
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    import services
+    return services.names()
 PREFIX = "mp"  # REDIS_PREFIX: the services' default; acl.json is for it
 
 
@@ -57,7 +63,7 @@ def rules_of(binary, *args):
 
 
 def render(bin_dir):
-    doc = {svc: rules_of(os.path.join(bin_dir, svc)) for svc in SERVICES}
+    doc = {svc: rules_of(os.path.join(bin_dir, svc)) for svc in service_names()}
     doc["kong"] = rules_of(os.path.join(bin_dir, "customer"), "--kong")
     return doc
 
@@ -68,10 +74,14 @@ def dump(doc):
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def load(path):
+def load(path, want=None):
+    """The users of `path`, checked; with `want` (the names expected), exactly those."""
     with open(path) as f:
         doc = json.load(f)
-    want = SERVICES + ["kong"]
+    if want is None:
+        want = list(doc)
+        if "kong" not in want:
+            sys.exit(f"redis-acl: {path} holds no user kong")
     if sorted(doc) != sorted(want):
         sys.exit(f"redis-acl: {path} holds {sorted(doc)}, expected {sorted(want)}")
     for name, rules in doc.items():
@@ -139,7 +149,7 @@ def main(argv):
     if cmd == "render" and len(argv) == 2:
         sys.stdout.write(dump(render(argv[1])))
     elif cmd == "check" and len(argv) == 3:
-        want, have = render(argv[1]), load(argv[2])
+        want, have = render(argv[1]), load(argv[2], service_names() + ["kong"])
         if want != have:
             diff = [n for n in want if want[n] != have.get(n)]
             sys.exit(f"redis-acl: {argv[2]} is stale for {diff}: run "

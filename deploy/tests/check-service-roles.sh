@@ -21,7 +21,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${1:?usage: check-service-roles.sh BIN_DIR}
-SERVICES=(customer order notification inventory vendor cart)
+# The services (deploy/services.txt, generated from the event catalog).
+mapfile -t SERVICES < <(awk '!/^#/ && NF {print $1}' "$ROOT/deploy/services.txt")
 ADMIN_URL=${ADMIN_DATABASE_URL:-$(bash "$ROOT/scripts/infra.sh" database-url)}
 ID=t_dep$$_$((RANDOM % 1000))
 DB=${ID}_db

@@ -32,7 +32,11 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ["customer", "order", "notification", "inventory", "vendor", "cart"]
+sys.dont_write_bytecode = True  # no __pycache__ in deploy/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import services  # noqa: E402  (deploy/services.py)
+
+SERVICES = services.names()
 failures = []
 
 

@@ -23,8 +23,11 @@ from pathlib import Path
 
 import yaml
 
-SERVICES = {"customer": 5000, "order": 5001, "notification": 5002,
-            "inventory": 5003, "vendor": 5004, "cart": 5005}
+sys.dont_write_bytecode = True  # no __pycache__ in deploy/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import services  # noqa: E402  (deploy/services.py)
+
+SERVICES = services.ports()
 INTERNAL = re.compile(r"^/api/(reservations|internal)(/|$)")
 EXTRA = {("customer", "GET", "/.well-known/jwks.json"): False}  # served outside the OpenAPI
 MUST_BE_OPEN = [("vendor", "GET", "/api/products"), ("vendor", "GET", "/api/products/{id}"),

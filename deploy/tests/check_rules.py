@@ -14,10 +14,15 @@ promtool unit test.
 """
 import re
 import sys
+from pathlib import Path
 
 import yaml
 
-SERVICES = ["customer", "order", "notification", "inventory", "vendor", "cart"]
+sys.dont_write_bytecode = True  # no __pycache__ in deploy/
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import services  # noqa: E402  (deploy/services.py)
+
+SERVICES = services.names()
 REQUIRED = {
     "ServiceNotReady": "a service with replicas up but none ready",
     "PostgresUnreachable": "PostgreSQL unreachable",

@@ -560,8 +560,41 @@ pub fn subscriptions(service: Service) -> Vec<&'static str> {
         .collect()
 }
 
+/// `deploy/services.txt`: the services, default ports and schemas, in start order, for
+/// the scripts and deploy checks (which read it instead of naming the services).
+pub fn services_file() -> String {
+    let mut out = String::from(
+        "# The services: name, default port, PostgreSQL schema, in start order.\n\
+         # Generated from mp_events::Service (a test fails when it is stale; regenerate with\n\
+         # UPDATE_SERVICES=1 cargo nextest run -p mp-events services_file).\n",
+    );
+    for s in Service::ALL {
+        out.push_str(&format!(
+            "{} {} {}\n",
+            s.as_str(),
+            s.default_port(),
+            s.default_schema()
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn services_file_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/services.txt");
+        let fresh = super::services_file();
+        if std::env::var_os("UPDATE_SERVICES").is_some() {
+            std::fs::write(path, &fresh).expect("write deploy/services.txt");
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == fresh,
+            "deploy/services.txt is stale; regenerate it with UPDATE_SERVICES=1 cargo nextest run -p mp-events services_file"
+        );
+    }
+
     use super::*;
 
     #[test]
