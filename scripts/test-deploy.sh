@@ -115,49 +115,7 @@ if command -v redis-server >/dev/null; then
     redis-server --port "$REDIS_TEST_PORT" --bind 127.0.0.1 --aclfile "$TMP/users.admin.acl" --save "" \
         --appendonly no --dir "$TMP" --daemonize yes --pidfile "$TMP/redis.pid" --logfile "$TMP/redis.log" ||
         die "redis-server refuses the ACL file rendered from deploy/redis/acl.json: $(tail -3 "$TMP/redis.log")"
-    "$PY" - "$REDIS_TEST_PORT" deploy/redis/acl.json <<'PY' || rc=$?
-import json, socket, sys, time
-port, acl = int(sys.argv[1]), json.load(open(sys.argv[2]))
-def call(*cmds, user=None):
-    """Sends the commands on one connection (after AUTH user), returns the replies' first lines."""
-    for _ in range(50):
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            break
-        except OSError:
-            time.sleep(0.1)
-    if user:
-        cmds = (("AUTH", user, f"test-{user.removeprefix('mp-')}-pw"),) + cmds
-    s.sendall(b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in c)
-                       for c in cmds))
-    f, out = s.makefile("rb"), []
-    for _ in cmds:
-        line = f.readline().decode().rstrip()
-        if line[:1] == "$" and line != "$-1":
-            f.readline()
-        out.append(line)
-    s.close()
-    return out[1:] if user else out
-fails = []
-def expect(got, want, what):
-    if not got.startswith(want):
-        fails.append(f"{what}: {got!r}, expected {want}")
-expect(call(("PING",))[0], "-NOAUTH", "no user (default is off): PING")
-expect(call(("AUTH", "default", ""))[0], "-WRONGPASS", "AUTH as default")
-expect(call(("PING",), user="mp-order")[0], "+PONG", "mp-order: PING")
-for cmd in (("SET", "mp:auth:session:x", "forged"), ("DEL", "mp:auth:revoked:x"), ("GET", "mp:inv:x"), ("FLUSHALL",),
-            ("KEYS", "*"), ("CONFIG", "GET", "*"), ("ACL", "LIST")):
-    expect(call(cmd, user="mp-order")[0], "-NOPERM", f"mp-order: {' '.join(cmd)}")
-expect(call(("GET", "mp:auth:session:x"), user="mp-order")[0], "$", "mp-order: GET a session")
-expect(call(("SET", "mp:auth:session:x", "1"), user="mp-customer")[0], "+OK", "mp-customer: SET a session")
-expect(call(("SET", "mp:inv:x", "1"), user="mp-inventory")[0], "+OK", "mp-inventory: SET its key")
-expect(call(("PUBLISH", "mp:vendor:x", "1"), user="mp-vendor")[0], ":", "mp-vendor: PUBLISH on its channel")
-expect(call(("INCR", "ratelimit:x"), user="kong")[0], ":", "kong: INCR its counter")
-expect(call(("GET", "mp:auth:session:x"), user="kong")[0], "-NOPERM", "kong: GET a session")
-if fails:
-    sys.exit("redis-acl: FAIL: " + "; ".join(fails))
-print(f"redis-acl: redis-server {port} loads the ACL file: default off, {len(acl)} users, each to its own keys")
-PY
+    "$PY" deploy/tests/check_redis_users.py "$REDIS_TEST_PORT" deploy/redis/acl.json || rc=$?
     redis-cli -p "$REDIS_TEST_PORT" --user test-admin --pass test-admin-pw --no-auth-warning shutdown nosave >/dev/null 2>&1 || true
     rm -f "$TMP/redis.pid"
     ((${rc:-0} == 0)) || die "the Redis users do not behave as acl.json says"
@@ -173,28 +131,14 @@ promtool check config deploy/prometheus/prometheus.yml
 # image, deploy/k8s/monitoring, has it): check the in-cluster config with each
 # kubernetes_sd_configs block swapped for a static target; check_k8s.py checks
 # those blocks' fields itself.
-"$PY" - deploy/prometheus/prometheus-k8s.yml "$ROOT/deploy/prometheus" >"$TMP/prometheus-k8s.promtool.yml" <<'PY'
-import sys, yaml
-conf = yaml.safe_load(open(sys.argv[1]))
-conf["rule_files"] = [f"{sys.argv[2]}/{r}" for r in conf.get("rule_files", [])]
-for job in conf["scrape_configs"]:
-    if job.pop("kubernetes_sd_configs", None) is not None:
-        job["static_configs"] = [{"targets": ["kubernetes-sd-stand-in:1"]}]
-print(yaml.safe_dump(conf, sort_keys=False))
-PY
+"$PY" deploy/tests/prometheus_k8s_static.py deploy/prometheus/prometheus-k8s.yml "$ROOT/deploy/prometheus" >"$TMP/prometheus-k8s.promtool.yml"
 promtool check config "$TMP/prometheus-k8s.promtool.yml"
 promtool check rules deploy/prometheus/rules/*.yml
 promtool test rules deploy/prometheus/tests/*.test.yml
 "$PY" deploy/tests/check_rules.py deploy/prometheus/rules/*.yml -- deploy/prometheus/tests/*.test.yml
 # Dashboard queries, with Grafana's variables replaced, as recording rules.
 "$PY" deploy/grafana/generate.py --exprs >"$TMP/exprs.json"
-"$PY" - "$TMP/exprs.json" >"$TMP/dashboard-rules.yml" <<'PY'
-import json, sys, yaml
-exprs = json.load(open(sys.argv[1]))
-sub = lambda e: e.replace("$__range", "1h").replace("$service", ".*")
-rules = [{"record": f"dashboard:query_{i}", "expr": sub(e)} for i, e in enumerate(exprs)]
-print(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-PY
+"$PY" deploy/tests/dashboard_rules.py "$TMP/exprs.json" >"$TMP/dashboard-rules.yml"
 promtool check rules "$TMP/dashboard-rules.yml" >/dev/null || {
     promtool check rules "$TMP/dashboard-rules.yml"
     die "a dashboard query does not parse"
@@ -203,26 +147,7 @@ echo "dashboards: $(jq length "$TMP/exprs.json") queries parse"
 
 # ------------------------------------------------------------- Dockerfile
 step "Dockerfile"
-"$PY" - <<'PY'
-import re, pathlib
-text = pathlib.Path("Dockerfile").read_text()
-stages = re.findall(r"(?m)^FROM\s+\S+(?:\s+AS\s+(\S+))?", text)
-assert len(stages) >= 2, "Dockerfile: not multi-stage"
-final = text[text.rfind("\nFROM "):]
-user = re.search(r"(?m)^USER\s+(\d+)", final)
-assert user and int(user.group(1)) != 0, "Dockerfile: the final stage must run as a numeric non-root USER"
-for src in re.findall(r"(?m)^COPY\s+(?!--from)(.+)\s+\S+$", text):
-    for path in src.split():
-        assert pathlib.Path(path).exists(), f"Dockerfile: COPY {path}: no such path"
-ignore = pathlib.Path(".dockerignore").read_text()
-for path in re.findall(r"(?m)^COPY\s+(?!--from)(.+)\s+\S+$", text):
-    for p in path.split():
-        top = p.split("/")[0]
-        assert f"!{top}" in ignore, f".dockerignore excludes {p}, which the Dockerfile copies"
-for svc in ("cart", "customer", "inventory", "notification", "order", "vendor"):
-    assert f"-p {svc}" in text, f"Dockerfile: {svc} is not built"
-print(f"Dockerfile: {len(stages)} stages, final stage runs as user {user.group(1)}, every COPY source exists")
-PY
+"$PY" deploy/tests/check_dockerfile.py
 
 # --------------------------------------------------------- 4. docker-compose
 step "docker-compose config"
@@ -231,46 +156,11 @@ for profile in "" logging; do
     MP_SECRETS_DIR=$TMP/compose-secrets docker-compose --env-file "$TMP/compose-secrets/secrets.env" \
         -f docker-compose.yml ${profile:+--profile "$profile"} config >"$TMP/compose${profile:+-$profile}.yml"
 done
-"$PY" - "$TMP/compose.yml" "$TMP/compose-logging.yml" <<'PY'
-import sys, yaml
-base, logging = (yaml.safe_load(open(f)) for f in sys.argv[1:3])
-want = {"postgres", "postgres-roles", "redis", "redis-acl", "rabbitmq", "rabbitmq-users", "migrate", "customer",
-        "order", "notification", "inventory", "vendor", "cart", "kong-config", "kong", "prometheus", "grafana",
-        "maildev"}
-svcs = base["services"]
-missing = want - set(svcs)
-assert not missing, f"compose: missing services {missing}"
-for s in ("customer", "order", "notification", "inventory", "vendor", "cart"):
-    d = svcs[s]
-    assert d.get("healthcheck"), f"compose: {s} has no health check"
-    assert d["depends_on"]["migrate"]["condition"] == "service_completed_successfully", f"compose: {s} does not wait for migrations"
-    assert d.get("read_only") is True, f"compose: {s} is not read-only"
-    assert not d.get("ports"), f"compose: {s} is published on the host; only Kong is the way in"
-    assert f"amqp://{s}:" in d["environment"]["AMQP_URL"], f"compose: {s} does not use its own RabbitMQ user"
-assert svcs["kong"]["environment"]["KONG_DATABASE"] == "off", "compose: Kong must be DB-less"
-# Clients reach Kong directly on the host port: nobody in front may set the
-# client address (trusting 0.0.0.0/0 lets any client forge X-Forwarded-For, and
-# with it the rate limits and the services' per-address login limits).
-trusted = [t.strip() for t in str(svcs["kong"]["environment"].get("KONG_TRUSTED_IPS", "")).split(",") if t.strip()]
-assert not {"0.0.0.0/0", "::/0"} & set(trusted), f"compose: Kong trusts every address ({trusted})"
-# The customer service believes X-Forwarded-For from Kong alone (its fixed
-# address): from nobody, every client would share Kong's address and one could
-# lock all out of logging in; from more, a client could pick its own.
-kong_ip = svcs["kong"]["networks"]["default"]["ipv4_address"]
-assert svcs["customer"]["environment"].get("TRUSTED_PROXIES") == kong_ip, \
-    f"compose: the customer service must trust exactly Kong ({kong_ip}) for X-Forwarded-For"
-assert {"opensearch", "opensearch-dashboards", "fluent-bit"} <= set(logging["services"]), "compose: logging profile incomplete"
-for s in ("opensearch", "opensearch-dashboards", "fluent-bit"):
-    assert logging["services"][s].get("profiles") == ["logging"], f"compose: {s} must be behind the logging profile"
-print(f"compose: {len(svcs)} services, {len(logging['services'])} with the logging profile: ok")
-PY
+"$PY" deploy/tests/check_compose_rendered.py "$TMP/compose.yml" "$TMP/compose-logging.yml"
 
 # ------------------------------------------------------ Kong config rendering
 step "Kong config as rendered (dev/compose, and the prod edge)"
-"$PY" - "$TMP/compose-secrets/keys/trusted.jwks.json" >"$TMP/user.jwks.json" <<'PY'
-import json, sys  # the customer service's JWKS holds the user keys only
-print(json.dumps({"keys": [k for k in json.load(open(sys.argv[1]))["keys"] if k["kid"].startswith("user-")]}))
-PY
+"$PY" deploy/tests/user_jwks.py "$TMP/compose-secrets/keys/trusted.jwks.json" >"$TMP/user.jwks.json"
 user_kid=$(jq -r '.keys[0].kid' "$TMP/user.jwks.json")
 KONG_REDIS_URL=redis://redis:6379 bash scripts/kong-jwt-key.sh --jwks-file "$TMP/user.jwks.json" \
     --out "$TMP/kong.dev.yml" 2>/dev/null
@@ -357,13 +247,7 @@ KUBECTL=$rot/kubectl bash scripts/rotate-user-key.sh publish "$ov" >"$rot/publis
 new_kid=$(bash scripts/rotate-user-key.sh kid "$ov/secrets/keys/user.next.pem")
 [[ $(user_kids) == "$(printf '%s\n' "$old_kid" "$new_kid" | sort | paste -sd,)" ]] ||
     die "after publish TRUSTED_KEYS holds $(user_kids), expected $old_kid and $new_kid"
-"$PY" - "$rot/calls" <<'PY' || die "publish: kubectl steps out of order"
-import sys
-calls = open(sys.argv[1]).read().splitlines()
-at = lambda s: next(i for i, c in enumerate(calls) if s in c)
-assert at("apply -k") < at("rollout status deployment/customer") < at("rollout restart deployment/kong") \
-    < at("rollout status deployment/kong") < at("logs"), calls
-PY
+"$PY" deploy/tests/check_rotation_calls.py "$rot/calls" || die "publish: kubectl steps out of order"
 # Kong's render step fed the JWKS with both keys renders both.
 bash scripts/rotate-user-key.sh jwks "$ov" >"$rot/two.jwks.json"
 [[ $(jq '.keys | length' "$rot/two.jwks.json") == 2 ]] || die "the published JWKS does not hold two keys"
@@ -453,38 +337,7 @@ promtool check config "$TMP/prometheus/prometheus.yml" >/dev/null
 prometheus --config.file="$TMP/prometheus/prometheus.yml" --storage.tsdb.path="$TMP/prometheus/data" \
     --web.listen-address="127.0.0.1:$PROM_PORT" >"$TMP/prometheus/log" 2>&1 &
 PROM_PID=$!
-"$PY" - "http://127.0.0.1:$PROM_PORT" deploy/prometheus/rules/*.yml <<'PY' || { tail -20 "$TMP/prometheus/log" >&2; die "Prometheus check"; }
-import json, sys, time, urllib.request, yaml
-api, rule_files = sys.argv[1], sys.argv[2:]
-want_rules = {r.get("alert") or r.get("record") for f in rule_files for g in yaml.safe_load(open(f))["groups"] for r in g["rules"]}
-def get(path):
-    with urllib.request.urlopen(api + path, timeout=5) as r:
-        return json.load(r)["data"]
-deadline, last = time.monotonic() + 90, "Prometheus did not answer"
-while time.monotonic() < deadline:
-    try:
-        targets = get("/api/v1/targets")["activeTargets"]
-        up = {t["labels"]["service"] for t in targets if t["health"] == "up"}
-        groups = get("/api/v1/rules")["groups"]
-        rules = [r for g in groups for r in g["rules"]]
-        loaded = {r["name"] for r in rules}
-        evaluated = [r for r in rules if r.get("lastEvaluation", "").startswith("0001")]  # never evaluated yet
-        broken = [f"{r['name']}: {r['lastError']}" for r in rules if r.get("lastError")]
-        if broken:
-            sys.exit("prometheus: rules fail to evaluate: " + "; ".join(broken))
-        last = f"targets up: {sorted(up)}; rules loaded: {len(want_rules & loaded)}/{len(want_rules)}"
-        if len(up) == 6 and len(targets) == 6 and want_rules <= loaded and not evaluated \
-                and all(r.get("health") == "ok" for r in rules):
-            print(f"prometheus: 6/6 targets up, {len(want_rules)} alert rules and "
-                  f"{len(rules) - len(want_rules)} dashboard queries loaded and evaluated without error")
-            firing = [a["labels"]["alertname"] for a in get("/api/v1/alerts")["alerts"] if a["state"] == "firing"]
-            print(f"prometheus: alerts firing now: {firing or 'none'}")
-            sys.exit(0)
-    except OSError as e:
-        last = f"Prometheus not answering: {e}"
-    time.sleep(1)
-sys.exit(f"prometheus: not all targets up / rules loaded in time ({last})")
-PY
+"$PY" deploy/tests/check_prometheus_live.py "http://127.0.0.1:$PROM_PORT" deploy/prometheus/rules/*.yml || { tail -20 "$TMP/prometheus/log" >&2; die "Prometheus check"; }
 
 step "contracts: Schemathesis against the six services' OpenAPI documents"
 bash scripts/contracts.sh
