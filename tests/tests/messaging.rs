@@ -366,6 +366,14 @@ async fn two_relays_never_publish_the_same_row() {
         (unsent == 0).then_some(())
     })
     .await;
+    // The consumer counts an event after its transaction commits, so the marker's
+    // effect can be visible a moment before its count: wait for the count.
+    eventually(
+        "the bulk and the marker counted",
+        Duration::from_secs(20),
+        || async { (rig.outcome("ok") >= 300 + 1).then_some(()) },
+    )
+    .await;
     assert_eq!(rig.outcome("duplicate"), 0, "no row was published twice");
     assert_eq!(
         rig.outcome("ok"),
