@@ -307,9 +307,9 @@ pub struct OrderCreated {
     pub total: Money,
 }
 
-/// Order statuses of the order state machine. Stored by the order service as their
-/// snake_case names in `text` columns (a name it does not know fails to decode, it is
-/// never read as another status).
+/// Order statuses of the order state machine.
+// The order service stores them as their snake_case names in `text` columns (sqlx::Type):
+// a name it does not know fails to decode, it is never read as another status.
 #[derive(
     Debug,
     Clone,
