@@ -211,6 +211,20 @@ impl Rig {
             .unwrap()
     }
 
+    /// Until every outbox row is marked sent. The relay marks a batch after the broker's
+    /// confirm, which can come after the consumer handled it.
+    async fn wait_outbox_drained(&self) {
+        eventually("the outbox drained", Duration::from_secs(20), || async {
+            let unsent: i64 =
+                sqlx::query_scalar("select count(*) from outbox where published_at is null")
+                    .fetch_one(&self.db)
+                    .await
+                    .unwrap();
+            (unsent == 0).then_some(())
+        })
+        .await;
+    }
+
     async fn wait_for_effect(&self, name: &str) {
         eventually(
             &format!("the effect of {name}"),
@@ -274,17 +288,7 @@ async fn an_event_is_published_when_its_transaction_commits_and_never_when_it_ro
     rig.wait_for_effect("marker").await;
     assert_eq!(rig.effects("rolled-back").await, 0);
     assert!(rig.deliveries("rolled-back").is_empty());
-    // The relay marks a batch sent after the broker confirmed it, which can be after the
-    // consumer handled it: wait for the outbox to drain.
-    eventually("the outbox drained", Duration::from_secs(20), || async {
-        let unsent: i64 =
-            sqlx::query_scalar("select count(*) from outbox where published_at is null")
-                .fetch_one(&rig.db)
-                .await
-                .unwrap();
-        (unsent == 0).then_some(())
-    })
-    .await;
+    rig.wait_outbox_drained().await;
 }
 
 #[tokio::test]
@@ -363,15 +367,7 @@ async fn two_relays_never_publish_the_same_row() {
     // nothing is left unsent, both relays have gone past every bulk row.
     rig.enqueue("marker").await;
     rig.wait_for_effect("marker").await;
-    eventually("the outbox drained", Duration::from_secs(20), || async {
-        let unsent: i64 =
-            sqlx::query_scalar("select count(*) from outbox where published_at is null")
-                .fetch_one(&rig.db)
-                .await
-                .unwrap();
-        (unsent == 0).then_some(())
-    })
-    .await;
+    rig.wait_outbox_drained().await;
     // The consumer counts an event after its transaction commits, so the marker's
     // effect can be visible a moment before its count: wait for the count.
     eventually(
@@ -897,15 +893,7 @@ async fn a_database_outage_longer_than_the_retry_ladder_dead_letters_nothing() {
     for name in &names {
         rig.enqueue(name).await;
     }
-    eventually("the events published", Duration::from_secs(20), || async {
-        let unsent: i64 =
-            sqlx::query_scalar("select count(*) from outbox where published_at is null")
-                .fetch_one(&rig.db)
-                .await
-                .unwrap();
-        (unsent == 0).then_some(())
-    })
-    .await;
+    rig.wait_outbox_drained().await;
     // The outage itself (not a wait for something): ten times the whole ladder.
     tokio::time::sleep(Duration::from_millis(10 * (50 + 100 + 200))).await;
     assert!(

@@ -229,17 +229,10 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A database error, or `problem` when it violated the named constraint (a unique
-/// email, a duplicate SKU).
-pub fn on_constraint(
-    e: sqlx::Error,
-    constraint: &str,
-    problem: impl FnOnce() -> Problem,
-) -> ApiError {
-    match &e {
-        sqlx::Error::Database(d) if d.constraint() == Some(constraint) => problem().into(),
-        _ => e.into(),
-    }
+/// Whether `e` is a violation of the named constraint (a unique email, a duplicate SKU):
+/// a service layer turns it into its own conflict, anything else stays a database error.
+pub fn violates(e: &sqlx::Error, constraint: &str) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.constraint() == Some(constraint))
 }
 
 /// Collects field errors, then fails with one 422 listing them all.

@@ -123,57 +123,60 @@ fn acceptor(leaf: &Leaf) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
-/// Terminates TLS with `leaf` on a free local port and passes the bytes on to the
-/// plain server at `upstream` (e.g. the local RabbitMQ, which has no TLS listener),
-/// so a client's `amqps://` path, verification included, runs against the real server.
-pub async fn terminate_tls(upstream: SocketAddr, leaf: &Leaf) -> SocketAddr {
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accepts TLS connections with `leaf` on a free local port and hands each, once its
+/// handshake is done, to `handle` on a task of its own. A client that refuses the
+/// certificate ends its handshake; that connection is dropped.
+async fn serve_tls<F, Fut>(leaf: &Leaf, handle: F) -> SocketAddr
+where
+    F: Fn(TlsStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let acceptor = acceptor(leaf);
+    let handle = Arc::new(handle);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
+            let (acceptor, handle) = (acceptor.clone(), handle.clone());
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    handle(tls).await;
+                }
             });
         }
     });
     addr
 }
 
+/// Terminates TLS with `leaf` on a free local port and passes the bytes on to the
+/// plain server at `upstream` (e.g. the local RabbitMQ, which has no TLS listener),
+/// so a client's `amqps://` path, verification included, runs against the real server.
+pub async fn terminate_tls(upstream: SocketAddr, leaf: &Leaf) -> SocketAddr {
+    serve_tls(leaf, move |mut tls| async move {
+        let Ok(mut plain) = tokio::net::TcpStream::connect(upstream).await else {
+            return;
+        };
+        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+    })
+    .await
+}
+
 /// Serves `app` over HTTPS with `leaf` on a free local port.
 pub async fn serve_https(app: axum::Router, leaf: &Leaf) -> SocketAddr {
-    let acceptor = acceptor(leaf);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                // A client that refuses the certificate ends the handshake: fine.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-            });
+    serve_tls(leaf, move |tls| {
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        async move {
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A throw-away `redis-server` that speaks TLS only, with `leaf`; stopped when

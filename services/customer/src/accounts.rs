@@ -132,11 +132,12 @@ impl Accounts {
             },
         )
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.constraint() == Some(db::EMAIL_UNIQUE) => {
+        .map_err(|e| {
+            if mp_common::problem::violates(&e, db::EMAIL_UNIQUE) {
                 AccountError::EmailTaken
+            } else {
+                e.into()
             }
-            _ => e.into(),
         })?;
         mp_events::enqueue(&mut tx, Service::Customer, created(&row)).await?;
         tx.commit().await?;

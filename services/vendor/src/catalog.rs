@@ -236,11 +236,12 @@ impl Catalog {
             },
         )
         .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.constraint() == Some(db::SKU_UNIQUE) => {
+        .map_err(|e| {
+            if mp_common::problem::violates(&e, db::SKU_UNIQUE) {
                 CatalogError::SkuTaken(sku.clone())
+            } else {
+                e.into()
             }
-            _ => e.into(),
         })?;
         mp_events::enqueue(
             &mut tx,
@@ -563,11 +564,12 @@ impl Catalog {
         require_owner(&mut tx, user, id).await?;
         let row = db::add_member(&mut tx, id, customer_id, role)
             .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.constraint() == Some(db::MEMBER_UNIQUE) => {
+            .map_err(|e| {
+                if mp_common::problem::violates(&e, db::MEMBER_UNIQUE) {
                     CatalogError::AlreadyMember
+                } else {
+                    e.into()
                 }
-                _ => e.into(),
             })?;
         let event = VendorMemberAdded {
             vendor_id: id,

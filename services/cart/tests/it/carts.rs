@@ -415,16 +415,8 @@ async fn a_price_change_reaches_open_carts_and_the_line_says_so() {
     let (status, _) = shop.add(&token, cart_id, mug.id, 2).await;
     assert_eq!(status, StatusCode::OK);
 
-    let (status, body) = shop
-        .vendor
-        .call(
-            Method::PATCH,
-            &format!("/api/products/{}", mug.id),
-            Some(&mug.owner),
-            Some(json!({"price": {"amount": 999, "currency": "EUR"}})),
-        )
+    shop.change_product(&mug, json!({"price": {"amount": 999, "currency": "EUR"}}))
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
 
     let line = eventually("the new price in the cart", WAIT, || async {
         let (_, cart) = shop.get_cart(&token, cart_id).await;
@@ -452,16 +444,7 @@ async fn a_price_change_reaches_open_carts_and_the_line_says_so() {
     assert_eq!(cart["items"][0]["added_price"]["amount"], 1299);
 
     // A product taken off sale cannot be added.
-    let (status, body) = shop
-        .vendor
-        .call(
-            Method::PATCH,
-            &format!("/api/products/{}", mug.id),
-            Some(&mug.owner),
-            Some(json!({"active": false})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    shop.change_product(&mug, json!({"active": false})).await;
     let refused = eventually("the catalog to show it inactive", WAIT, || async {
         let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
         (status == StatusCode::CONFLICT).then_some(body)

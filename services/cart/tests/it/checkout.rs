@@ -379,16 +379,8 @@ async fn a_changed_price_is_shown_before_it_is_charged_and_an_off_sale_product_i
     let mug = shop.product(1299, 10).await;
     let (status, body) = shop.add(&token, cart_id, mug.id, 2).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = shop
-        .vendor
-        .call(
-            Method::PATCH,
-            &format!("/api/products/{}", mug.id),
-            Some(&mug.owner),
-            Some(json!({"price": {"amount": 1499, "currency": "EUR"}})),
-        )
+    shop.change_product(&mug, json!({"price": {"amount": 1499, "currency": "EUR"}}))
         .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
 
     let body = checkout_body("tok_visa");
     let (status, _, problem) = shop
@@ -421,16 +413,7 @@ async fn a_changed_price_is_shown_before_it_is_charged_and_an_off_sale_product_i
     let cart_id = shop.open_cart(&token).await;
     let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = shop
-        .vendor
-        .call(
-            Method::PATCH,
-            &format!("/api/products/{}", mug.id),
-            Some(&mug.owner),
-            Some(json!({"active": false})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    shop.change_product(&mug, json!({"active": false})).await;
     let (status, _, problem) = shop
         .checkout(
             &token,

@@ -191,6 +191,20 @@ impl Shop {
         }
     }
 
+    /// Changes a product as its vendor's owner (`PATCH /api/products/{id}`); asserts 200.
+    pub async fn change_product(&self, product: &Product, change: Value) {
+        let (status, body) = self
+            .vendor
+            .call(
+                Method::PATCH,
+                &format!("/api/products/{}", product.id),
+                Some(&product.owner),
+                Some(change),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
     /// Inventory's figures for a product (`on_hand`, `reserved`, `available`, `active`).
     pub async fn stock(&self, product_id: Uuid) -> Value {
         let (status, body) = self
