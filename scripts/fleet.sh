@@ -28,6 +28,13 @@
 #   FLEET_MAIL_WEB_PORT  web page of the mail catcher (default 1080)
 #   FLEET_NO_MAIL=1      don't start the mail catcher (SMTP_HOST/SMTP_PORT
 #                        then name a server of your own)
+#   REPLICAS             processes of each service (1 to 9, default: what the last
+#                        'up' ran, else 1; FLEET_REPLICAS is the same). Replica 1 is
+#                        <svc> on the service's port, replica n is <svc>-<n> on that
+#                        port + 100 * (n - 1): with REPLICAS=2, order-2 on 5101.
+#                        All share PostgreSQL, RabbitMQ and Redis; replica n of cart
+#                        calls replica n of inventory, vendor and order.
+#   FLEET_SKIP_SEED=1    don't run scripts/seed.sh after the services are ready
 # Anything else the services read (DATABASE_URL, RUST_LOG, LOG_FORMAT, ...)
 # is passed through from the caller's environment; DATABASE_URL defaults to
 # the project role's URL in db.env.
@@ -75,6 +82,29 @@ die() {
 
 svc_name() { printf '%s' "${1%%:*}"; }
 svc_port() { printf '%s' "${1##*:}"; }
+
+# How many processes of each service: REPLICAS, else what the last 'up' ran
+# ($RUN_DIR/replicas), else 1.
+REPLICAS_MAX=9
+replica_count() {
+    local n=${FLEET_REPLICAS:-${REPLICAS:-}}
+    [[ -n $n ]] || n=$(cat "$RUN_DIR/replicas" 2>/dev/null || echo 1)
+    [[ $n =~ ^[1-9]$ ]] || die "REPLICAS must be 1 to $REPLICAS_MAX (got '$n')"
+    printf '%s' "$n"
+}
+
+# One line per process, "instance service port replica": replica by replica, each in
+# the services' start order.
+instances() {
+    local n=$1 i entry svc port
+    for ((i = 1; i <= n; i++)); do
+        for entry in "${SERVICES[@]}"; do
+            svc=$(svc_name "$entry")
+            port=$(($(svc_port "$entry") + 100 * (i - 1)))
+            if ((i == 1)); then echo "$svc $svc $port $i"; else echo "$svc-$i $svc $port $i"; fi
+        done
+    done
+}
 pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
 log_file() { printf '%s/%s.log' "$LOG_DIR" "$1"; }
 
@@ -121,9 +151,9 @@ ready() {
 #   starting  our process is alive but its port does not listen (yet)
 #   external  the port listens but not for a process we started
 #   stopped   none of the above
-svc_state() {
-    local svc=$1 port=$2 pid
-    pid=$(read_pid "$svc")
+svc_state() { # svc_state <instance> <service> <port>
+    local inst=$1 svc=$2 port=$3 pid
+    pid=$(read_pid "$inst")
     if [[ -n $pid ]] && pid_is_ours "$pid" "$svc"; then
         if port_listening "$port"; then echo "running $pid"; else echo "starting $pid"; fi
     elif port_listening "$port"; then
@@ -421,20 +451,21 @@ print_log_tail() {
     echo "----" >&2
 }
 
-# Start one service detached; the pidfile is written by the launched process
+# Start one process detached; the pidfile is written by the launched process
 # itself. setsid: own session, so the service is not in our process group or
 # terminal and survives this shell and Ctrl-C; nohup: ignores SIGHUP too.
-start_svc() {
-    local svc=$1 port=$2 bin log pidf tries=50
+start_svc() { # start_svc <instance> <service> <port> <replica>
+    local inst=$1 svc=$2 port=$3 replica=$4 bin log pidf tries=50 entry peer
     bin=$BIN_DIR/$svc
-    log=$(log_file "$svc")
-    pidf=$(pid_file "$svc")
+    log=$(log_file "$inst")
+    pidf=$(pid_file "$inst")
     printf '\n==== %s fleet: starting %s on %s:%s ====\n' \
-        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$svc" "$BIND_HOST" "$port" >>"$log"
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$inst" "$BIND_HOST" "$port" >>"$log"
 
     service_credentials "$svc"
-    if [[ ${FLEET_SKIP_MIGRATE:-0} != 1 ]]; then
-        # Idempotent; bounded so a hung database can't stall 'up' forever.
+    # Idempotent; bounded so a hung database can't stall 'up' forever. Once per
+    # service: the other replicas share its schema.
+    if [[ ${FLEET_SKIP_MIGRATE:-0} != 1 && $replica == 1 ]]; then
         if ! DATABASE_URL=$SVC_DATABASE_URL REDIS_URL=$SVC_REDIS_URL LISTEN_ADDR=$BIND_HOST:$port \
             timeout 120 "$bin" migrate >>"$log" 2>&1 </dev/null; then
             warn "$svc: '$svc migrate' failed"
@@ -443,23 +474,29 @@ start_svc() {
     fi
 
     rm -f "$pidf"
-    # LISTEN_ADDR is set per service: an inherited one would make all six
-    # fight over one port. $$ of the wrapper is the service's pid after exec.
-    # shellcheck disable=SC2016 # $$, $1, $2 are for the inner bash
+    # LISTEN_ADDR is set per process: an inherited one would make them all fight
+    # over one port. <SVC>_URL: the peers of the same replica (cart reads them),
+    # unless the caller's environment names them.
+    local env_vars=("LISTEN_ADDR=$BIND_HOST:$port")
+    for entry in "${SERVICES[@]}"; do
+        peer=$(svc_name "$entry")
+        peer=${peer^^}_URL
+        env_vars+=("$peer=${!peer:-http://127.0.0.1:$(($(svc_port "$entry") + 100 * (replica - 1)))}")
+    done
     # Each service gets its own key; only the customer service the user-token key.
-    local keys=("SERVICE_KEY=$(<"$KEYS_DIR/$svc.pem")" "TRUSTED_KEYS=$(<"$KEYS_DIR/trusted.jwks.json")")
-    [[ $svc == customer ]] && keys+=("JWT_SIGNING_KEY=$(<"$KEYS_DIR/user.pem")")
+    env_vars+=("SERVICE_KEY=$(<"$KEYS_DIR/$svc.pem")" "TRUSTED_KEYS=$(<"$KEYS_DIR/trusted.jwks.json")")
+    [[ $svc == customer ]] && env_vars+=("JWT_SIGNING_KEY=$(<"$KEYS_DIR/user.pem")")
+    # $$ of the wrapper is the service's pid after exec.
     # shellcheck disable=SC2016 # $$, $1, $2 are for the inner bash
-    env "${keys[@]}" DATABASE_URL="$SVC_DATABASE_URL" REDIS_URL="$SVC_REDIS_URL" \
-        LISTEN_ADDR="$BIND_HOST:$port" \
+    env "${env_vars[@]}" DATABASE_URL="$SVC_DATABASE_URL" REDIS_URL="$SVC_REDIS_URL" \
         setsid nohup bash -c 'echo $$ >"$1" && exec "$2" serve' \
         fleet-launch "$pidf" "$bin" >>"$log" 2>&1 </dev/null &
     while [[ ! -s $pidf ]] && ((tries-- > 0)); do sleep 0.1; done
     if [[ ! -s $pidf ]]; then
-        warn "$svc: process did not start"
+        warn "$inst: process did not start"
         return 1
     fi
-    say "started $svc (pid $(<"$pidf"), port $port)"
+    say "started $inst (pid $(<"$pidf"), port $port)"
 }
 
 # --------------------------------------------------------------- commands
@@ -501,58 +538,73 @@ cmd_up() {
     start_mail_catcher
     export_notification_settings
 
-    local entry svc port state pid
+    local replicas inst svc port replica state pid
+    replicas=$(replica_count)
+    local -a all=()
+    mapfile -t all < <(instances "$replicas")
+    # Replicas above the count from an earlier 'up' stop: the count is what runs.
+    local extra=() line
+    while read -r inst svc port replica; do
+        pid=$(read_pid "$inst")
+        if [[ -n $pid ]] && pid_is_ours "$pid" "$svc"; then
+            say "stopping $inst (pid $pid): REPLICAS is $replicas"
+            extra+=("$pid")
+        fi
+        rm -f "$(pid_file "$inst")"
+    done < <(instances "$REPLICAS_MAX" | tail -n +$((${#all[@]} + 1)))
+    stop_pids "${extra[@]}"
+    echo "$replicas" >"$RUN_DIR/replicas"
+
     local -A status=() ours=() external=()
-    for entry in "${SERVICES[@]}"; do
-        svc=$(svc_name "$entry")
-        port=$(svc_port "$entry")
-        read -r state pid < <(svc_state "$svc" "$port")
+    for line in "${all[@]}"; do
+        read -r inst svc port replica <<<"$line"
+        read -r state pid < <(svc_state "$inst" "$svc" "$port")
         case $state in
         running)
-            say "$svc already running (pid $pid, port $port)"
-            ours[$svc]=$pid
+            say "$inst already running (pid $pid, port $port)"
+            ours[$inst]=$pid
             ;;
         external)
-            warn "$svc: port $port is in use by a process fleet did not start (see: ss -ltnp 'sport = :$port'); leaving it alone"
-            external[$svc]=1
+            warn "$inst: port $port is in use by a process fleet did not start (see: ss -ltnp 'sport = :$port'); leaving it alone"
+            external[$inst]=1
             ;;
         starting)
             # Alive but not listening: wedged, or died half-way. Replace it
             # rather than leave an orphan behind a new pidfile.
-            say "$svc (pid $pid) is not listening on $port; restarting it"
+            say "$inst (pid $pid) is not listening on $port; restarting it"
             stop_pids "$pid"
             ;&
         stopped)
-            if start_svc "$svc" "$port"; then
-                ours[$svc]=$(read_pid "$svc")
+            if start_svc "$inst" "$svc" "$port" "$replica"; then
+                ours[$inst]=$(read_pid "$inst")
             else
-                status[$svc]=failed
+                status[$inst]=failed
             fi
             ;;
         esac
     done
 
-    # Wait for /health/ready of every service not failed yet, all under one
+    # Wait for /health/ready of every process not failed yet, all under one
     # deadline; a process that dies meanwhile fails at once.
     local deadline=$((SECONDS + READY_TIMEOUT)) pending
     while :; do
         pending=0
-        for entry in "${SERVICES[@]}"; do
-            svc=$(svc_name "$entry")
-            [[ -z ${status[$svc]:-} ]] || continue
-            if ready "$(svc_port "$entry")"; then
-                status[$svc]=ready
-            elif [[ -n ${ours[$svc]:-} ]] && ! pid_alive "${ours[$svc]}"; then
-                status[$svc]="exited before becoming ready"
+        for line in "${all[@]}"; do
+            read -r inst svc port replica <<<"$line"
+            [[ -z ${status[$inst]:-} ]] || continue
+            if ready "$port"; then
+                status[$inst]=ready
+            elif [[ -n ${ours[$inst]:-} ]] && ! pid_alive "${ours[$inst]}"; then
+                status[$inst]="exited before becoming ready"
             else
                 pending=$((pending + 1))
             fi
         done
         ((pending == 0)) && break
         if ((SECONDS >= deadline)); then
-            for entry in "${SERVICES[@]}"; do
-                svc=$(svc_name "$entry")
-                [[ -n ${status[$svc]:-} ]] || status[$svc]="not ready after ${READY_TIMEOUT}s"
+            for line in "${all[@]}"; do
+                read -r inst _ <<<"$line"
+                [[ -n ${status[$inst]:-} ]] || status[$inst]="not ready after ${READY_TIMEOUT}s"
             done
             break
         fi
@@ -560,24 +612,23 @@ cmd_up() {
     done
 
     local failed=()
-    for entry in "${SERVICES[@]}"; do
-        svc=$(svc_name "$entry")
-        [[ ${status[$svc]} == ready ]] || failed+=("$svc")
+    for line in "${all[@]}"; do
+        read -r inst _ <<<"$line"
+        [[ ${status[$inst]} == ready ]] || failed+=("$inst")
     done
 
     local seed_ok=1
-    if ((${#failed[@]} == 0)); then
+    if ((${#failed[@]} == 0)) && [[ ${FLEET_SKIP_SEED:-0} != 1 ]]; then
         run_seed || seed_ok=0
     fi
 
     echo
-    printf '%-13s %-24s %-29s %s\n' SERVICE URL DOCS STATUS
-    for entry in "${SERVICES[@]}"; do
-        svc=$(svc_name "$entry")
-        port=$(svc_port "$entry")
-        printf '%-13s %-24s %-29s %s%s\n' "$svc" "http://localhost:$port" \
-            "http://localhost:$port/docs" "${status[$svc]}" \
-            "${external[$svc]:+ (not started by fleet)}"
+    printf '%-15s %-24s %-29s %s\n' SERVICE URL DOCS STATUS
+    for line in "${all[@]}"; do
+        read -r inst svc port replica <<<"$line"
+        printf '%-15s %-24s %-29s %s%s\n' "$inst" "http://localhost:$port" \
+            "http://localhost:$port/docs" "${status[$inst]}" \
+            "${external[$inst]:+ (not started by fleet)}"
     done
     echo
     say "logs: $LOG_DIR/<service>.log (make logs to follow them)"
@@ -587,31 +638,31 @@ cmd_up() {
     say "admin: $ADMIN_EMAIL; the password is in $ADMIN_ENV, the signing keys in $KEYS_DIR"
 
     if ((${#failed[@]} > 0)); then
-        for svc in "${failed[@]}"; do
-            warn "$svc: ${status[$svc]}"
-            print_log_tail "$svc"
+        for inst in "${failed[@]}"; do
+            warn "$inst: ${status[$inst]}"
+            print_log_tail "$inst"
         done
-        die "${#failed[@]} service(s) not ready: ${failed[*]}"
+        die "${#failed[@]} process(es) not ready: ${failed[*]}"
     fi
     ((seed_ok)) || die "services are up, but seeding failed"
-    say "all ${#SERVICES[@]} services are ready"
+    say "all ${#SERVICES[@]} services are ready ($replicas replica(s) each, ${#all[@]} processes)"
 }
 
+# Every replica that has a pidfile, whatever REPLICAS says now.
 cmd_down() {
-    local entry svc pid pids=() pidfs=()
-    for entry in "${SERVICES[@]}"; do
-        svc=$(svc_name "$entry")
-        pid=$(read_pid "$svc")
+    local inst svc port replica pid pids=() pidfs=()
+    while read -r inst svc port replica; do
+        pid=$(read_pid "$inst")
         if [[ -n $pid ]] && pid_is_ours "$pid" "$svc"; then
-            say "stopping $svc (pid $pid)"
+            say "stopping $inst (pid $pid)"
             pids+=("$pid")
-        elif [[ -f $(pid_file "$svc") ]]; then
-            say "$svc is not running (removing stale pidfile)"
-        else
-            say "$svc is not running"
+        elif [[ -f $(pid_file "$inst") ]]; then
+            say "$inst is not running (removing stale pidfile)"
+        elif ((replica == 1)); then
+            say "$inst is not running"
         fi
-        pidfs+=("$(pid_file "$svc")")
-    done
+        pidfs+=("$(pid_file "$inst")")
+    done < <(instances "$REPLICAS_MAX")
     stop_pids "${pids[@]}"
     rm -f "${pidfs[@]}"
     stop_mail_catcher
@@ -619,12 +670,13 @@ cmd_down() {
 }
 
 cmd_status() {
-    local entry svc port state pid readiness
-    printf '%-13s %-9s %-8s %-6s %s\n' SERVICE STATE PID PORT READY
-    for entry in "${SERVICES[@]}"; do
-        svc=$(svc_name "$entry")
-        port=$(svc_port "$entry")
-        read -r state pid < <(svc_state "$svc" "$port")
+    local inst svc port replica state pid readiness replicas
+    replicas=$(replica_count)
+    printf '%-15s %-9s %-8s %-6s %s\n' SERVICE STATE PID PORT READY
+    while read -r inst svc port replica; do
+        read -r state pid < <(svc_state "$inst" "$svc" "$port")
+        # Replicas above the count show only if something of theirs is left.
+        ((replica <= replicas)) || [[ $state != stopped ]] || continue
         if ! command -v curl >/dev/null 2>&1; then
             readiness="unknown (no curl)"
         elif ready "$port"; then
@@ -632,11 +684,11 @@ cmd_status() {
         else
             readiness="not ready"
         fi
-        printf '%-13s %-9s %-8s %-6s %s\n' "$svc" "$state" "$pid" "$port" "$readiness"
-    done
+        printf '%-15s %-9s %-8s %-6s %s\n' "$inst" "$state" "$pid" "$port" "$readiness"
+    done < <(instances "$REPLICAS_MAX")
     local mail=down
     if port_listening "$MAIL_SMTP_PORT"; then mail=up; fi
-    printf '%-13s %-9s smtp :%s, web http://localhost:%s\n' mail-catcher "$mail" "$MAIL_SMTP_PORT" "$MAIL_WEB_PORT"
+    printf '%-15s %-9s smtp :%s, web http://localhost:%s\n' mail-catcher "$mail" "$MAIL_SMTP_PORT" "$MAIL_WEB_PORT"
     echo
     echo "dependencies:"
     infra_status || true
@@ -647,8 +699,9 @@ usage() {
 usage: bash scripts/fleet.sh <command>
   up       ensure PostgreSQL/Redis/RabbitMQ, build, start the services that
            are not running, wait until ready, run scripts/seed.sh if present
-  down     stop the services (SIGTERM, SIGKILL after 20 s)
-  status   state, pid, port and readiness of each service, plus dependencies
+  down     stop the services, every replica (SIGTERM, SIGKILL after 20 s)
+  status   state, pid, port and readiness of each process, plus dependencies
+REPLICAS=n (1 to 9) runs n processes of each service (see the header).
   restart  down, then up
 EOF
 }

@@ -1,0 +1,234 @@
+//! `mp-load`: the project's load generator, against a fleet that `make up` runs (any
+//! number of replicas: `REPLICAS=2 make up`, then `mp-load --replicas 2`).
+//!
+//! One run: the idle memory of every process; shoppers at `--rate` per second for
+//! `--seconds` (the mix in [`shop`]), bad messages published beside them; then
+//! throughput and p50/p90/p99 per operation, the business invariants ([`checks`]), the
+//! catalog read against a bare axum endpoint, `pgbench -N` TPS and the memory at peak.
+//! Everything goes to `--out` as JSON too. The exit status is 1 when an invariant fails.
+//!
+//! Tokens are signed with the user key (`JWT_SIGNING_KEY`, the fleet's
+//! `.local/keys/user.pem`), as the customer service signs them; the admin logs in with
+//! `ADMIN_EMAIL`/`ADMIN_PASSWORD` (`.local/admin.env`). `scripts/load.sh` sets both.
+
+mod bad;
+mod checks;
+mod fleet;
+mod probes;
+mod shop;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use mp_common::{CommonConfig, TokenKeys};
+use serde_json::json;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mp-load",
+    about = "Shop load, figures and invariants against a running fleet"
+)]
+struct Args {
+    /// Shoppers arriving per second (open loop).
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// How long shoppers arrive.
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
+    /// Replicas of each service (ports from the service's own in steps of 100).
+    #[arg(long, env = "REPLICAS", default_value_t = 1)]
+    replicas: u16,
+    /// Units of the scarce product (fewer than the shoppers who want one).
+    #[arg(long, default_value_t = 40)]
+    scarce_stock: i64,
+    /// The share of shoppers who try to add the scarce product.
+    #[arg(long, default_value_t = 0.5)]
+    scarce_share: f64,
+    /// Bad messages (malformed and unauthentic) published while the load runs.
+    #[arg(long, default_value_t = 200)]
+    bad_messages: usize,
+    /// How long to wait for every order to end before checking.
+    #[arg(long, default_value_t = 90)]
+    settle_seconds: u64,
+    /// Skip the bare-endpoint ratio and pgbench (for short runs inside tests).
+    #[arg(long)]
+    no_probes: bool,
+    /// The fleet's state directory (its run/ holds the pid files).
+    #[arg(long, env = "FLEET_STATE_DIR", default_value = ".local")]
+    state_dir: PathBuf,
+    /// Where the results go, as JSON.
+    #[arg(long, default_value = "load-results.json")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    let started_at = chrono::Utc::now();
+    let stats = Arc::new(stats::Stats::default());
+    let keys = TokenKeys::from_config(&CommonConfig::from_env())?;
+    let fleet = Arc::new(fleet::Fleet::new(keys, args.replicas, stats.clone())?);
+    let run_dir = args.state_dir.join("run");
+    let idle = probes::memory(&run_dir);
+    let dead_before = bad::dead_letters(&fleet).await?.total;
+    let shop = Arc::new(shop::Shop::open(&fleet, args.scarce_stock).await?);
+    println!(
+        "mp-load: {} shoppers/s for {}s against {} replica(s) of each service; scarce stock {}, bad messages {}",
+        args.rate, args.seconds, args.replicas, args.scarce_stock, args.bad_messages
+    );
+
+    let load_started = Instant::now();
+    let bad = {
+        let (fleet, count, gap) = (fleet.clone(), args.bad_messages, args.seconds / 10.0);
+        tokio::spawn(async move {
+            // Spread over the run, in ten bursts.
+            for _ in 0..10 {
+                if let Err(e) = bad::publish(&fleet.broker, &fleet.tag, count / 10).await {
+                    eprintln!("mp-load: publishing bad messages: {e:#}");
+                }
+                tokio::time::sleep(Duration::from_secs_f64(gap)).await;
+            }
+        })
+    };
+    let placed = shop::run(
+        fleet.clone(),
+        shop.clone(),
+        args.rate,
+        args.seconds,
+        args.scarce_share,
+    )
+    .await;
+    let _ = bad.await;
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let figures = stats.figures(load_secs);
+    let by_card: Vec<String> = shop::CARDS
+        .iter()
+        .map(|(card, _)| {
+            let n = placed.iter().filter(|p| p.card == *card).count();
+            format!("{card} {n}")
+        })
+        .collect();
+    println!(
+        "mp-load: {} checkouts accepted in {load_secs:.1}s ({}), vendor {}",
+        placed.len(),
+        by_card.join(", "),
+        shop.vendor_id
+    );
+    println!(
+        "{:<22} {:>7} {:>8} {:>8} {:>8} {:>8}  statuses",
+        "operation", "count", "per s", "p50 ms", "p90 ms", "p99 ms"
+    );
+    for f in &figures {
+        println!(
+            "{:<22} {:>7} {:>8.1} {:>8.1} {:>8.1} {:>8.1}  {:?}{}",
+            f.op,
+            f.count,
+            f.per_sec,
+            f.p50_ms,
+            f.p90_ms,
+            f.p99_ms,
+            f.statuses,
+            if f.transport_errors > 0 {
+                format!(" transport errors {}", f.transport_errors)
+            } else {
+                String::new()
+            }
+        );
+    }
+
+    let checks = checks::run(
+        &fleet,
+        &shop,
+        &placed,
+        Duration::from_secs(args.settle_seconds),
+        args.bad_messages / 10 * 10,
+        dead_before,
+    )
+    .await;
+    println!("mp-load: invariants");
+    for c in &checks {
+        println!(
+            "  {} {}: {}",
+            if c.ok { "ok  " } else { "FAIL" },
+            c.name,
+            c.figure
+        );
+    }
+
+    let (ratio, tps) = if args.no_probes {
+        (None, None)
+    } else {
+        let catalog = format!(
+            "{}/api/products/{}",
+            fleet.vendor.all()[0],
+            shop.catalog.first().cloned().unwrap_or_default()
+        );
+        let ratio = probes::read_ratio(&fleet.http, &catalog, 3, 3.0).await.ok();
+        if let Some(r) = &ratio {
+            println!(
+                "mp-load: catalog read {:?} req/s vs bare axum {:?} (same client, interleaved): {}% (target >= 60%)",
+                r.catalog_rps, r.bare_rps, r.ratio_percent
+            );
+        }
+        let tps = match std::env::var("DATABASE_URL") {
+            Ok(url) => match probes::pgbench(&url, 10).await {
+                Ok(tps) => Some(tps),
+                Err(e) => {
+                    eprintln!("mp-load: pgbench: {e:#}");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        if let Some(tps) = tps {
+            println!("mp-load: pgbench -N (8 clients, 10 s) on the same PostgreSQL: {tps:.0} TPS");
+        }
+        (ratio, tps)
+    };
+    let peak = probes::memory(&run_dir);
+    println!("mp-load: memory, MB (idle before the run -> now, peak)");
+    for m in &peak {
+        let before = idle
+            .iter()
+            .find(|i| i.process == m.process)
+            .map_or(f64::NAN, |i| i.rss_mb);
+        println!(
+            "  {:<15} {before:>6.1} -> {:>6.1}, peak {:>6.1}",
+            m.process, m.rss_mb, m.peak_mb
+        );
+    }
+
+    let ok = checks.iter().all(|c| c.ok);
+    let results = json!({
+        "started_at": started_at,
+        "replicas": args.replicas,
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "accepted_checkouts": placed.len(),
+        "operations": figures,
+        "invariants": checks,
+        "read_ratio": ratio,
+        "pgbench_tps": tps,
+        "memory_idle": idle,
+        "memory_after": peak,
+        "ok": ok,
+    });
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&results)?)?;
+    println!(
+        "mp-load: results in {}; invariants {}",
+        args.out.display(),
+        if ok { "hold" } else { "FAILED" }
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
