@@ -15,14 +15,14 @@ ifeq ($(filter $(CARGO_BIN),$(subst :, ,$(PATH))),)
 export PATH := $(PATH):$(CARGO_BIN)
 endif
 
-.PHONY: help up down restart status logs infra build test contracts bench fmt lint
+.PHONY: help up down restart status logs infra build test contracts bench load chaos fmt lint
 
 help: ## List the targets
 	@echo "usage: make <target>"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN { FS = ":.*## " } { printf "  %-9s %s\n", $$1, $$2 }'
 
-up: ## Start deps, build, run all services in the background, seed
+up: ## Start deps, build, run all services in the background, seed (REPLICAS=n: n of each)
 	bash scripts/fleet.sh up
 
 down: ## Stop the services (PostgreSQL/Redis/RabbitMQ keep running)
@@ -71,6 +71,12 @@ contracts: ## Schemathesis contract tests against the running fleet (make up fir
 
 bench: ## Load figures against the running fleet (run make up first)
 	bash scripts/bench.sh
+
+load: ## Shop load + invariants + figures against the running fleet (scripts/load.sh)
+	bash scripts/load.sh
+
+chaos: ## Faults under load with REPLICAS (default 2) of each service; every invariant checked
+	bash scripts/chaos.sh
 
 fmt: ## Format the code
 	cargo fmt --all

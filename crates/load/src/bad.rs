@@ -22,11 +22,19 @@ pub fn broker() -> Broker {
 
 /// Publishes `count` bad messages, half malformed and half unauthentic, all under the
 /// routing key of `order.created` (which inventory and notification consume), their
-/// message ids starting with `tag`.
-pub async fn publish(broker: &Broker, tag: &str, count: usize) -> anyhow::Result<()> {
+/// message ids starting with `tag`; how many the broker confirmed (a message refused
+/// or unanswered while the broker is away is not expected in a dead-letter queue).
+pub async fn publish(
+    broker: &Broker,
+    tag: &str,
+    offset: usize,
+    count: usize,
+) -> anyhow::Result<usize> {
     let channel = broker.confirm_channel().await?;
     let exchange = broker.topology().exchange();
+    let mut confirmed = 0;
     for i in 0..count {
+        let i = i + offset;
         let body = if i % 2 == 0 {
             format!("{{\"not\": \"an envelope\", \"n\": {i}").into_bytes()
         } else {
@@ -54,9 +62,10 @@ pub async fn publish(broker: &Broker, tag: &str, count: usize) -> anyhow::Result
             )
             .await?
             .await?;
+        confirmed += 1;
     }
     channel.close(200, "published").await?;
-    Ok(())
+    Ok(confirmed)
 }
 
 pub struct DeadLetters {

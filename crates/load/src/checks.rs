@@ -214,8 +214,9 @@ pub async fn run(
         .map(|id| {
             let token = tokens[id];
             async move {
-                // The notifications follow the confirmation within hops: wait for them.
-                let deadline = Instant::now() + Duration::from_secs(30);
+                // The notifications follow the confirmation within hops, or after their
+                // backoff when a fault held them up: wait for them.
+                let deadline = Instant::now() + Duration::from_secs(120);
                 loop {
                     let url = format!(
                         "{}/api/notifications?order_id={id}&limit=100",

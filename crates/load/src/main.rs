@@ -88,13 +88,17 @@ async fn main() -> anyhow::Result<ExitCode> {
     let bad = {
         let (fleet, count, gap) = (fleet.clone(), args.bad_messages, args.seconds / 10.0);
         tokio::spawn(async move {
-            // Spread over the run, in ten bursts.
-            for _ in 0..10 {
-                if let Err(e) = bad::publish(&fleet.broker, &fleet.tag, count / 10).await {
-                    eprintln!("mp-load: publishing bad messages: {e:#}");
+            // Spread over the run, in ten bursts; a burst the broker refuses (it may be
+            // down) counts only what it confirmed.
+            let mut published = 0;
+            for burst in 0..10 {
+                match bad::publish(&fleet.broker, &fleet.tag, burst * 1000, count / 10).await {
+                    Ok(n) => published += n,
+                    Err(e) => eprintln!("mp-load: publishing bad messages: {e:#}"),
                 }
                 tokio::time::sleep(Duration::from_secs_f64(gap)).await;
             }
+            published
         })
     };
     let placed = shop::run(
@@ -105,7 +109,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         args.scarce_share,
     )
     .await;
-    let _ = bad.await;
+    let bad_published = bad.await.unwrap_or(0);
     let load_secs = load_started.elapsed().as_secs_f64();
     let figures = stats.figures(load_secs);
     let by_card: Vec<String> = shop::CARDS
@@ -148,7 +152,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         &shop,
         &placed,
         Duration::from_secs(args.settle_seconds),
-        args.bad_messages / 10 * 10,
+        bad_published,
         dead_before,
     )
     .await;
