@@ -1,5 +1,5 @@
 //! Helpers for API tests: tokens signed with an environment's keys (no customer service
-//! needed), problem+json assertions, and a view of a service's outbox.
+//! needed), problem+json assertions on raw answers, and a view of a service's outbox.
 
 use mp_common::TokenKeys;
 use mp_events::Service;
@@ -8,6 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::TestEnv;
+use crate::client::Problem;
 
 /// Signs user and service tokens the services of a [`TestEnv`] accept.
 pub struct Tokens(TokenKeys);
@@ -41,17 +42,11 @@ impl Tokens {
     }
 }
 
-/// Asserts a problem+json body with `expected` status, naming `field` when given.
+/// Asserts a problem+json body with `expected` status, naming `field` when given (see
+/// [`Problem::assert`], which typed calls use).
+#[track_caller]
 pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, field: Option<&str>) {
-    assert_eq!(status, expected, "{body}");
-    assert_eq!(body["status"], expected.as_u16(), "{body}");
-    assert!(body["detail"].is_string(), "{body}");
-    if let Some(field) = field {
-        let named = body["errors"]
-            .as_array()
-            .is_some_and(|errors| errors.iter().any(|e| e["field"] == field));
-        assert!(named, "expected an error on {field}: {body}");
-    }
+    Problem::from_parts(status, "", body.clone()).assert(expected, field);
 }
 
 /// Every outbox row of the schema `pool` works in, oldest first: (type, envelope).

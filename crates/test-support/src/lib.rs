@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 pub use mp_events;
 
 pub mod api;
+pub mod client;
 pub mod pg;
 pub mod smtp;
 pub mod tls;
@@ -408,7 +409,13 @@ impl TestService {
         }
     }
 
-    /// Sends a request; returns the status and the JSON body (`Null` when empty).
+    /// This service's HTTP API, for typed calls ([`client::Api`]).
+    pub fn api(&self) -> client::Api {
+        client::Api::with_client(self.base_url.clone(), self.http.clone())
+    }
+
+    /// Sends a request; returns the status and the JSON body (`Null` when empty); see
+    /// [`client::Api::call`].
     pub async fn call(
         &self,
         method: Method,
@@ -416,17 +423,7 @@ impl TestService {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let text = resp.text().await.expect("body read");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.api().call(method, path, token, body).await
     }
 
     pub fn http(&self) -> &reqwest::Client {
