@@ -4,7 +4,7 @@
 //! `parse(&str)` (returning `Option<Self>` or `Result<Self, _>`) the sqlx traits to bind and read it as `text`. A name
 //! the type does not know fails to decode with an error naming it: a corrupt row is an
 //! error, never read as some default. The domain module keeps its rules free of sqlx;
-//! the service's `db.rs` invokes the macro.
+//! the service's `db` module invokes the macro.
 
 #[doc(hidden)]
 pub use sqlx as __sqlx;

@@ -60,7 +60,7 @@ pub use config::{Config, Settings};
 const RESERVATION_WRITE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
 /// The pool for the durable copies of reservations: sessions in the service's schema
-/// with `synchronous_commit=off` (see `routes::create_reservation`) and a statement
+/// with `synchronous_commit=off` (see `Inventory::set_reservation`) and a statement
 /// timeout, half the size of the main pool (at least 2). Connects lazily; the main pool
 /// has already migrated the schema.
 fn reservations_pool(

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use mp_common::{ApiError, AuthUser};
 use mp_events::catalog::{InventoryLowStock, InventoryUpdated, StockChange, StockLevel};
 use mp_events::{HandlerError, Service};
@@ -50,9 +50,9 @@ impl From<Error> for HandlerError {
     }
 }
 
-/// Why a stock adjustment was refused (or failed).
+/// Why a vendor's read or adjustment of stock was refused (or failed).
 #[derive(Debug, thiserror::Error)]
-pub enum AdjustError {
+pub enum StockError {
     #[error("no such stock item")]
     NotFound,
     /// The caller is neither a member of the product's vendor nor an admin.
@@ -67,6 +67,52 @@ pub enum AdjustError {
     },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+impl From<Error> for StockError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Db(e) => e.into(),
+            Error::Redis(e) => e.into(),
+        }
+    }
+}
+
+/// Why a cart's reservation was not set (or failed).
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("no such stock item")]
+    NotFound,
+    /// Not enough stock: `available` is the most this cart could hold in all.
+    #[error("only {available} available")]
+    Insufficient { available: i64 },
+    #[error("the product is inactive")]
+    Inactive,
+    /// A newer change of this cart's reservation was applied first; it stands.
+    #[error("a later change of this reservation was made at the same time")]
+    Superseded { available: i64 },
+    /// The durable copy could not be written; the change in Redis was undone (or, if
+    /// even that failed, expires).
+    #[error("the reservation's durable copy: {0}")]
+    Copy(sqlx::Error),
+    /// The task writing the durable copy panicked or was cancelled.
+    #[error("the reservation's durable copy failed: {0}")]
+    CopyTask(tokio::task::JoinError),
+    #[error(transparent)]
+    Backend(#[from] Error),
+}
+
+/// A reservation as set.
+#[derive(Debug, Clone)]
+pub struct Reserved {
+    /// When it lapses unless renewed.
+    pub expires_at: DateTime<Utc>,
+    /// Units of the product still free for other carts.
+    pub available: i64,
+    /// This change of the reservation.
+    pub generation: i64,
 }
 
 /// Everything the handlers and workers need; cheap to clone.
@@ -74,7 +120,7 @@ pub enum AdjustError {
 pub struct Inventory {
     pub db: PgPool,
     /// A small pool whose sessions commit without waiting for the WAL flush, for the
-    /// durable copies of reservations (see `routes::create_reservation`).
+    /// durable copies of reservations (see [`Inventory::set_reservation`]).
     pub reservations_db: PgPool,
     pub store: Store,
     pub metrics: InventoryMetrics,
@@ -106,13 +152,13 @@ impl Inventory {
         product_id: Uuid,
         delta: i64,
         reason: &str,
-    ) -> Result<(StockItem, Movement, StockLevel), AdjustError> {
+    ) -> Result<(StockItem, Movement, StockLevel), StockError> {
         let mut tx = self.db.begin().await?;
         let item = db::item_for_update(&mut tx, product_id)
             .await?
-            .ok_or(AdjustError::NotFound)?;
+            .ok_or(StockError::NotFound)?;
         if !user.can_manage_vendor(item.vendor_id) {
-            return Err(AdjustError::Forbidden);
+            return Err(StockError::Forbidden);
         }
         let movement = NewMovement {
             kind: MovementKind::Adjustment,
@@ -124,7 +170,7 @@ impl Inventory {
         let Some((item, movement)) = self.apply_movement(&mut tx, product_id, &movement).await?
         else {
             let level = self.level(&mut tx, &item).await?;
-            return Err(AdjustError::Insufficient {
+            return Err(StockError::Insufficient {
                 on_hand: item.on_hand,
                 available: level.available,
                 removing: delta.unsigned_abs(),
@@ -147,6 +193,52 @@ impl Inventory {
         self.mirror_logged(&[product_id], None).await;
         tracing::info!(%product_id, delta, on_hand = item.on_hand, "stock adjusted");
         Ok((item, movement, level))
+    }
+
+    /// The item, if `user` may manage its stock (a member of its vendor, or an admin).
+    pub async fn managed_item(
+        &self,
+        user: &AuthUser,
+        product_id: Uuid,
+    ) -> Result<StockItem, StockError> {
+        let item = db::item(&mut *self.db.acquire().await?, product_id)
+            .await?
+            .ok_or(StockError::NotFound)?;
+        if !user.can_manage_vendor(item.vendor_id) {
+            return Err(StockError::Forbidden);
+        }
+        Ok(item)
+    }
+
+    /// The item with its current level, for a vendor member (or an admin).
+    pub async fn stock(
+        &self,
+        user: &AuthUser,
+        product_id: Uuid,
+    ) -> Result<(StockItem, StockLevel), StockError> {
+        let item = self.managed_item(user, product_id).await?;
+        let level = self.current_level(&item).await?;
+        Ok((item, level))
+    }
+
+    /// Up to `limit` movements of the item's ledger, newest first, strictly before
+    /// `before_seq`, for a vendor member (or an admin).
+    pub async fn movements(
+        &self,
+        user: &AuthUser,
+        product_id: Uuid,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Movement>, StockError> {
+        self.managed_item(user, product_id).await?;
+        let rows = db::movements(
+            &mut *self.db.acquire().await?,
+            product_id,
+            before_seq,
+            limit,
+        )
+        .await?;
+        Ok(rows)
     }
 
     /// Fires `inventory.low_stock` if `item` is at or below its threshold and armed, or
@@ -250,6 +342,111 @@ impl Inventory {
             }
         }
         Err(mirror_unstable())
+    }
+
+    /// Sets what a cart holds of a product to `quantity` (checked already; 0 ends it,
+    /// only with `replaces`), with `replaces` only over the change of that generation,
+    /// then writes the durable copy. Round trips: the generation, the Redis script, the
+    /// durable copy (one statement). Counts every outcome in the metrics.
+    pub async fn set_reservation(
+        &self,
+        product_id: Uuid,
+        cart_id: Uuid,
+        quantity: i64,
+        replaces: Option<i64>,
+    ) -> Result<Reserved, ReserveError> {
+        let generation = db::next_generation(&self.reservations_db)
+            .await
+            .map_err(Error::from)?;
+        let outcome = self
+            .reserve(product_id, cart_id, quantity, generation, replaces)
+            .await?
+            .ok_or(ReserveError::NotFound)?;
+        let (previous, previous_expires_ms, available, expires_at) = match outcome {
+            Reserve::Reserved {
+                previous,
+                previous_expires_ms,
+                available,
+                expires_at,
+            } => (previous, previous_expires_ms, available, expires_at),
+            Reserve::Insufficient { available } => {
+                self.count_reservation("insufficient");
+                return Err(ReserveError::Insufficient { available });
+            }
+            Reserve::Inactive => {
+                self.count_reservation("inactive");
+                return Err(ReserveError::Inactive);
+            }
+            Reserve::Superseded { available } => {
+                self.count_reservation("superseded");
+                return Err(ReserveError::Superseded { available });
+            }
+        };
+        // The durable copy, from which reservations come back if Redis loses them: one
+        // statement on a pool whose sessions use synchronous_commit=off, so no explicit
+        // transaction and no wait for the WAL flush. A crash of PostgreSQL loses at most
+        // the last moment of copies (those reservations are then not restored after a
+        // Redis loss), never stock, which the guarded commit protects; waiting put every
+        // checkpoint's disk stall into add-to-cart latency. An older generation never
+        // overwrites a newer one. If it cannot be written, undo the change in Redis (only
+        // while the entry still has our generation) so that both agree, and say so.
+        //
+        // It runs as its own task: if the caller goes away (its timeout, a dropped
+        // connection) the request's future is dropped, but the copy (or the undo) still
+        // happens, so Redis never keeps a reservation PostgreSQL does not know.
+        let written = tokio::spawn({
+            let inv = self.clone();
+            async move {
+                let written = db::upsert_reservation(
+                    &inv.reservations_db,
+                    product_id,
+                    cart_id,
+                    quantity,
+                    expires_at,
+                    generation,
+                )
+                .await;
+                if written.is_err() {
+                    let undo = inv
+                        .store
+                        .undo(product_id, cart_id, previous, previous_expires_ms, generation)
+                        .await;
+                    if let Err(undo) = undo {
+                        tracing::warn!(error = %undo, %cart_id, %product_id, "could not undo a reservation; it will expire");
+                    }
+                }
+                written
+            }
+        })
+        .await
+        .map_err(ReserveError::CopyTask)?;
+        written.map_err(ReserveError::Copy)?;
+        self.count_reservation("reserved");
+        Ok(Reserved {
+            expires_at,
+            available,
+            generation,
+        })
+    }
+
+    fn count_reservation(&self, outcome: &str) {
+        self.metrics
+            .reservations
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// Ends a cart's reservation of a product. PostgreSQL first, with a new generation:
+    /// a rebuild that reads it afterwards sees the tombstone, and one that read before
+    /// sends an older generation, which Redis refuses once the release is applied.
+    /// Idempotent; nothing happens for a product without a stock item.
+    pub async fn end_reservation(&self, cart_id: Uuid, product_id: Uuid) -> Result<(), Error> {
+        let ended =
+            db::end_reservation(&mut *self.db.acquire().await?, cart_id, product_id).await?;
+        if let Some(generation) = ended {
+            self.store.release(product_id, cart_id, generation).await?;
+        }
+        Ok(())
     }
 
     /// Writes the Redis mirror of `product_ids` from PostgreSQL's committed state,

@@ -250,6 +250,20 @@ pub enum OrderError {
     Db(#[from] sqlx::Error),
 }
 
+/// Why the cart's payment method for an order was not stored (or failed).
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentMethodError {
+    /// Another token is stored for the order, or the order is another customer's or
+    /// cart's.
+    #[error("another payment method is stored for the order")]
+    Conflict,
+    /// A new order while the saga is at its admission limit: shed.
+    #[error("the saga is at its limit")]
+    Busy,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
 /// An order with the lines the caller may see and the amounts of those lines.
 #[derive(Debug)]
 pub struct VisibleOrder {
@@ -340,6 +354,50 @@ fn actor(user: &AuthUser, order: &OrderRow) -> Actor {
 }
 
 impl Orders {
+    /// Stores the cart's payment token for `order_id` (checked already), before the cart
+    /// commits `cart.checkout`. Idempotent for the same token; an order that is charged
+    /// (or failed) already needs none, and the call succeeds without storing it. A new
+    /// order must pass admission first.
+    pub async fn put_payment_method(
+        &self,
+        order_id: Uuid,
+        customer_id: Uuid,
+        cart_id: Uuid,
+        token: &str,
+    ) -> Result<(), PaymentMethodError> {
+        let mut conn = self.db.acquire().await?;
+        if let Some(order) = db::order(&mut conn, order_id).await? {
+            if order.customer_id != customer_id || order.cart_id != cart_id {
+                return Err(PaymentMethodError::Conflict);
+            }
+            if order.saga_step != Some(Step::Charge) {
+                // Charged (or failed) already: the token is no longer needed.
+                return Ok(());
+            }
+        } else if !self.admission.admit(&mut conn, &self.metrics).await? {
+            // A new checkout while the saga is at its limit: shed it (the cart answers
+            // 503 with Retry-After and the client retries with the same key).
+            self.metrics.shed.inc();
+            return Err(PaymentMethodError::Busy);
+        }
+        match db::put_payment_method(&mut conn, order_id, customer_id, cart_id, token).await? {
+            db::Stored::Same => Ok(()),
+            db::Stored::Different => Err(PaymentMethodError::Conflict),
+        }
+    }
+
+    /// Orders waiting on a saga step longer than the soft timeout, newest first, after
+    /// the cursor `after`, at most `fetch` (for admins: the caller checks).
+    pub async fn stuck(&self, after: Option<Uuid>, fetch: i64) -> sqlx::Result<Vec<OrderRow>> {
+        db::stuck(
+            &mut *self.db.acquire().await?,
+            self.timeouts.soft.as_secs_f64(),
+            after,
+            fetch,
+        )
+        .await
+    }
+
     /// Orders newest first that `user` may see (their own, those holding their vendors'
     /// products, all for an admin), after the cursor `after`, at most `fetch`.
     pub async fn list(

@@ -9,7 +9,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::db;
 use crate::domain::Step;
 use crate::orders::Orders;
 
@@ -56,13 +55,7 @@ pub async fn list_stuck_orders(
     let mut v = Validation::new();
     let page = PageRequest::<Uuid>::parse(&page, &mut v);
     v.finish()?;
-    let rows = db::stuck(
-        &mut *orders.db.acquire().await?,
-        orders.timeouts.soft.as_secs_f64(),
-        page.after,
-        page.fetch(),
-    )
-    .await?;
+    let rows = orders.stuck(page.after, page.fetch()).await?;
     Ok(Json(Page::from_rows(
         rows,
         page.limit,

@@ -5,16 +5,15 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use mp_common::{ApiJson, ApiPath, ApiResult, Problem, ServiceCaller, Validation};
+use mp_common::{ApiError, ApiJson, ApiPath, ApiResult, Problem, ServiceCaller, Validation};
 use mp_events::Service;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::db::{self, Stored};
-use crate::domain::{self, Step};
-use crate::orders::Orders;
+use crate::domain;
+use crate::orders::{Orders, PaymentMethodError};
 
 /// The payment method for an order the cart is about to check out.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -59,26 +58,15 @@ pub async fn put_payment_method(
     let mut v = Validation::new();
     v.field("payment_token", domain::check_payment_token(token));
     v.finish()?;
-    let mut conn = orders.db.acquire().await?;
-    if let Some(order) = db::order(&mut conn, order_id).await? {
-        if order.customer_id != body.customer_id || order.cart_id != body.cart_id {
-            return Err(conflict().into());
-        }
-        if order.saga_step != Some(Step::Charge) {
-            // Charged (or failed) already: the token is no longer needed.
-            return Ok(StatusCode::NO_CONTENT);
-        }
-    } else if !orders.admission.admit(&mut conn, &orders.metrics).await? {
-        // A new checkout while the saga is at its limit: shed it (the cart answers
-        // 503 with Retry-After and the client retries with the same key).
-        orders.metrics.shed.inc();
-        return Err(busy().into());
-    }
-    match db::put_payment_method(&mut conn, order_id, body.customer_id, body.cart_id, token).await?
-    {
-        Stored::Same => Ok(StatusCode::NO_CONTENT),
-        Stored::Different => Err(conflict().into()),
-    }
+    orders
+        .put_payment_method(order_id, body.customer_id, body.cart_id, token)
+        .await
+        .map_err(|e| match e {
+            PaymentMethodError::Conflict => conflict().into(),
+            PaymentMethodError::Busy => busy().into(),
+            PaymentMethodError::Db(e) => ApiError::from(e),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn busy() -> Problem {
