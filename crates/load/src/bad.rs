@@ -35,7 +35,7 @@ pub async fn publish(
     let mut confirmed = 0;
     for i in 0..count {
         let i = i + offset;
-        let body = if i % 2 == 0 {
+        let body = if i.is_multiple_of(2) {
             format!("{{\"not\": \"an envelope\", \"n\": {i}").into_bytes()
         } else {
             serde_json::to_vec(&serde_json::json!({
