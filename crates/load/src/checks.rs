@@ -7,7 +7,7 @@
 //! - the ledger equals the stock: the movements of each product sum to its on-hand,
 //!   and on-hand is the initial stock less what confirmed orders took;
 //! - every confirmed order has exactly one stock commit, one successful charge and no
-//!   refund, one confirmation email and one SMS;
+//!   refund, one confirmation email and one SMS, both sent (not merely recorded);
 //! - every failed order has its stock back (commits and releases cancel out) and any
 //!   charge refunded;
 //! - no dead-letter queue holds a message other than the bad ones the run sent itself.
@@ -228,7 +228,9 @@ pub async fn run(
                             items
                                 .iter()
                                 .filter(|n| {
-                                    n["channel"] == channel && n["template"] == "order_confirmed"
+                                    n["channel"] == channel
+                                        && n["template"] == "order_confirmed"
+                                        && n["status"] == "sent"
                                 })
                                 .count()
                         })
@@ -246,7 +248,7 @@ pub async fn run(
         .await;
     let wrong = notified.iter().filter(|(e, s)| *e != 1 || *s != 1).count();
     checks.push(check(
-        "every confirmed order has one confirmation email and one SMS",
+        "every confirmed order has one confirmation email and one SMS sent",
         wrong == 0,
         format!(
             "{} confirmed orders read, {wrong} without exactly one of each",

@@ -88,12 +88,6 @@ impl Fleet {
         })
     }
 
-    pub fn customer_token(&self, id: Uuid) -> String {
-        self.keys
-            .user_token(id, Uuid::new_v4(), vec!["customer".into()], vec![])
-            .0
-    }
-
     pub fn member_token(&self, vendor_id: Uuid) -> String {
         self.keys
             .user_token(

@@ -79,6 +79,13 @@ async fn main() -> anyhow::Result<ExitCode> {
     let idle = probes::memory(&run_dir);
     let dead_before = bad::dead_letters(&fleet).await?.total;
     let shop = Arc::new(shop::Shop::open(&fleet, args.scarce_stock).await?);
+    let wanted = (args.rate * args.seconds).round() as usize;
+    let shoppers = shop::register(&fleet, wanted).await;
+    anyhow::ensure!(
+        shoppers.len() == wanted,
+        "registered {} of {wanted} shoppers",
+        shoppers.len()
+    );
     println!(
         "mp-load: {} shoppers/s for {}s against {} replica(s) of each service; scarce stock {}, bad messages {}",
         args.rate, args.seconds, args.replicas, args.scarce_stock, args.bad_messages
@@ -105,7 +112,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         fleet.clone(),
         shop.clone(),
         args.rate,
-        args.seconds,
+        shoppers,
         args.scarce_share,
     )
     .await;

@@ -148,7 +148,7 @@ impl Shop {
     }
 
     /// One shopper; the order when the checkout was accepted.
-    pub async fn shopper(&self, fleet: &Fleet, scarce_share: f64) -> Option<Placed> {
+    pub async fn shopper(&self, fleet: &Fleet, token: String, scarce_share: f64) -> Option<Placed> {
         let (view, remove, scarce, card) = {
             let mut rng = rand::thread_rng();
             let view = (!self.catalog.is_empty())
@@ -189,7 +189,6 @@ impl Shop {
                 .await
                 .ok()?;
         }
-        let token = fleet.customer_token(Uuid::now_v7());
         let cart = fleet.cart.pick();
         let opened = fleet
             .call(
@@ -351,6 +350,49 @@ async fn add_item(
         .await
 }
 
+/// Registers `n` customers (with the email and phone their notifications go to) and
+/// logs each in, 8 at a time: one per shopper, so that no two share a cart. Their
+/// access tokens; a registration or login that fails is left out.
+pub async fn register(fleet: &Fleet, n: usize) -> Vec<String> {
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let email = format!("shopper-{}@load.marketplace.local", Uuid::new_v4().simple());
+            let password = "load shopper password";
+            let made = fleet
+                .call(
+                    None,
+                    Method::POST,
+                    format!("{}/api/customers", fleet.customer.pick()),
+                    None,
+                    Some(&json!({"email": email, "password": password,
+                                 "name": format!("Shopper {i}"), "phone": "+4915112345678"})),
+                    &[],
+                )
+                .await
+                .ok()?;
+            if made.status != StatusCode::CREATED {
+                return None;
+            }
+            let login = fleet
+                .call(
+                    None,
+                    Method::POST,
+                    format!("{}/api/auth/login", fleet.customer.pick()),
+                    None,
+                    Some(&json!({"email": email, "password": password})),
+                    &[],
+                )
+                .await
+                .ok()?;
+            login.body["access_token"].as_str().map(str::to_owned)
+        })
+        .buffer_unordered(8)
+        .filter_map(|t| async move { t })
+        .collect()
+        .await
+}
+
 /// When the order's history says it was confirmed.
 pub fn confirmed_at(order: &Value) -> Option<DateTime<Utc>> {
     order["status_history"]
@@ -362,24 +404,24 @@ pub fn confirmed_at(order: &Value) -> Option<DateTime<Utc>> {
         .ok()
 }
 
-/// Shoppers at `rate` per second for `seconds`, each order followed to its end; the
+/// The `shoppers` (their tokens) arriving at `rate` per second, each order followed to its end; the
 /// accepted orders.
 pub async fn run(
     fleet: Arc<Fleet>,
     shop: Arc<Shop>,
     rate: f64,
-    seconds: f64,
+    shoppers: Vec<String>,
     scarce_share: f64,
 ) -> Vec<Placed> {
-    let total = (rate * seconds).round() as usize;
+    let total = shoppers.len();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..total {
+    for token in shoppers {
         ticker.tick().await;
         let (fleet, shop) = (fleet.clone(), shop.clone());
         tasks.spawn(async move {
-            let placed = shop.shopper(&fleet, scarce_share).await?;
+            let placed = shop.shopper(&fleet, token, scarce_share).await?;
             shop.follow(&fleet, &placed, Duration::from_secs(60)).await;
             Some(placed)
         });
