@@ -61,6 +61,12 @@ for scenario in $SCENARIOS; do
     log=$STATE_DIR/logs/chaos-$scenario.log
     bash scripts/load.sh --no-probes --rate "$RATE" --seconds "$DURATION" --bad-messages 100 >"$log" 2>&1 &
     load=$!
+    # Faults only once the shoppers arrive (registering them comes first).
+    for _ in $(seq 600); do
+        grep -q 'shoppers/s for' "$log" 2>/dev/null && break
+        kill -0 "$load" 2>/dev/null || break
+        sleep 0.2
+    done
     sleep $((DURATION / 4))
     case $scenario in
     combined)
