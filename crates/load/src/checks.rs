@@ -26,14 +26,18 @@ use crate::shop::{Placed, Shop, is_terminal};
 
 #[derive(Debug, Serialize)]
 pub struct Check {
-    pub name: &'static str,
+    pub name: String,
     pub ok: bool,
     /// The figure behind the verdict, as printed.
     pub figure: String,
 }
 
-fn check(name: &'static str, ok: bool, figure: String) -> Check {
-    Check { name, ok, figure }
+fn check(name: impl Into<String>, ok: bool, figure: String) -> Check {
+    Check {
+        name: name.into(),
+        ok,
+        figure,
+    }
 }
 
 async fn get(fleet: &Fleet, url: String, token: &str) -> Value {
@@ -287,11 +291,7 @@ pub async fn run(
         let ledger: i64 = moves.iter().filter_map(|m| m["delta"].as_i64()).sum();
         let expected = initial - sold.get(&product).copied().unwrap_or(0);
         checks.push(check(
-            if name == "ample" {
-                "the ledger equals the stock (ample product)"
-            } else {
-                "the ledger equals the stock (scarce product)"
-            },
+            format!("the ledger equals the stock ({name} product)"),
             ledger == on_hand && on_hand == expected,
             format!(
                 "on hand {on_hand}, ledger sum {ledger} over {} movements, initial less confirmed {expected}; reserved {}",
@@ -330,11 +330,7 @@ pub async fn run(
             wrong += usize::from(!right);
         }
         checks.push(check(
-            if name == "ample" {
-                "one stock commit per confirmed order, none kept by a failed one (ample)"
-            } else {
-                "one stock commit per confirmed order, none kept by a failed one (scarce)"
-            },
+            format!("one stock commit per confirmed order, none kept by a failed one ({name})"),
             wrong == 0,
             format!("{wrong} orders with another count"),
         ));

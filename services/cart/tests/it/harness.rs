@@ -295,15 +295,7 @@ impl Shop {
         if let Some(key) = key {
             req = req.header("Idempotency-Key", key);
         }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.expect("body read");
-        (
-            status,
-            headers,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
+        self.cart.api().raw(req).await
     }
 
     /// The cart's outbox: (type, envelope), oldest first.
