@@ -116,6 +116,9 @@ fn infra_ensure(port: u16, state_dir: &Path) -> String {
         .arg(repo_root().join("scripts/infra.sh"))
         .arg("ensure")
         .env("INFRA_PG_PORT", port.to_string())
+        // The RabbitMQ the other tests are using right now is never restarted from here
+        // (a restart for more open files cut them all off mid-run once).
+        .env("INFRA_RABBIT_MIN_FILES", "0")
         .env("FLEET_STATE_DIR", state_dir)
         .stdin(std::process::Stdio::null())
         .output()
