@@ -65,12 +65,21 @@ test: ## Run the whole test suite with cargo-nextest (starts deps first)
 	if [[ $(NEXTEST_PROFILE) == ci ]]; then echo "make: JUnit report: $(JUNIT_PATH)"; fi; \
 	exit $$status
 	bash scripts/test-deploy.sh
+	bash scripts/test-proof.sh
 
 contracts: ## Schemathesis contract tests against the running fleet (make up first)
 	bash scripts/contracts.sh
 
-bench: ## Load figures against the running fleet (run make up first)
+# The full sizes: the catalog, reservation, hop and memory figures (bench.sh), the
+# checkout saga at rising rates (bench-checkout.sh), then the shop mix with its
+# invariants, pgbench and memory at peak (load.sh, LOAD_RATE shoppers/s for LOAD_SECONDS).
+LOAD_RATE ?= 30
+LOAD_SECONDS ?= 60
+
+bench: ## Full-size figures against the running fleet: bench.sh, bench-checkout.sh, load.sh (make up first)
 	bash scripts/bench.sh
+	bash scripts/bench-checkout.sh
+	bash scripts/load.sh --rate $(LOAD_RATE) --seconds $(LOAD_SECONDS)
 
 load: ## Shop load + invariants + figures against the running fleet (scripts/load.sh)
 	bash scripts/load.sh

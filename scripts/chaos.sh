@@ -10,7 +10,8 @@
 #   combined  all of the above in one run
 #
 # CHAOS_SCENARIOS (default all five), CHAOS_RATE shoppers/s (default 15),
-# CHAOS_SECONDS per scenario (default 30). Exit status 1 when an invariant fails.
+# CHAOS_SECONDS per scenario (default 30), CHAOS_BAD_MESSAGES published beside each
+# (default 100). Exit status 1 when an invariant fails.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,6 +19,7 @@ cd "$ROOT"
 export REPLICAS=${REPLICAS:-2}
 RATE=${CHAOS_RATE:-15}
 DURATION=${CHAOS_SECONDS:-30}
+BAD=${CHAOS_BAD_MESSAGES:-100}
 SCENARIOS=${CHAOS_SCENARIOS:-kill rabbitmq redis postgres combined}
 STATE_DIR=${FLEET_STATE_DIR:-$ROOT/.local}
 say() { printf 'chaos: %s %s\n' "$(date -u +%H:%M:%S)" "$*"; }
@@ -33,7 +35,9 @@ inject_kill() {
     say "restarting the killed replicas"
     FLEET_SKIP_BUILD=1 FLEET_SKIP_SEED=1 bash scripts/fleet.sh up >"$STATE_DIR/logs/chaos-up.log" 2>&1 ||
         say "fleet up after the kill failed (see $STATE_DIR/logs/chaos-up.log)"
-    say "replicas back: $(bash scripts/fleet.sh status | grep -c ' ready$') processes ready"
+    say "replicas back: $(bash scripts/fleet.sh status | grep -c ' ready$') processes ready;" \
+        "restarted ones ready in: $(sed -n 's/^\([a-z][a-z0-9-]*\) .* ready (in \([0-9]*\) ms)$/\1 \2 ms/p' \
+            "$STATE_DIR/logs/chaos-up.log" | paste -sd, -)"
 }
 inject_rabbitmq() {
     say "injected: RabbitMQ stopped"
@@ -59,7 +63,7 @@ failed=()
 for scenario in $SCENARIOS; do
     say "---- scenario $scenario: $RATE shoppers/s for ${DURATION}s"
     log=$STATE_DIR/logs/chaos-$scenario.log
-    bash scripts/load.sh --no-probes --rate "$RATE" --seconds "$DURATION" --bad-messages 100 >"$log" 2>&1 &
+    bash scripts/load.sh --no-probes --rate "$RATE" --seconds "$DURATION" --bad-messages "$BAD" >"$log" 2>&1 &
     load=$!
     # Faults only once the shoppers arrive (registering them comes first).
     for _ in $(seq 600); do
