@@ -181,8 +181,21 @@ request = function()
 end
 LUA
 say "reservations (new cart each, 1 unit): wrk -t2 -c32 -d${SECONDS_PER_RUN}s"
+# Redis's share of a reservation (its scripts run on one thread, for every product): the
+# ceiling of one Redis on one hot product, for SCALING.md.
+redis_pid=$(pgrep -x redis-server | head -n 1 || true)
+inventory_pid=$(cat "$STATE_DIR/run/inventory.pid")
+redis_before=$( [[ -n $redis_pid ]] && cpu_ticks "$redis_pid" || echo 0)
+inventory_before=$(cpu_ticks "$inventory_pid")
 res_out=$(wrk -t2 -c32 -d"${SECONDS_PER_RUN}s" --latency -s "$lua" http://127.0.0.1:5003/api/reservations)
 say "  $(rps <<<"$res_out") req/s (target >= 2000), p99 $(p99_wrk <<<"$res_out") (target < 20 ms)"
+res_n=$(awk '/requests in/ { print $1 }' <<<"$res_out")
+per_request_us() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$res_n" 'BEGIN { printf "%.0f", t * 1000000 / hz / n }'; }
+if [[ -n $redis_pid ]]; then
+    redis_us=$(per_request_us $(($(cpu_ticks "$redis_pid") - redis_before)))
+    say "  CPU per reservation: inventory $(per_request_us $(($(cpu_ticks "$inventory_pid") - inventory_before))) us," \
+        "Redis $redis_us us (one Redis thread: at most $(awk -v u="$redis_us" 'BEGIN { if (u > 0) printf "%d", 1000000 / u; else print "?" }')/s on one hot product)"
+fi
 grep -q 'Non-2xx' <<<"$res_out" && say "  $(grep 'Non-2xx' <<<"$res_out" | sed 's/^ *//')"
 stock=$(curl -sf "http://127.0.0.1:5003/api/inventory/$bench_product" -H "authorization: Bearer $admin_token")
 say "  stock after: on_hand $(jq .on_hand <<<"$stock"), reserved $(jq .reserved <<<"$stock"), available $(jq .available <<<"$stock")"

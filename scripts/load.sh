@@ -3,7 +3,7 @@
 # a shop mix at an open-loop rate, figures per operation, the business invariants
 # checked through the public APIs, the catalog read beside a bare axum endpoint,
 # `pgbench -N` TPS and each process's memory; results as JSON in
-# $FLEET_STATE_DIR/load-results.json. Arguments go to mp-load (`--help` lists them);
+# $FLEET_STATE_DIR/load-results.json (LOAD_OUT names another file). Arguments go to mp-load (`--help` lists them);
 # REPLICAS is read from the fleet's state (what the last 'up' ran) unless set.
 # Exit status 1 when an invariant fails.
 set -euo pipefail
@@ -31,4 +31,4 @@ export REPLICAS=${REPLICAS:-$(cat "$FLEET_STATE_DIR/run/replicas" 2>/dev/null ||
 export DATABASE_URL=${DATABASE_URL:-$(infra_database_url)}
 cargo build --profile "$PROFILE" -q -p mp-load
 JWT_SIGNING_KEY=$(<"$FLEET_STATE_DIR/keys/user.pem") \
-    "$CARGO_TARGET_DIR/$PROFILE/mp-load" --out "$FLEET_STATE_DIR/load-results.json" "$@"
+    "$CARGO_TARGET_DIR/$PROFILE/mp-load" --out "${LOAD_OUT:-$FLEET_STATE_DIR/load-results.json}" "$@"

@@ -88,6 +88,24 @@ impl Fleet {
         })
     }
 
+    pub fn every_service(&self) -> [&Replicas; 6] {
+        [
+            &self.customer,
+            &self.order,
+            &self.notification,
+            &self.inventory,
+            &self.vendor,
+            &self.cart,
+        ]
+    }
+
+    /// A customer's token, as the customer service would sign it at login.
+    pub fn customer_token(&self, customer_id: Uuid) -> String {
+        self.keys
+            .user_token(customer_id, Uuid::new_v4(), vec!["customer".into()], vec![])
+            .0
+    }
+
     pub fn member_token(&self, vendor_id: Uuid) -> String {
         self.keys
             .user_token(

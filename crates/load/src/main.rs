@@ -12,9 +12,11 @@
 //! `ADMIN_EMAIL`/`ADMIN_PASSWORD` (`.local/admin.env`). `scripts/load.sh` sets both.
 
 mod bad;
+mod checkout;
 mod checks;
 mod fleet;
 mod probes;
+mod profile;
 mod shop;
 mod stats;
 
@@ -66,6 +68,10 @@ struct Args {
     /// Where the results go, as JSON.
     #[arg(long, default_value = "load-results.json")]
     out: PathBuf,
+    /// Instead of the shop mix: the checkout saga alone at these rates (checkouts/s,
+    /// comma-separated), `--seconds` each, with the profile of one checkout.
+    #[arg(long, value_delimiter = ',')]
+    checkout_rates: Vec<f64>,
 }
 
 #[tokio::main]
@@ -76,6 +82,9 @@ async fn main() -> anyhow::Result<ExitCode> {
     let keys = TokenKeys::from_config(&CommonConfig::from_env())?;
     let fleet = Arc::new(fleet::Fleet::new(keys, args.replicas, stats.clone())?);
     let run_dir = args.state_dir.join("run");
+    if !args.checkout_rates.is_empty() {
+        return checkout_mode(&args, fleet, &run_dir).await;
+    }
     let idle = probes::memory(&run_dir);
     let dead_before = bad::dead_letters(&fleet).await?.total;
     let shop = Arc::new(shop::Shop::open(&fleet, args.scarce_stock).await?);
@@ -188,20 +197,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 r.catalog_rps, r.bare_rps, r.ratio_percent
             );
         }
-        let tps = match std::env::var("DATABASE_URL") {
-            Ok(url) => match probes::pgbench(&url, 10).await {
-                Ok(tps) => Some(tps),
-                Err(e) => {
-                    eprintln!("mp-load: pgbench: {e:#}");
-                    None
-                }
-            },
-            Err(_) => None,
-        };
-        if let Some(tps) = tps {
-            println!("mp-load: pgbench -N (8 clients, 10 s) on the same PostgreSQL: {tps:.0} TPS");
-        }
-        (ratio, tps)
+        (ratio, pgbench().await)
     };
     let peak = probes::memory(&run_dir);
     println!("mp-load: memory, MB (idle before the run -> now, peak)");
@@ -240,6 +236,107 @@ async fn main() -> anyhow::Result<ExitCode> {
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `pgbench -N` TPS on the PostgreSQL of `DATABASE_URL`, printed; `None` without it.
+async fn pgbench() -> Option<f64> {
+    let url = std::env::var("DATABASE_URL").ok()?;
+    match probes::pgbench(&url, 10).await {
+        Ok(tps) => {
+            println!("mp-load: pgbench -N (8 clients, 10 s) on the same PostgreSQL: {tps:.0} TPS");
+            Some(tps)
+        }
+        Err(e) => {
+            eprintln!("mp-load: pgbench: {e:#}");
+            None
+        }
+    }
+}
+
+/// `--checkout-rates`: the saga alone at each rate ([`checkout`]), then `pgbench -N`.
+async fn checkout_mode(
+    args: &Args,
+    fleet: Arc<fleet::Fleet>,
+    run_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let started_at = chrono::Utc::now();
+    let shop = shop::Shop::open(&fleet, args.scarce_stock).await?;
+    let most = args
+        .checkout_rates
+        .iter()
+        .map(|r| (r * args.seconds).round() as usize)
+        .max()
+        .unwrap_or(0);
+    let tokens = checkout::customers(&fleet, most).await;
+    anyhow::ensure!(
+        tokens.len() == most,
+        "registered {} of {most} customers",
+        tokens.len()
+    );
+    let database_url = std::env::var("DATABASE_URL").ok();
+    let mut rates = Vec::new();
+    for &rate in &args.checkout_rates {
+        let f = checkout::run_rate(
+            &fleet,
+            &shop,
+            &tokens,
+            rate,
+            args.seconds,
+            run_dir,
+            database_url.as_deref(),
+        )
+        .await;
+        println!(
+            "mp-load: checkout {rate}/s offered for {}s: {}/{} accepted, {} shed (503 checkout-busy), \
+             {} failed, {} confirmed, {} with email and SMS sent, {:.1} completed/s, \
+             202->confirmed p50 {:.1} ms p99 {:.1} ms",
+            args.seconds,
+            f.accepted,
+            f.carts,
+            f.shed,
+            f.failed,
+            f.confirmed,
+            f.notified,
+            f.completed_per_sec,
+            f.p50_ms,
+            f.p99_ms
+        );
+        println!("  one checkout: {}", f.per_checkout.summary());
+        rates.push(f);
+    }
+    let tps = pgbench().await;
+    let best = rates
+        .iter()
+        .filter(|f| f.p99_ms < 250.0)
+        .map(|f| f.offered_per_sec)
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+    let most_completed = rates
+        .iter()
+        .map(|f| f.completed_per_sec)
+        .fold(0.0, f64::max);
+    println!(
+        "mp-load: highest offered checkout rate with p99 under 250 ms: {}; most completed/s: {most_completed:.1} (targets: 300/s; p99 < 250 ms at 150/s)",
+        best.map_or("none".to_owned(), |r| format!("{r}/s"))
+    );
+    let lost: usize = rates.iter().map(|f| f.accepted - f.confirmed).sum();
+    let results = json!({
+        "started_at": started_at,
+        "replicas": args.replicas,
+        "checkout": rates,
+        "pgbench_tps": tps,
+        "highest_rate_p99_under_250ms": best,
+        "most_completed_per_sec": most_completed,
+        "accepted_not_confirmed": lost,
+    });
+    std::fs::write(&args.out, serde_json::to_vec_pretty(&results)?)?;
+    println!("mp-load: results in {}", args.out.display());
+    // A good card's accepted checkout that did not confirm is a lost checkout.
+    Ok(if lost == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("mp-load: {lost} accepted checkouts did not confirm");
         ExitCode::FAILURE
     })
 }

@@ -190,24 +190,7 @@ impl Shop {
                 .ok()?;
         }
         let cart = fleet.cart.pick();
-        let opened = fleet
-            .call(
-                Some("open_cart"),
-                Method::POST,
-                format!("{cart}/api/carts"),
-                Some(&token),
-                None,
-                &[],
-            )
-            .await
-            .ok()?;
-        let cart_id = opened.body["id"].as_str()?.to_owned();
-        let a = add_item(fleet, cart, &cart_id, &token, self.ample, 1)
-            .await
-            .ok()?;
-        if !a.status.is_success() {
-            return None;
-        }
+        let cart_id = filled_cart(fleet, cart, &token, self.ample, 1).await?;
         if remove {
             let _ = add_item(fleet, cart, &cart_id, &token, self.extra, 2).await;
             let _ = fleet
@@ -230,21 +213,8 @@ impl Shop {
             false
         };
         let key = Uuid::new_v4().to_string();
-        let body = json!({
-            "payment_token": card,
-            "shipping_address": {"name": "Load Shopper", "line1": "1 Load Street", "city": "Berlin",
-                                 "postal_code": "10115", "country": "DE"}
-        });
         for _ in 0..8 {
-            let a = fleet
-                .call(
-                    Some("checkout"),
-                    Method::POST,
-                    format!("{cart}/api/carts/{cart_id}/checkout"),
-                    Some(&token),
-                    Some(&body),
-                    &[("Idempotency-Key", key.clone())],
-                )
+            let a = checkout(fleet, cart, &cart_id, &token, card, &key)
                 .await
                 .ok()?;
             match a.status {
@@ -330,7 +300,59 @@ impl Shop {
     }
 }
 
-async fn add_item(
+/// Checks the cart out with the card `card` under the Idempotency-Key `key`.
+pub async fn checkout(
+    fleet: &Fleet,
+    cart: &str,
+    cart_id: &str,
+    token: &str,
+    card: &str,
+    key: &str,
+) -> anyhow::Result<crate::fleet::Answer> {
+    let body = json!({
+        "payment_token": card,
+        "shipping_address": {"name": "Load Shopper", "line1": "1 Load Street", "city": "Berlin",
+                             "postal_code": "10115", "country": "DE"}
+    });
+    fleet
+        .call(
+            Some("checkout"),
+            Method::POST,
+            format!("{cart}/api/carts/{cart_id}/checkout"),
+            Some(token),
+            Some(&body),
+            &[("Idempotency-Key", key.to_owned())],
+        )
+        .await
+}
+
+/// A cart of the customer `token` names holding `quantity` of `product`: its id.
+pub async fn filled_cart(
+    fleet: &Fleet,
+    cart: &str,
+    token: &str,
+    product: Uuid,
+    quantity: i64,
+) -> Option<String> {
+    let opened = fleet
+        .call(
+            Some("open_cart"),
+            Method::POST,
+            format!("{cart}/api/carts"),
+            Some(token),
+            None,
+            &[],
+        )
+        .await
+        .ok()?;
+    let cart_id = opened.body["id"].as_str()?.to_owned();
+    let added = add_item(fleet, cart, &cart_id, token, product, quantity)
+        .await
+        .ok()?;
+    added.status.is_success().then_some(cart_id)
+}
+
+pub async fn add_item(
     fleet: &Fleet,
     cart: &str,
     cart_id: &str,
@@ -350,30 +372,38 @@ async fn add_item(
         .await
 }
 
-/// Registers `n` customers (with the email and phone their notifications go to) and
-/// logs each in, 8 at a time: one per shopper, so that no two share a cart. Their
-/// access tokens; a registration or login that fails is left out.
+/// Registers a customer with the email and phone its notifications go to: its id,
+/// email and password, or `None` when the registration failed.
+pub async fn new_customer(fleet: &Fleet, i: usize) -> Option<(Uuid, String, &'static str)> {
+    let email = format!("shopper-{}@load.marketplace.local", Uuid::new_v4().simple());
+    let password = "load shopper password";
+    let made = fleet
+        .call(
+            None,
+            Method::POST,
+            format!("{}/api/customers", fleet.customer.pick()),
+            None,
+            Some(&json!({"email": email, "password": password,
+                         "name": format!("Shopper {i}"), "phone": "+4915112345678"})),
+            &[],
+        )
+        .await
+        .ok()?;
+    if made.status != StatusCode::CREATED {
+        return None;
+    }
+    let id = made.body["id"].as_str()?.parse().ok()?;
+    Some((id, email, password))
+}
+
+/// Registers `n` customers ([`new_customer`]) and logs each in, 8 at a time: one per
+/// shopper, so that no two share a cart. Their access tokens; a registration or login
+/// that fails is left out.
 pub async fn register(fleet: &Fleet, n: usize) -> Vec<String> {
     use futures::StreamExt;
     futures::stream::iter(0..n)
         .map(|i| async move {
-            let email = format!("shopper-{}@load.marketplace.local", Uuid::new_v4().simple());
-            let password = "load shopper password";
-            let made = fleet
-                .call(
-                    None,
-                    Method::POST,
-                    format!("{}/api/customers", fleet.customer.pick()),
-                    None,
-                    Some(&json!({"email": email, "password": password,
-                                 "name": format!("Shopper {i}"), "phone": "+4915112345678"})),
-                    &[],
-                )
-                .await
-                .ok()?;
-            if made.status != StatusCode::CREATED {
-                return None;
-            }
+            let (_, email, password) = new_customer(fleet, i).await?;
             let login = fleet
                 .call(
                     None,
