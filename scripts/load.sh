@@ -29,6 +29,8 @@ set -a
 set +a
 export REPLICAS=${REPLICAS:-$(cat "$FLEET_STATE_DIR/run/replicas" 2>/dev/null || echo 1)}
 export DATABASE_URL=${DATABASE_URL:-$(infra_database_url)}
-cargo build --profile "$PROFILE" -q -p mp-load
+# With the services in one invocation: cargo resolves the shared dependencies' features
+# as for the fleet and reuses its build (alone, mp-load would compile some again).
+cargo build --profile "$PROFILE" -q -p mp-load -p cart -p customer -p inventory -p notification -p order -p vendor --bins
 JWT_SIGNING_KEY=$(<"$FLEET_STATE_DIR/keys/user.pem") \
     "$CARGO_TARGET_DIR/$PROFILE/mp-load" --out "${LOAD_OUT:-$FLEET_STATE_DIR/load-results.json}" "$@"
