@@ -151,6 +151,7 @@ pub async fn run_rate(
         .filter_map(|c| async move { c })
         .collect()
         .await;
+    crate::profile::quiesce(fleet, Duration::from_secs(120)).await;
     let before = Snapshot::take(fleet, run_dir, database_url).await;
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);

@@ -11,7 +11,9 @@
 //! `.local/keys/user.pem`), as the customer service signs them; the admin logs in with
 //! `ADMIN_EMAIL`/`ADMIN_PASSWORD` (`.local/admin.env`). `scripts/load.sh` sets both.
 
+mod adds;
 mod bad;
+mod capacity;
 mod checkout;
 mod checks;
 mod fleet;
@@ -72,6 +74,15 @@ struct Args {
     /// comma-separated), `--seconds` each, with the profile of one checkout.
     #[arg(long, value_delimiter = ',')]
     checkout_rates: Vec<f64>,
+    /// Instead of the shop mix: add to cart, closed loop, for this many seconds
+    /// (`--add-workers` customers at once).
+    #[arg(long)]
+    add_to_cart_seconds: Option<f64>,
+    #[arg(long, default_value_t = 32)]
+    add_workers: usize,
+    /// Instead of the shop mix: this many messages through one fresh quorum queue.
+    #[arg(long)]
+    queue_probe: Option<usize>,
 }
 
 #[tokio::main]
@@ -85,6 +96,42 @@ async fn main() -> anyhow::Result<ExitCode> {
     if !args.checkout_rates.is_empty() {
         return checkout_mode(&args, fleet, &run_dir).await;
     }
+    if let Some(messages) = args.queue_probe {
+        let f = capacity::quorum_queue(&fleet.broker, messages, &run_dir).await?;
+        println!(
+            "mp-load: one quorum queue, {} persistent messages of {} bytes, confirms 256 in flight, \
+             one consumer: {} messages/s; RabbitMQ CPU {} us per message (one core: {} messages/s)",
+            f.messages, f.bytes, f.per_sec, f.broker_cpu_us, f.one_core_ceiling_per_sec
+        );
+        std::fs::write(
+            &args.out,
+            serde_json::to_vec_pretty(&json!({"quorum_queue": f}))?,
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(seconds) = args.add_to_cart_seconds {
+        let shop = shop::Shop::open(&fleet, args.scarce_stock).await?;
+        let database_url = std::env::var("DATABASE_URL").ok();
+        profile::quiesce(&fleet, Duration::from_secs(60)).await;
+        let before = profile::Snapshot::take(&fleet, &run_dir, database_url.as_deref()).await;
+        let f = adds::run(&fleet, &shop, args.add_workers, seconds).await;
+        let after = profile::Snapshot::take(&fleet, &run_dir, database_url.as_deref()).await;
+        println!("  one add: {}", before.per_unit(&after, f.ok).summary());
+        println!(
+            "mp-load: add to cart (reservation included), {} customers closed loop for {seconds}s: \
+             {} req/s (target >= 2000), p50 {:.1} ms, p99 {:.1} ms (target < 20 ms), {} refused",
+            f.workers, f.per_sec, f.p50_ms, f.p99_ms, f.refused
+        );
+        std::fs::write(
+            &args.out,
+            serde_json::to_vec_pretty(&json!({"add_to_cart": f}))?,
+        )?;
+        return Ok(if f.refused == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let idle = probes::memory(&run_dir);
     let dead_before = bad::dead_letters(&fleet).await?.total;
     let shop = Arc::new(shop::Shop::open(&fleet, args.scarce_stock).await?);
@@ -95,6 +142,8 @@ async fn main() -> anyhow::Result<ExitCode> {
         "registered {} of {wanted} shoppers",
         shoppers.len()
     );
+    // The registrations' events (customer.created to notification) settle first.
+    profile::quiesce(&fleet, Duration::from_secs(120)).await;
     println!(
         "mp-load: {} shoppers/s for {}s against {} replica(s) of each service; scarce stock {}, bad messages {}",
         args.rate, args.seconds, args.replicas, args.scarce_stock, args.bad_messages

@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use crate::fleet::Fleet;
 
+/// This process, the load generator: shown beside the fleet, not in its total.
+const GENERATOR: &str = "load generator";
+
 /// The counters at one moment.
 pub struct Snapshot {
     /// CPU seconds (user + system, children reaped included) by component.
@@ -25,9 +28,12 @@ pub struct Snapshot {
 #[derive(Debug, Clone, Serialize)]
 pub struct PerUnit {
     pub units: usize,
-    /// Milliseconds of CPU per unit, by component, and their sum.
+    /// Milliseconds of CPU per unit, by component, and their sum (the generator's own
+    /// share apart).
     pub cpu_ms: BTreeMap<String, f64>,
     pub cpu_ms_total: f64,
+    pub generator_cpu_ms: f64,
+    /// PostgreSQL's `xact_commit`: transactions, a statement outside one included.
     pub commits: Option<f64>,
     pub events_published: f64,
     pub deliveries_handled: f64,
@@ -44,9 +50,11 @@ impl PerUnit {
             .map(|(name, ms)| format!("{name} {ms:.1}"))
             .collect();
         format!(
-            "CPU {:.1} ms ({}), {} commits, {:.1} events published, {:.1} deliveries handled",
+            "CPU {:.1} ms ({}; the generator {:.1} more), {} PostgreSQL transactions (reads \
+             included), {:.1} events published, {:.1} deliveries handled",
             self.cpu_ms_total,
             parts.join(", "),
+            self.generator_cpu_ms,
             self.commits.map_or("?".to_owned(), |c| format!("{c:.1}")),
             self.events_published,
             self.deliveries_handled
@@ -79,7 +87,7 @@ fn cpu_ticks(pid: &str) -> Option<f64> {
 
 /// The component a process belongs to: the fleet's pid files name services (and their
 /// replicas, summed); the dependencies by their process name.
-fn cpu_by_component(run_dir: &Path) -> BTreeMap<String, f64> {
+pub fn cpu_seconds(run_dir: &Path) -> BTreeMap<String, f64> {
     let mut ticks: BTreeMap<String, f64> = BTreeMap::new();
     let mut fleet_pids = Vec::new();
     if let Ok(entries) = std::fs::read_dir(run_dir) {
@@ -124,6 +132,9 @@ fn cpu_by_component(run_dir: &Path) -> BTreeMap<String, f64> {
             }
         }
     }
+    if let Some(t) = cpu_ticks(&std::process::id().to_string()) {
+        ticks.insert(GENERATOR.to_owned(), t);
+    }
     let hz = ticks_per_sec();
     ticks.into_iter().map(|(c, t)| (c, t / hz)).collect()
 }
@@ -159,25 +170,46 @@ async fn commits(database_url: &str) -> Option<f64> {
     .flatten()
 }
 
+/// Events published and deliveries handled so far, summed over every replica.
+async fn event_counts(fleet: &Fleet) -> (f64, f64) {
+    let (mut published, mut consumed) = (0.0, 0.0);
+    for replicas in fleet.every_service() {
+        for url in replicas.all() {
+            let Ok(resp) = fleet.http.get(format!("{url}/metrics")).send().await else {
+                continue;
+            };
+            let text = resp.text().await.unwrap_or_default();
+            published += counter_sum(&text, "outbox_published_total");
+            consumed += counter_sum(&text, "events_consumed_total");
+        }
+    }
+    (published, consumed)
+}
+
+/// Waits (up to `timeout`) until no event has been published or handled for two
+/// seconds: the work an earlier step set off (registrations, say) is done and does not
+/// count into what comes next.
+pub async fn quiesce(fleet: &Fleet, timeout: std::time::Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = event_counts(fleet).await;
+    let mut calm = 0;
+    while calm < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = event_counts(fleet).await;
+        calm = if now == last { calm + 1 } else { 0 };
+        last = now;
+    }
+}
+
 impl Snapshot {
     pub async fn take(fleet: &Fleet, run_dir: &Path, database_url: Option<&str>) -> Self {
-        let (mut published, mut consumed) = (0.0, 0.0);
-        for replicas in fleet.every_service() {
-            for url in replicas.all() {
-                let Ok(resp) = fleet.http.get(format!("{url}/metrics")).send().await else {
-                    continue;
-                };
-                let text = resp.text().await.unwrap_or_default();
-                published += counter_sum(&text, "outbox_published_total");
-                consumed += counter_sum(&text, "events_consumed_total");
-            }
-        }
+        let (published, consumed) = event_counts(fleet).await;
         let commits = match database_url {
             Some(url) => commits(url).await,
             None => None,
         };
         Self {
-            cpu: cpu_by_component(run_dir),
+            cpu: cpu_seconds(run_dir),
             commits,
             published,
             consumed,
@@ -187,7 +219,7 @@ impl Snapshot {
     /// What happened from `self` to `later`, per unit of work (`units` at least 1).
     pub fn per_unit(&self, later: &Snapshot, units: usize) -> PerUnit {
         let n = units.max(1) as f64;
-        let cpu_ms: BTreeMap<String, f64> = later
+        let mut cpu_ms: BTreeMap<String, f64> = later
             .cpu
             .iter()
             .map(|(c, s)| {
@@ -198,8 +230,10 @@ impl Snapshot {
                 )
             })
             .collect();
+        let generator_cpu_ms = cpu_ms.remove(GENERATOR).unwrap_or(0.0);
         PerUnit {
             units,
+            generator_cpu_ms,
             cpu_ms_total: (cpu_ms.values().sum::<f64>() * 10.0).round() / 10.0,
             cpu_ms,
             commits: match (self.commits, later.commits) {
@@ -245,7 +279,11 @@ mod tests {
             consumed: 20.0,
         };
         let after = Snapshot {
-            cpu: BTreeMap::from([("order".to_owned(), 1.5), ("postgresql".to_owned(), 1.0)]),
+            cpu: BTreeMap::from([
+                ("order".to_owned(), 1.5),
+                ("postgresql".to_owned(), 1.0),
+                (GENERATOR.to_owned(), 0.2),
+            ]),
             commits: Some(500.0),
             published: 110.0,
             consumed: 220.0,
@@ -254,6 +292,7 @@ mod tests {
         assert_eq!(per.cpu_ms["order"], 50.0);
         assert_eq!(per.cpu_ms["postgresql"], 100.0);
         assert_eq!(per.cpu_ms_total, 150.0);
+        assert_eq!(per.generator_cpu_ms, 20.0);
         assert_eq!(per.commits, Some(40.0));
         assert_eq!(per.events_published, 10.0);
         assert_eq!(per.deliveries_handled, 20.0);
