@@ -88,14 +88,14 @@ impl Fleet {
         })
     }
 
-    pub fn every_service(&self) -> [&Replicas; 6] {
+    pub fn every_service(&self) -> [(&'static str, &Replicas); 6] {
         [
-            &self.customer,
-            &self.order,
-            &self.notification,
-            &self.inventory,
-            &self.vendor,
-            &self.cart,
+            ("customer", &self.customer),
+            ("order", &self.order),
+            ("notification", &self.notification),
+            ("inventory", &self.inventory),
+            ("vendor", &self.vendor),
+            ("cart", &self.cart),
         ]
     }
 

@@ -20,8 +20,10 @@ pub struct Snapshot {
     /// CPU seconds (user + system, children reaped included) by component.
     cpu: BTreeMap<String, f64>,
     commits: Option<f64>,
+    /// Rows inserted, updated or deleted so far, by schema (`pg_stat_user_tables`).
+    rows: BTreeMap<String, f64>,
     published: f64,
-    consumed: f64,
+    consumed: BTreeMap<String, f64>,
 }
 
 /// The difference of two snapshots divided by the units of work between them.
@@ -35,8 +37,12 @@ pub struct PerUnit {
     pub generator_cpu_ms: f64,
     /// PostgreSQL's `xact_commit`: transactions, a statement outside one included.
     pub commits: Option<f64>,
+    /// Rows written per unit, by schema: which service's database does the work.
+    pub rows_written: BTreeMap<String, f64>,
     pub events_published: f64,
     pub deliveries_handled: f64,
+    /// Deliveries per unit by the service (queue) that handled them.
+    pub deliveries_by_queue: BTreeMap<String, f64>,
 }
 
 impl PerUnit {
@@ -49,15 +55,23 @@ impl PerUnit {
             .filter(|(_, ms)| **ms >= 0.05)
             .map(|(name, ms)| format!("{name} {ms:.1}"))
             .collect();
+        let by = |m: &BTreeMap<String, f64>| {
+            m.iter()
+                .map(|(k, n)| format!("{k} {n:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         format!(
             "CPU {:.1} ms ({}; the generator {:.1} more), {} PostgreSQL transactions (reads \
-             included), {:.1} events published, {:.1} deliveries handled",
+             included), rows written ({}), {:.1} events published, {:.1} deliveries handled ({})",
             self.cpu_ms_total,
             parts.join(", "),
             self.generator_cpu_ms,
             self.commits.map_or("?".to_owned(), |c| format!("{c:.1}")),
+            by(&self.rows_written),
             self.events_published,
-            self.deliveries_handled
+            self.deliveries_handled,
+            by(&self.deliveries_by_queue)
         )
     }
 }
@@ -150,37 +164,39 @@ fn counter_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// The number of commits of the database `database_url` names (psql on a blocking
-/// thread).
-async fn commits(database_url: &str) -> Option<f64> {
+/// The rows of `sql` (psql -tA, fields separated by a space) on the database
+/// `database_url` names, on a blocking thread; empty when psql fails.
+async fn psql_rows(database_url: &str, sql: &'static str) -> Vec<Vec<String>> {
     let url = database_url.to_owned();
     tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new("psql")
-            .args([
-                &url,
-                "-qtAc",
-                "select xact_commit from pg_stat_database where datname = current_database()",
-            ])
+        let Ok(out) = std::process::Command::new("psql")
+            .args([&url, "-qtA", "-F", " ", "-c", sql])
             .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+        else {
+            return Vec::new();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .collect()
     })
     .await
-    .ok()
-    .flatten()
+    .unwrap_or_default()
 }
 
-/// Events published and deliveries handled so far, summed over every replica.
-async fn event_counts(fleet: &Fleet) -> (f64, f64) {
-    let (mut published, mut consumed) = (0.0, 0.0);
-    for replicas in fleet.every_service() {
+/// Events published and deliveries handled so far (by the service whose queue they
+/// came from), summed over every replica.
+async fn event_counts(fleet: &Fleet) -> (f64, BTreeMap<String, f64>) {
+    let (mut published, mut consumed) = (0.0, BTreeMap::new());
+    for (service, replicas) in fleet.every_service() {
         for url in replicas.all() {
             let Ok(resp) = fleet.http.get(format!("{url}/metrics")).send().await else {
                 continue;
             };
             let text = resp.text().await.unwrap_or_default();
             published += counter_sum(&text, "outbox_published_total");
-            consumed += counter_sum(&text, "events_consumed_total");
+            *consumed.entry(service.to_owned()).or_insert(0.0) +=
+                counter_sum(&text, "events_consumed_total");
         }
     }
     (published, consumed)
@@ -204,13 +220,32 @@ pub async fn quiesce(fleet: &Fleet, timeout: std::time::Duration) {
 impl Snapshot {
     pub async fn take(fleet: &Fleet, run_dir: &Path, database_url: Option<&str>) -> Self {
         let (published, consumed) = event_counts(fleet).await;
-        let commits = match database_url {
-            Some(url) => commits(url).await,
-            None => None,
+        let (commits, rows) = match database_url {
+            Some(url) => {
+                let commits = psql_rows(
+                    url,
+                    "select xact_commit from pg_stat_database where datname = current_database()",
+                )
+                .await
+                .first()
+                .and_then(|r| r.first()?.parse().ok());
+                let rows = psql_rows(
+                    url,
+                    "select schemaname, sum(n_tup_ins + n_tup_upd + n_tup_del) \
+                     from pg_stat_user_tables group by 1",
+                )
+                .await
+                .into_iter()
+                .filter_map(|r| Some((r.first()?.clone(), r.get(1)?.parse().ok()?)))
+                .collect();
+                (commits, rows)
+            }
+            None => (None, BTreeMap::new()),
         };
         Self {
             cpu: cpu_seconds(run_dir),
             commits,
+            rows,
             published,
             consumed,
         }
@@ -240,8 +275,31 @@ impl Snapshot {
                 (Some(a), Some(b)) => Some(((b - a) / n * 10.0).round() / 10.0),
                 _ => None,
             },
+            rows_written: later
+                .rows
+                .iter()
+                .map(|(schema, r)| {
+                    let before = self.rows.get(schema).copied().unwrap_or(0.0);
+                    (schema.clone(), ((r - before) / n * 10.0).round() / 10.0)
+                })
+                .filter(|(_, r)| *r > 0.0)
+                .collect(),
             events_published: ((later.published - self.published) / n * 10.0).round() / 10.0,
-            deliveries_handled: ((later.consumed - self.consumed) / n * 10.0).round() / 10.0,
+            deliveries_handled: ((later.consumed.values().sum::<f64>()
+                - self.consumed.values().sum::<f64>())
+                / n
+                * 10.0)
+                .round()
+                / 10.0,
+            deliveries_by_queue: later
+                .consumed
+                .iter()
+                .map(|(q, c)| {
+                    let before = self.consumed.get(q).copied().unwrap_or(0.0);
+                    (q.clone(), ((c - before) / n * 10.0).round() / 10.0)
+                })
+                .filter(|(_, c)| *c > 0.0)
+                .collect(),
         }
     }
 }
@@ -275,8 +333,9 @@ mod tests {
         let before = Snapshot {
             cpu: BTreeMap::from([("order".to_owned(), 1.0)]),
             commits: Some(100.0),
+            rows: BTreeMap::from([("orders".to_owned(), 50.0)]),
             published: 10.0,
-            consumed: 20.0,
+            consumed: BTreeMap::from([("order".to_owned(), 20.0)]),
         };
         let after = Snapshot {
             cpu: BTreeMap::from([
@@ -285,8 +344,9 @@ mod tests {
                 (GENERATOR.to_owned(), 0.2),
             ]),
             commits: Some(500.0),
+            rows: BTreeMap::from([("orders".to_owned(), 150.0), ("cart".to_owned(), 0.0)]),
             published: 110.0,
-            consumed: 220.0,
+            consumed: BTreeMap::from([("order".to_owned(), 170.0), ("cart".to_owned(), 50.0)]),
         };
         let per = before.per_unit(&after, 10);
         assert_eq!(per.cpu_ms["order"], 50.0);
@@ -294,7 +354,13 @@ mod tests {
         assert_eq!(per.cpu_ms_total, 150.0);
         assert_eq!(per.generator_cpu_ms, 20.0);
         assert_eq!(per.commits, Some(40.0));
+        assert_eq!(
+            per.rows_written,
+            BTreeMap::from([("orders".to_owned(), 10.0)])
+        );
         assert_eq!(per.events_published, 10.0);
         assert_eq!(per.deliveries_handled, 20.0);
+        assert_eq!(per.deliveries_by_queue["order"], 15.0);
+        assert_eq!(per.deliveries_by_queue["cart"], 5.0);
     }
 }
