@@ -41,6 +41,9 @@ pub struct Problem {
     pub headers: HeaderMap,
 }
 
+/// The members of a problem that are not extensions.
+const RESERVED_MEMBERS: [&str; 6] = ["type", "title", "status", "detail", "instance", "errors"];
+
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         Self {
@@ -65,11 +68,18 @@ impl Problem {
         self
     }
 
+    /// Adds an extension member. The members RFC 9457 defines (and `errors`) are not
+    /// extensions: a key that names one would write it twice, and clients read the
+    /// last, so it is refused (a panic in tests, left out otherwise).
     pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
-        self.extensions.insert(
-            key.into(),
-            serde_json::to_value(value).unwrap_or(Value::Null),
-        );
+        let reserved = RESERVED_MEMBERS.contains(&key);
+        debug_assert!(!reserved, "`{key}` is a problem member, not an extension");
+        if !reserved {
+            self.extensions.insert(
+                key.into(),
+                serde_json::to_value(value).unwrap_or(Value::Null),
+            );
+        }
         self
     }
 
@@ -504,6 +514,23 @@ impl From<QueryRejection> for Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_extension_is_written_once_beside_the_standard_members() {
+        let problem =
+            Problem::conflict("illegal-status-change", "No.").with("order_status", "shipped");
+        let body = serde_json::to_string(&problem).unwrap();
+        assert_eq!(body.matches("\"status\"").count(), 1, "{body}");
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["status"], 409);
+        assert_eq!(json["order_status"], "shipped");
+    }
+
+    #[test]
+    #[should_panic(expected = "`status` is a problem member")]
+    fn an_extension_named_like_a_standard_member_is_refused() {
+        let _ = Problem::conflict("illegal-status-change", "No.").with("status", "shipped");
+    }
 
     #[test]
     fn finish_with_gives_the_values_or_every_error_and_never_panics() {

@@ -273,7 +273,7 @@ fn problem(e: OrderError) -> ApiError {
             "Part of the order has shipped; it can no longer be cancelled.",
         )
         .title("Illegal status change")
-        .with("status", domain::status_name(status))
+        .with("order_status", domain::status_name(status))
         .with("allowed", ["shipped"])
         .into(),
         OrderError::AlreadyShipped => Problem::conflict(
@@ -285,7 +285,7 @@ fn problem(e: OrderError) -> ApiError {
         OrderError::Transition(TransitionError::Illegal(t)) => {
             Problem::conflict("illegal-status-change", t.to_string())
                 .title("Illegal status change")
-                .with("status", domain::status_name(t.current))
+                .with("order_status", domain::status_name(t.current))
                 .with(
                     "allowed",
                     t.allowed

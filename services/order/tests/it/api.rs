@@ -7,7 +7,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{Checkout, Harness, WAIT, statuses};
+use mp_test_support::clients::order::{Order, OrderPage, Ship};
+use mp_test_support::clients::{ApiResult, Expect};
+
+use crate::harness::{Checkout, Harness, WAIT};
 
 async fn confirmed_order(h: &Harness, lines: &[(Uuid, Uuid, i64)]) -> Checkout {
     let c = h.checkout(lines, "tok_visa").await;
@@ -15,24 +18,17 @@ async fn confirmed_order(h: &Harness, lines: &[(Uuid, Uuid, i64)]) -> Checkout {
     c
 }
 
-async fn ship(h: &Harness, c: &Checkout, token: &str, body: Value) -> (StatusCode, Value) {
-    h.call(
-        Method::POST,
-        &format!("/api/orders/{}/ship", c.order_id),
-        Some(token),
-        Some(body),
-    )
-    .await
+async fn ship(h: &Harness, c: &Checkout, token: &str, ship: Ship) -> ApiResult<Order> {
+    h.client().ship(token, c.order_id, &ship).await
 }
 
-async fn post(h: &Harness, c: &Checkout, action: &str, token: &str) -> (StatusCode, Value) {
-    h.call(
-        Method::POST,
-        &format!("/api/orders/{}/{action}", c.order_id),
-        Some(token),
-        None,
-    )
-    .await
+/// `cancel` or `deliver` the order as the holder of `token`.
+async fn post(h: &Harness, c: &Checkout, action: &str, token: &str) -> ApiResult<Order> {
+    match action {
+        "cancel" => h.client().cancel(token, c.order_id).await,
+        "deliver" => h.client().deliver(token, c.order_id).await,
+        other => panic!("no action {other}"),
+    }
 }
 
 #[tokio::test]
@@ -43,16 +39,17 @@ async fn cancelling_a_confirmed_order_refunds_it_and_returns_the_stock() {
     let c = confirmed_order(&h, &[(product, vendor, 4)]).await;
     assert_eq!(h.on_hand(product).await, 6);
 
-    let (status, body) = post(&h, &c, "cancel", &h.customer_token(c.customer_id)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "cancelled");
+    let body = post(&h, &c, "cancel", &h.tokens.customer(c.customer_id))
+        .await
+        .expect_ok();
+    assert_eq!(body.status, "cancelled");
     let order = h.wait_settled(&c).await;
     assert_eq!(
-        statuses(&order),
+        order.statuses(),
         ["pending", "paid", "confirmed", "cancelled"]
     );
     assert_eq!(
-        order["status_history"][3]["by"],
+        order.status_history[3].by,
         format!("customer:{}", c.customer_id)
     );
     assert_eq!(h.successful(c.order_id, "refund").await, 1);
@@ -67,9 +64,10 @@ async fn cancelling_a_confirmed_order_refunds_it_and_returns_the_stock() {
     );
 
     // Cancelled is final.
-    let (status, body) = post(&h, &c, "cancel", &h.customer_token(c.customer_id)).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["status"], "cancelled");
+    let body = post(&h, &c, "cancel", &h.tokens.customer(c.customer_id))
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(body["order_status"], "cancelled");
 }
 
 #[tokio::test]
@@ -78,58 +76,30 @@ async fn a_two_vendor_order_ships_per_vendor_and_only_then_can_be_delivered() {
     let (v1, v2) = (Uuid::now_v7(), Uuid::now_v7());
     let (p1, p2) = (h.product(v1, 5).await, h.product(v2, 5).await);
     let c = confirmed_order(&h, &[(p1, v1, 1), (p2, v2, 2)]).await;
-    let (m1, m2) = (h.member_token(v1), h.member_token(v2));
+    let (m1, m2) = (h.tokens.member_of(v1), h.tokens.member_of(v2));
 
     // A vendor member sees only its own lines.
-    let (status, seen) = h
-        .call(
-            Method::GET,
-            &format!("/api/orders/{}", c.order_id),
-            Some(&m1),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{seen}");
-    assert_eq!(seen["items"].as_array().unwrap().len(), 1);
-    assert_eq!(seen["items"][0]["vendor_id"], v1.to_string());
-    assert_eq!(seen["total"]["amount"], 1999);
-    assert_eq!(seen["payments"], json!([]));
+    let seen = h.client().get(&m1, c.order_id).await.expect_ok();
+    assert_eq!(seen.items.len(), 1);
+    assert_eq!(seen.items[0].vendor_id, v1);
+    assert_eq!(seen.total.amount, 1999);
+    assert!(seen.payments.is_empty());
 
-    let (status, body) = ship(
-        &h,
-        &c,
-        &m1,
-        json!({"carrier": "DHL", "tracking_number": "A1"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["status"], "confirmed", "one vendor still has to ship");
-    let (status, _) = ship(
-        &h,
-        &c,
-        &m1,
-        json!({"carrier": "DHL", "tracking_number": "A2"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CONFLICT, "a vendor ships once");
-    let (status, _) = post(&h, &c, "deliver", &m1).await;
-    assert_eq!(status, StatusCode::CONFLICT, "not shipped yet");
-    let (status, body) = post(&h, &c, "cancel", &h.customer_token(c.customer_id)).await;
-    assert_eq!(
-        status,
-        StatusCode::CONFLICT,
-        "part of it has shipped: {body}"
-    );
+    let body = ship(&h, &c, &m1, Ship::new("DHL", "A1")).await.expect_ok();
+    assert_eq!(body.status, "confirmed", "one vendor still has to ship");
+    ship(&h, &c, &m1, Ship::new("DHL", "A2"))
+        .await
+        .expect_problem(StatusCode::CONFLICT, None); // a vendor ships once
+    post(&h, &c, "deliver", &m1)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None); // not shipped yet
+    // Part of it has shipped.
+    post(&h, &c, "cancel", &h.tokens.customer(c.customer_id))
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
 
-    let (status, body) = ship(
-        &h,
-        &c,
-        &m2,
-        json!({"carrier": "UPS", "tracking_number": "B1"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["status"], "shipped");
+    let body = ship(&h, &c, &m2, Ship::new("UPS", "B1")).await.expect_ok();
+    assert_eq!(body.status, "shipped");
     let shipped = h.events("order.shipped", c.order_id).await;
     assert_eq!(shipped.len(), 2);
     assert_eq!(shipped[0]["vendor_id"], v1.to_string());
@@ -138,20 +108,20 @@ async fn a_two_vendor_order_ships_per_vendor_and_only_then_can_be_delivered() {
     assert_eq!(shipped[1]["items"].as_array().unwrap().len(), 1);
     assert_eq!(shipped[1]["tracking_number"], "B1");
 
-    let (status, body) = post(&h, &c, "cancel", &h.customer_token(c.customer_id)).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["status"], "shipped");
+    let body = post(&h, &c, "cancel", &h.tokens.customer(c.customer_id))
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(body["order_status"], "shipped");
     assert_eq!(body["allowed"], json!(["delivered"]));
 
-    let (status, body) = post(&h, &c, "deliver", &m2).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "delivered");
+    let body = post(&h, &c, "deliver", &m2).await.expect_ok();
+    assert_eq!(body.status, "delivered");
     let order = h.read(&c).await;
     assert_eq!(
-        statuses(&order),
+        order.statuses(),
         ["pending", "paid", "confirmed", "shipped", "delivered"]
     );
-    assert_eq!(order["shipments"].as_array().unwrap().len(), 2);
+    assert_eq!(order.shipments.len(), 2);
 }
 
 #[tokio::test]
@@ -161,76 +131,62 @@ async fn only_the_customer_their_vendors_and_admins_read_cancel_and_ship() {
     let product = h.product(vendor, 5).await;
     let c = confirmed_order(&h, &[(product, vendor, 1)]).await;
     let path = format!("/api/orders/{}", c.order_id);
-    let stranger = h.customer_token(Uuid::now_v7());
-    let other_vendor = h.member_token(Uuid::now_v7());
-    let member = h.member_token(vendor);
-    let customer = h.customer_token(c.customer_id);
+    let stranger = h.tokens.customer(Uuid::now_v7());
+    let other_vendor = h.tokens.member_of(Uuid::now_v7());
+    let member = h.tokens.member_of(vendor);
+    let customer = h.tokens.customer(c.customer_id);
 
-    let (status, _) = h.call(Method::GET, &path, None, None).await;
+    let (status, _) = h.api().call(Method::GET, &path, None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     for token in [&stranger, &other_vendor] {
-        let (status, body) = h.call(Method::GET, &path, Some(token), None).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-        assert_eq!(post(&h, &c, "cancel", token).await.0, StatusCode::NOT_FOUND);
-        let (status, _) = ship(
-            &h,
-            &c,
-            token,
-            json!({"carrier": "DHL", "tracking_number": "X"}),
-        )
-        .await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-    }
-    assert_eq!(
-        h.call(Method::GET, &path, Some(&h.admin_token()), None)
+        h.client()
+            .get(token, c.order_id)
             .await
-            .0,
-        StatusCode::OK
-    );
+            .expect_problem(StatusCode::NOT_FOUND, None);
+        post(&h, &c, "cancel", token)
+            .await
+            .expect_problem(StatusCode::NOT_FOUND, None);
+        ship(&h, &c, token, Ship::new("DHL", "X"))
+            .await
+            .expect_problem(StatusCode::NOT_FOUND, None);
+    }
+    h.client()
+        .get(&h.tokens.admin(), c.order_id)
+        .await
+        .expect_ok();
     // The vendor does not cancel; the customer does not ship or deliver.
-    assert_eq!(
-        post(&h, &c, "cancel", &member).await.0,
-        StatusCode::FORBIDDEN
-    );
-    let (status, _) = ship(
-        &h,
-        &c,
-        &customer,
-        json!({"carrier": "DHL", "tracking_number": "X"}),
-    )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        post(&h, &c, "deliver", &customer).await.0,
-        StatusCode::FORBIDDEN
-    );
+    post(&h, &c, "cancel", &member)
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, None);
+    ship(&h, &c, &customer, Ship::new("DHL", "X"))
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, None);
+    post(&h, &c, "deliver", &customer)
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, None);
     // A member naming a vendor it does not belong to; an admin naming one with no lines.
-    let (status, _) = ship(
+    ship(
         &h,
         &c,
         &member,
-        json!({"carrier": "DHL", "tracking_number": "X", "vendor_id": Uuid::now_v7()}),
+        Ship::new("DHL", "X").for_vendor(Uuid::now_v7()),
     )
-    .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = ship(
+    .await
+    .expect_problem(StatusCode::FORBIDDEN, None);
+    ship(
         &h,
         &c,
-        &h.admin_token(),
-        json!({"carrier": "DHL", "tracking_number": "X", "vendor_id": Uuid::now_v7()}),
+        &h.tokens.admin(),
+        Ship::new("DHL", "X").for_vendor(Uuid::now_v7()),
     )
-    .await;
-    assert_eq!(
-        status,
-        StatusCode::NOT_FOUND,
-        "a vendor with no lines in the order"
-    );
+    .await
+    .expect_problem(StatusCode::NOT_FOUND, None); // a vendor with no lines in the order
     // An admin ships on the vendor's behalf; the 201 names the order.
     let resp = h
         .http
         .post(h.url(&format!("/api/orders/{}/ship", c.order_id)))
-        .bearer_auth(h.admin_token())
-        .json(&json!({"carrier": "DHL", "tracking_number": "X", "vendor_id": vendor}))
+        .bearer_auth(h.tokens.admin())
+        .json(&Ship::new("DHL", "X").for_vendor(vendor))
         .send()
         .await
         .expect("request sent");
@@ -239,10 +195,10 @@ async fn only_the_customer_their_vendors_and_admins_read_cancel_and_ship() {
         resp.headers()["location"],
         format!("/api/orders/{}", c.order_id).as_str()
     );
-    let body: Value = resp.json().await.expect("a JSON body");
-    assert_eq!(body["status"], "shipped");
-    assert_eq!(body["shipments"][0]["carrier"], "DHL");
-    assert_eq!(h.read(&c).await["status"], "shipped");
+    let body: Order = resp.json().await.expect("an order");
+    assert_eq!(body.status, "shipped");
+    assert_eq!(body.shipments[0].carrier, "DHL");
+    assert_eq!(h.read(&c).await.status, "shipped");
 }
 
 #[tokio::test]
@@ -255,105 +211,62 @@ async fn lists_show_own_orders_vendor_orders_and_all_to_admins_page_by_page() {
     let declined = h.checkout(&[(p1, v1, 1)], "tok_declined").await;
     h.wait_status(&declined, "payment_failed").await;
 
-    let ids = |body: &Value| -> Vec<String> {
-        body["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|o| o["id"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    let list = |token: String, query: &'static str| {
+    let ids = |page: &OrderPage| -> Vec<Uuid> { page.items.iter().map(|o| o.id).collect() };
+    let list = |token: String, query: String| {
         let h = &h;
-        async move {
-            let (status, body) = h
-                .call(
-                    Method::GET,
-                    &format!("/api/orders{query}"),
-                    Some(&token),
-                    None,
-                )
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            body
-        }
+        async move { h.client().list(&token, &query).await.expect_ok() }
     };
-    let own = list(h.customer_token(a.customer_id), "").await;
-    assert_eq!(ids(&own), [a.order_id.to_string()]);
-    assert_eq!(own["items"][0]["items"].as_array().unwrap().len(), 2);
+    let own = list(h.tokens.customer(a.customer_id), String::new()).await;
+    assert_eq!(ids(&own), [a.order_id]);
+    assert_eq!(own.items[0].items.len(), 2);
 
-    let vendor1 = list(h.member_token(v1), "").await;
-    assert_eq!(
-        ids(&vendor1),
-        [declined.order_id.to_string(), a.order_id.to_string()]
-    );
-    assert_eq!(
-        vendor1["items"][1]["items"].as_array().unwrap().len(),
-        1,
-        "only its lines"
-    );
-    assert_eq!(vendor1["items"][1]["total"]["amount"], 1999);
-    let vendor2 = list(h.member_token(v2), "?status=confirmed").await;
-    assert_eq!(
-        ids(&vendor2),
-        [b.order_id.to_string(), a.order_id.to_string()]
-    );
+    let vendor1 = list(h.tokens.member_of(v1), String::new()).await;
+    assert_eq!(ids(&vendor1), [declined.order_id, a.order_id]);
+    assert_eq!(vendor1.items[1].items.len(), 1, "only its lines");
+    assert_eq!(vendor1.items[1].total.amount, 1999);
+    let vendor2 = list(h.tokens.member_of(v2), "?status=confirmed".into()).await;
+    assert_eq!(ids(&vendor2), [b.order_id, a.order_id]);
 
-    let admin = h.admin_token();
-    let first = list(admin.clone(), "?limit=2").await;
-    assert_eq!(
-        ids(&first),
-        [declined.order_id.to_string(), b.order_id.to_string()]
-    );
-    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
-    let (status, rest) = h
-        .call(
-            Method::GET,
-            &format!("/api/orders?limit=2&cursor={cursor}"),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(ids(&rest), [a.order_id.to_string()]);
-    assert!(rest["next_cursor"].is_null());
-    let failed = list(admin, "?status=payment_failed").await;
-    assert_eq!(ids(&failed), [declined.order_id.to_string()]);
+    let admin = h.tokens.admin();
+    let first = list(admin.clone(), "?limit=2".into()).await;
+    assert_eq!(ids(&first), [declined.order_id, b.order_id]);
+    let cursor = first.next_cursor.expect("a next page");
+    let rest = list(admin.clone(), format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&rest), [a.order_id]);
+    assert!(rest.next_cursor.is_none());
+    let failed = list(admin, "?status=payment_failed".into()).await;
+    assert_eq!(ids(&failed), [declined.order_id]);
 }
 
 #[tokio::test]
 async fn the_payment_method_hand_off_is_for_the_cart_only_and_keeps_the_first_token() {
     let h = Harness::start_with(crate::harness::settings(), false).await;
     let c = h.checkout_event(&[(Uuid::now_v7(), Uuid::now_v7(), 1)]);
-    assert_eq!(
-        h.put_payment_method(&c, "tok_visa").await,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        h.put_payment_method(&c, "tok_visa").await,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        h.put_payment_method(&c, "tok_declined").await,
-        StatusCode::CONFLICT
-    );
+    h.put_payment_method(&c, "tok_visa").await.expect_ok();
+    // The same token again is stored already; another one is refused.
+    h.put_payment_method(&c, "tok_visa").await.expect_ok();
+    h.put_payment_method(&c, "tok_declined")
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
 
     let path = format!("/api/internal/orders/{}/payment-method", c.order_id);
     let body =
         json!({"customer_id": c.customer_id, "cart_id": c.cart_id, "payment_token": "tok_visa"});
     let (status, _) = h
+        .api()
         .call(
             Method::PUT,
             &path,
-            Some(&h.service_token(Service::Inventory)),
+            Some(&h.tokens.service(Service::Inventory, Service::Order)),
             Some(body.clone()),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     // The cart's own token, but minted for inventory: the order service refuses it
     // (a service that received it cannot replay it elsewhere).
-    let for_inventory = h.keys.service_token(Service::Cart, Service::Inventory).0;
+    let for_inventory = h.tokens.service(Service::Cart, Service::Inventory);
     let (status, _) = h
+        .api()
         .call(Method::PUT, &path, Some(&for_inventory), Some(body.clone()))
         .await;
     assert_eq!(
@@ -362,10 +275,11 @@ async fn the_payment_method_hand_off_is_for_the_cart_only_and_keeps_the_first_to
         "a token for another service"
     );
     let (status, _) = h
+        .api()
         .call(
             Method::PUT,
             &path,
-            Some(&h.customer_token(c.customer_id)),
+            Some(&h.tokens.customer(c.customer_id)),
             Some(body),
         )
         .await;
@@ -383,9 +297,9 @@ async fn bad_input_on_every_endpoint_is_a_problem_and_changes_nothing() {
     let vendor = Uuid::now_v7();
     let product = h.product(vendor, 5).await;
     let c = confirmed_order(&h, &[(product, vendor, 1)]).await;
-    let member = h.member_token(vendor);
-    let admin = h.admin_token();
-    let cart = h.service_token(Service::Cart);
+    let member = h.tokens.member_of(vendor);
+    let admin = h.tokens.admin();
+    let cart = h.tokens.service(Service::Cart, Service::Order);
     let order = format!("/api/orders/{}", c.order_id);
     let pm = format!("/api/internal/orders/{}/payment-method", Uuid::now_v7());
 
@@ -601,9 +515,9 @@ async fn bad_input_on_every_endpoint_is_a_problem_and_changes_nothing() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     let after = h.read(&c).await;
-    assert_eq!(after["status"], "confirmed");
-    assert_eq!(statuses(&after), ["pending", "paid", "confirmed"]);
-    assert!(after["shipments"].as_array().unwrap().is_empty());
+    assert_eq!(after.status, "confirmed");
+    assert_eq!(after.statuses(), ["pending", "paid", "confirmed"]);
+    assert!(after.shipments.is_empty());
     let methods: i64 = sqlx::query_scalar("select count(*) from payment_methods")
         .fetch_one(&h.db)
         .await
@@ -617,26 +531,28 @@ async fn concurrent_cancels_of_one_order_let_exactly_one_win() {
     let vendor = Uuid::now_v7();
     let product = h.product(vendor, 5).await;
     let c = confirmed_order(&h, &[(product, vendor, 1)]).await;
-    let customer = h.customer_token(c.customer_id);
-    let admin = h.admin_token();
+    let customer = h.tokens.customer(c.customer_id);
+    let admin = h.tokens.admin();
 
     let attempts = (0..6).map(|i| {
         let token = if i % 2 == 0 { &customer } else { &admin };
         post(&h, &c, "cancel", token)
     });
     let results = futures::future::join_all(attempts).await;
-    let won = results.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let won = results.iter().filter(|r| r.is_ok()).count();
     let lost = results
         .iter()
-        .filter(|(s, b)| *s == StatusCode::CONFLICT && b["status"] == "cancelled")
+        .filter_map(|r| r.as_ref().err())
+        .filter(|p| p.status == StatusCode::CONFLICT && p["order_status"] == "cancelled")
         .count();
     assert_eq!((won, lost), (1, 5), "{results:?}");
 
     let order = h.wait_settled(&c).await;
     assert_eq!(
-        statuses(&order)
+        order
+            .statuses()
             .iter()
-            .filter(|s| *s == "cancelled")
+            .filter(|s| **s == "cancelled")
             .count(),
         1
     );
