@@ -36,6 +36,11 @@ impl Tokens {
         self.user(user_id, &["customer", "vendor"], vec![vendor_id])
     }
 
+    /// A token of a new user who is a member of `vendor_id`.
+    pub fn member_of(&self, vendor_id: Uuid) -> String {
+        self.member(Uuid::now_v7(), vendor_id)
+    }
+
     /// A token of `service` for calling `target`.
     pub fn service(&self, service: Service, target: Service) -> String {
         self.0.service_token(service, target).0

@@ -40,6 +40,8 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// The body as JSON (`Null` when it was empty or not JSON).
     pub body: Value,
+    /// The answer's headers (`Retry-After`, say); empty where only a body was given.
+    pub headers: HeaderMap,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +71,7 @@ impl Problem {
             detail: members.detail,
             errors: members.errors,
             body,
+            headers: HeaderMap::new(),
         }
     }
 
@@ -127,18 +130,33 @@ pub struct Reply<T> {
 /// The result of a typed call.
 pub type ApiResult<T> = Result<T, Problem>;
 
-/// Unwraps a typed result, failing the test with the problem.
+/// Unwraps a typed result, failing the test with the problem (or the success).
 pub trait Expect<T> {
     #[track_caller]
     fn expect_ok(self) -> T;
+
+    /// The problem, asserted with [`Problem::assert`]; a success fails the test.
+    #[track_caller]
+    fn expect_problem(self, expected: StatusCode, field: Option<&str>) -> Problem;
 }
 
-impl<T> Expect<T> for ApiResult<T> {
+impl<T: fmt::Debug> Expect<T> for ApiResult<T> {
     #[track_caller]
     fn expect_ok(self) -> T {
         match self {
             Ok(v) => v,
             Err(problem) => panic!("expected success, got {problem}"),
+        }
+    }
+
+    #[track_caller]
+    fn expect_problem(self, expected: StatusCode, field: Option<&str>) -> Problem {
+        match self {
+            Ok(v) => panic!("expected a {expected} problem, got success: {v:?}"),
+            Err(problem) => {
+                problem.assert(expected, field);
+                problem
+            }
         }
     }
 }
@@ -200,6 +218,30 @@ impl Api {
         (status, body)
     }
 
+    /// Sends `body` as it is, with `content_type` (malformed JSON, a wrong type):
+    /// returns the status, the answer's content type and its JSON body (`Null` when
+    /// empty or not JSON).
+    pub async fn call_text(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, String, Value) {
+        let req = self
+            .request(method, path, token)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.to_owned());
+        let (status, headers, body) = self.raw(req).await;
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (status, content_type, body)
+    }
+
     /// Sends a request; returns status, headers and the JSON body (`Null` when empty
     /// or not JSON).
     pub async fn raw(&self, req: RequestBuilder) -> (StatusCode, HeaderMap, Value) {
@@ -227,7 +269,9 @@ impl Api {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-            return Err(Problem::from_parts(status, content_type, body));
+            let mut problem = Problem::from_parts(status, content_type, body);
+            problem.headers = headers;
+            return Err(problem);
         }
         let json = if text.is_empty() { "null" } else { &text };
         let body = serde_json::from_str(json).unwrap_or_else(|e| {

@@ -21,6 +21,7 @@ pub use mp_events;
 
 pub mod api;
 pub mod client;
+pub mod clients;
 pub mod pg;
 pub mod smtp;
 pub mod tls;

@@ -5,34 +5,32 @@ use cart::events::PriceRefresh;
 use mp_events::catalog::VendorProductUpdated;
 use mp_events::{Envelope, EventHandler, Money, Service};
 use mp_test_support::api::assert_problem;
+use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::harness::{Options, Shop, WAIT};
+use crate::harness::{Harness, Options, WAIT};
 
 #[tokio::test]
 async fn a_customer_has_one_open_cart_that_only_they_and_admins_see() {
-    let shop = Shop::start().await;
+    let shop = Harness::start().await;
     let (customer_id, token) = shop.customer();
-    let (status, cart) = shop
-        .call(Method::POST, "/api/carts", Some(&token), None)
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{cart}");
-    assert_eq!(cart["status"], "open");
-    assert_eq!(cart["customer_id"], customer_id.to_string());
-    assert_eq!(cart["items"], json!([]));
-    assert_eq!(cart["total"], json!({"amount": 0, "currency": "EUR"}));
-    let (status, again) = shop
-        .call(Method::POST, "/api/carts", Some(&token), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{again}");
+    let opened = shop.client.open(&token).await.expect_ok();
+    assert_eq!(opened.status, StatusCode::CREATED);
+    let cart = opened.body;
+    assert_eq!(cart.status, "open");
+    assert_eq!(cart.customer_id, customer_id);
+    assert!(cart.items.is_empty());
+    assert_eq!(cart.total, Money::new(0, "EUR"));
+    let again = shop.client.open(&token).await.expect_ok();
+    assert_eq!(again.status, StatusCode::OK);
     assert_eq!(
-        again["id"], cart["id"],
+        again.body.id, cart.id,
         "the open cart is returned, not a second one"
     );
-    let id = cart["id"].as_str().unwrap();
+    let id = cart.id;
 
     let product = shop.product(1299, 10).await;
     let (_, stranger) = shop.customer();
@@ -55,6 +53,8 @@ async fn a_customer_has_one_open_cart_that_only_they_and_admins_see() {
         ),
     ] {
         let (status, body) = shop
+            .client
+            .0
             .call(method.clone(), &path, Some(&stranger), body)
             .await;
         assert_problem(status, &body, StatusCode::NOT_FOUND, None);
@@ -64,69 +64,57 @@ async fn a_customer_has_one_open_cart_that_only_they_and_admins_see() {
         0,
         "a stranger reserved nothing"
     );
-    let (status, _, body) = shop
-        .checkout(
-            &stranger,
-            id.parse().unwrap(),
-            Some("k1"),
-            &crate::harness::checkout_body("tok_visa"),
-        )
-        .await;
-    assert_problem(status, &body, StatusCode::NOT_FOUND, None);
+    shop.checkout(
+        &stranger,
+        id,
+        Some("k1"),
+        &crate::harness::checkout_body("tok_visa"),
+    )
+    .await
+    .expect_problem(StatusCode::NOT_FOUND, None);
 
     let admin = shop.tokens.admin();
-    let (status, seen) = shop.get_cart(&admin, id.parse().unwrap()).await;
-    assert_eq!(status, StatusCode::OK, "{seen}");
-    assert_eq!(seen["id"], cart["id"]);
-    let (status, _) = shop
-        .call(Method::GET, &format!("/api/carts/{id}"), None, None)
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(shop.cart(&admin, id).await.id, cart.id);
+    shop.client
+        .get(None, id)
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
 
     let created = shop.events("cart.created").await;
     assert_eq!(created.len(), 1, "one cart, one cart.created");
-    assert_eq!(created[0]["cart_id"], cart["id"]);
+    assert_eq!(created[0]["cart_id"], cart.id.to_string());
 }
 
 #[tokio::test]
 async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
-    let shop = Shop::start().await;
+    let shop = Harness::start().await;
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
     let mug = shop.product(1299, 10).await;
     let plate = shop.product(500, 10).await;
 
-    let (status, cart) = shop.add(&token, cart_id, mug.id, 2).await;
-    assert_eq!(status, StatusCode::OK, "{cart}");
-    let line = &cart["items"][0];
-    assert_eq!(line["product_id"], mug.id.to_string());
-    assert_eq!(line["vendor_id"], mug.vendor_id.to_string());
-    assert!(line["name"].as_str().unwrap().starts_with("Mug "), "{line}");
-    assert_eq!(line["quantity"], 2);
-    assert_eq!(
-        line["unit_price"],
-        json!({"amount": 1299, "currency": "EUR"})
-    );
-    assert_eq!(
-        line["line_total"],
-        json!({"amount": 2598, "currency": "EUR"})
-    );
-    assert_eq!(line["price_changed"], false);
+    let cart = shop.add(&token, cart_id, mug.id, 2).await.expect_ok();
+    let line = &cart.items[0];
+    assert_eq!(line.product_id, mug.id);
+    assert_eq!(line.vendor_id, mug.vendor_id);
+    assert!(line.name.starts_with("Mug "), "{line:?}");
+    assert_eq!(line.quantity, 2);
+    assert_eq!(line.unit_price, Money::new(1299, "EUR"));
+    assert_eq!(line.line_total, Money::new(2598, "EUR"));
+    assert!(!line.price_changed);
     assert_eq!(shop.reserved(mug.id).await, 2);
 
     // Adding the same product adds to its line.
-    let (status, cart) = shop.add(&token, cart_id, mug.id, 1).await;
-    assert_eq!(status, StatusCode::OK, "{cart}");
-    assert_eq!(cart["items"].as_array().unwrap().len(), 1);
-    assert_eq!(cart["items"][0]["quantity"], 3);
+    let cart = shop.add(&token, cart_id, mug.id, 1).await.expect_ok();
+    assert_eq!(cart.items.len(), 1);
+    assert_eq!(cart.items[0].quantity, 3);
     assert_eq!(shop.reserved(mug.id).await, 3);
 
-    let (status, cart) = shop.add(&token, cart_id, plate.id, 1).await;
-    assert_eq!(status, StatusCode::OK, "{cart}");
+    let cart = shop.add(&token, cart_id, plate.id, 1).await.expect_ok();
     // 3 x 12.99 + 5.00 = 43.97; tax 20 % = 8.794, half up 8.79; total 52.76.
-    assert_eq!(cart["subtotal"], json!({"amount": 4397, "currency": "EUR"}));
-    assert_eq!(cart["tax"], json!({"amount": 879, "currency": "EUR"}));
-    assert_eq!(cart["total"], json!({"amount": 5276, "currency": "EUR"}));
+    assert_eq!(cart.subtotal, Money::new(4397, "EUR"));
+    assert_eq!(cart.tax, Money::new(879, "EUR"));
+    assert_eq!(cart.total, Money::new(5276, "EUR"));
     // Activity extends the other lines' reservations: adding the plate renewed the mug's.
     let renewed: i64 = sqlx::query_scalar(
         "select generation from cart_items where cart_id = $1 and product_id = $2",
@@ -144,33 +132,25 @@ async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
         "renewed at {renewed}, plate at {plate_added}"
     );
 
-    let (status, cart) = shop
-        .call(
-            Method::PATCH,
-            &format!("/api/carts/{cart_id}/items/{}", mug.id),
-            Some(&token),
-            Some(json!({"quantity": 1})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{cart}");
-    assert_eq!(cart["items"][0]["quantity"], 1);
+    let cart = shop
+        .client
+        .set_quantity(&token, cart_id, mug.id, 1)
+        .await
+        .expect_ok();
+    assert_eq!(cart.line(mug.id).unwrap().quantity, 1);
     assert_eq!(
         shop.reserved(mug.id).await,
         1,
         "the difference was released"
     );
 
-    let (status, cart) = shop
-        .call(
-            Method::DELETE,
-            &format!("/api/carts/{cart_id}/items/{}", mug.id),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{cart}");
-    assert_eq!(cart["items"].as_array().unwrap().len(), 1);
-    assert_eq!(cart["items"][0]["product_id"], plate.id.to_string());
+    let cart = shop
+        .client
+        .remove_item(&token, cart_id, mug.id)
+        .await
+        .expect_ok();
+    assert_eq!(cart.items.len(), 1);
+    assert_eq!(cart.items[0].product_id, plate.id);
     assert_eq!(
         shop.reserved(mug.id).await,
         0,
@@ -217,54 +197,49 @@ async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
 
 #[tokio::test]
 async fn a_shortage_is_a_409_with_the_available_quantity_and_changes_nothing() {
-    let shop = Shop::start().await;
+    let shop = Harness::start().await;
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
     let mug = shop.product(1299, 5).await;
 
-    let (status, body) = shop.add(&token, cart_id, mug.id, 6).await;
-    assert_problem(status, &body, StatusCode::CONFLICT, None);
-    assert_eq!(body["available"], 5, "{body}");
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["items"], json!([]));
+    let problem = shop
+        .add(&token, cart_id, mug.id, 6)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem["available"], 5, "{problem}");
+    assert!(shop.cart(&token, cart_id).await.items.is_empty());
     assert_eq!(shop.reserved(mug.id).await, 0);
 
     // Another customer holds 4: only 1 is left for this cart.
     let (_, other) = shop.customer();
     let other_cart = shop.open_cart(&other).await;
-    let (status, _) = shop.add(&other, other_cart, mug.id, 4).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, body) = shop.add(&token, cart_id, mug.id, 2).await;
-    assert_problem(status, &body, StatusCode::CONFLICT, None);
-    assert_eq!(body["available"], 1, "{body}");
+    shop.add(&other, other_cart, mug.id, 4).await.expect_ok();
+    let problem = shop
+        .add(&token, cart_id, mug.id, 2)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem["available"], 1, "{problem}");
 
     // A PATCH beyond the stock keeps the line as it was.
-    let (status, _) = shop.add(&token, cart_id, mug.id, 1).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, body) = shop
-        .call(
-            Method::PATCH,
-            &format!("/api/carts/{cart_id}/items/{}", mug.id),
-            Some(&token),
-            Some(json!({"quantity": 3})),
-        )
-        .await;
-    assert_problem(status, &body, StatusCode::CONFLICT, None);
-    assert_eq!(body["available"], 1, "{body}");
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["items"][0]["quantity"], 1);
+    shop.add(&token, cart_id, mug.id, 1).await.expect_ok();
+    let problem = shop
+        .client
+        .set_quantity(&token, cart_id, mug.id, 3)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem["available"], 1, "{problem}");
+    assert_eq!(shop.cart(&token, cart_id).await.items[0].quantity, 1);
     assert_eq!(shop.reserved(mug.id).await, 5);
 }
 
 #[tokio::test]
 async fn bad_input_on_every_endpoint_is_problem_json_and_changes_nothing() {
-    let shop = Shop::start().await;
+    let shop = Harness::start().await;
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
     let mug = shop.product(1299, 10).await;
-    let (status, _) = shop.add(&token, cart_id, mug.id, 2).await;
-    assert_eq!(status, StatusCode::OK);
-    let before = shop.get_cart(&token, cart_id).await.1;
+    shop.add(&token, cart_id, mug.id, 2).await.expect_ok();
+    let before = shop.cart(&token, cart_id).await;
     let outbox_before = shop.outbox().await.len();
 
     let items = format!("/api/carts/{cart_id}/items");
@@ -365,7 +340,11 @@ async fn bad_input_on_every_endpoint_is_problem_json_and_changes_nothing() {
     ];
     for (method, path, body, expected, field) in cases {
         let body = (!body.is_null()).then_some(body);
-        let (status, problem) = shop.call(method.clone(), &path, Some(&token), body).await;
+        let (status, problem) = shop
+            .client
+            .0
+            .call(method.clone(), &path, Some(&token), body)
+            .await;
         assert_problem(status, &problem, expected, field);
     }
     // Malformed JSON and a body that is not JSON.
@@ -381,23 +360,15 @@ async fn bad_input_on_every_endpoint_is_problem_json_and_changes_nothing() {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ),
     ] {
-        let resp = shop
-            .cart
-            .http()
-            .patch(shop.cart.url(&line))
-            .bearer_auth(&token)
-            .header("content-type", content_type)
-            .body(raw)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), expected);
-        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let (status, answered, _) = shop
+            .client
+            .0
+            .call_text(Method::PATCH, &line, Some(&token), content_type, raw)
+            .await;
+        assert_eq!(status, expected);
+        assert_eq!(answered, "application/problem+json");
     }
-    assert_eq!(
-        shop.get_cart(&token, cart_id).await.1["items"],
-        before["items"]
-    );
+    assert_eq!(shop.cart(&token, cart_id).await.items, before.items);
     assert_eq!(shop.reserved(mug.id).await, 2);
     assert_eq!(
         shop.outbox().await.len(),
@@ -408,56 +379,48 @@ async fn bad_input_on_every_endpoint_is_problem_json_and_changes_nothing() {
 
 #[tokio::test]
 async fn a_price_change_reaches_open_carts_and_the_line_says_so() {
-    let shop = Shop::start().await;
+    let shop = Harness::start().await;
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
     let mug = shop.product(1299, 10).await;
-    let (status, _) = shop.add(&token, cart_id, mug.id, 2).await;
-    assert_eq!(status, StatusCode::OK);
+    shop.add(&token, cart_id, mug.id, 2).await.expect_ok();
 
     shop.change_product(&mug, json!({"price": {"amount": 999, "currency": "EUR"}}))
         .await;
 
-    let line = eventually("the new price in the cart", WAIT, || async {
-        let (_, cart) = shop.get_cart(&token, cart_id).await;
-        let line = cart["items"][0].clone();
-        (line["unit_price"]["amount"] == 999).then_some(cart)
+    let cart = eventually("the new price in the cart", WAIT, || async {
+        let cart = shop.cart(&token, cart_id).await;
+        (cart.items[0].unit_price.amount == 999).then_some(cart)
     })
     .await;
-    let item = &line["items"][0];
-    assert_eq!(item["price_changed"], true);
-    assert_eq!(
-        item["added_price"],
-        json!({"amount": 1299, "currency": "EUR"})
-    );
-    assert_eq!(
-        item["line_total"],
-        json!({"amount": 1998, "currency": "EUR"})
-    );
-    assert_eq!(line["subtotal"]["amount"], 1998);
-    assert_eq!(line["tax"]["amount"], 400, "19.98 * 20 % = 3.996, half up");
+    let item = &cart.items[0];
+    assert!(item.price_changed);
+    assert_eq!(item.added_price, Money::new(1299, "EUR"));
+    assert_eq!(item.line_total, Money::new(1998, "EUR"));
+    assert_eq!(cart.subtotal.amount, 1998);
+    assert_eq!(cart.tax.amount, 400, "19.98 * 20 % = 3.996, half up");
 
     // Adding more keeps the price it has now and the price it was added at.
-    let (status, cart) = shop.add(&token, cart_id, mug.id, 1).await;
-    assert_eq!(status, StatusCode::OK, "{cart}");
-    assert_eq!(cart["items"][0]["unit_price"]["amount"], 999);
-    assert_eq!(cart["items"][0]["added_price"]["amount"], 1299);
+    let cart = shop.add(&token, cart_id, mug.id, 1).await.expect_ok();
+    assert_eq!(cart.items[0].unit_price.amount, 999);
+    assert_eq!(cart.items[0].added_price.amount, 1299);
 
     // A product taken off sale cannot be added.
     shop.change_product(&mug, json!({"active": false})).await;
     let refused = eventually("the catalog to show it inactive", WAIT, || async {
-        let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
-        (status == StatusCode::CONFLICT).then_some(body)
+        shop.add(&token, cart_id, mug.id, 1)
+            .await
+            .err()
+            .filter(|p| p.status == StatusCode::CONFLICT)
     })
     .await;
-    assert_eq!(refused["type"], "/problems/product-inactive", "{refused}");
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["items"][0]["quantity"], 3);
+    assert_eq!(refused.kind_name(), "product-inactive", "{refused}");
+    assert_eq!(shop.cart(&token, cart_id).await.items[0].quantity, 3);
 }
 
 #[tokio::test]
 async fn an_idle_cart_is_abandoned_and_its_reservations_released() {
-    let shop = Shop::start_with(Options {
+    let shop = Harness::start_with(Options {
         idle_secs: 60,
         ..Options::default()
     })
@@ -465,12 +428,10 @@ async fn an_idle_cart_is_abandoned_and_its_reservations_released() {
     let mug = shop.product(1299, 10).await;
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
-    let (status, body) = shop.add(&token, cart_id, mug.id, 3).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    shop.add(&token, cart_id, mug.id, 3).await.expect_ok();
     let (_, other) = shop.customer();
     let busy_cart = shop.open_cart(&other).await;
-    let (status, _) = shop.add(&other, busy_cart, mug.id, 1).await;
-    assert_eq!(status, StatusCode::OK);
+    shop.add(&other, busy_cart, mug.id, 1).await.expect_ok();
     assert_eq!(shop.reserved(mug.id).await, 4);
 
     // The first customer's last change was two minutes ago.
@@ -480,44 +441,42 @@ async fn an_idle_cart_is_abandoned_and_its_reservations_released() {
         .await
         .unwrap();
     eventually("the cart to be abandoned", WAIT, || async {
-        let (_, cart) = shop.get_cart(&token, cart_id).await;
-        (cart["status"] == "abandoned").then_some(())
+        (shop.cart(&token, cart_id).await.status == "abandoned").then_some(())
     })
     .await;
     eventually("its reservation released", WAIT, || async {
         (shop.reserved(mug.id).await == 1).then_some(())
     })
     .await;
-    let (_, busy) = shop.get_cart(&other, busy_cart).await;
-    assert_eq!(busy["status"], "open", "a cart in use stays open");
+    let busy = shop.cart(&other, busy_cart).await;
+    assert_eq!(busy.status, "open", "a cart in use stays open");
     let removed = shop.events("cart.item.removed").await;
     assert_eq!(removed.len(), 1);
     assert_eq!(removed[0]["product_id"], mug.id.to_string());
 
-    let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
-    assert_problem(status, &body, StatusCode::CONFLICT, None);
-    assert_eq!(body["cart_status"], "abandoned");
+    let problem = shop
+        .add(&token, cart_id, mug.id, 1)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem["cart_status"], "abandoned");
     assert_eq!(
         shop.reserved(mug.id).await,
         1,
         "an abandoned cart takes no items"
     );
     // The customer starts over with a new cart.
-    let (status, fresh) = shop
-        .call(Method::POST, "/api/carts", Some(&token), None)
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    assert_ne!(fresh["id"], cart_id.to_string());
+    let fresh = shop.client.open(&token).await.expect_ok();
+    assert_eq!(fresh.status, StatusCode::CREATED);
+    assert_ne!(fresh.body.id, cart_id);
 }
 
 #[tokio::test]
 async fn price_updates_apply_by_product_revision_never_by_arrival() {
-    let shop = Shop::start().await;
+    let shop = Harness::start().await;
     let mug = shop.product(1299, 10).await;
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
-    let (status, _) = shop.add(&token, cart_id, mug.id, 1).await;
-    assert_eq!(status, StatusCode::OK);
+    shop.add(&token, cart_id, mug.id, 1).await.expect_ok();
     let update = |revision: i64, price: Money| {
         Envelope::new(
             Service::Vendor,
@@ -541,91 +500,80 @@ async fn price_updates_apply_by_product_revision_never_by_arrival() {
     ] {
         PriceRefresh.handle(&mut conn, &envelope).await.unwrap();
     }
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    let line = &cart["items"][0];
-    assert_eq!(line["unit_price"]["amount"], 800, "{line}");
-    assert_eq!(line["name"], "Mug, revision 3");
-    assert_eq!(line["price_changed"], true);
-    assert_eq!(line["added_price"]["amount"], 1299);
+    let cart = shop.cart(&token, cart_id).await;
+    let line = &cart.items[0];
+    assert_eq!(line.unit_price.amount, 800, "{line:?}");
+    assert_eq!(line.name, "Mug, revision 3");
+    assert!(line.price_changed);
+    assert_eq!(line.added_price.amount, 1299);
 
     // A price in another currency cannot apply to a EUR cart; the name still does.
     PriceRefresh
         .handle(&mut conn, &update(4, Money::new(700, "USD")))
         .await
         .unwrap();
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(
-        cart["items"][0]["unit_price"],
-        json!({"amount": 800, "currency": "EUR"})
-    );
-    assert_eq!(cart["items"][0]["name"], "Mug, revision 4");
+    let cart = shop.cart(&token, cart_id).await;
+    assert_eq!(cart.items[0].unit_price, Money::new(800, "EUR"));
+    assert_eq!(cart.items[0].name, "Mug, revision 4");
 }
 
 #[tokio::test]
 async fn concurrent_opens_give_one_cart() {
-    let shop = Shop::start().await;
+    let shop = Harness::start().await;
     let (_, token) = shop.customer();
-    let opens = (0..4).map(|_| shop.call(Method::POST, "/api/carts", Some(&token), None));
-    let results = futures::future::join_all(opens).await;
+    let opens = (0..4).map(|_| shop.client.open(&token));
+    let results: Vec<_> = futures::future::join_all(opens)
+        .await
+        .into_iter()
+        .map(Expect::expect_ok)
+        .collect();
     let created = results
         .iter()
-        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .filter(|r| r.status == StatusCode::CREATED)
         .count();
     assert_eq!(created, 1, "{results:?}");
-    assert!(
-        results
-            .iter()
-            .all(|(s, c)| s.is_success() && c["id"] == results[0].1["id"])
-    );
+    assert!(results.iter().all(|r| r.body.id == results[0].body.id));
     assert_eq!(shop.events("cart.created").await.len(), 1);
 }
 
 #[tokio::test]
 async fn concurrent_changes_of_one_line_leave_cart_and_inventory_agreeing() {
-    let shop = Shop::start().await;
+    let shop = Harness::start().await;
     let mug = shop.product(1299, 100).await;
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
 
     let adds = (0..4).map(|_| shop.add(&token, cart_id, mug.id, 1));
     let results = futures::future::join_all(adds).await;
-    let added = results.iter().filter(|(s, _)| *s == StatusCode::OK).count() as i64;
-    for (status, body) in &results {
-        assert!(
-            *status == StatusCode::OK || *status == StatusCode::CONFLICT,
-            "{status} {body}"
-        );
+    let added = results.iter().filter(|r| r.is_ok()).count() as i64;
+    for problem in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(problem.status, StatusCode::CONFLICT, "{problem}");
     }
     assert!(added >= 1);
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
     assert_eq!(
-        cart["items"][0]["quantity"], added,
+        shop.cart(&token, cart_id).await.items[0].quantity,
+        added,
         "every accepted add counted once"
     );
     assert_eq!(shop.reserved(mug.id).await, added);
 
-    let path = format!("/api/carts/{cart_id}/items/{}", mug.id);
-    let patches = [3, 7, 5, 9].map(|quantity| {
-        shop.call(
-            Method::PATCH,
-            &path,
-            Some(&token),
-            Some(json!({"quantity": quantity})),
-        )
-    });
+    let patches =
+        [3, 7, 5, 9].map(|quantity| shop.client.set_quantity(&token, cart_id, mug.id, quantity));
     let mut accepted = Vec::new();
-    for (status, body) in futures::future::join_all(patches).await {
-        match status {
-            StatusCode::OK => accepted.push(body),
+    for result in futures::future::join_all(patches).await {
+        match result {
+            Ok(cart) => accepted.push(cart),
             // Changes that kept meeting newer ones give up and say so.
-            StatusCode::CONFLICT => assert_eq!(body["type"], "/problems/concurrent-change"),
-            other => panic!("{other}: {body}"),
+            Err(problem) => {
+                problem.assert(StatusCode::CONFLICT, None);
+                assert_eq!(problem.kind_name(), "concurrent-change", "{problem}");
+            }
         }
     }
     assert!(!accepted.is_empty());
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    let quantity = cart["items"][0]["quantity"].as_i64().unwrap();
-    assert!([3, 7, 5, 9].contains(&quantity), "{cart}");
+    let cart = shop.cart(&token, cart_id).await;
+    let quantity = cart.items[0].quantity;
+    assert!([3, 7, 5, 9].contains(&quantity), "{cart:?}");
     assert_eq!(
         shop.reserved(mug.id).await,
         quantity,
@@ -635,7 +583,7 @@ async fn concurrent_changes_of_one_line_leave_cart_and_inventory_agreeing() {
 
 #[tokio::test]
 async fn an_unreachable_inventory_is_a_503_and_changes_nothing() {
-    let shop = Shop::start_with(Options {
+    let shop = Harness::start_with(Options {
         inventory_unreachable: true,
         ..Options::default()
     })
@@ -643,10 +591,10 @@ async fn an_unreachable_inventory_is_a_503_and_changes_nothing() {
     let mug = shop.product(1299, 10).await;
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
-    let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
-    assert_problem(status, &body, StatusCode::SERVICE_UNAVAILABLE, None);
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["items"], json!([]));
+    shop.add(&token, cart_id, mug.id, 1)
+        .await
+        .expect_problem(StatusCode::SERVICE_UNAVAILABLE, None);
+    assert!(shop.cart(&token, cart_id).await.items.is_empty());
     assert!(shop.events("cart.item.added").await.is_empty());
     assert_eq!(shop.reserved(mug.id).await, 0);
 }

@@ -3,88 +3,92 @@
 
 use std::collections::BTreeSet;
 
+use mp_events::Money;
 use mp_events::catalog::ShippingAddress;
-use mp_test_support::api::assert_problem;
+use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{Options, Shop, WAIT, checkout_body};
+use mp_test_support::clients::cart::Checkout;
 
-/// A shop with a customer whose cart holds two mugs.
-async fn filled_cart(shop: &Shop) -> (Uuid, String, Uuid, Uuid) {
-    let (customer_id, token) = shop.customer();
-    let cart_id = shop.open_cart(&token).await;
-    let mug = shop.product(1299, 10).await;
-    let (status, body) = shop.add(&token, cart_id, mug.id, 2).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    (customer_id, token, cart_id, mug.id)
-}
+use crate::harness::{Harness, Options, WAIT, checkout_body};
 
 #[tokio::test]
 async fn checkout_is_accepted_once_and_the_same_key_replays_it() {
-    let shop = Shop::with_order().await;
-    let (customer_id, token, cart_id, mug) = filled_cart(&shop).await;
+    let shop = Harness::with_order().await;
+    let (customer_id, token, cart_id, mug) = shop.filled_cart().await;
     let body = checkout_body("tok_visa");
 
-    let (status, _, problem) = shop.checkout(&token, cart_id, None, &body).await;
-    assert_problem(status, &problem, StatusCode::BAD_REQUEST, None);
+    shop.checkout(&token, cart_id, None, &body)
+        .await
+        .expect_problem(StatusCode::BAD_REQUEST, None);
 
-    let (status, headers, accepted) = shop.checkout(&token, cart_id, Some("key-1"), &body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-    let order_id = accepted["order_id"].as_str().unwrap().to_owned();
-    assert_eq!(headers["location"], format!("/api/orders/{order_id}"));
-
-    let (status, headers, replay) = shop.checkout(&token, cart_id, Some("key-1"), &body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{replay}");
+    let accepted = shop
+        .checkout(&token, cart_id, Some("key-1"), &body)
+        .await
+        .expect_ok();
+    let order_id = accepted.body.order_id;
     assert_eq!(
-        replay["order_id"], order_id,
+        accepted.headers["location"],
+        format!("/api/orders/{order_id}")
+    );
+    assert!(!accepted.headers.contains_key("idempotent-replayed"));
+
+    let replay = shop
+        .checkout(&token, cart_id, Some("key-1"), &body)
+        .await
+        .expect_ok();
+    assert_eq!(
+        replay.body.order_id, order_id,
         "the same key gives the same order"
     );
-    assert_eq!(headers["location"], format!("/api/orders/{order_id}"));
+    assert_eq!(
+        replay.headers["location"],
+        format!("/api/orders/{order_id}")
+    );
+    assert_eq!(replay.headers["idempotent-replayed"], "true");
 
-    let (status, _, problem) = shop
-        .checkout(
-            &token,
-            cart_id,
-            Some("key-1"),
-            &checkout_body("tok_declined"),
-        )
-        .await;
-    assert_problem(status, &problem, StatusCode::UNPROCESSABLE_ENTITY, None);
+    shop.checkout(
+        &token,
+        cart_id,
+        Some("key-1"),
+        &checkout_body("tok_declined"),
+    )
+    .await
+    .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, None);
 
-    let (status, _, problem) = shop.checkout(&token, cart_id, Some("key-2"), &body).await;
-    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    let problem = shop
+        .checkout(&token, cart_id, Some("key-2"), &body)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
     assert_eq!(problem["cart_status"], "checked_out", "{problem}");
 
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["status"], "checked_out");
-    assert_eq!(cart["order_id"], order_id);
-    let (status, body) = shop.add(&token, cart_id, mug, 1).await;
-    assert_problem(status, &body, StatusCode::CONFLICT, None);
-
-    let metrics = shop
-        .cart
-        .http()
-        .get(shop.cart.url("/metrics"))
-        .send()
+    let cart = shop.cart(&token, cart_id).await;
+    assert_eq!(cart.status, "checked_out");
+    assert_eq!(cart.order_id, Some(order_id));
+    shop.add(&token, cart_id, mug, 1)
         .await
-        .unwrap();
-    let metrics = metrics.text().await.unwrap();
-    for line in [
-        r#"cart_checkouts_total{outcome="accepted"} 1"#,
-        r#"cart_checkouts_total{outcome="replayed"} 1"#,
-        r#"cart_checkouts_total{outcome="idempotency-key-reused"} 1"#,
-        r#"cart_checkouts_total{outcome="cart-checked-out"} 1"#,
+        .expect_problem(StatusCode::CONFLICT, None);
+
+    let api = shop.client.0.clone();
+    for outcome in [
+        "accepted",
+        "replayed",
+        "idempotency-key-reused",
+        "cart-checked-out",
     ] {
-        assert!(metrics.contains(line), "{line} in\n{metrics}");
+        let counted = api
+            .metric("cart_checkouts_total", &[("outcome", outcome)])
+            .await;
+        assert_eq!(counted, 1.0, "cart_checkouts_total{{outcome={outcome:?}}}");
     }
 
     let checkouts = shop.events("cart.checkout").await;
     assert_eq!(checkouts.len(), 1, "one checkout event for one order");
     let event = &checkouts[0];
-    assert_eq!(event["order_id"], order_id);
+    assert_eq!(event["order_id"], order_id.to_string());
     assert_eq!(event["customer_id"], customer_id.to_string());
     assert_eq!(event["items"][0]["quantity"], 2);
     assert_eq!(event["subtotal"]["amount"], 2598);
@@ -126,19 +130,20 @@ async fn checkout_is_accepted_once_and_the_same_key_replays_it() {
 
 #[tokio::test]
 async fn concurrent_checkouts_with_one_key_make_one_order() {
-    let shop = Shop::with_order().await;
-    let (_, token, cart_id, _) = filled_cart(&shop).await;
+    let shop = Harness::with_order().await;
+    let (_, token, cart_id, _) = shop.filled_cart().await;
     let body = checkout_body("tok_visa");
     let attempts = (0..4).map(|_| shop.checkout(&token, cart_id, Some("same"), &body));
     let results = futures::future::join_all(attempts).await;
     let mut orders = BTreeSet::new();
-    for (status, _, body) in &results {
-        match *status {
-            StatusCode::ACCEPTED => {
-                orders.insert(body["order_id"].as_str().unwrap().to_owned());
+    for result in &results {
+        match result {
+            Ok(accepted) => {
+                orders.insert(accepted.body.order_id);
             }
-            StatusCode::CONFLICT => assert_eq!(body["status"], 409, "{body}"),
-            other => panic!("unexpected {other}: {body}"),
+            Err(problem) => {
+                problem.assert(StatusCode::CONFLICT, None);
+            }
         }
     }
     assert_eq!(
@@ -147,19 +152,21 @@ async fn concurrent_checkouts_with_one_key_make_one_order() {
         "every accepted attempt names one order: {results:?}"
     );
     // Whatever raced, a retry now replays the one order.
-    let (status, _, replay) = shop.checkout(&token, cart_id, Some("same"), &body).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert!(orders.contains(replay["order_id"].as_str().unwrap()));
+    let replay = shop
+        .checkout(&token, cart_id, Some("same"), &body)
+        .await
+        .expect_ok();
+    assert!(orders.contains(&replay.body.order_id));
     assert_eq!(shop.events("cart.checkout").await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_retry_after_the_lease_of_a_dead_request_continues_with_its_order_id() {
-    let shop = Shop::with_order().await;
-    let (customer_id, token, cart_id, _) = filled_cart(&shop).await;
+    let shop = Harness::with_order().await;
+    let (customer_id, token, cart_id, _) = shop.filled_cart().await;
     let body = checkout_body("tok_visa");
     let address: ShippingAddress =
-        serde_json::from_value(body["shipping_address"].clone()).unwrap();
+        serde_json::from_value(serde_json::to_value(&body.shipping_address).unwrap()).unwrap();
     let fingerprint = cart::domain::fingerprint(cart_id, "tok_visa", &address);
     let order_id = Uuid::now_v7();
     // A request that claimed the key and died; its lease still runs.
@@ -175,64 +182,67 @@ async fn a_retry_after_the_lease_of_a_dead_request_continues_with_its_order_id()
     .execute(&shop.db)
     .await
     .unwrap();
-    let (status, headers, problem) = shop.checkout(&token, cart_id, Some("dead"), &body).await;
-    assert_problem(status, &problem, StatusCode::CONFLICT, None);
-    assert!(headers.contains_key("retry-after"));
+    let problem = shop
+        .checkout(&token, cart_id, Some("dead"), &body)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert!(problem.headers.contains_key("retry-after"), "{problem}");
 
     // Once its lease ended, the retry proceeds with the order id it had chosen.
     sqlx::query("update checkout_requests set locked_until = now() - interval '1 second'")
         .execute(&shop.db)
         .await
         .unwrap();
-    let (status, _, accepted) = shop.checkout(&token, cart_id, Some("dead"), &body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-    assert_eq!(accepted["order_id"], order_id.to_string());
+    let accepted = shop
+        .checkout(&token, cart_id, Some("dead"), &body)
+        .await
+        .expect_ok();
+    assert_eq!(accepted.body.order_id, order_id);
 }
 
 #[tokio::test]
 async fn lines_that_cannot_be_held_any_more_are_named_and_the_cart_stays_open() {
     // Reservations lapse after a second unless renewed.
-    let shop = Shop::start_with(Options {
+    let shop = Harness::start_with(Options {
         with_order: true,
         reservation_ttl_secs: 1,
         ..Options::default()
     })
     .await;
-    let (_, token, cart_id, mug) = filled_cart(&shop).await;
+    let (_, token, cart_id, mug) = shop.filled_cart().await;
     let last = shop.product(700, 1).await;
-    let (status, _) = shop.add(&token, cart_id, last.id, 1).await;
-    assert_eq!(status, StatusCode::OK);
+    shop.add(&token, cart_id, last.id, 1).await.expect_ok();
     // The customer dawdles; the reservation lapses and another customer takes the last one.
     let (_, other) = shop.customer();
     let other_cart = shop.open_cart(&other).await;
     eventually("the other customer to get the last one", WAIT, || async {
-        (shop.add(&other, other_cart, last.id, 1).await.0 == StatusCode::OK).then_some(())
+        shop.add(&other, other_cart, last.id, 1)
+            .await
+            .ok()
+            .map(drop)
     })
     .await;
 
     let body = checkout_body("tok_visa");
-    let (status, _, problem) = shop.checkout(&token, cart_id, Some("k"), &body).await;
-    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    let problem = shop
+        .checkout(&token, cart_id, Some("k"), &body)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
     let lines = problem["lines"].as_array().expect("lines named");
     assert_eq!(lines.len(), 1, "{problem}");
     assert_eq!(lines[0]["product_id"], last.id.to_string());
     assert_eq!(lines[0]["available"], 0);
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["status"], "open");
+    assert_eq!(shop.cart(&token, cart_id).await.status, "open");
     assert!(shop.events("cart.checkout").await.is_empty());
 
     // Without the line, the same key and body go through.
-    let (status, _) = shop
-        .call(
-            Method::DELETE,
-            &format!("/api/carts/{cart_id}/items/{}", last.id),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _, accepted) = shop.checkout(&token, cart_id, Some("k"), &body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    shop.client
+        .remove_item(&token, cart_id, last.id)
+        .await
+        .expect_ok();
+    shop.checkout(&token, cart_id, Some("k"), &body)
+        .await
+        .expect_ok();
     let checkouts = shop.events("cart.checkout").await;
     assert_eq!(checkouts.len(), 1);
     assert_eq!(checkouts[0]["items"].as_array().unwrap().len(), 1);
@@ -241,9 +251,9 @@ async fn lines_that_cannot_be_held_any_more_are_named_and_the_cart_stays_open() 
 
 #[tokio::test]
 async fn bad_checkout_input_is_problem_json_and_changes_nothing() {
-    let shop = Shop::start().await;
-    let (_, token, cart_id, _) = filled_cart(&shop).await;
-    let good = checkout_body("tok_visa");
+    let shop = Harness::start().await;
+    let (_, token, cart_id, _) = shop.filled_cart().await;
+    let good = serde_json::to_value(checkout_body("tok_visa")).unwrap();
     let mut no_city = good.clone();
     no_city["shipping_address"]
         .as_object_mut()
@@ -259,7 +269,7 @@ async fn bad_checkout_input_is_problem_json_and_changes_nothing() {
         (good.clone(), None, StatusCode::BAD_REQUEST, None),
         (good.clone(), Some(""), StatusCode::BAD_REQUEST, None),
         (
-            checkout_body(""),
+            serde_json::to_value(checkout_body("")).unwrap(),
             Some("a"),
             StatusCode::UNPROCESSABLE_ENTITY,
             Some("payment_token"),
@@ -285,23 +295,25 @@ async fn bad_checkout_input_is_problem_json_and_changes_nothing() {
         (extra, Some("e"), StatusCode::UNPROCESSABLE_ENTITY, None),
     ];
     for (body, key, expected, field) in cases {
-        let (status, _, problem) = shop.checkout(&token, cart_id, key, &body).await;
-        assert_problem(status, &problem, expected, field);
+        shop.checkout(&token, cart_id, key, &body)
+            .await
+            .expect_problem(expected, field);
     }
     // No order service is running: the hand-off fails, the key is given back.
-    let (status, _, problem) = shop.checkout(&token, cart_id, Some("f"), &good).await;
-    assert_problem(status, &problem, StatusCode::SERVICE_UNAVAILABLE, None);
-    let (status, _, problem) = shop.checkout(&token, cart_id, Some("f"), &good).await;
-    assert_problem(status, &problem, StatusCode::SERVICE_UNAVAILABLE, None);
+    for _ in 0..2 {
+        shop.checkout(&token, cart_id, Some("f"), &good)
+            .await
+            .expect_problem(StatusCode::SERVICE_UNAVAILABLE, None);
+    }
 
     // An empty cart cannot be checked out.
     let (_, other) = shop.customer();
     let empty = shop.open_cart(&other).await;
-    let (status, _, problem) = shop.checkout(&other, empty, Some("g"), &good).await;
-    assert_problem(status, &problem, StatusCode::CONFLICT, None);
+    shop.checkout(&other, empty, Some("g"), &good)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
 
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["status"], "open");
+    assert_eq!(shop.cart(&token, cart_id).await.status, "open");
     assert!(shop.events("cart.checkout").await.is_empty());
     let stored: i64 =
         sqlx::query_scalar("select count(*) from checkout_requests where status = 'done'")
@@ -339,24 +351,24 @@ async fn busy_order_service() -> String {
 /// free again, so the same request can simply be sent again later.
 #[tokio::test]
 async fn a_checkout_while_the_saga_is_busy_is_a_503_with_retry_after_and_changes_nothing() {
-    let shop = Shop::start_with(Options {
+    let shop = Harness::start_with(Options {
         order_url: Some(busy_order_service().await),
         ..Options::default()
     })
     .await;
-    let (_, token, cart_id, _) = filled_cart(&shop).await;
+    let (_, token, cart_id, _) = shop.filled_cart().await;
     let body = checkout_body("tok_visa");
     for _ in 0..2 {
-        let (status, headers, problem) =
-            shop.checkout(&token, cart_id, Some("busy-1"), &body).await;
-        assert_problem(status, &problem, StatusCode::SERVICE_UNAVAILABLE, None);
-        assert_eq!(problem["type"], "/problems/checkout-busy", "{problem}");
-        assert_eq!(headers["retry-after"], "1");
+        let problem = shop
+            .checkout(&token, cart_id, Some("busy-1"), &body)
+            .await
+            .expect_problem(StatusCode::SERVICE_UNAVAILABLE, None);
+        assert_eq!(problem.kind_name(), "checkout-busy", "{problem}");
+        assert_eq!(problem.headers["retry-after"], "1");
     }
-    let (status, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(cart["status"], "open");
-    assert_eq!(cart["items"].as_array().unwrap().len(), 1);
+    let cart = shop.cart(&token, cart_id).await;
+    assert_eq!(cart.status, "open");
+    assert_eq!(cart.items.len(), 1);
     assert!(
         shop.outbox()
             .await
@@ -373,21 +385,20 @@ async fn a_checkout_while_the_saga_is_busy_is_a_503_with_retry_after_and_changes
 /// since renewing a reservation never asks whether the product is still for sale.)
 #[tokio::test]
 async fn a_changed_price_is_shown_before_it_is_charged_and_an_off_sale_product_is_refused() {
-    let shop = Shop::with_order().await;
+    let shop = Harness::with_order().await;
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
     let mug = shop.product(1299, 10).await;
-    let (status, body) = shop.add(&token, cart_id, mug.id, 2).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    shop.add(&token, cart_id, mug.id, 2).await.expect_ok();
     shop.change_product(&mug, json!({"price": {"amount": 1499, "currency": "EUR"}}))
         .await;
 
     let body = checkout_body("tok_visa");
-    let (status, _, problem) = shop
+    let problem = shop
         .checkout(&token, cart_id, Some("reprice-1"), &body)
-        .await;
-    assert_problem(status, &problem, StatusCode::CONFLICT, None);
-    assert_eq!(problem["type"], "/problems/prices-changed", "{problem}");
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem.kind_name(), "prices-changed", "{problem}");
     let line = &problem["lines"][0];
     assert_eq!(line["product_id"], mug.id.to_string());
     assert_eq!(
@@ -398,41 +409,42 @@ async fn a_changed_price_is_shown_before_it_is_charged_and_an_off_sale_product_i
         line["new_price"],
         json!({"amount": 1499, "currency": "EUR"})
     );
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["items"][0]["unit_price"]["amount"], 1499, "{cart}");
+    let cart = shop.cart(&token, cart_id).await;
+    assert_eq!(
+        cart.items[0].unit_price,
+        Money::new(1499, "EUR"),
+        "{cart:?}"
+    );
 
-    let (status, _, accepted) = shop
-        .checkout(&token, cart_id, Some("reprice-1"), &body)
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["subtotal"]["amount"], 2 * 1499, "{cart}");
+    shop.checkout(&token, cart_id, Some("reprice-1"), &body)
+        .await
+        .expect_ok();
+    let cart = shop.cart(&token, cart_id).await;
+    assert_eq!(cart.subtotal.amount, 2 * 1499, "{cart:?}");
 
     // Another customer's cart holds a mug that is then taken off sale.
     let (_, token) = shop.customer();
     let cart_id = shop.open_cart(&token).await;
-    let (status, body) = shop.add(&token, cart_id, mug.id, 1).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    shop.add(&token, cart_id, mug.id, 1).await.expect_ok();
     shop.change_product(&mug, json!({"active": false})).await;
-    let (status, _, problem) = shop
+    let problem = shop
         .checkout(
             &token,
             cart_id,
             Some("off-sale-1"),
             &checkout_body("tok_visa"),
         )
-        .await;
-    assert_problem(status, &problem, StatusCode::CONFLICT, None);
-    assert_eq!(problem["type"], "/problems/lines-unavailable", "{problem}");
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem.kind_name(), "lines-unavailable", "{problem}");
     assert_eq!(problem["lines"][0]["product_id"], mug.id.to_string());
-    let (_, cart) = shop.get_cart(&token, cart_id).await;
-    assert_eq!(cart["status"], "open");
+    assert_eq!(shop.cart(&token, cart_id).await.status, "open");
 }
 
 /// Holds the cart's row locked in a transaction of the test's, so that a checkout
 /// stops at its final step (which locks the cart) until the test lets it go.
 async fn hold_cart(
-    shop: &Shop,
+    shop: &Harness,
     cart_id: Uuid,
 ) -> (sqlx::Transaction<'static, sqlx::Postgres>, String) {
     let mut tx = shop.db.begin().await.unwrap();
@@ -454,12 +466,12 @@ async fn hold_cart(
 /// key's own order and answers the same 202. (The loser answered 409 cart-checked-out.)
 #[tokio::test]
 async fn a_retry_that_takes_over_a_slow_request_after_its_lease_gets_the_same_202() {
-    let shop = std::sync::Arc::new(Shop::with_order().await);
-    let (_, token, cart_id, _) = filled_cart(&shop).await;
+    let shop = std::sync::Arc::new(Harness::with_order().await);
+    let (_, token, cart_id, _) = shop.filled_cart().await;
     let body = checkout_body("tok_visa");
     let (held, schema) = hold_cart(&shop, cart_id).await;
 
-    let send = |shop: std::sync::Arc<Shop>, token: String, body: Value| {
+    let send = |shop: std::sync::Arc<Harness>, token: String, body: Checkout| {
         tokio::spawn(async move { shop.checkout(&token, cart_id, Some("slow"), &body).await })
     };
     let first = send(shop.clone(), token.clone(), body.clone());
@@ -474,9 +486,8 @@ async fn a_retry_that_takes_over_a_slow_request_after_its_lease_gets_the_same_20
     held.rollback().await.unwrap();
 
     let (a, b) = (first.await.unwrap(), second.await.unwrap());
-    assert_eq!(a.0, StatusCode::ACCEPTED, "{}", a.2);
-    assert_eq!(b.0, StatusCode::ACCEPTED, "{}", b.2);
-    assert_eq!(a.2["order_id"], b.2["order_id"], "one order");
+    let (a, b) = (a.expect_ok(), b.expect_ok());
+    assert_eq!(a.body.order_id, b.body.order_id, "one order");
     let checkouts = shop
         .outbox()
         .await
@@ -491,8 +502,8 @@ async fn a_retry_that_takes_over_a_slow_request_after_its_lease_gets_the_same_20
 /// the stock for the reservation's TTL.
 #[tokio::test]
 async fn a_checkout_that_loses_to_abandonment_gives_its_reservations_back() {
-    let shop = std::sync::Arc::new(Shop::with_order().await);
-    let (_, token, cart_id, mug) = filled_cart(&shop).await;
+    let shop = std::sync::Arc::new(Harness::with_order().await);
+    let (_, token, cart_id, mug) = shop.filled_cart().await;
     let (mut held, schema) = hold_cart(&shop, cart_id).await;
     let checkout = {
         let shop = shop.clone();
@@ -511,9 +522,11 @@ async fn a_checkout_that_loses_to_abandonment_gives_its_reservations_back() {
         .unwrap();
     held.commit().await.unwrap();
 
-    let (status, _, problem) = checkout.await.unwrap();
-    assert_problem(status, &problem, StatusCode::CONFLICT, None);
-    assert_eq!(problem["type"], "/problems/cart-abandoned", "{problem}");
+    let problem = checkout
+        .await
+        .unwrap()
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem.kind_name(), "cart-abandoned", "{problem}");
     eventually("the re-reserved stock given back", WAIT, || async {
         (shop.stock(mug).await["reserved"] == 0).then_some(())
     })
@@ -526,8 +539,8 @@ async fn a_checkout_that_loses_to_abandonment_gives_its_reservations_back() {
 /// the TTL.)
 #[tokio::test]
 async fn an_add_that_loses_the_race_with_checkout_undoes_its_reservation() {
-    let shop = std::sync::Arc::new(Shop::start().await);
-    let (_, token, cart_id, mug) = filled_cart(&shop).await;
+    let shop = std::sync::Arc::new(Harness::start().await);
+    let (_, token, cart_id, mug) = shop.filled_cart().await;
     let (mut held, schema) = hold_cart(&shop, cart_id).await;
     let add = {
         let shop = shop.clone();
@@ -551,9 +564,11 @@ async fn an_add_that_loses_the_race_with_checkout_undoes_its_reservation() {
     .unwrap();
     held.commit().await.unwrap();
 
-    let (status, problem) = add.await.unwrap();
-    assert_problem(status, &problem, StatusCode::CONFLICT, None);
-    assert_eq!(problem["type"], "/problems/cart-checked-out", "{problem}");
+    let problem = add
+        .await
+        .unwrap()
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem.kind_name(), "cart-checked-out", "{problem}");
     eventually("the reservation back to the line's 2", WAIT, || async {
         (shop.stock(mug).await["reserved"] == 2).then_some(())
     })

@@ -8,13 +8,14 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::harness::{Harness, line, order_created, order_updated};
+use mp_test_support::clients::Expect;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_stock_fires_once_per_crossing_and_restocking_rearms_it() {
     let h = Harness::start().await;
     let vendor = Uuid::now_v7();
     let p = h.product(vendor, 10, 3).await;
-    let token = h.member_token(vendor);
+    let token = h.tokens.member_of(vendor);
 
     let mut alerts_after = Vec::new();
     for (delta, on_hand) in [
@@ -27,11 +28,10 @@ async fn low_stock_fires_once_per_crossing_and_restocking_rearms_it() {
         (1, 4),
         (-1, 3),
     ] {
-        let (status, body) = h.adjust(&token, p, delta).await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        assert_eq!(body["stock"]["on_hand"], on_hand);
-        assert_eq!(body["movement"]["delta"], delta);
-        assert_eq!(body["movement"]["on_hand_after"], on_hand);
+        let body = h.adjust(&token, p, delta).await.expect_ok();
+        assert_eq!(body.stock.on_hand, on_hand);
+        assert_eq!(body.movement.delta, delta);
+        assert_eq!(body.movement.on_hand_after, on_hand);
         alerts_after.push(h.outbox("inventory.low_stock").await.len());
     }
     // Crossings at 3 (down from 4), at 3 again after a restock to 5, and at 3 after 4.
@@ -74,25 +74,29 @@ async fn only_the_vendors_members_and_admins_may_touch_its_stock() {
     let h = Harness::start().await;
     let vendor = Uuid::now_v7();
     let p = h.product(vendor, 10, 0).await;
-    let outsider = h.member_token(Uuid::now_v7());
-    let customer = h.customer_token();
+    let outsider = h.tokens.member_of(Uuid::now_v7());
+    let customer = h.tokens.customer(Uuid::now_v7());
     let reads = [
         format!("/api/inventory/{p}"),
         format!("/api/inventory/{p}/movements"),
     ];
 
     for token in [&outsider, &customer] {
-        let (status, problem) = h.adjust(token, p, -1).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+        let problem = h
+            .adjust(token, p, -1)
+            .await
+            .expect_problem(StatusCode::FORBIDDEN, None);
         assert_eq!(problem["type"], "/problems/forbidden");
         for path in &reads {
-            let (status, _) = h.call(Method::GET, path, Some(token), None).await;
+            let (status, _) = h.api().call(Method::GET, path, Some(token), None).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         }
     }
-    let (status, _) = h.adjust("", p, -1).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    h.adjust("", p, -1)
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
     let (status, _) = h
+        .api()
         .call(
             Method::POST,
             &format!("/api/inventory/{p}/adjustments"),
@@ -102,17 +106,19 @@ async fn only_the_vendors_members_and_admins_may_touch_its_stock() {
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // A service token is not a user.
-    let (status, _) = h.adjust(&h.service_token(), p, -1).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    h.adjust(&h.tokens.service(Service::Cart, Service::Inventory), p, -1)
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
     assert_eq!(h.on_hand(p).await, 10);
 
-    let (status, _) = h.adjust(&h.member_token(vendor), p, -1).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, _) = h.adjust(&h.admin_token(), p, -1).await;
-    assert_eq!(status, StatusCode::CREATED);
+    h.adjust(&h.tokens.member_of(vendor), p, -1)
+        .await
+        .expect_ok();
+    h.adjust(&h.tokens.admin(), p, -1).await.expect_ok();
     for path in &reads {
         let (status, _) = h
-            .call(Method::GET, path, Some(&h.member_token(vendor)), None)
+            .api()
+            .call(Method::GET, path, Some(&h.tokens.member_of(vendor)), None)
             .await;
         assert_eq!(status, StatusCode::OK, "{path}");
     }
@@ -124,7 +130,7 @@ async fn bad_adjustments_are_problems_and_change_nothing() {
     let h = Harness::start().await;
     let vendor = Uuid::now_v7();
     let p = h.product(vendor, 5, 0).await;
-    let token = h.member_token(vendor);
+    let token = h.tokens.member_of(vendor);
     let path = format!("/api/inventory/{p}/adjustments");
     let long = "x".repeat(201);
     let cases = [
@@ -197,7 +203,8 @@ async fn bad_adjustments_are_problems_and_change_nothing() {
     ];
     for (path, body, status, kind) in cases {
         let (got, content_type, problem) = h
-            .raw(Method::POST, &path, &token, "application/json", &body)
+            .api()
+            .call_text(Method::POST, &path, Some(&token), "application/json", &body)
             .await;
         assert_eq!(got, status, "{body}: {problem}");
         assert_eq!(content_type, "application/problem+json", "{body}");
@@ -209,24 +216,20 @@ async fn bad_adjustments_are_problems_and_change_nothing() {
             );
         }
     }
-    let (_, _, problem) = h
-        .raw(
-            Method::POST,
-            &path,
-            &token,
-            "application/json",
-            &json!({"delta": -6, "reason": "count"}).to_string(),
-        )
-        .await;
+    let problem = h
+        .adjust(&token, p, -6)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
     assert_eq!(
         (problem["available"].clone(), problem["on_hand"].clone()),
         (json!(5), json!(5))
     );
     let (_, _, problem) = h
-        .raw(
+        .api()
+        .call_text(
             Method::POST,
             &path,
-            &token,
+            Some(&token),
             "application/json",
             &json!({"delta": 0, "reason": ""}).to_string(),
         )
@@ -240,6 +243,7 @@ async fn bad_adjustments_are_problems_and_change_nothing() {
     assert_eq!(fields, vec!["delta", "reason"]);
 
     let (status, _) = h
+        .api()
         .call(
             Method::GET,
             &format!("/api/inventory/{}", Uuid::now_v7()),
@@ -262,7 +266,7 @@ async fn on_hand_always_equals_the_sum_of_the_ledger() {
     let h = Harness::start().await;
     let vendor = Uuid::now_v7();
     let p = h.product(vendor, 20, 5).await;
-    let token = h.member_token(vendor);
+    let token = h.tokens.member_of(vendor);
 
     // Concurrent adjustments, some of which would go below zero, and orders.
     let deltas: Vec<i64> = (0..40).map(|i| if i % 3 == 0 { 4 } else { -3 }).collect();
@@ -273,18 +277,12 @@ async fn on_hand_always_equals_the_sum_of_the_ledger() {
         join_all(deltas.iter().map(|&d| h.adjust(&token, p, d))),
         join_all(orders.iter().map(|o| h.publish(Service::Order, o.clone()))),
     );
-    assert!(
-        adjusted
-            .iter()
-            .all(|(s, _)| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT)
-    );
+    for problem in adjusted.iter().filter_map(|r| r.as_ref().err()) {
+        problem.assert(StatusCode::CONFLICT, None);
+    }
     h.wait_outbox(
         "inventory.updated",
-        adjusted
-            .iter()
-            .filter(|(s, _)| *s == StatusCode::CREATED)
-            .count()
-            + 10,
+        adjusted.iter().filter(|r| r.is_ok()).count() + 10,
     )
     .await;
 
@@ -307,9 +305,9 @@ async fn the_ledger_reads_newest_first_a_page_at_a_time() {
     let h = Harness::start().await;
     let vendor = Uuid::now_v7();
     let p = h.product(vendor, 5, 0).await;
-    let token = h.member_token(vendor);
+    let token = h.tokens.member_of(vendor);
     for delta in [1, 2, 3, 4] {
-        assert_eq!(h.adjust(&token, p, delta).await.0, StatusCode::CREATED);
+        h.adjust(&token, p, delta).await.expect_ok();
     }
 
     let mut deltas = Vec::new();
@@ -320,7 +318,7 @@ async fn the_ledger_reads_newest_first_a_page_at_a_time() {
             Some(c) => format!("/api/inventory/{p}/movements?limit=2&cursor={c}"),
             None => format!("/api/inventory/{p}/movements?limit=2"),
         };
-        let (status, page) = h.call(Method::GET, &path, Some(&token), None).await;
+        let (status, page) = h.api().call(Method::GET, &path, Some(&token), None).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         pages += 1;
         for m in page["items"].as_array().unwrap() {
@@ -337,6 +335,7 @@ async fn the_ledger_reads_newest_first_a_page_at_a_time() {
 
     for query in ["limit=0", "limit=201", "cursor=abc", "limit=x"] {
         let (status, problem) = h
+            .api()
             .call(
                 Method::GET,
                 &format!("/api/inventory/{p}/movements?{query}"),
@@ -354,7 +353,7 @@ async fn the_ledger_reads_newest_first_a_page_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openapi_document_describes_every_endpoint() {
     let h = Harness::start().await;
-    let (status, doc) = h.call(Method::GET, "/openapi.json", None, None).await;
+    let (status, doc) = h.api().call(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
     let mut found: Vec<String> = paths

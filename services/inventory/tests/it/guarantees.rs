@@ -10,8 +10,10 @@ use inventory::db::Reservation;
 use inventory::store::{Attempt, Reserve, Rows, TOMBSTONE_MS};
 use mp_events::Service;
 use mp_events::catalog::{OrderCreated, OrderStatus};
+use mp_test_support::clients::Expect;
+use mp_test_support::clients::inventory::InventoryApi;
 use mp_test_support::eventually;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -46,11 +48,11 @@ async fn an_order_whose_reservation_lapsed_cannot_take_stock_another_cart_holds(
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
 
     // Cart B held all 3 and let its reservation lapse; cart A then holds all 3.
-    assert_eq!(h.reserve_on(&quick, b, p, 3).await.0, StatusCode::CREATED);
+    h.reserve_on(&quick, b, p, 3).await.expect_ok();
     eventually(
         "cart A to get the stock once B's reservation lapsed",
         WAIT,
-        || async { (h.reserve(a, p, 3).await.0 == StatusCode::CREATED).then_some(()) },
+        || async { h.reserve(a, p, 3).await.is_ok().then_some(()) },
     )
     .await;
 
@@ -79,7 +81,7 @@ async fn a_rebuild_that_read_postgresql_before_a_release_never_brings_the_reserv
     let h = Harness::start().await;
     let p = h.product(Uuid::now_v7(), 5, 0).await;
     let cart = Uuid::now_v7();
-    assert_eq!(h.reserve(cart, p, 3).await.0, StatusCode::CREATED);
+    h.reserve(cart, p, 3).await.expect_ok();
 
     // Redis loses its data, and a rebuild reads what PostgreSQL holds...
     h.flush_redis().await;
@@ -90,7 +92,7 @@ async fn a_rebuild_that_read_postgresql_before_a_release_never_brings_the_reserv
         .unwrap();
     assert_eq!(held.len(), 1, "the rebuild read the cart's reservation");
     // ... the cart releases its reservation meanwhile ...
-    assert_eq!(h.release(cart, p).await, StatusCode::NO_CONTENT);
+    h.release(cart, p).await.expect_ok();
     // ... and the rebuild writes what it read.
     let held: Vec<&Reservation> = held.iter().collect();
     h.store()
@@ -101,16 +103,11 @@ async fn a_rebuild_that_read_postgresql_before_a_release_never_brings_the_reserv
 
     let stock = h.stock(p).await;
     assert_eq!(
-        (stock["reserved"].clone(), stock["available"].clone()),
-        (json!(0), json!(5)),
+        (stock.reserved, stock.available),
+        (0, 5),
         "the released reservation stays released"
     );
-    let (status, body) = h.reserve(Uuid::now_v7(), p, 5).await;
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "another cart gets all 5: {body}"
-    );
+    h.reserve(Uuid::now_v7(), p, 5).await.expect_ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,17 +128,13 @@ async fn undoing_a_reservation_whose_copy_failed_never_overwrites_a_newer_one() 
     .await;
     assert!(matches!(attempt, Reserve::Reserved { previous: 0, .. }));
     // Meanwhile the cart's next change goes through: 5 units.
-    let (status, body) = h.reserve(cart, p, 5).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert!(body["generation"].as_i64().unwrap() > failing);
+    let newer = h.reserve(cart, p, 5).await.expect_ok().body;
+    assert!(newer.generation > failing);
 
     // The failed request now undoes its change: the newer reservation stays.
     assert!(!store.undo(p, cart, 0, 0, failing).await.unwrap());
     let stock = h.stock(p).await;
-    assert_eq!(
-        (stock["reserved"].clone(), stock["available"].clone()),
-        (json!(5), json!(5))
-    );
+    assert_eq!((stock.reserved, stock.available), (5, 5));
 
     // An undo of the latest change does put back what the cart held before it.
     let latest = next_generation(&h).await;
@@ -155,14 +148,14 @@ async fn undoing_a_reservation_whose_copy_failed_never_overwrites_a_newer_one() 
         panic!("reserved 8: {attempt:?}");
     };
     assert_eq!(previous, 5);
-    assert_eq!(h.stock(p).await["reserved"], 8);
+    assert_eq!(h.stock(p).await.reserved, 8);
     assert!(
         store
             .undo(p, cart, previous, previous_expires_ms, latest)
             .await
             .unwrap()
     );
-    assert_eq!(h.stock(p).await["reserved"], 5);
+    assert_eq!(h.stock(p).await.reserved, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,9 +163,9 @@ async fn every_published_stock_level_carries_a_higher_version_of_the_item() {
     let h = Harness::start().await;
     let vendor = Uuid::now_v7();
     let p = h.product(vendor, 10, 0).await;
-    let member = h.member_token(vendor);
-    assert_eq!(h.adjust(&member, p, 5).await.0, StatusCode::CREATED);
-    assert_eq!(h.adjust(&member, p, -2).await.0, StatusCode::CREATED);
+    let member = h.tokens.member_of(vendor);
+    h.adjust(&member, p, 5).await.expect_ok();
+    h.adjust(&member, p, -2).await.expect_ok();
     let order = order_created(Uuid::now_v7(), vec![line(p, 3)]);
     h.publish(Service::Order, order.clone()).await;
     outcome(&h, &order).await;
@@ -224,12 +217,12 @@ async fn every_published_stock_level_carries_a_higher_version_of_the_item() {
     assert_eq!(created[1]["level"]["product_id"], empty.to_string());
     let first = created[1]["level"]["version"].as_i64().unwrap();
     assert!(first > 0, "created at version {first}");
-    let (_, body) = h.adjust(&member, empty, 4).await;
+    let adjusted = h.adjust(&member, empty, 4).await.expect_ok();
     let updated = h.wait_outbox("inventory.updated", 5).await;
     assert_eq!(
         updated[4]["levels"][0]["product_id"],
         empty.to_string(),
-        "{body}"
+        "{adjusted:?}"
     );
     assert!(updated[4]["levels"][0]["version"].as_i64().unwrap() > first);
 }
@@ -281,33 +274,26 @@ async fn two_processes_fifty_carts_and_a_redis_flush_never_oversell_nor_lose_a_r
                 released: false,
                 order: None,
             };
-            let (status, body) = h
+            let reserved = h
                 .reserve_on(svc, cart.id, cart.product, cart.quantity)
                 .await;
-            assert!(
-                status == StatusCode::CREATED || status == StatusCode::CONFLICT,
-                "{status}: {body}"
-            );
-            cart.reserved = status == StatusCode::CREATED;
+            if let Err(problem) = &reserved {
+                problem.assert(StatusCode::CONFLICT, None);
+            }
+            cart.reserved = reserved.is_ok();
             if cart.reserved {
                 if i % 7 == 3 && cart.quantity > 1 {
-                    // Changes its mind, through the other process.
-                    let (status, body) = h
-                        .reserve_on(processes[(i + 1) % 2], cart.id, cart.product, 1)
-                        .await;
-                    assert_eq!(status, StatusCode::CREATED, "lowering never fails: {body}");
+                    // Changes its mind, through the other process: lowering never fails.
+                    h.reserve_on(processes[(i + 1) % 2], cart.id, cart.product, 1)
+                        .await
+                        .expect_ok();
                     cart.quantity = 1;
                 }
                 if i % 5 == 0 {
-                    let (status, _) = svc
-                        .call(
-                            Method::DELETE,
-                            &format!("/api/reservations/{}/{}", cart.id, cart.product),
-                            Some(&h.service_token()),
-                            None,
-                        )
-                        .await;
-                    assert_eq!(status, StatusCode::NO_CONTENT);
+                    InventoryApi(svc.api())
+                        .release(&h.cart_token(), cart.id, cart.product)
+                        .await
+                        .expect_ok();
                     cart.released = true;
                 } else if i % 4 == 1 {
                     let order = order_created(cart.id, vec![line(cart.product, cart.quantity)]);
@@ -348,7 +334,7 @@ async fn two_processes_fifty_carts_and_a_redis_flush_never_oversell_nor_lose_a_r
             .map(|c| c.quantity)
             .sum();
         eventually("the held reservations in the mirror", WAIT, || async {
-            (h.stock(p).await["reserved"] == held).then_some(())
+            (h.stock(p).await.reserved == held).then_some(())
         })
         .await;
     }

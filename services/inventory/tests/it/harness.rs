@@ -5,12 +5,16 @@
 use std::time::{Duration, Instant};
 
 use inventory::{Config, Settings};
-use mp_common::TokenKeys;
 use mp_events::catalog::{LineItem, OrderCreated, OrderStatus, OrderUpdated, VendorProductCreated};
 use mp_events::{Broker, Envelope, Event, Money, Service};
+use mp_test_support::api::Tokens;
+use mp_test_support::client::Api;
+use mp_test_support::clients::inventory::{
+    Adjusted, Adjustment, InventoryApi, Reservation, Reserve, Stock,
+};
+use mp_test_support::clients::{ApiResult, Expect, Reply};
 use mp_test_support::{TestEnv, TestService, eventually};
-use reqwest::{Method, StatusCode, header};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -28,8 +32,10 @@ pub fn settings() -> Settings {
 pub struct Harness {
     // The service first: it stops before the environment drops its schema and keys.
     pub svc: TestService,
+    /// The service's API, typed.
+    pub client: InventoryApi,
     pub db: PgPool,
-    pub keys: TokenKeys,
+    pub tokens: Tokens,
     broker: Broker,
     pub env: TestEnv,
 }
@@ -47,13 +53,14 @@ impl Harness {
             })
             .await;
         let config = env.config(Service::Inventory);
-        let keys = TokenKeys::from_config(&config).expect("token keys");
+        let tokens = Tokens::new(&env);
         let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
         let db = env.db(Service::Inventory).await;
         Self {
+            client: InventoryApi(svc.api()),
             svc,
             db,
-            keys,
+            tokens,
             broker,
             env,
         }
@@ -76,14 +83,21 @@ impl Harness {
         cart_id: Uuid,
         product_id: Uuid,
         quantity: i64,
-    ) -> (StatusCode, Value) {
-        svc.call(
-            Method::POST,
-            "/api/reservations",
-            Some(&self.service_token()),
-            Some(json!({"cart_id": cart_id, "product_id": product_id, "quantity": quantity})),
-        )
-        .await
+    ) -> ApiResult<Reply<Reservation>> {
+        let reserve = Reserve {
+            cart_id,
+            product_id,
+            quantity,
+            replaces: None,
+        };
+        InventoryApi(svc.api())
+            .reserve(&self.cart_token(), &reserve)
+            .await
+    }
+
+    /// A token of the cart service, the one caller of the reservations.
+    pub fn cart_token(&self) -> String {
+        self.tokens.service(Service::Cart, Service::Inventory)
     }
 
     /// The service's Redis store, as a process of it would use it.
@@ -108,72 +122,9 @@ impl Harness {
         }
     }
 
-    /// A token of the cart service.
-    pub fn service_token(&self) -> String {
-        self.keys.service_token(Service::Cart, Service::Inventory).0
-    }
-
-    fn user(&self, roles: &[&str], vendors: Vec<Uuid>) -> String {
-        let roles = roles.iter().map(|r| (*r).to_owned()).collect();
-        self.keys
-            .user_token(Uuid::now_v7(), Uuid::new_v4(), roles, vendors)
-            .0
-    }
-
-    pub fn member_token(&self, vendor_id: Uuid) -> String {
-        self.user(&["customer", "vendor"], vec![vendor_id])
-    }
-
-    pub fn admin_token(&self) -> String {
-        self.user(&["customer", "admin"], vec![])
-    }
-
-    pub fn customer_token(&self) -> String {
-        self.user(&["customer"], vec![])
-    }
-
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        self.svc.call(method, path, token, body).await
-    }
-
-    /// A request with a raw body; returns status, content type and JSON body.
-    pub async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        content_type: &str,
-        body: &str,
-    ) -> (StatusCode, String, Value) {
-        let resp = self
-            .svc
-            .http()
-            .request(method, self.svc.url(path))
-            .bearer_auth(token)
-            .header(header::CONTENT_TYPE, content_type)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("request sent");
-        let status = resp.status();
-        let ct = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = resp.text().await.expect("body read");
-        (
-            status,
-            ct,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
+    /// The inventory service's HTTP API.
+    pub fn api(&self) -> Api {
+        self.svc.api()
     }
 
     /// Publishes an event on this environment's exchange, as its publisher would.
@@ -214,17 +165,11 @@ impl Harness {
     }
 
     /// The stock as an admin reads it.
-    pub async fn stock(&self, product_id: Uuid) -> Value {
-        let (status, body) = self
-            .call(
-                Method::GET,
-                &format!("/api/inventory/{product_id}"),
-                Some(&self.admin_token()),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
+    pub async fn stock(&self, product_id: Uuid) -> Stock {
+        self.client
+            .stock(&self.tokens.admin(), product_id)
+            .await
+            .expect_ok()
     }
 
     pub async fn on_hand(&self, product_id: Uuid) -> i64 {
@@ -235,40 +180,30 @@ impl Harness {
             .unwrap()
     }
 
+    /// Sets the cart's reservation of the product to `quantity`, as the cart does.
     pub async fn reserve(
         &self,
         cart_id: Uuid,
         product_id: Uuid,
         quantity: i64,
-    ) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            "/api/reservations",
-            Some(&self.service_token()),
-            Some(json!({"cart_id": cart_id, "product_id": product_id, "quantity": quantity})),
-        )
-        .await
+    ) -> ApiResult<Reply<Reservation>> {
+        self.reserve_on(&self.svc, cart_id, product_id, quantity)
+            .await
     }
 
-    pub async fn release(&self, cart_id: Uuid, product_id: Uuid) -> StatusCode {
-        self.call(
-            Method::DELETE,
-            &format!("/api/reservations/{cart_id}/{product_id}"),
-            Some(&self.service_token()),
-            None,
-        )
-        .await
-        .0
+    pub async fn release(&self, cart_id: Uuid, product_id: Uuid) -> ApiResult<()> {
+        self.client
+            .release(&self.cart_token(), cart_id, product_id)
+            .await
     }
 
-    pub async fn adjust(&self, token: &str, product_id: Uuid, delta: i64) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            &format!("/api/inventory/{product_id}/adjustments"),
-            Some(token),
-            Some(json!({"delta": delta, "reason": "stock count"})),
-        )
-        .await
+    /// Adjusts the on-hand stock by `delta` as the holder of `token`.
+    pub async fn adjust(&self, token: &str, product_id: Uuid, delta: i64) -> ApiResult<Adjusted> {
+        let adjustment = Adjustment {
+            delta,
+            reason: "stock count".into(),
+        };
+        self.client.adjust(token, product_id, &adjustment).await
     }
 
     /// Payloads of the events of `event_type` in the service's outbox, oldest first.
@@ -335,24 +270,6 @@ impl Harness {
             .query_async(&mut redis)
             .await
             .unwrap();
-    }
-
-    /// The value of a metric line starting with `prefix` (0 if absent).
-    pub async fn metric(&self, prefix: &str) -> f64 {
-        let text = self
-            .svc
-            .http()
-            .get(self.svc.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
     }
 }
 

@@ -4,8 +4,8 @@
 use futures::future::join_all;
 use mp_events::catalog::{OrderCreated, OrderStatus};
 use mp_events::{Envelope, Service};
+use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -62,12 +62,9 @@ async fn an_order_commits_its_stock_once_with_ledger_rows_and_clears_its_reserva
         h.product(vendor, 5, 0).await,
     );
     let cart = Uuid::now_v7();
-    assert_eq!(h.reserve(cart, p1, 3).await.0, StatusCode::CREATED);
-    assert_eq!(h.reserve(cart, p2, 5).await.0, StatusCode::CREATED);
-    assert_eq!(
-        h.reserve(Uuid::now_v7(), p1, 2).await.0,
-        StatusCode::CREATED
-    );
+    h.reserve(cart, p1, 3).await.expect_ok();
+    h.reserve(cart, p2, 5).await.expect_ok();
+    h.reserve(Uuid::now_v7(), p1, 2).await.expect_ok();
 
     let order = order_created(cart, vec![line(p1, 1), line(p2, 5), line(p1, 2)]);
     let envelope = Envelope::new(Service::Order, order.clone());
@@ -101,21 +98,19 @@ async fn an_order_commits_its_stock_once_with_ledger_rows_and_clears_its_reserva
     // The cart's reservations became the sale; the other cart keeps its own.
     eventually("the cart's reservations cleared", WAIT, || async {
         let s1 = h.stock(p1).await;
-        (s1["on_hand"] == 7 && s1["reserved"] == 2 && s1["available"] == 5).then_some(())
+        (s1.on_hand == 7 && s1.reserved == 2 && s1.available == 5).then_some(())
     })
     .await;
     let s2 = h.stock(p2).await;
-    assert_eq!(
-        (s2["on_hand"].clone(), s2["reserved"].clone()),
-        (json!(0), json!(0))
-    );
+    assert_eq!((s2.on_hand, s2.reserved), (0, 0));
 
     // Redelivered, and published again with a new id: no second commit.
     h.publish_envelope(&envelope).await;
     h.publish(Service::Order, order.clone()).await;
     handled(&h, "inventory.commit", 2).await;
     eventually("the redelivery acked", WAIT, || async {
-        (h.metric("events_consumed_total{event_type=\"order.created\"")
+        (h.api()
+            .metric("events_consumed_total", &[("event_type", "order.created")])
             .await
             >= 3.0)
             .then_some(())
@@ -200,7 +195,8 @@ async fn a_cancelled_order_gets_its_committed_stock_back_once() {
     // confirmation is passed over without an inbox row, since it releases nothing.
     handled(&h, "inventory.restock", 2).await;
     eventually("the redelivery acked", WAIT, || async {
-        (h.metric("events_consumed_total{event_type=\"order.updated\"")
+        (h.api()
+            .metric("events_consumed_total", &[("event_type", "order.updated")])
             .await
             >= 4.0)
             .then_some(())

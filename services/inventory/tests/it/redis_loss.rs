@@ -7,10 +7,10 @@
 
 use futures::future::join_all;
 use mp_events::Service;
+use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
 use redis::AsyncCommands;
 use reqwest::StatusCode;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::harness::{Harness, WAIT, line, order_created, settings};
@@ -30,8 +30,8 @@ async fn after_redis_loses_its_data_reservations_come_back_and_commits_never_ove
     let h = Harness::start_with(reconciling_often()).await;
     let p = h.product(Uuid::now_v7(), 10, 0).await;
     let carts: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
-    assert_eq!(h.reserve(carts[0], p, 4).await.0, StatusCode::CREATED);
-    assert_eq!(h.reserve(carts[1], p, 3).await.0, StatusCode::CREATED);
+    h.reserve(carts[0], p, 4).await.expect_ok();
+    h.reserve(carts[1], p, 3).await.expect_ok();
 
     // Reconciliation alone puts the mirror and the reservations back.
     h.flush_redis().await;
@@ -46,38 +46,39 @@ async fn after_redis_loses_its_data_reservations_come_back_and_commits_never_ove
     assert_eq!(on_hand, "10");
     eventually("the drift counted", WAIT, || async {
         let missing = h
-            .metric("inventory_reconcile_drift_total{kind=\"mirror_missing\"}")
+            .api()
+            .metric(
+                "inventory_reconcile_drift_total",
+                &[("kind", "mirror_missing")],
+            )
             .await;
         let restored = h
-            .metric("inventory_reconcile_drift_total{kind=\"reservations_restored\"}")
+            .api()
+            .metric(
+                "inventory_reconcile_drift_total",
+                &[("kind", "reservations_restored")],
+            )
             .await;
         (missing >= 1.0 && restored >= 2.0).then_some(())
     })
     .await;
     let stock = h.stock(p).await;
-    assert_eq!(
-        (
-            stock["on_hand"].clone(),
-            stock["reserved"].clone(),
-            stock["available"].clone()
-        ),
-        (json!(10), json!(7), json!(3))
-    );
-    let (status, body) = h.reserve(carts[2], p, 4).await;
-    assert_eq!(
-        (status, body["available"].clone()),
-        (StatusCode::CONFLICT, json!(3))
-    );
+    assert_eq!((stock.on_hand, stock.reserved, stock.available), (10, 7, 3));
+    let problem = h
+        .reserve(carts[2], p, 4)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem["available"], 3, "{problem}");
 
     // A reservation right after the loss, before any reconciliation, still counts the
     // reservations kept in PostgreSQL.
     h.flush_redis().await;
-    assert_eq!(h.reserve(carts[2], p, 3).await.0, StatusCode::CREATED);
-    let (status, body) = h.reserve(carts[3], p, 1).await;
-    assert_eq!(
-        (status, body["available"].clone()),
-        (StatusCode::CONFLICT, json!(0))
-    );
+    h.reserve(carts[2], p, 3).await.expect_ok();
+    let problem = h
+        .reserve(carts[3], p, 1)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem["available"], 0, "{problem}");
 
     // With Redis empty again, the three carts holding all 10 units order what they hold
     // and a fourth cart, holding nothing, orders one: the holders commit, the fourth
@@ -107,7 +108,7 @@ async fn after_redis_loses_its_data_reservations_come_back_and_commits_never_ove
     h.assert_ledger_matches().await;
     eventually("the mirror to follow", WAIT, || async {
         let stock = h.stock(p).await;
-        (stock["on_hand"] == 0 && stock["available"] == 0).then_some(())
+        (stock.on_hand == 0 && stock.available == 0).then_some(())
     })
     .await;
 }
@@ -129,24 +130,33 @@ async fn a_mirror_that_disagrees_with_postgresql_is_repaired_and_counted() {
     let _: () = redis.hset(&key, "reserved", 42).await.unwrap();
     eventually("the repair counted", WAIT, || async {
         let mismatch = h
-            .metric("inventory_reconcile_drift_total{kind=\"on_hand_mismatch\"}")
+            .api()
+            .metric(
+                "inventory_reconcile_drift_total",
+                &[("kind", "on_hand_mismatch")],
+            )
             .await;
         let recounted = h
-            .metric("inventory_reconcile_drift_total{kind=\"reserved_recounted\"}")
+            .api()
+            .metric(
+                "inventory_reconcile_drift_total",
+                &[("kind", "reserved_recounted")],
+            )
             .await;
         (mismatch >= 1.0 && recounted >= 1.0).then_some(())
     })
     .await;
     let on_hand: String = redis.hget(&key, "on_hand").await.unwrap();
     assert_eq!(on_hand, "3");
-    let (status, body) = h.reserve(Uuid::now_v7(), p, 4).await;
-    assert_eq!(
-        (status, body["available"].clone()),
-        (StatusCode::CONFLICT, json!(3))
-    );
-    assert_eq!(h.stock(p).await["available"], 3);
+    let problem = h
+        .reserve(Uuid::now_v7(), p, 4)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem["available"], 3, "{problem}");
+    assert_eq!(h.stock(p).await.available, 3);
     assert!(
-        h.metric("inventory_reconcile_runs_total{outcome=\"ok\"}")
+        h.api()
+            .metric("inventory_reconcile_runs_total", &[("outcome", "ok")])
             .await
             >= 1.0
     );

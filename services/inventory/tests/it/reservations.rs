@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use mp_events::Service;
 use mp_events::catalog::{CartItemAdded, CartItemRemoved};
+use mp_test_support::clients::inventory::{Reservation, Reserve};
+use mp_test_support::clients::{ApiResult, Expect, Reply};
 use mp_test_support::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -23,14 +25,8 @@ async fn fifty_concurrent_reservations_of_one_unit_on_ten_in_stock_let_exactly_t
     let results = join_all((0..50).map(|_| h.reserve(Uuid::now_v7(), product_id, 1))).await;
     let elapsed = started.elapsed();
 
-    let reserved: Vec<_> = results
-        .iter()
-        .filter(|(s, _)| *s == StatusCode::CREATED)
-        .collect();
-    let refused: Vec<_> = results
-        .iter()
-        .filter(|(s, _)| *s == StatusCode::CONFLICT)
-        .collect();
+    let reserved: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     println!(
         "50 concurrent reservations on stock 10: {} reserved, {} refused with 409, in {elapsed:?}",
         reserved.len(),
@@ -38,20 +34,22 @@ async fn fifty_concurrent_reservations_of_one_unit_on_ten_in_stock_let_exactly_t
     );
     assert_eq!(reserved.len(), 10);
     assert_eq!(refused.len(), 40);
-    for (_, body) in &refused {
-        assert_eq!(body["type"], "/problems/insufficient-stock", "{body}");
-        assert_eq!(body["available"], 0, "{body}");
+    for problem in &refused {
+        problem.assert(StatusCode::CONFLICT, None);
+        assert_eq!(problem.kind_name(), "insufficient-stock", "{problem}");
+        assert_eq!(problem["available"], 0, "{problem}");
     }
-    for (_, body) in &reserved {
-        assert_eq!(body["quantity"], 1);
-        assert!(body["expires_at"].is_string());
+    for reply in &reserved {
+        assert_eq!(reply.status, StatusCode::CREATED);
+        assert_eq!(reply.body.quantity, 1);
+        assert!(reply.body.expires_at > Utc::now());
     }
 
     let stock = h.stock(product_id).await;
-    assert_eq!(stock["on_hand"], 10);
-    assert_eq!(stock["reserved"], 10);
-    assert_eq!(stock["available"], 0);
-    let sum = stock["reserved"].as_i64().unwrap() + stock["available"].as_i64().unwrap();
+    assert_eq!(stock.on_hand, 10);
+    assert_eq!(stock.reserved, 10);
+    assert_eq!(stock.available, 0);
+    let sum = stock.reserved + stock.available;
     assert_eq!(sum, 10, "reserved and available add up to on hand");
     let durable: i64 =
         sqlx::query_scalar("select coalesce(sum(quantity), 0)::bigint from reservations")
@@ -67,57 +65,38 @@ async fn changing_a_reservation_takes_only_the_difference_and_repeating_it_chang
     let product_id = h.product(Uuid::now_v7(), 10, 0).await;
     let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
 
-    let (status, body) = h.reserve(a, product_id, 3).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["available"], 7);
-    assert_eq!(body["cart_id"], a.to_string());
-    assert_eq!(body["product_id"], product_id.to_string());
-    let first_expiry: DateTime<Utc> = body["expires_at"].as_str().unwrap().parse().unwrap();
-    assert!(first_expiry > Utc::now() + chrono::Duration::seconds(800));
+    let held = h.reserve(a, product_id, 3).await.expect_ok();
+    let location = held.headers["location"].to_str().unwrap();
+    assert_eq!(location, format!("/api/reservations/{a}/{product_id}"));
+    let held = held.body;
+    assert_eq!(held.available, 7);
+    assert_eq!(held.cart_id, a);
+    assert_eq!(held.product_id, product_id);
+    assert!(held.expires_at > Utc::now() + chrono::Duration::seconds(800));
 
-    let (status, body) = h.reserve(a, product_id, 3).await;
-    assert_eq!(
-        (status, body["available"].clone()),
-        (StatusCode::CREATED, json!(7))
-    );
-    let (_, body) = h.reserve(a, product_id, 5).await;
-    assert_eq!(body["available"], 5);
-    let (_, body) = h.reserve(a, product_id, 2).await;
-    assert_eq!(body["available"], 8);
+    let available = |r: ApiResult<Reply<Reservation>>| r.expect_ok().body.available;
+    assert_eq!(available(h.reserve(a, product_id, 3).await), 7);
+    assert_eq!(available(h.reserve(a, product_id, 5).await), 5);
+    assert_eq!(available(h.reserve(a, product_id, 2).await), 8);
 
-    let (status, body) = h.reserve(b, product_id, 9).await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["available"], 8, "the most cart b could hold");
-    let (status, _) = h.reserve(b, product_id, 8).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let problem = h
+        .reserve(b, product_id, 9)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem["available"], 8, "the most cart b could hold");
+    h.reserve(b, product_id, 8).await.expect_ok();
     // Cart b may lower what it holds even with nothing left to take.
-    let (status, body) = h.reserve(b, product_id, 4).await;
-    assert_eq!(
-        (status, body["available"].clone()),
-        (StatusCode::CREATED, json!(4))
-    );
+    assert_eq!(available(h.reserve(b, product_id, 4).await), 4);
 
     let stock = h.stock(product_id).await;
-    assert_eq!(
-        (stock["reserved"].clone(), stock["available"].clone()),
-        (json!(6), json!(4))
-    );
+    assert_eq!((stock.reserved, stock.available), (6, 4));
 
-    assert_eq!(h.release(a, product_id).await, StatusCode::NO_CONTENT);
-    assert_eq!(
-        h.release(a, product_id).await,
-        StatusCode::NO_CONTENT,
-        "idempotent"
-    );
-    assert_eq!(
-        h.release(Uuid::now_v7(), Uuid::now_v7()).await,
-        StatusCode::NO_CONTENT
-    );
+    h.release(a, product_id).await.expect_ok();
+    // Idempotent, and nothing held is nothing to release.
+    h.release(a, product_id).await.expect_ok();
+    h.release(Uuid::now_v7(), Uuid::now_v7()).await.expect_ok();
     let stock = h.stock(product_id).await;
-    assert_eq!(
-        (stock["reserved"].clone(), stock["available"].clone()),
-        (json!(4), json!(6))
-    );
+    assert_eq!((stock.reserved, stock.available), (4, 6));
     let rows: Vec<(Uuid, i64)> =
         sqlx::query_as("select cart_id, quantity from reservations where quantity > 0")
             .fetch_all(&h.db)
@@ -133,31 +112,27 @@ async fn expired_reservations_return_their_stock_by_themselves() {
     let h = Harness::start_with(s).await;
     let product_id = h.product(Uuid::now_v7(), 5, 0).await;
 
-    let (status, _) = h.reserve(Uuid::now_v7(), product_id, 5).await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (status, body) = h.reserve(Uuid::now_v7(), product_id, 1).await;
-    assert_eq!(
-        (status, body["available"].clone()),
-        (StatusCode::CONFLICT, json!(0))
-    );
+    h.reserve(Uuid::now_v7(), product_id, 5).await.expect_ok();
+    let problem = h
+        .reserve(Uuid::now_v7(), product_id, 1)
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem["available"], 0);
 
     eventually(
         "the reservation to expire",
         Duration::from_secs(5),
         || async {
             let stock = h.stock(product_id).await;
-            (stock["available"] == 5 && stock["reserved"] == 0).then_some(())
+            (stock.available == 5 && stock.reserved == 0).then_some(())
         },
     )
     .await;
-    let (status, body) = h.reserve(Uuid::now_v7(), product_id, 5).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    h.reserve(Uuid::now_v7(), product_id, 5).await.expect_ok();
 }
 
-fn generation(body: &serde_json::Value) -> i64 {
-    body["generation"]
-        .as_i64()
-        .expect("the answer carries the generation")
+fn generation(reply: &Reply<Reservation>) -> i64 {
+    reply.body.generation
 }
 
 async fn handled(h: &Harness, n: i64) {
@@ -204,8 +179,7 @@ async fn cart_item_events_confirm_and_release_only_the_reservation_of_their_gene
         generation,
     };
 
-    let (status, body) = h.reserve(cart_id, product_id, 2).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let body = h.reserve(cart_id, product_id, 2).await.expect_ok();
     let first = generation(&body);
     let reserved_until = expiry().await.unwrap();
 
@@ -217,8 +191,7 @@ async fn cart_item_events_confirm_and_release_only_the_reservation_of_their_gene
     .await;
 
     // The cart changes the line: a newer generation.
-    let (status, body) = h.reserve(cart_id, product_id, 3).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let body = h.reserve(cart_id, product_id, 3).await.expect_ok();
     let second = generation(&body);
     assert!(second > first, "generations grow");
     // A removal of the earlier reservation arrives late: the newer one is kept. A
@@ -229,10 +202,7 @@ async fn cart_item_events_confirm_and_release_only_the_reservation_of_their_gene
     h.publish(Service::Cart, removed(0)).await;
     handled(&h, 4).await;
     let stock = h.stock(product_id).await;
-    assert_eq!(
-        (stock["reserved"].clone(), stock["available"].clone()),
-        (json!(3), json!(7))
-    );
+    assert_eq!((stock.reserved, stock.available), (3, 7));
     let held: (i64, i64) = sqlx::query_as(
         "select quantity, generation from reservations where cart_id = $1 and product_id = $2",
     )
@@ -255,7 +225,7 @@ async fn cart_item_events_confirm_and_release_only_the_reservation_of_their_gene
     h.publish(Service::Cart, removed(second)).await;
     eventually("the reservation released", WAIT, || async {
         let stock = h.stock(product_id).await;
-        let released = stock["reserved"] == 0 && stock["available"] == 10;
+        let released = stock.reserved == 0 && stock.available == 10;
         (released && expiry().await.is_none()).then_some(())
     })
     .await;
@@ -271,13 +241,12 @@ async fn a_confirmation_that_finds_no_stock_is_counted_and_not_retried_forever()
     let product_id = h.product(Uuid::now_v7(), 2, 0).await;
     let (slow, quick) = (Uuid::now_v7(), Uuid::now_v7());
 
-    let (status, _) = h.reserve(slow, product_id, 2).await;
-    assert_eq!(status, StatusCode::CREATED);
+    h.reserve(slow, product_id, 2).await.expect_ok();
     // Its reservation lapses and another cart takes the stock before its event arrives.
     eventually(
         "the slow cart's reservation to lapse",
         Duration::from_secs(5),
-        || async { (h.reserve(quick, product_id, 2).await.0 == StatusCode::CREATED).then_some(()) },
+        || async { h.reserve(quick, product_id, 2).await.is_ok().then_some(()) },
     )
     .await;
     h.publish(
@@ -293,14 +262,25 @@ async fn a_confirmation_that_finds_no_stock_is_counted_and_not_retried_forever()
     .await;
     eventually("the shortfall counted, the event acked", WAIT, || async {
         let shortfalls = h
-            .metric("inventory_reservation_check_shortfalls_total")
+            .api()
+            .metric("inventory_reservation_check_shortfalls_total", &[])
             .await;
-        let acked = h.metric("events_consumed_total{event_type=\"cart.item.added\",handler=\"inventory.check\",outcome=\"ok\"}").await;
+        let acked = h
+            .api()
+            .metric(
+                "events_consumed_total",
+                &[
+                    ("event_type", "cart.item.added"),
+                    ("handler", "inventory.check"),
+                    ("outcome", "ok"),
+                ],
+            )
+            .await;
         (shortfalls == 1.0 && acked == 1.0).then_some(())
     })
     .await;
     assert_eq!(
-        h.stock(product_id).await["reserved"],
+        h.stock(product_id).await.reserved,
         2,
         "the other cart keeps its stock"
     );
@@ -311,8 +291,9 @@ async fn reservations_are_for_services_only() {
     let h = Harness::start().await;
     let product_id = h.product(Uuid::now_v7(), 3, 0).await;
     let body = json!({"cart_id": Uuid::now_v7(), "product_id": product_id, "quantity": 1});
-    for token in [None, Some(h.admin_token()), Some("not-a-token".to_owned())] {
+    for token in [None, Some(h.tokens.admin()), Some("not-a-token".to_owned())] {
         let (status, problem) = h
+            .api()
             .call(
                 Method::POST,
                 "/api/reservations",
@@ -322,6 +303,7 @@ async fn reservations_are_for_services_only() {
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{problem}");
         let (status, _) = h
+            .api()
             .call(
                 Method::DELETE,
                 &format!("/api/reservations/{}/{product_id}", Uuid::now_v7()),
@@ -331,7 +313,7 @@ async fn reservations_are_for_services_only() {
             .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(h.stock(product_id).await["reserved"], 0);
+    assert_eq!(h.stock(product_id).await.reserved, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,7 +331,7 @@ async fn bad_reservation_requests_are_problems_and_change_nothing() {
     )
     .await;
     h.wait_for_item(inactive_id).await;
-    let token = h.service_token();
+    let token = h.tokens.service(Service::Cart, Service::Inventory);
     let cart = Uuid::now_v7();
     let cases = [
         (
@@ -406,10 +388,11 @@ async fn bad_reservation_requests_are_problems_and_change_nothing() {
     ];
     for (body, status, kind) in cases {
         let (got, content_type, problem) = h
-            .raw(
+            .api()
+            .call_text(
                 Method::POST,
                 "/api/reservations",
-                &token,
+                Some(&token),
                 "application/json",
                 &body,
             )
@@ -419,10 +402,11 @@ async fn bad_reservation_requests_are_problems_and_change_nothing() {
         assert_eq!(problem["type"], kind, "{body}: {problem}");
     }
     let (status, content_type, _) = h
-        .raw(
+        .api()
+        .call_text(
             Method::POST,
             "/api/reservations",
-            &token,
+            Some(&token),
             "text/plain",
             "quantity=1",
         )
@@ -435,6 +419,7 @@ async fn bad_reservation_requests_are_problems_and_change_nothing() {
         )
     );
     let (status, problem) = h
+        .api()
         .call(
             Method::DELETE,
             "/api/reservations/nope/also-nope",
@@ -445,10 +430,7 @@ async fn bad_reservation_requests_are_problems_and_change_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
 
     let stock = h.stock(product_id).await;
-    assert_eq!(
-        (stock["reserved"].clone(), stock["available"].clone()),
-        (json!(0), json!(3))
-    );
+    assert_eq!((stock.reserved, stock.available), (0, 3));
     let rows: i64 = sqlx::query_scalar("select count(*) from reservations")
         .fetch_one(&h.db)
         .await
@@ -461,8 +443,9 @@ async fn only_cart_and_order_may_hold_or_release_stock() {
     let h = Harness::start().await;
     let product_id = h.product(Uuid::now_v7(), 5, 1).await;
     let cart = Uuid::now_v7();
-    let vendor = h.keys.service_token(Service::Vendor, Service::Inventory).0;
+    let vendor = h.tokens.service(Service::Vendor, Service::Inventory);
     let (status, body) = h
+        .api()
         .call(
             Method::POST,
             "/api/reservations",
@@ -476,6 +459,7 @@ async fn only_cart_and_order_may_hold_or_release_stock() {
         "{body}"
     );
     let (status, _) = h
+        .api()
         .call(
             Method::DELETE,
             &format!("/api/reservations/{cart}/{product_id}"),
@@ -484,9 +468,10 @@ async fn only_cart_and_order_may_hold_or_release_stock() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(h.stock(product_id).await["reserved"], 0);
-    let order = h.keys.service_token(Service::Order, Service::Inventory).0;
+    assert_eq!(h.stock(product_id).await.reserved, 0);
+    let order = h.tokens.service(Service::Order, Service::Inventory);
     let (status, body) = h
+        .api()
         .call(
             Method::POST,
             "/api/reservations",
@@ -505,54 +490,43 @@ async fn a_conditional_change_applies_only_over_the_generation_it_replaces() {
     let h = Harness::start().await;
     let p = h.product(Uuid::now_v7(), 10, 0).await;
     let cart = Uuid::now_v7();
-    let (_, first) = h.reserve(cart, p, 2).await;
-    let (_, second) = h.reserve(cart, p, 5).await;
-    let conditional = |quantity: i64, replaces: &serde_json::Value| json!({"cart_id": cart, "product_id": p, "quantity": quantity, "replaces": replaces});
-    let token = h.service_token();
-    let (status, body) = h
-        .call(
-            Method::POST,
-            "/api/reservations",
-            Some(&token),
-            Some(conditional(2, &first["generation"])),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["type"], "/problems/reservation-superseded");
-    assert_eq!(h.stock(p).await["reserved"], 5, "the later change stands");
+    let first = h.reserve(cart, p, 2).await.expect_ok().body;
+    let second = h.reserve(cart, p, 5).await.expect_ok().body;
+    let conditional = |quantity: i64, replaces: i64| Reserve {
+        cart_id: cart,
+        product_id: p,
+        quantity,
+        replaces: Some(replaces),
+    };
+    let token = h.cart_token();
+    let problem = h
+        .client
+        .reserve(&token, &conditional(2, first.generation))
+        .await
+        .expect_problem(StatusCode::CONFLICT, None);
+    assert_eq!(problem.kind_name(), "reservation-superseded", "{problem}");
+    assert_eq!(h.stock(p).await.reserved, 5, "the later change stands");
 
-    let (status, body) = h
-        .call(
-            Method::POST,
-            "/api/reservations",
-            Some(&token),
-            Some(conditional(2, &second["generation"])),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(h.stock(p).await["reserved"], 2);
+    let undone = h
+        .client
+        .reserve(&token, &conditional(2, second.generation))
+        .await
+        .expect_ok()
+        .body;
+    assert_eq!(h.stock(p).await.reserved, 2);
 
-    let (status, _) = h
-        .call(
-            Method::POST,
-            "/api/reservations",
-            Some(&token),
-            Some(json!({"cart_id": cart, "product_id": p, "quantity": 0})),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "0 only as an undo"
-    );
-    let (status, body) = h
-        .call(
-            Method::POST,
-            "/api/reservations",
-            Some(&token),
-            Some(conditional(0, &body["generation"])),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(h.stock(p).await["reserved"], 0);
+    // Quantity 0 ends a reservation only as an undo (with `replaces`).
+    let unconditional_zero = Reserve {
+        replaces: None,
+        ..conditional(0, 0)
+    };
+    h.client
+        .reserve(&token, &unconditional_zero)
+        .await
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, Some("quantity"));
+    h.client
+        .reserve(&token, &conditional(0, undone.generation))
+        .await
+        .expect_ok();
+    assert_eq!(h.stock(p).await.reserved, 0);
 }

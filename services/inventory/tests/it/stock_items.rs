@@ -65,12 +65,12 @@ async fn a_product_created_event_makes_a_stock_item_with_its_initial_stock() {
     }
 
     let stock = h.stock(product_id).await;
-    assert_eq!(stock["product_id"], product_id.to_string());
-    assert_eq!(stock["vendor_id"], vendor_id.to_string());
-    assert_eq!(stock["on_hand"], 12);
-    assert_eq!(stock["reserved"], 0);
-    assert_eq!(stock["available"], 12);
-    assert_eq!(stock["low_stock_threshold"], 3);
+    assert_eq!(stock.product_id, product_id);
+    assert_eq!(stock.vendor_id, vendor_id);
+    assert_eq!(stock.on_hand, 12);
+    assert_eq!(stock.reserved, 0);
+    assert_eq!(stock.available, 12);
+    assert_eq!(stock.low_stock_threshold, 3);
 
     let movements: Vec<(String, i64, i64)> = sqlx::query_as(
         "select kind, delta, on_hand_after from stock_movements where product_id = $1",
@@ -107,10 +107,10 @@ async fn a_product_update_applies_only_a_newer_revision() {
     handled(&h, "inventory.update", 2).await;
 
     let stock = h.stock(created.product_id).await;
-    assert_eq!(stock["low_stock_threshold"], 6);
-    assert_eq!(stock["name"], "Teapot, revision 3");
-    assert_eq!(stock["active"], false);
-    assert_eq!(stock["on_hand"], 5, "metadata changes leave stock alone");
+    assert_eq!(stock.low_stock_threshold, 6);
+    assert_eq!(stock.name, "Teapot, revision 3");
+    assert!(!stock.active);
+    assert_eq!(stock.on_hand, 5, "metadata changes leave stock alone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,17 +131,14 @@ async fn an_update_that_overtakes_its_create_does_no_harm() {
     h.publish(Service::Vendor, created).await;
     handled(&h, "inventory.create", 2).await;
     eventually("the redelivery acked", WAIT, || async {
-        (h.metric("events_consumed_total{").await >= 4.0).then_some(())
+        (h.api().metric("events_consumed_total", &[]).await >= 4.0).then_some(())
     })
     .await;
 
     let stock = h.stock(product_id).await;
-    assert_eq!(stock["on_hand"], 12, "initial stock recorded once");
-    assert_eq!(
-        stock["low_stock_threshold"], 4,
-        "revision 2 beats revision 1"
-    );
-    assert_eq!(stock["name"], "Teapot, revision 2");
+    assert_eq!(stock.on_hand, 12, "initial stock recorded once");
+    assert_eq!(stock.low_stock_threshold, 4, "revision 2 beats revision 1");
+    assert_eq!(stock.name, "Teapot, revision 2");
     let initial: i64 = sqlx::query_scalar(
         "select count(*) from stock_movements where product_id = $1 and kind = 'initial_stock'",
     )

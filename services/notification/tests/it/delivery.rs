@@ -74,7 +74,11 @@ async fn a_missing_contact_fails_with_a_reason_and_other_customers_still_get_the
     assert_eq!(sent[0].status, "sent");
     assert_eq!(h.emails().len(), 1);
     assert_eq!(
-        h.metric("notifications_failed_total{channel=\"email\",template=\"order_confirmed\"}")
+        h.api()
+            .metric(
+                "notifications_failed_total",
+                &[("channel", "email"), ("template", "order_confirmed")]
+            )
             .await,
         1.0
     );
@@ -120,7 +124,8 @@ async fn while_the_smtp_server_is_down_emails_wait_and_go_out_once_it_is_back() 
     })
     .await;
     assert!(
-        h.metric("notifications_retried_total{channel=\"email\"")
+        h.api()
+            .metric("notifications_retried_total", &[("channel", "email")])
             .await
             >= 3.0
     );
@@ -260,12 +265,20 @@ async fn a_refused_mailbox_is_retried_then_failed_with_the_reason_while_others_a
     assert_eq!(emails.len(), 1);
     assert_eq!(emails[0].rcpt_to, vec![ada.email.clone()]);
     assert_eq!(
-        h.metric("notifications_failed_total{channel=\"email\",template=\"order_confirmed\"}")
+        h.api()
+            .metric(
+                "notifications_failed_total",
+                &[("channel", "email"), ("template", "order_confirmed")]
+            )
             .await,
         2.0
     );
     assert_eq!(
-        h.metric("notifications_retried_total{channel=\"email\",template=\"order_confirmed\"}")
+        h.api()
+            .metric(
+                "notifications_retried_total",
+                &[("channel", "email"), ("template", "order_confirmed")]
+            )
             .await,
         2.0
     );

@@ -66,12 +66,20 @@ async fn a_confirmed_order_reaches_the_customer_by_email_with_its_summary_and_by
     );
 
     assert_eq!(
-        h.metric("notifications_sent_total{channel=\"email\",template=\"order_confirmed\"}")
+        h.api()
+            .metric(
+                "notifications_sent_total",
+                &[("channel", "email"), ("template", "order_confirmed")]
+            )
             .await,
         1.0
     );
     assert_eq!(
-        h.metric("notifications_sent_total{channel=\"sms\",template=\"order_confirmed\"}")
+        h.api()
+            .metric(
+                "notifications_sent_total",
+                &[("channel", "sms"), ("template", "order_confirmed")]
+            )
             .await,
         1.0
     );

@@ -10,9 +10,10 @@ use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use axum::routing::post;
 use axum::{Form, Json, Router};
 use base64::Engine;
-use mp_common::TokenKeys;
 use mp_events::catalog::{CustomerCreated, LineItem, OrderStatus, OrderUpdated, VendorCreated};
 use mp_events::{Broker, Envelope, Event, Money, Service};
+use mp_test_support::api::Tokens;
+use mp_test_support::client::Api;
 use mp_test_support::smtp::SmtpSink;
 use mp_test_support::{TestEnv, TestService, eventually};
 use notification::config::{SmsProvider, SmtpTls};
@@ -184,7 +185,7 @@ pub struct Harness {
     pub smtp_port: u16,
     pub sms: SmsProviderFake,
     pub db: PgPool,
-    pub keys: TokenKeys,
+    pub tokens: Tokens,
     broker: Broker,
     /// Kept for its drop, which removes the test's schema and keys.
     _env: TestEnv,
@@ -213,7 +214,7 @@ impl Harness {
             })
             .await;
         let config = env.config(Service::Notification);
-        let keys = TokenKeys::from_config(&config).expect("token keys");
+        let tokens = Tokens::new(&env);
         let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
         let db = env.db(Service::Notification).await;
         Self {
@@ -222,7 +223,7 @@ impl Harness {
             smtp: Some(smtp),
             sms,
             db,
-            keys,
+            tokens,
             broker,
             _env: env,
         }
@@ -332,33 +333,13 @@ impl Harness {
         .await
     }
 
-    pub fn token(&self, customer_id: Uuid, roles: &[&str], vendors: Vec<Uuid>) -> String {
-        let roles = roles.iter().map(|r| (*r).to_owned()).collect();
-        self.keys
-            .user_token(customer_id, Uuid::new_v4(), roles, vendors)
-            .0
-    }
-
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         self.svc.call(Method::GET, path, token, None).await
     }
 
-    /// The sum of the metric lines starting with `prefix`.
-    pub async fn metric(&self, prefix: &str) -> f64 {
-        let text = self
-            .svc
-            .http()
-            .get(self.svc.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+    /// The notification service's HTTP API.
+    pub fn api(&self) -> Api {
+        self.svc.api()
     }
 }
 

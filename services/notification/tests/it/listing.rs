@@ -48,7 +48,7 @@ async fn customers_see_their_own_vendor_members_their_vendors_and_admins_all() {
     h.settled(e2.id, 1).await;
     h.settled(e3.id, 1).await;
 
-    let ada_token = h.token(ada.customer_id, &["customer"], vec![]);
+    let ada_token = h.tokens.user(ada.customer_id, &["customer"], vec![]);
     let (status, body) = h.get("/api/notifications", Some(&ada_token)).await;
     assert_eq!(status, 200, "{body}");
     let items = body["items"].as_array().unwrap();
@@ -66,13 +66,13 @@ async fn customers_see_their_own_vendor_members_their_vendors_and_admins_all() {
         .collect();
     assert!(channels.contains(&"email") && channels.contains(&"sms"));
 
-    let bob_token = h.token(bob.customer_id, &["customer"], vec![]);
+    let bob_token = h.tokens.user(bob.customer_id, &["customer"], vec![]);
     let (_, body) = h.get("/api/notifications", Some(&bob_token)).await;
     assert_eq!(body["items"].as_array().unwrap().len(), 1);
     assert_eq!(body["items"][0]["template"], "order_rejected");
     assert_eq!(body["items"][0]["recipient"], bob.email.as_str());
 
-    let member = h.token(
+    let member = h.tokens.user(
         Uuid::now_v7(),
         &["customer", "vendor"],
         vec![vendor.vendor_id],
@@ -82,7 +82,7 @@ async fn customers_see_their_own_vendor_members_their_vendors_and_admins_all() {
     assert_eq!(body["items"][0]["template"], "low_stock");
     assert_eq!(body["items"][0]["recipient"], "orders@tea.test");
 
-    let outsider = h.token(
+    let outsider = h.tokens.user(
         Uuid::now_v7(),
         &["customer", "vendor"],
         vec![Uuid::now_v7()],
@@ -90,7 +90,9 @@ async fn customers_see_their_own_vendor_members_their_vendors_and_admins_all() {
     let (_, body) = h.get("/api/notifications", Some(&outsider)).await;
     assert_eq!(body["items"], Value::Array(vec![]));
 
-    let admin = h.token(Uuid::now_v7(), &["customer", "admin"], vec![]);
+    let admin = h
+        .tokens
+        .user(Uuid::now_v7(), &["customer", "admin"], vec![]);
     let (_, all) = h.get("/api/notifications", Some(&admin)).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 4);
     assert_eq!(all["next_cursor"], Value::Null);
@@ -128,7 +130,7 @@ async fn listing_needs_a_token_and_valid_filters() {
     let (status, body) = h.get("/api/notifications", None).await;
     assert_eq!(status, 401, "{body}");
 
-    let token = h.token(Uuid::now_v7(), &["customer"], vec![]);
+    let token = h.tokens.user(Uuid::now_v7(), &["customer"], vec![]);
     let (status, body) = h
         .get(
             "/api/notifications?channel=fax&order_id=nope&limit=0&cursor=zzz",

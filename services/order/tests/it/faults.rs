@@ -1,10 +1,11 @@
 //! A killed order service resumes its sagas where they stopped.
 
 use mp_events::Service;
+use mp_test_support::clients::Expect;
 use mp_test_support::{eventually, wait_ready};
 use uuid::Uuid;
 
-use crate::harness::{Checkout, Harness, WAIT, start_inventory, statuses};
+use crate::harness::{Checkout, Harness, WAIT, start_inventory};
 use crate::provider::{self, FakeStripe};
 
 fn spawn_order(h: &Harness) -> (std::process::Child, String) {
@@ -54,7 +55,7 @@ async fn an_order_service_killed_between_charge_and_confirmation_completes_with_
     second.kill().unwrap();
     second.wait().unwrap();
 
-    assert_eq!(statuses(&order), ["pending", "paid", "confirmed"]);
+    assert_eq!(order.statuses(), ["pending", "paid", "confirmed"]);
     assert_eq!(h.successful(c.order_id, "charge").await, 1);
     assert_eq!(
         h.payments(c.order_id).await.len(),
@@ -108,13 +109,12 @@ async fn a_driver_killed_between_approval_and_record_then_a_cancel_refunds_the_c
     let (mut second, url) = spawn_on_stripe(&h, &fake);
     wait_ready(&url, WAIT).await;
     h.order_url = url;
-    let (status, body) = h.cancel(&c).await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    h.cancel(&c).await.expect_ok();
     let order = h.wait_settled(&c).await;
     second.kill().unwrap();
     second.wait().unwrap();
 
-    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order.status, "cancelled");
     let intent = fake.intent_of(c.order_id).unwrap();
     assert_eq!((intent.captured, intent.refunded), (1, 1));
     assert_eq!(h.successful(c.order_id, "charge").await, 1);
@@ -137,7 +137,7 @@ async fn a_driver_killed_between_approval_and_record_resumes_with_the_capture_it
     second.kill().unwrap();
     second.wait().unwrap();
 
-    assert_eq!(statuses(&order), ["pending", "paid"]);
+    assert_eq!(order.statuses(), ["pending", "paid"]);
     assert_eq!(fake.intent_of(c.order_id).unwrap().captured, 1);
     assert_eq!(
         fake.confirmations(c.order_id),

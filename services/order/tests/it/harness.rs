@@ -5,13 +5,16 @@
 
 use std::time::Duration;
 
-use mp_common::TokenKeys;
 use mp_events::catalog::{CartCheckout, LineItem, ShippingAddress, VendorProductCreated};
 use mp_events::{Broker, Envelope, Event, Money, Service};
+use mp_test_support::api::Tokens;
+use mp_test_support::client::Api;
+use mp_test_support::clients::inventory::{InventoryApi, Reservation, Reserve};
+use mp_test_support::clients::order::{Order, OrderApi, PaymentMethod};
+use mp_test_support::clients::{ApiResult, Expect, Reply};
 use mp_test_support::{TestEnv, TestService, eventually};
 use order::{Config, GatewayKind, Settings};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -45,7 +48,7 @@ pub struct Harness {
     pub http: reqwest::Client,
     pub db: PgPool,
     pub inventory_db: PgPool,
-    pub keys: TokenKeys,
+    pub tokens: Tokens,
     broker: Broker,
     pub env: TestEnv,
 }
@@ -88,7 +91,7 @@ impl Harness {
             None
         };
         let config = env.config(Service::Order);
-        let keys = TokenKeys::from_config(&config).expect("token keys");
+        let tokens = Tokens::new(&env);
         let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
         let db = env.db(Service::Order).await;
         let inventory_db = env.db(Service::Inventory).await;
@@ -99,7 +102,7 @@ impl Harness {
             http: reqwest::Client::new(),
             db,
             inventory_db,
-            keys,
+            tokens,
             broker,
             env,
         }
@@ -109,49 +112,14 @@ impl Harness {
         format!("{}{path}", self.order_url)
     }
 
-    /// A token of `service` for calling the order service.
-    pub fn service_token(&self, service: Service) -> String {
-        self.keys.service_token(service, Service::Order).0
+    /// The order service's HTTP API.
+    pub fn api(&self) -> Api {
+        Api::with_client(self.order_url.clone(), self.http.clone())
     }
 
-    pub fn token_for(&self, user_id: Uuid, roles: &[&str], vendors: Vec<Uuid>) -> String {
-        let roles = roles.iter().map(|r| (*r).to_owned()).collect();
-        self.keys
-            .user_token(user_id, Uuid::new_v4(), roles, vendors)
-            .0
-    }
-
-    pub fn customer_token(&self, customer_id: Uuid) -> String {
-        self.token_for(customer_id, &["customer"], vec![])
-    }
-
-    pub fn member_token(&self, vendor_id: Uuid) -> String {
-        self.token_for(Uuid::now_v7(), &["customer", "vendor"], vec![vendor_id])
-    }
-
-    pub fn admin_token(&self) -> String {
-        self.token_for(Uuid::now_v7(), &["customer", "admin"], vec![])
-    }
-
-    /// Calls the order service; returns the status and the JSON body (`Null` if none).
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request sent");
-        let status = resp.status();
-        let text = resp.text().await.expect("body read");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    /// The order service's API, typed.
+    pub fn client(&self) -> OrderApi {
+        OrderApi(self.api())
     }
 
     /// Publishes an event on this environment's exchange, as its publisher would.
@@ -203,12 +171,14 @@ impl Harness {
         let checkout = self.checkout_event(lines);
         if self.inventory.is_some() {
             for &(product_id, _, quantity) in lines {
-                let (status, body) = self.reserve(checkout.cart_id, product_id, quantity).await;
-                assert_eq!(status, StatusCode::CREATED, "{body}");
+                self.reserve(checkout.cart_id, product_id, quantity)
+                    .await
+                    .expect_ok();
             }
         }
-        let status = self.put_payment_method(&checkout, payment_token).await;
-        assert_eq!(status, StatusCode::NO_CONTENT);
+        self.put_payment_method(&checkout, payment_token)
+            .await
+            .expect_ok();
         self.publish(Service::Cart, checkout.event.clone()).await;
         checkout
     }
@@ -256,33 +226,40 @@ impl Harness {
         cart_id: Uuid,
         product_id: Uuid,
         quantity: i64,
-    ) -> (StatusCode, Value) {
+    ) -> ApiResult<Reply<Reservation>> {
         let inventory = self.inventory.as_ref().expect("inventory runs");
-        inventory
-            .call(
-                Method::POST,
-                "/api/reservations",
-                Some(&self.keys.service_token(Service::Cart, Service::Inventory).0),
-                Some(json!({"cart_id": cart_id, "product_id": product_id, "quantity": quantity})),
+        let reserve = Reserve {
+            cart_id,
+            product_id,
+            quantity,
+            replaces: None,
+        };
+        InventoryApi(inventory.api())
+            .reserve(
+                &self.tokens.service(Service::Cart, Service::Inventory),
+                &reserve,
             )
             .await
     }
 
-    pub async fn put_payment_method(&self, c: &Checkout, token: &str) -> StatusCode {
-        self.call(
-            Method::PUT,
-            &format!("/api/internal/orders/{}/payment-method", c.order_id),
-            Some(&self.service_token(Service::Cart)),
-            Some(
-                json!({"customer_id": c.customer_id, "cart_id": c.cart_id, "payment_token": token}),
-            ),
-        )
-        .await
-        .0
+    /// The cart's hand-off of the payment token for the checkout.
+    pub async fn put_payment_method(&self, c: &Checkout, token: &str) -> ApiResult<()> {
+        let method = PaymentMethod {
+            customer_id: c.customer_id,
+            cart_id: c.cart_id,
+            payment_token: token.to_owned(),
+        };
+        self.client()
+            .put_payment_method(
+                &self.tokens.service(Service::Cart, Service::Order),
+                c.order_id,
+                &method,
+            )
+            .await
     }
 
     /// Waits until the order has `status`, then returns it as its customer reads it.
-    pub async fn wait_status(&self, c: &Checkout, status: &str) -> Value {
+    pub async fn wait_status(&self, c: &Checkout, status: &str) -> Order {
         eventually(
             &format!("order {} to be {status}", c.order_id),
             WAIT,
@@ -301,7 +278,7 @@ impl Harness {
     }
 
     /// Waits until the order no longer waits on a saga step (refunds included).
-    pub async fn wait_settled(&self, c: &Checkout) -> Value {
+    pub async fn wait_settled(&self, c: &Checkout) -> Order {
         eventually(&format!("order {} to settle", c.order_id), WAIT, || async {
             let step: Option<Option<String>> =
                 sqlx::query_scalar("select saga_step from orders where id = $1")
@@ -316,27 +293,18 @@ impl Harness {
     }
 
     /// The customer cancels the order.
-    pub async fn cancel(&self, c: &Checkout) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            &format!("/api/orders/{}/cancel", c.order_id),
-            Some(&self.customer_token(c.customer_id)),
-            None,
-        )
-        .await
+    pub async fn cancel(&self, c: &Checkout) -> ApiResult<Order> {
+        self.client()
+            .cancel(&self.tokens.customer(c.customer_id), c.order_id)
+            .await
     }
 
-    pub async fn read(&self, c: &Checkout) -> Value {
-        let (status, body) = self
-            .call(
-                Method::GET,
-                &format!("/api/orders/{}", c.order_id),
-                Some(&self.customer_token(c.customer_id)),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        body
+    /// The order as its customer reads it.
+    pub async fn read(&self, c: &Checkout) -> Order {
+        self.client()
+            .get(&self.tokens.customer(c.customer_id), c.order_id)
+            .await
+            .expect_ok()
     }
 
     /// Payment attempts of the order: `(kind, status)`.
@@ -393,32 +361,6 @@ impl Harness {
             .await
             .unwrap()
     }
-
-    /// The value of a metric line starting with `prefix` (summed; 0 if absent).
-    pub async fn metric(&self, prefix: &str) -> f64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-pub fn statuses(order: &Value) -> Vec<String> {
-    order["status_history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["to"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 /// The inventory service of `env`, in this process.

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use mp_events::catalog::OrderCreated;
 use mp_events::{Envelope, Service};
+use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
-use crate::harness::{Harness, WAIT, settings, statuses};
+use crate::harness::{Harness, WAIT, settings};
 
 #[tokio::test]
 async fn a_paid_order_is_confirmed_once_inventory_commits_its_stock() {
@@ -20,13 +21,13 @@ async fn a_paid_order_is_confirmed_once_inventory_commits_its_stock() {
 
     let order = h.wait_status(&c, "confirmed").await;
     assert_eq!(
-        statuses(&order),
+        order.statuses(),
         ["pending", "paid", "confirmed"],
-        "{order}"
+        "{order:?}"
     );
-    assert_eq!(order["total"]["amount"], 3 * 1999 + 3 * 1999 / 5);
-    assert_eq!(order["items"][0]["vendor_id"], vendor.to_string());
-    assert_eq!(order["stock_committed"], true);
+    assert_eq!(order.total.amount, 3 * 1999 + 3 * 1999 / 5);
+    assert_eq!(order.items[0].vendor_id, vendor);
+    assert!(order.stock_committed);
     assert_eq!(h.successful(c.order_id, "charge").await, 1);
     assert_eq!(h.movements(c.order_id).await, [("order".to_owned(), -3)]);
     assert_eq!(h.on_hand(product).await, 7);
@@ -50,7 +51,8 @@ async fn a_paid_order_is_confirmed_once_inventory_commits_its_stock() {
         .unwrap();
     assert_eq!(tokens, 0);
     assert!(
-        h.metric("order_checkout_outcomes_total{status=\"confirmed\"}")
+        h.api()
+            .metric("order_checkout_outcomes_total", &[("status", "confirmed")])
             .await
             >= 1.0
     );
@@ -65,11 +67,12 @@ async fn a_declined_card_fails_the_order_releases_the_stock_and_charges_nothing(
 
     let order = h.wait_status(&c, "payment_failed").await;
     assert!(
-        order["failure_reason"]
-            .as_str()
+        order
+            .failure_reason
+            .as_deref()
             .unwrap()
             .contains("card_declined"),
-        "{order}"
+        "{order:?}"
     );
     assert_eq!(h.successful(c.order_id, "charge").await, 0);
     assert!(h.events("order.created", c.order_id).await.is_empty());
@@ -90,11 +93,12 @@ async fn a_transient_gateway_error_is_retried_and_then_declined() {
 
     let order = h.wait_status(&c, "payment_failed").await;
     assert!(
-        order["failure_reason"]
-            .as_str()
+        order
+            .failure_reason
+            .as_deref()
             .unwrap()
             .contains("after retries"),
-        "{order}"
+        "{order:?}"
     );
     // The first try and both retries (settings: 2), each recorded as an attempt.
     let attempts = h.payments(c.order_id).await;
@@ -102,8 +106,8 @@ async fn a_transient_gateway_error_is_retried_and_then_declined() {
         attempts,
         vec![("charge".to_owned(), "failed".to_owned()); 3]
     );
-    assert_eq!(order["payments"].as_array().unwrap().len(), 3);
-    assert!(order["payments"][2]["error"].as_str().is_some());
+    assert_eq!(order.payments.len(), 3);
+    assert!(order.payments[2].error.as_deref().is_some());
     assert_eq!(h.successful(c.order_id, "charge").await, 0);
 }
 
@@ -117,8 +121,8 @@ async fn a_checkout_without_a_payment_method_fails_the_order() {
 
     let order = h.wait_status(&c, "payment_failed").await;
     assert_eq!(
-        order["failure_reason"],
-        "payment declined: no payment method"
+        order.failure_reason.as_deref(),
+        Some("payment declined: no payment method")
     );
 }
 
@@ -128,12 +132,8 @@ async fn redelivered_checkouts_and_order_created_events_change_nothing() {
     let vendor = Uuid::now_v7();
     let product = h.product(vendor, 10).await;
     let c = h.checkout_event(&[(product, vendor, 2)]);
-    let (status, _) = h.reserve(c.cart_id, product, 2).await;
-    assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(
-        h.put_payment_method(&c, "tok_visa").await,
-        StatusCode::NO_CONTENT
-    );
+    h.reserve(c.cart_id, product, 2).await.expect_ok();
+    h.put_payment_method(&c, "tok_visa").await.expect_ok();
     let envelope = Envelope::new(Service::Cart, c.event.clone());
     h.publish_envelope(&envelope).await;
     h.publish_envelope(&envelope).await;
@@ -185,7 +185,7 @@ async fn redelivered_checkouts_and_order_created_events_change_nothing() {
     assert_eq!(h.on_hand(product).await, 8);
     assert_eq!(h.successful(c.order_id, "charge").await, 1);
     let order = h.read(&c).await;
-    assert_eq!(statuses(&order), ["pending", "paid", "confirmed"]);
+    assert_eq!(order.statuses(), ["pending", "paid", "confirmed"]);
 }
 
 #[tokio::test]
@@ -197,10 +197,7 @@ async fn two_orders_racing_for_the_last_units_never_oversell_and_the_loser_is_re
     let a = h.checkout_event(&[(product, vendor, 2)]);
     let b = h.checkout_event(&[(product, vendor, 2)]);
     for c in [&a, &b] {
-        assert_eq!(
-            h.put_payment_method(c, "tok_visa").await,
-            StatusCode::NO_CONTENT
-        );
+        h.put_payment_method(c, "tok_visa").await.expect_ok();
     }
     tokio::join!(
         h.publish(Service::Cart, a.event.clone()),
@@ -210,13 +207,11 @@ async fn two_orders_racing_for_the_last_units_never_oversell_and_the_loser_is_re
     let mut outcomes = Vec::new();
     for c in [&a, &b] {
         let order = eventually("a final status", WAIT, || async {
-            let path = format!("/api/orders/{}", c.order_id);
-            let token = h.customer_token(c.customer_id);
-            let (_, order) = h
-                .call(reqwest::Method::GET, &path, Some(&token), None)
-                .await;
-            let done = matches!(order["status"].as_str(), Some("confirmed" | "rejected"))
-                && order["waiting_on"].is_null();
+            let token = h.tokens.customer(c.customer_id);
+            // 404 until the order exists.
+            let order = h.client().get(&token, c.order_id).await.ok()?;
+            let done = matches!(order.status.as_str(), "confirmed" | "rejected")
+                && order.waiting_on.is_none();
             done.then_some(order)
         })
         .await;
@@ -224,21 +219,19 @@ async fn two_orders_racing_for_the_last_units_never_oversell_and_the_loser_is_re
     }
     let confirmed: Vec<_> = outcomes
         .iter()
-        .filter(|o| o["status"] == "confirmed")
+        .filter(|o| o.status == "confirmed")
         .collect();
-    let rejected: Vec<_> = outcomes
-        .iter()
-        .filter(|o| o["status"] == "rejected")
-        .collect();
+    let rejected: Vec<_> = outcomes.iter().filter(|o| o.status == "rejected").collect();
     assert_eq!((confirmed.len(), rejected.len()), (1, 1), "{outcomes:?}");
     assert_eq!(h.on_hand(product).await, 1, "sold 2 of 3, never 4");
-    let loser = Uuid::parse_str(rejected[0]["id"].as_str().unwrap()).unwrap();
+    let loser = rejected[0].id;
     assert!(
-        rejected[0]["failure_reason"]
-            .as_str()
+        rejected[0]
+            .failure_reason
+            .as_deref()
             .unwrap()
             .contains("out of stock"),
-        "{}",
+        "{:?}",
         rejected[0]
     );
     assert_eq!(h.successful(loser, "charge").await, 1);
@@ -257,56 +250,53 @@ async fn an_order_whose_stock_never_comes_is_listed_as_stuck_then_compensated() 
         .await;
     h.wait_status(&c, "paid").await;
 
-    let admin = h.admin_token();
+    let admin = h.tokens.admin();
     eventually("the order to be listed as stuck", WAIT, || async {
-        let (status, body) = h
-            .call(
-                reqwest::Method::GET,
-                "/api/admin/orders/stuck",
-                Some(&admin),
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let listed = body["items"]
-            .as_array()
-            .unwrap()
+        let page = h.client().stuck(&admin, "").await.expect_ok();
+        let listed = page
+            .items
             .iter()
-            .any(|o| o["id"] == c.order_id.to_string() && o["waiting_on"] == "stock");
+            .any(|o| o.id == c.order_id && o.waiting_on == "stock");
         listed.then_some(())
     })
     .await;
     eventually("the stuck gauge to count it", WAIT, || async {
-        (h.metric("order_saga_stuck{step=\"stock\"}").await >= 1.0).then_some(())
+        (h.api()
+            .metric("order_saga_stuck", &[("step", "stock")])
+            .await
+            >= 1.0)
+            .then_some(())
     })
     .await;
-    let (status, _) = h
-        .call(
-            reqwest::Method::GET,
-            "/api/admin/orders/stuck",
-            Some(&h.customer_token(c.customer_id)),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
+    h.client()
+        .stuck(&h.tokens.customer(c.customer_id), "")
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, None);
 
     let order = h.wait_status(&c, "rejected").await;
     assert!(
-        order["failure_reason"]
-            .as_str()
+        order
+            .failure_reason
+            .as_deref()
             .unwrap()
             .contains("timed out"),
-        "{order}"
+        "{order:?}"
     );
     let order = h.wait_settled(&c).await;
-    assert_eq!(order["status"], "rejected");
+    assert_eq!(order.status, "rejected");
     assert_eq!(h.successful(c.order_id, "refund").await, 1);
     let last = h.events("order.updated", c.order_id).await;
     assert_eq!(last.last().unwrap()["status"], "rejected");
     eventually(
         "the stuck gauge to fall",
         Duration::from_secs(10),
-        || async { (h.metric("order_saga_stuck{step=\"stock\"}").await == 0.0).then_some(()) },
+        || async {
+            (h.api()
+                .metric("order_saga_stuck", &[("step", "stock")])
+                .await
+                == 0.0)
+                .then_some(())
+        },
     )
     .await;
 }
@@ -318,17 +308,9 @@ async fn an_order_cancelled_while_it_waits_for_its_stock_is_refunded_and_stays_c
         .checkout(&[(Uuid::now_v7(), Uuid::now_v7(), 1)], "tok_visa")
         .await;
     h.wait_status(&c, "paid").await;
-    let (status, body) = h
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/orders/{}/cancel", c.order_id),
-            Some(&h.customer_token(c.customer_id)),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    h.cancel(&c).await.expect_ok();
     let order = h.wait_settled(&c).await;
-    assert_eq!(statuses(&order), ["pending", "paid", "cancelled"]);
+    assert_eq!(order.statuses(), ["pending", "paid", "cancelled"]);
     assert_eq!(h.successful(c.order_id, "charge").await, 1);
     assert_eq!(h.successful(c.order_id, "refund").await, 1);
 
@@ -351,7 +333,7 @@ async fn an_order_cancelled_while_it_waits_for_its_stock_is_refunded_and_stays_c
         (n == 1).then_some(())
     })
     .await;
-    assert_eq!(h.read(&c).await["status"], "cancelled");
+    assert_eq!(h.read(&c).await.status, "cancelled");
 }
 
 /// With no inventory answering, orders wait on their stock and fill the saga. At the
@@ -377,21 +359,11 @@ async fn new_checkouts_are_shed_with_retry_after_while_the_saga_is_at_its_limit(
     h.wait_status(&second, "paid").await;
     let third = h.checkout_event(&line);
     let refused = h
-        .http
-        .put(h.url(&format!(
-            "/api/internal/orders/{}/payment-method",
-            third.order_id
-        )))
-        .bearer_auth(h.service_token(Service::Cart))
-        .json(&serde_json::json!({"customer_id": third.customer_id,
-            "cart_id": third.cart_id, "payment_token": "tok_visa"}))
-        .send()
+        .put_payment_method(&third, "tok_visa")
         .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(refused.headers()["retry-after"], "1");
-    let body: serde_json::Value = refused.json().await.unwrap();
-    assert_eq!(body["type"], "/problems/checkout-busy", "{body}");
+        .expect_problem(StatusCode::SERVICE_UNAVAILABLE, None);
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert_eq!(refused.kind_name(), "checkout-busy", "{refused}");
     let stored: i64 =
         sqlx::query_scalar("select count(*) from payment_methods where order_id = $1")
             .bind(third.order_id)
@@ -399,18 +371,15 @@ async fn new_checkouts_are_shed_with_retry_after_while_the_saga_is_at_its_limit(
             .await
             .unwrap();
     assert_eq!(stored, 0, "a refused hand-off stores nothing");
-    assert_eq!(
-        h.put_payment_method(&first, "tok_visa").await,
-        StatusCode::NO_CONTENT,
-        "an admitted order's hand-off is still taken"
-    );
-    assert!(h.metric("order_checkouts_shed_total").await >= 1.0);
+    // An admitted order's hand-off is still taken.
+    h.put_payment_method(&first, "tok_visa").await.expect_ok();
+    assert!(h.api().metric("order_checkouts_shed_total", &[]).await >= 1.0);
 
     // The two time out (hard timeout 4 s): the queue drains and checkouts come in again.
     h.wait_status(&first, "rejected").await;
     h.wait_status(&second, "rejected").await;
     eventually("a new checkout admitted", WAIT, || async {
-        (h.put_payment_method(&third, "tok_visa").await == StatusCode::NO_CONTENT).then_some(())
+        h.put_payment_method(&third, "tok_visa").await.ok()
     })
     .await;
 }

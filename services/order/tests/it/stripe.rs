@@ -3,6 +3,7 @@
 //! come too late, payments that stay `processing`, failures that capture nothing, and a
 //! provider that takes its time. Each test is named for the interleaving it proves.
 
+use mp_test_support::clients::Expect;
 use std::time::Duration;
 
 use mp_events::Money;
@@ -14,7 +15,7 @@ use order::{GatewayKind, Settings};
 use secrecy::SecretString;
 use uuid::Uuid;
 
-use crate::harness::{Harness, WAIT, settings, statuses};
+use crate::harness::{Harness, WAIT, settings};
 use crate::provider::{FakeStripe, KEY};
 
 fn gateway(url: &str, key: &str) -> StripeGateway {
@@ -186,11 +187,12 @@ async fn configured_for_stripe_the_service_charges_through_the_provider() {
     h.wait_status(&paid, "paid").await;
     let order = h.wait_status(&declined, "payment_failed").await;
     assert!(
-        order["failure_reason"]
-            .as_str()
+        order
+            .failure_reason
+            .as_deref()
             .unwrap()
             .contains("insufficient_funds"),
-        "{order}"
+        "{order:?}"
     );
     let intent = fake.intent_of(paid.order_id).unwrap();
     assert_eq!((intent.status.as_str(), intent.captured), ("succeeded", 1));
@@ -219,7 +221,7 @@ async fn a_charge_approved_whose_answer_times_out_is_found_captured_and_the_orde
     let h = on_stripe(&fake, 300).await;
     let c = h.checkout(&one_line(), "pm_late").await;
     let order = h.wait_status(&c, "paid").await;
-    assert_eq!(statuses(&order), ["pending", "paid"]);
+    assert_eq!(order.statuses(), ["pending", "paid"]);
     assert_eq!(fake.intent_of(c.order_id).unwrap().captured, 1);
     assert_eq!(
         fake.confirmations(c.order_id),
@@ -241,7 +243,7 @@ async fn a_processing_payment_that_succeeds_later_pays_the_order() {
     let h = on_stripe(&fake, 5_000).await;
     let c = h.checkout(&one_line(), "pm_processing").await;
     let order = h.wait_status(&c, "paid").await;
-    assert_eq!(statuses(&order), ["pending", "paid"]);
+    assert_eq!(order.statuses(), ["pending", "paid"]);
     let intent = fake.intent_of(c.order_id).unwrap();
     assert_eq!((intent.status.as_str(), intent.captured), ("succeeded", 1));
     assert_eq!(fake.confirmations(c.order_id), 1);
@@ -257,11 +259,12 @@ async fn a_charge_that_keeps_failing_is_declined_and_its_intent_cancelled() {
     let c = h.checkout(&one_line(), "pm_server_error").await;
     let order = h.wait_status(&c, "payment_failed").await;
     assert!(
-        order["failure_reason"]
-            .as_str()
+        order
+            .failure_reason
+            .as_deref()
             .unwrap()
             .contains("after retries"),
-        "{order}"
+        "{order:?}"
     );
     // The first try and both retries (settings: 2).
     assert_eq!(fake.confirmations(c.order_id), 3);
@@ -289,14 +292,13 @@ async fn an_order_cancelled_while_its_charge_is_in_flight_is_refunded() {
         (fake.confirmations(c.order_id) == 1).then_some(())
     })
     .await;
-    let (status, body) = h.cancel(&c).await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    h.cancel(&c).await.expect_ok();
     mp_test_support::eventually("the refund", WAIT, || async {
         (fake.intent_of(c.order_id).unwrap().refunded == 1).then_some(())
     })
     .await;
     let order = h.wait_settled(&c).await;
-    assert_eq!(order["status"], "cancelled");
+    assert_eq!(order.status, "cancelled");
     assert_eq!(h.successful(c.order_id, "charge").await, 1);
     assert_eq!(h.successful(c.order_id, "refund").await, 1);
     assert_eq!(fake.intent_of(c.order_id).unwrap().captured, 1);
@@ -322,7 +324,7 @@ async fn a_slow_provider_call_holds_up_no_other_order() {
         h.wait_status(c, "paid").await;
     }
     assert_eq!(
-        h.read(&slow).await["status"],
+        h.read(&slow).await.status,
         "pending",
         "still at the provider"
     );

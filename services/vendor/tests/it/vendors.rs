@@ -1,13 +1,12 @@
 //! Vendors and members through the API, with real tokens from the customer service.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Fleet, assert_problem};
+use crate::harness::Harness;
 use mp_common::TokenKeys;
 use mp_common::auth::USER_AUDIENCE;
 use mp_events::Service;
+use mp_test_support::api::assert_problem;
 use mp_test_support::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -15,7 +14,7 @@ use uuid::Uuid;
 
 #[tokio::test]
 async fn creating_a_vendor_makes_the_caller_its_owner_and_writes_vendor_created() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let owner = fleet.customer("Ada").await;
 
     let (status, vendor) = fleet
@@ -54,7 +53,7 @@ async fn creating_a_vendor_makes_the_caller_its_owner_and_writes_vendor_created(
 
 #[tokio::test]
 async fn vendor_created_reaches_the_customer_service_so_a_refreshed_token_carries_the_vendor() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let keys = TokenKeys::from_config(&fleet.env.config(Service::Customer)).unwrap();
     assert!(
@@ -108,7 +107,7 @@ async fn vendor_created_reaches_the_customer_service_so_a_refreshed_token_carrie
 
 #[tokio::test]
 async fn an_owner_adds_a_member_who_may_list_products_at_once() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let clerk = fleet.customer("Clerk").await;
     let members = format!("/api/vendors/{vendor_id}/members");
@@ -119,7 +118,7 @@ async fn an_owner_adds_a_member_who_may_list_products_at_once() {
             Method::POST,
             &format!("/api/vendors/{vendor_id}/products"),
             Some(&clerk.token),
-            Some(common::product_body("EARLY-1")),
+            Some(crate::harness::product_body("EARLY-1")),
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -138,7 +137,7 @@ async fn an_owner_adds_a_member_who_may_list_products_at_once() {
 
     // The clerk's token knows nothing of the vendor; the members table is enough.
     fleet
-        .product(&clerk, vendor_id, common::product_body("CLERK-1"))
+        .product(&clerk, vendor_id, crate::harness::product_body("CLERK-1"))
         .await;
 
     let (status, body) = fleet
@@ -202,7 +201,7 @@ async fn an_owner_adds_a_member_who_may_list_products_at_once() {
 
 #[tokio::test]
 async fn only_members_and_admins_may_change_a_vendor() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let path = format!("/api/vendors/{vendor_id}");
 
@@ -294,7 +293,7 @@ async fn only_members_and_admins_may_change_a_vendor() {
 
 #[tokio::test]
 async fn invalid_vendors_are_refused_field_by_field_and_nothing_is_stored() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let user = fleet.customer("Ada").await;
 
     let cases = [
@@ -323,7 +322,15 @@ async fn invalid_vendors_are_refused_field_by_field_and_nothing_is_stored() {
         );
     }
     let (status, _, problem) = fleet
-        .send_raw(Method::POST, "/api/vendors", &user.token, "{\"name\": ")
+        .vendor
+        .api()
+        .call_text(
+            Method::POST,
+            "/api/vendors",
+            Some(&user.token),
+            "application/json",
+            "{\"name\": ",
+        )
         .await;
     assert_problem(status, &problem, StatusCode::BAD_REQUEST, None);
 
@@ -355,7 +362,7 @@ async fn invalid_vendors_are_refused_field_by_field_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn an_added_member_gets_the_vendor_in_tokens_issued_afterwards() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let clerk = fleet.customer("Clerk").await;
     let (status, _) = fleet
@@ -386,7 +393,7 @@ async fn an_added_member_gets_the_vendor_in_tokens_issued_afterwards() {
         me["roles"].as_array().unwrap().contains(&json!("vendor")),
         "{me}"
     );
-    let fresh = fleet.login(&clerk.email, common::PASSWORD).await;
+    let fresh = fleet.login(&clerk.email, crate::harness::PASSWORD).await;
     let keys = TokenKeys::from_config(&fleet.env.config(Service::Customer)).unwrap();
     let claims = keys.verify(&fresh.token, USER_AUDIENCE).unwrap();
     assert_eq!(claims.vendors, vec![vendor_id]);

@@ -1,15 +1,9 @@
 //! A customer and a vendor service in one isolated test environment, with a typed way to
 //! get real users and tokens, vendors and products.
 
-#![allow(
-    dead_code,
-    reason = "each test binary uses its own part of these helpers"
-)]
-
 use std::time::Duration;
 
-use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::options::BasicGetOptions;
 use mp_events::{Broker, Envelope, Event, Service};
 use mp_test_support::{TestEnv, TestService, eventually};
 use reqwest::{Method, StatusCode};
@@ -29,14 +23,14 @@ pub struct User {
     pub refresh_token: String,
 }
 
-pub struct Fleet {
+pub struct Harness {
     // Services first: they stop before the environment drops their schemas.
     pub customer: TestService,
     pub vendor: TestService,
     pub env: TestEnv,
 }
 
-impl Fleet {
+impl Harness {
     pub async fn start() -> Self {
         let env = TestEnv::new();
         let customer = env
@@ -154,70 +148,20 @@ impl Fleet {
             .await
     }
 
-    /// Sends a raw body with a JSON content type; returns status, content type and body.
-    pub async fn send_raw(
-        &self,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: &str,
-    ) -> (StatusCode, String, Value) {
-        let resp = self
-            .vendor
-            .http()
-            .request(method, self.vendor.url(path))
-            .bearer_auth(token)
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            content_type,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
-    }
-
     pub async fn vendor_db(&self) -> sqlx::PgPool {
         self.env.db(Service::Vendor).await
     }
 
     /// Event types in the vendor's outbox, oldest first.
     pub async fn outbox(&self) -> Vec<(String, Value)> {
-        sqlx::query_as("select event_type, envelope from outbox order by seq")
-            .fetch_all(&self.vendor_db().await)
-            .await
-            .unwrap()
+        mp_test_support::api::outbox(&self.vendor_db().await).await
     }
 
     /// Publishes an event on this environment's exchange, as its publisher would.
     pub async fn publish<E: Event>(&self, envelope: &Envelope<E>) {
         let config = self.env.config(Service::Inventory);
         let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
-        let channel = eventually("a RabbitMQ channel", Duration::from_secs(30), || async {
-            broker.confirm_channel().await.ok()
-        })
-        .await;
-        channel
-            .basic_publish(
-                &broker.topology().exchange(),
-                E::TYPE,
-                BasicPublishOptions::default(),
-                &serde_json::to_vec(envelope).unwrap(),
-                BasicProperties::default().with_message_id(envelope.id.to_string().into()),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        mp_test_support::publish_envelope(&broker, envelope).await;
         broker.close().await;
     }
 
@@ -260,17 +204,4 @@ pub fn product_body(sku: &str) -> Value {
         "initial_stock": 25,
         "low_stock_threshold": 5,
     })
-}
-
-/// Asserts a problem+json answer with `status`, naming `field` when given.
-pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, field: Option<&str>) {
-    assert_eq!(status, expected, "{body}");
-    assert_eq!(body["status"], expected.as_u16(), "{body}");
-    assert!(body["detail"].is_string(), "{body}");
-    if let Some(field) = field {
-        let named = body["errors"]
-            .as_array()
-            .is_some_and(|errors| errors.iter().any(|e| e["field"] == field));
-        assert!(named, "expected an error on {field}: {body}");
-    }
 }

@@ -1,13 +1,12 @@
 //! Products through the API: create, read, update, authorization, bad input, events and
 //! the freshness of the Redis cache.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Fleet, assert_problem, product_body};
+use crate::harness::{Harness, product_body};
 use mp_common::redis::RedisKeys;
 use mp_events::Service;
+use mp_test_support::api::assert_problem;
 use mp_test_support::eventually;
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
@@ -16,7 +15,7 @@ use uuid::Uuid;
 use vendor::cache::ProductCache;
 
 /// The vendor service's product cache, as this test environment configures it.
-async fn test_cache(fleet: &Fleet) -> ProductCache {
+async fn test_cache(fleet: &Harness) -> ProductCache {
     ProductCache::new(
         fleet.env.redis().await,
         RedisKeys::new(&format!("t_{}", fleet.env.id)),
@@ -28,7 +27,7 @@ async fn test_cache(fleet: &Fleet) -> ProductCache {
 
 #[tokio::test]
 async fn a_new_owner_lists_a_product_that_anyone_can_read() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
 
     // The owner's token was issued before the vendor existed: the members table decides.
@@ -59,7 +58,7 @@ async fn a_new_owner_lists_a_product_that_anyone_can_read() {
 
 #[tokio::test]
 async fn the_created_event_commits_with_the_product_and_reaches_rabbitmq() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
@@ -102,7 +101,7 @@ async fn the_created_event_commits_with_the_product_and_reaches_rabbitmq() {
 
 #[tokio::test]
 async fn an_update_bumps_the_revision_and_publishes_the_whole_new_state() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
@@ -160,7 +159,7 @@ async fn an_update_bumps_the_revision_and_publishes_the_whole_new_state() {
 
 #[tokio::test]
 async fn a_read_right_after_a_price_change_shows_the_new_price() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
@@ -191,7 +190,7 @@ async fn a_read_right_after_a_price_change_shows_the_new_price() {
 
 #[tokio::test]
 async fn a_slow_reader_cannot_put_an_old_price_back_into_the_cache() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
@@ -226,7 +225,7 @@ async fn a_slow_reader_cannot_put_an_old_price_back_into_the_cache() {
 
 #[tokio::test]
 async fn another_vendors_member_may_not_change_a_product_but_an_admin_may() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let (rival, _) = fleet.vendor_owner("Rival").await;
     let product = fleet
@@ -269,7 +268,7 @@ async fn another_vendors_member_may_not_change_a_product_but_an_admin_may() {
     assert_eq!(body["revision"], 2);
 }
 
-async fn product_count(fleet: &Fleet) -> i64 {
+async fn product_count(fleet: &Harness) -> i64 {
     sqlx::query_scalar("select count(*) from products")
         .fetch_one(&fleet.vendor_db().await)
         .await
@@ -278,7 +277,7 @@ async fn product_count(fleet: &Fleet) -> i64 {
 
 #[tokio::test]
 async fn invalid_products_are_refused_field_by_field_and_nothing_is_stored() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let path = format!("/api/vendors/{vendor_id}/products");
     let with = |patch: Value| {
@@ -342,7 +341,15 @@ async fn invalid_products_are_refused_field_by_field_and_nothing_is_stored() {
     }
 
     let (status, content_type, problem) = fleet
-        .send_raw(Method::POST, &path, &owner.token, "{\"sku\": \"MUG-1\",")
+        .vendor
+        .api()
+        .call_text(
+            Method::POST,
+            &path,
+            Some(&owner.token),
+            "application/json",
+            "{\"sku\": \"MUG-1\",",
+        )
         .await;
     assert_problem(status, &problem, StatusCode::BAD_REQUEST, None);
     assert_eq!(content_type, "application/problem+json");
@@ -370,7 +377,7 @@ async fn invalid_products_are_refused_field_by_field_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn a_duplicate_sku_is_a_conflict_in_any_letter_case_and_publishes_nothing() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
@@ -406,7 +413,7 @@ async fn a_duplicate_sku_is_a_conflict_in_any_letter_case_and_publishes_nothing(
 
 #[tokio::test]
 async fn invalid_updates_change_nothing() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
@@ -445,7 +452,15 @@ async fn invalid_updates_change_nothing() {
         );
     }
     let (status, content_type, problem) = fleet
-        .send_raw(Method::PATCH, &path, &owner.token, "{\"price\": {")
+        .vendor
+        .api()
+        .call_text(
+            Method::PATCH,
+            &path,
+            Some(&owner.token),
+            "application/json",
+            "{\"price\": {",
+        )
         .await;
     assert_problem(status, &problem, StatusCode::BAD_REQUEST, None);
     assert_eq!(content_type, "application/problem+json");
@@ -473,7 +488,7 @@ async fn invalid_updates_change_nothing() {
 
 #[tokio::test]
 async fn concurrent_price_changes_leave_the_last_committed_price_in_the_cache() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))

@@ -1,18 +1,16 @@
 //! Two replicas of the vendor service on one schema and one Redis prefix, each with its
 //! own in-process product cache: a write answered by one is what the other reads next.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Fleet, product_body};
+use crate::harness::{Harness, product_body};
 use futures::StreamExt;
 use mp_events::Service;
 use mp_test_support::{TestService, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn second_replica(fleet: &Fleet) -> TestService {
+async fn second_replica(fleet: &Harness) -> TestService {
     fleet
         .env
         .spawn(Service::Vendor, |common, listener, shutdown| {
@@ -59,7 +57,7 @@ async fn until_served_from_memory(replica: &TestService, path: &str) {
 
 #[tokio::test]
 async fn a_price_written_on_one_replica_is_read_at_once_on_the_other() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let other = second_replica(&fleet).await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
@@ -111,7 +109,7 @@ async fn a_price_written_on_one_replica_is_read_at_once_on_the_other() {
 
 #[tokio::test]
 async fn a_replica_that_never_acknowledges_delays_a_write_by_a_lease_but_does_not_block_it() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))

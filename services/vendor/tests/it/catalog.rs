@@ -1,23 +1,22 @@
 //! The public catalog (filters, keyset pages, bad parameters), a vendor's own product
 //! list, and stock figures consumed from inventory events.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::harness::{Harness, User, product_body};
 use chrono::Utc;
-use common::{Fleet, User, assert_problem, product_body};
 use mp_events::Envelope;
 use mp_events::Service;
 use mp_events::catalog::{InventoryCreated, InventoryUpdated, StockChange, StockLevel};
+use mp_test_support::api::assert_problem;
 use mp_test_support::eventually;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 /// Follows `next_cursor` from `first` to the end; returns the ids in order.
-async fn walk(fleet: &Fleet, first: &str, token: Option<&str>) -> Vec<String> {
+async fn walk(fleet: &Harness, first: &str, token: Option<&str>) -> Vec<String> {
     let mut ids = Vec::new();
     let mut path = first.to_owned();
     let sep = if first.contains('?') { '&' } else { '?' };
@@ -34,7 +33,7 @@ async fn walk(fleet: &Fleet, first: &str, token: Option<&str>) -> Vec<String> {
     }
 }
 
-async fn list(fleet: &Fleet, user: &User, vendor_id: Uuid, sku: &str, name: &str) -> String {
+async fn list(fleet: &Harness, user: &User, vendor_id: Uuid, sku: &str, name: &str) -> String {
     let mut body = product_body(sku);
     body["name"] = json!(name);
     let p = fleet.product(user, vendor_id, body).await;
@@ -43,7 +42,7 @@ async fn list(fleet: &Fleet, user: &User, vendor_id: Uuid, sku: &str, name: &str
 
 #[tokio::test]
 async fn the_catalog_pages_through_active_products_in_listing_order() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let mut ids = Vec::new();
     for i in 0..7 {
@@ -102,7 +101,7 @@ async fn the_catalog_pages_through_active_products_in_listing_order() {
 
 #[tokio::test]
 async fn the_catalog_filters_by_vendor_and_by_text_in_any_letter_case() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (ada, ada_shop) = fleet.vendor_owner("Ada").await;
     let (bob, bob_shop) = fleet.vendor_owner("Bob").await;
     let ada_mug = list(&fleet, &ada, ada_shop, "MUG-1", "Blue Mug").await;
@@ -150,7 +149,7 @@ async fn the_catalog_filters_by_vendor_and_by_text_in_any_letter_case() {
 
 #[tokio::test]
 async fn bad_catalog_parameters_are_problems() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     for (query, status, field) in [
         ("limit=0", StatusCode::UNPROCESSABLE_ENTITY, Some("limit")),
         ("limit=101", StatusCode::UNPROCESSABLE_ENTITY, Some("limit")),
@@ -209,14 +208,14 @@ fn adjusted(levels: Vec<StockLevel>, seconds_from_now: i64) -> Envelope<Inventor
     e
 }
 
-async fn on_hand(fleet: &Fleet, path: &str) -> Option<i64> {
+async fn on_hand(fleet: &Harness, path: &str) -> Option<i64> {
     let (_, read) = fleet.get(path, None).await;
     read["stock"]["on_hand"].as_i64()
 }
 
 #[tokio::test]
 async fn stock_reported_by_inventory_shows_in_cached_reads_and_the_catalog() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let id = list(&fleet, &owner, vendor_id, "MUG-1", "Mug").await;
     let path = format!("/api/products/{id}");
@@ -260,7 +259,7 @@ async fn stock_reported_by_inventory_shows_in_cached_reads_and_the_catalog() {
 
 #[tokio::test]
 async fn an_older_stock_report_never_overwrites_a_newer_one() {
-    let fleet = Fleet::start().await;
+    let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let id = list(&fleet, &owner, vendor_id, "MUG-1", "Mug").await;
     let path = format!("/api/products/{id}");

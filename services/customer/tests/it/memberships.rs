@@ -1,0 +1,123 @@
+//! Vendor memberships from vendor.created events, and the correlation id carried into
+//! the events a request causes.
+
+use std::time::Duration;
+
+use mp_common::TokenKeys;
+use mp_common::auth::USER_AUDIENCE;
+use mp_events::Service;
+use mp_events::catalog::VendorCreated;
+use mp_test_support::{TestEnv, eventually};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn vendor_created_grants_membership_that_new_tokens_carry() {
+    let env = TestEnv::new();
+    let svc = spawn(&env).await;
+    let ivan = register(&svc, "ivan@example.org").await;
+    let ivan_id: Uuid = ivan["id"].as_str().unwrap().parse().unwrap();
+    let (_, refresh) = tokens(&svc, "ivan@example.org", PASSWORD).await;
+
+    // Publish vendor.created through a real outbox and RabbitMQ, as the vendor service would.
+    let vendor_id = Uuid::now_v7();
+    let db = env.db(Service::Customer).await;
+    let mut tx = db.begin().await.unwrap();
+    let event = VendorCreated {
+        vendor_id,
+        owner_id: ivan_id,
+        name: "Ivan's".into(),
+        email: "shop@example.org".into(),
+        phone: None,
+    };
+    mp_events::enqueue(&mut tx, Service::Vendor, event)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let (access, _) = tokens(&svc, "ivan@example.org", PASSWORD).await;
+    let me = eventually(
+        "the membership to be granted",
+        Duration::from_secs(10),
+        || {
+            let (svc, access) = (&svc, &access);
+            async move {
+                let (_, me) = svc
+                    .call(Method::GET, "/api/customers/me", Some(access), None)
+                    .await;
+                (me["vendor_ids"] == json!([vendor_id])).then_some(me)
+            }
+        },
+    )
+    .await;
+    assert!(
+        me["roles"].as_array().unwrap().contains(&json!("vendor")),
+        "{me}"
+    );
+
+    // Tokens issued from now on carry the membership.
+    let (status, body) = svc
+        .call(
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            Some(json!({"refresh_token": refresh})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let keys = TokenKeys::from_config(&env.config(Service::Customer)).unwrap();
+    let claims = keys
+        .verify(body["access_token"].as_str().unwrap(), USER_AUDIENCE)
+        .unwrap();
+    assert_eq!(claims.vendors, vec![vendor_id]);
+    assert!(claims.roles.contains(&"vendor".to_owned()));
+}
+
+#[tokio::test]
+async fn the_correlation_id_is_echoed_and_carried_into_the_events_a_request_causes() {
+    let env = TestEnv::new();
+    let svc = spawn(&env).await;
+    let resp = svc
+        .http()
+        .post(svc.url("/api/customers"))
+        .header("x-correlation-id", "checkout-7f3a")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .json(&json!({"email": "judy@example.org", "password": PASSWORD, "name": "Judy"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()["x-correlation-id"], "checkout-7f3a");
+    assert_eq!(
+        resp.headers()["x-trace-id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+
+    let envelope: Value = sqlx::query_scalar("select envelope from outbox where event_type = 'customer.created' and envelope->'payload'->>'email' = 'judy@example.org'")
+        .fetch_one(&env.db(Service::Customer).await)
+        .await
+        .unwrap();
+    assert_eq!(envelope["correlation_id"], "checkout-7f3a");
+    assert!(
+        envelope["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    );
+    assert_eq!(envelope["source"], "customer");
+
+    // Without a header, one is generated and still echoed.
+    let resp = svc
+        .http()
+        .get(svc.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert!(!resp.headers()["x-correlation-id"].is_empty());
+}
