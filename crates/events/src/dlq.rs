@@ -1,7 +1,9 @@
 //! Operator tooling for dead letters: list, inspect, redrive.
 //!
-//! Messages are read with `basic.get` without acking; the ones not redriven return to the
-//! queue when the channel closes, so looking never loses anything.
+//! Messages are read with `basic.get` without acking; the ones not redriven are given
+//! back (`basic.nack` with requeue) before the channel closes, so looking never loses
+//! anything, and a `list` followed at once by a `redrive` finds them there (a requeue
+//! left to the channel's close may land after the next command has looked).
 //!
 //! The redrive rule and the inbox retention go together: consumers are idempotent
 //! because the inbox remembers each (event, handler) for `INBOX_RETENTION_HOURS` (7 days
@@ -11,7 +13,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
@@ -56,6 +58,7 @@ pub async fn list(
     let channel = broker.channel().await?;
     let queue = broker.topology().dead_letter_queue(service);
     let mut out = Vec::new();
+    let mut last_tag = None;
     while out.len() < limit.min(MAX_SCAN) {
         let Some(msg) = channel
             .basic_get(&queue, BasicGetOptions { no_ack: false })
@@ -63,10 +66,26 @@ pub async fn list(
         else {
             break;
         };
+        last_tag = Some(msg.delivery.delivery_tag);
         out.push(describe(&msg.delivery));
     }
+    give_back(&channel, last_tag).await?;
     channel.close(200, "listed").await?;
     Ok(out)
+}
+
+/// Requeues every message this channel still holds, up to `last_tag`, in their order.
+async fn give_back(channel: &lapin::Channel, last_tag: Option<u64>) -> Result<(), lapin::Error> {
+    match last_tag {
+        Some(tag) => {
+            let options = BasicNackOptions {
+                multiple: true,
+                requeue: true,
+            };
+            channel.basic_nack(tag, options).await
+        }
+        None => Ok(()),
+    }
 }
 
 /// What a redrive did.
@@ -107,6 +126,10 @@ pub async fn redrive(
             None => break,
         }
     }
+    // The messages not acked below, given back at the end (a nack may name only a tag
+    // still held).
+    let mut kept = None;
+    let mut found = false;
     let mut report = RedriveReport::default();
     let oldest_allowed =
         Utc::now() - chrono::Duration::from_std(inbox_retention).unwrap_or(chrono::Duration::MAX);
@@ -119,11 +142,14 @@ pub async fn redrive(
             .map(|m| m.to_string());
         let selected = match selection {
             Selection::All => true,
-            Selection::MessageId(id) => message_id.as_deref() == Some(id.as_str()),
+            // The first message with the id only.
+            Selection::MessageId(id) => !found && message_id.as_deref() == Some(id.as_str()),
         };
         if !selected {
+            kept = Some(delivery.delivery_tag);
             continue;
         }
+        found = true;
         let occurred_at = serde_json::from_slice::<Envelope>(&delivery.data)
             .ok()
             .map(|e| e.occurred_at);
@@ -135,9 +161,7 @@ pub async fn redrive(
                     inbox_retention.as_secs() / 3600
                 ),
             ));
-            if matches!(selection, Selection::MessageId(_)) {
-                break;
-            }
+            kept = Some(delivery.delivery_tag);
             continue;
         }
         let dead_letter_headers = [
@@ -175,11 +199,12 @@ pub async fn redrive(
         if matches!(confirm, Confirmation::Ack(None)) {
             delivery.ack(BasicAckOptions::default()).await?;
             report.redriven += 1;
-        }
-        if matches!(selection, Selection::MessageId(_)) {
-            break;
+        } else {
+            kept = Some(delivery.delivery_tag);
         }
     }
+    // What was refused, not selected or not confirmed goes back.
+    give_back(&channel, kept).await?;
     channel.close(200, "redriven").await?;
     Ok(report)
 }
