@@ -48,7 +48,8 @@ async fn a_handler_that_panics_or_hangs_is_retried_and_its_delivery_never_leaks(
         script.hangs.insert("stuck".into(), 1);
     }
     rig.start_relay();
-    rig.start_consumer_with(|c| c.handler_timeout = Duration::from_millis(500));
+    // Long enough that no handler but the hanging one meets it on a loaded machine.
+    rig.start_consumer_with(|c| c.handler_timeout = Duration::from_secs(3));
     rig.enqueue("panicky").await;
     rig.enqueue("stuck").await;
 
@@ -66,7 +67,9 @@ async fn a_handler_that_panics_or_hangs_is_retried_and_its_delivery_never_leaks(
     );
     // Retried, or (when PostgreSQL is too slow to answer the probe after a hang, as on a
     // loaded machine) put back as a dependency that is down: either way tried again.
-    assert_eq!(rig.outcome("retried") + rig.outcome("unavailable"), 2);
+    // A retry whose commit landed just as its time ran out counts once more, and its
+    // redelivery finds the event handled (the deliveries above stay 2).
+    assert!(rig.outcome("retried") + rig.outcome("unavailable") >= 2);
     assert!(rig.dead_letters().await.is_empty());
 }
 

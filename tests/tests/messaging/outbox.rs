@@ -37,10 +37,11 @@ async fn a_relay_that_dies_after_publishing_causes_a_duplicate_that_the_inbox_ab
     rig.start_consumer();
     let id = rig.enqueue("crash").await;
 
-    // A relay claims and publishes, then dies before marking the row sent.
+    // A relay claims and publishes, then dies before marking the row sent. (The lease is
+    // long enough that it still runs after the publish on a loaded machine.)
     let relay = rig.relay();
     let channel = rig.broker.confirm_channel().await.unwrap();
-    let rows = Relay::claim(&rig.db, 10, Duration::from_millis(300))
+    let rows = Relay::claim(&rig.db, 10, Duration::from_secs(3))
         .await
         .unwrap();
     assert_eq!(rows.len(), 1);
@@ -55,7 +56,7 @@ async fn a_relay_that_dies_after_publishing_causes_a_duplicate_that_the_inbox_ab
 
     // Once the lease is over, the next relay publishes the row again.
     rig.start_relay();
-    eventually("the second delivery", Duration::from_secs(10), || async {
+    eventually("the second delivery", Duration::from_secs(30), || async {
         (rig.outcome("duplicate") == 1).then_some(())
     })
     .await;
