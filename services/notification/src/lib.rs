@@ -107,7 +107,9 @@ pub async fn run(
         .collect();
 
     let state = routes::AppState {
-        db: infra.db.clone(),
+        notifications: notify::Notifications {
+            db: infra.db.clone(),
+        },
         auth: infra.auth.clone(),
     };
     mp_common::serve(

@@ -5,16 +5,19 @@
 //! A customer without a phone number gets the email only. A recipient the read model
 //! does not know gets its rows stored as `failed` at once, with the reason, so the
 //! problem shows in the list and the metrics instead of blocking anything.
+//!
+//! [`Notifications`] is the read side: who sees which of them.
 
 use std::sync::Arc;
 
+use mp_common::AuthUser;
 use mp_events::HandlerError;
 use mp_events::catalog::{InventoryLowStock, OrderShipped, OrderUpdated};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::db::{self, Contact, NewNotification};
+use crate::db::{self, Contact, Filter, NewNotification, Row, Scope};
 use crate::domain::{self, Audience, Channel};
 use crate::metrics::NotificationMetrics;
 use crate::templates::{Rendered, Templates};
@@ -186,5 +189,34 @@ impl Notifier {
         };
         self.store(conn, origin, |name| self.templates.low_stock(name, alert))
             .await
+    }
+}
+
+/// The notifications a reader may see: a customer their own, a vendor member those of
+/// its vendors, an admin all of them.
+#[derive(Clone)]
+pub struct Notifications {
+    pub db: PgPool,
+}
+
+impl Notifications {
+    /// A page of what `reader` may see, newest first, after the id `after`.
+    pub async fn list(
+        &self,
+        reader: &AuthUser,
+        filter: &Filter,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> sqlx::Result<Vec<Row>> {
+        let scope = if reader.is_admin() {
+            Scope::All
+        } else {
+            Scope::Own {
+                customer_id: reader.id,
+                vendors: reader.vendors.clone(),
+            }
+        };
+        let mut conn = self.db.acquire().await?;
+        db::list(&mut conn, &scope, filter, after, limit).await
     }
 }

@@ -13,16 +13,16 @@ use mp_common::{
     ApiQuery, ApiResult, AuthUser, Authenticator, Page, PageQuery, PageRequest, Problem, Validation,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::db::{self, Filter, Scope};
+use crate::db::{self, Filter};
 use crate::domain::{Channel, Status};
+use crate::notify::Notifications;
 
 #[derive(Clone, FromRef)]
 pub struct AppState {
-    pub db: PgPool,
+    pub notifications: Notifications,
     pub auth: Authenticator,
 }
 
@@ -121,7 +121,7 @@ pub struct NotificationFilter {
         (status = 422, description = "Invalid filters or paging, listed one by one", body = Problem),
     ))]
 async fn list_notifications(
-    State(db): State<PgPool>,
+    State(notifications): State<Notifications>,
     user: AuthUser,
     ApiQuery(filter): ApiQuery<NotificationFilter>,
     ApiQuery(page): ApiQuery<PageQuery>,
@@ -145,22 +145,10 @@ async fn list_notifications(
     let page = PageRequest::<Uuid>::parse(&page, &mut v);
     v.finish()?;
 
-    let scope = if user.is_admin() {
-        Scope::All
-    } else {
-        Scope::Own {
-            customer_id: user.id,
-            vendors: user.vendors.clone(),
-        }
-    };
-    let rows = db::list(
-        &mut *db.acquire().await?,
-        &scope,
-        &Filter { order_id, channel },
-        page.after,
-        page.fetch(),
-    )
-    .await?;
+    let filter = Filter { order_id, channel };
+    let rows = notifications
+        .list(&user, &filter, page.after, page.fetch())
+        .await?;
     Ok(Json(Page::from_rows(
         rows,
         page.limit,

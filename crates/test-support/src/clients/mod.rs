@@ -11,8 +11,10 @@
 //! returns a [`Reply`] with it.
 
 pub mod cart;
+pub mod customer;
 pub mod inventory;
 pub mod order;
+pub mod vendor;
 
 pub use crate::client::{ApiResult, Expect, Reply};
 

@@ -2,9 +2,9 @@
 //! register, log in, count the customers.
 
 use mp_events::Service;
+use mp_test_support::clients::customer::{Customer, CustomerApi, Register, Tokens};
+use mp_test_support::clients::{ApiResult, Expect};
 use mp_test_support::{TestEnv, TestService};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
 
 pub const ADMIN_EMAIL: &str = "root@marketplace.test";
 pub const ADMIN_PASSWORD: &str = "admin password for tests";
@@ -21,31 +21,30 @@ pub async fn spawn(env: &TestEnv) -> TestService {
     .await
 }
 
-pub async fn register(svc: &TestService, email: &str) -> Value {
-    let (status, body) = svc
-        .call(Method::POST, "/api/customers", None, Some(json!({"email": email, "password": PASSWORD, "name": "Ada Lovelace", "phone": "+44 20 7946 0958"})))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
+/// The customer service's API, typed.
+pub fn client(svc: &TestService) -> CustomerApi {
+    CustomerApi(svc.api())
 }
 
-pub async fn login(svc: &TestService, email: &str, password: &str) -> (StatusCode, Value) {
-    svc.call(
-        Method::POST,
-        "/api/auth/login",
-        None,
-        Some(json!({"email": email, "password": password})),
-    )
-    .await
+/// Registers Ada Lovelace's profile under `email` with [`PASSWORD`].
+pub async fn register(svc: &TestService, email: &str) -> Customer {
+    let register = Register {
+        email: email.into(),
+        password: PASSWORD.into(),
+        name: "Ada Lovelace".into(),
+        phone: Some("+44 20 7946 0958".into()),
+    };
+    client(svc).register(&register).await.expect_ok()
 }
 
+pub async fn login(svc: &TestService, email: &str, password: &str) -> ApiResult<Tokens> {
+    client(svc).login(email, password).await
+}
+
+/// A session's (access, refresh) tokens.
 pub async fn tokens(svc: &TestService, email: &str, password: &str) -> (String, String) {
-    let (status, body) = login(svc, email, password).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    (
-        body["access_token"].as_str().unwrap().to_owned(),
-        body["refresh_token"].as_str().unwrap().to_owned(),
-    )
+    let tokens = login(svc, email, password).await.expect_ok();
+    (tokens.access_token, tokens.refresh_token)
 }
 
 pub async fn customer_count(env: &TestEnv) -> i64 {

@@ -7,7 +7,7 @@ use mp_test_support::TestEnv;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use mp_test_support::api::assert_problem;
+use mp_test_support::clients::Expect;
 
 use crate::harness::*;
 
@@ -16,11 +16,13 @@ async fn a_wrong_password_and_an_unknown_email_get_the_same_401() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
     register(&svc, "alan@example.org").await;
-    let (s1, wrong_password) = login(&svc, "alan@example.org", "not the password").await;
-    let (s2, unknown_email) = login(&svc, "nobody@example.org", PASSWORD).await;
-    assert_problem(s1, &wrong_password, StatusCode::UNAUTHORIZED, None);
-    assert_problem(s2, &unknown_email, StatusCode::UNAUTHORIZED, None);
-    assert_eq!(wrong_password, unknown_email);
+    let wrong_password = login(&svc, "alan@example.org", "not the password")
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
+    let unknown_email = login(&svc, "nobody@example.org", PASSWORD)
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
+    assert_eq!(wrong_password.body, unknown_email.body);
 }
 
 #[tokio::test]
@@ -29,10 +31,9 @@ async fn repeated_failed_logins_are_throttled_even_with_the_right_password() {
     let svc = spawn(&env).await;
     register(&svc, "eve@example.org").await;
     for _ in 0..3 {
-        assert_eq!(
-            login(&svc, "eve@example.org", "guess guess guess").await.0,
-            StatusCode::UNAUTHORIZED
-        );
+        login(&svc, "eve@example.org", "guess guess guess")
+            .await
+            .expect_problem(StatusCode::UNAUTHORIZED, None);
     }
     let resp = svc
         .http()
@@ -51,10 +52,7 @@ async fn repeated_failed_logins_are_throttled_even_with_the_right_password() {
     assert!(retry_after > 0 && retry_after <= 60, "{retry_after}");
     // Another account is not affected.
     register(&svc, "bob@example.org").await;
-    assert_eq!(
-        login(&svc, "bob@example.org", PASSWORD).await.0,
-        StatusCode::OK
-    );
+    login(&svc, "bob@example.org", PASSWORD).await.expect_ok();
 }
 
 #[tokio::test]
@@ -195,7 +193,7 @@ async fn fifty_parallel_wrong_guesses_get_at_most_the_allowed_number_through() {
     let statuses: Vec<StatusCode> = futures::future::join_all(guesses)
         .await
         .into_iter()
-        .map(|(status, _)| status)
+        .map(|r| r.err().map_or(StatusCode::OK, |p| p.status))
         .collect();
     let checked = statuses
         .iter()
@@ -217,12 +215,14 @@ async fn fifty_parallel_wrong_guesses_get_at_most_the_allowed_number_through() {
 async fn oversized_credentials_are_refused_before_hashing_and_secrets_never_show_in_debug() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
-    let (status, body) = login(&svc, "a@example.org", &"x".repeat(5000)).await;
-    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, None);
-    assert_eq!(body["errors"][0]["field"], "password", "{body}");
-    let (status, body) = login(&svc, &format!("{}@example.org", "a".repeat(300)), PASSWORD).await;
-    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, None);
-    assert_eq!(body["errors"][0]["field"], "email", "{body}");
+    let problem = login(&svc, "a@example.org", &"x".repeat(5000))
+        .await
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, Some("password"));
+    assert_eq!(problem.errors.len(), 1, "{problem}");
+    let problem = login(&svc, &format!("{}@example.org", "a".repeat(300)), PASSWORD)
+        .await
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, Some("email"));
+    assert_eq!(problem.errors.len(), 1, "{problem}");
 
     let secret = "a very secret password 42";
     let login: customer::routes::LoginRequest =

@@ -19,7 +19,7 @@ async fn vendor_created_grants_membership_that_new_tokens_carry() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
     let ivan = register(&svc, "ivan@example.org").await;
-    let ivan_id: Uuid = ivan["id"].as_str().unwrap().parse().unwrap();
+    let ivan_id = ivan.id;
     let (_, refresh) = tokens(&svc, "ivan@example.org", PASSWORD).await;
 
     // Publish vendor.created through a real outbox and RabbitMQ, as the vendor service would.

@@ -8,24 +8,35 @@ use serde_json::json;
 
 use mp_test_support::api::assert_problem;
 
+use mp_test_support::clients::Expect;
+use mp_test_support::clients::customer::Customer;
+
 use crate::harness::*;
 
 #[tokio::test]
 async fn a_registered_customer_can_log_in_and_read_their_profile() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
-    let created = register(&svc, "Ada@Example.org").await;
-    assert_eq!(created["email"], "Ada@Example.org");
-    assert_eq!(created["phone"], "+442079460958");
-    assert_eq!(created["roles"], json!(["customer"]));
-    assert!(created.get("password_hash").is_none() && created.get("password").is_none());
+    // Raw, to see that no password (or hash of one) is in the answer.
+    let (status, raw) = svc
+        .api()
+        .call(
+            Method::POST,
+            "/api/customers",
+            None,
+            Some(json!({"email": "Ada@Example.org", "password": PASSWORD, "name": "Ada", "phone": "+44 20 7946 0958"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{raw}");
+    assert!(raw.get("password_hash").is_none() && raw.get("password").is_none());
+    let created: Customer = serde_json::from_value(raw).unwrap();
+    assert_eq!(created.email, "Ada@Example.org");
+    assert_eq!(created.phone.as_deref(), Some("+442079460958"));
+    assert_eq!(created.roles, ["customer"]);
 
     let (access, _) = tokens(&svc, "  ada@EXAMPLE.org ", PASSWORD).await;
-    let (status, me) = svc
-        .call(Method::GET, "/api/customers/me", Some(&access), None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(me["id"], created["id"]);
+    let me = client(&svc).me(&access).await.expect_ok();
+    assert_eq!(me.id, created.id);
 
     let events: Vec<String> = sqlx::query_scalar("select event_type from outbox")
         .fetch_all(&env.db(Service::Customer).await)

@@ -38,7 +38,7 @@ async fn tampered_expired_and_malformed_tokens_are_401() {
     let expired = keys.sign(&Claims {
         iss: ISSUER.into(),
         aud: USER_AUDIENCE.into(),
-        sub: created["id"].as_str().unwrap().into(),
+        sub: created.id.to_string(),
         sid: Some(Uuid::new_v4()),
         roles: vec!["customer".into()],
         vendors: vec![],

@@ -1,7 +1,8 @@
 //! Payment attempts (charges and refunds) and the provider's intent of an order.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, PgConnection};
+use sqlx::postgres::PgArguments;
+use sqlx::{FromRow, PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::domain::{PaymentKind, PaymentStatus};
@@ -56,25 +57,36 @@ pub struct NewPayment<'a> {
     pub error: Option<&'a str>,
 }
 
+/// Binds a new payment as `$1` (a new id) to `$10`, in the columns' order: id,
+/// order_id, kind, status, gateway, idempotency_key, provider_id, amount, currency, error.
+fn bind_payment<'q>(
+    q: sqlx::query::Query<'q, Postgres, PgArguments>,
+    p: &NewPayment<'q>,
+) -> sqlx::query::Query<'q, Postgres, PgArguments> {
+    q.bind(Uuid::now_v7())
+        .bind(p.order_id)
+        .bind(p.kind)
+        .bind(p.status)
+        .bind(p.gateway)
+        .bind(p.idempotency_key)
+        .bind(p.provider_id)
+        .bind(p.amount)
+        .bind(p.currency)
+        .bind(p.error)
+}
+
 /// Records a payment attempt; `false` for a second success of the same kind (the
 /// partial unique indexes allow only one).
 pub async fn insert_payment(conn: &mut PgConnection, p: &NewPayment<'_>) -> sqlx::Result<bool> {
-    Ok(sqlx::query(
-        "insert into payments (id, order_id, kind, status, gateway, idempotency_key,
-                               provider_id, amount, currency, error)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         on conflict do nothing",
+    Ok(bind_payment(
+        sqlx::query(
+            "insert into payments (id, order_id, kind, status, gateway, idempotency_key,
+                                   provider_id, amount, currency, error)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             on conflict do nothing",
+        ),
+        p,
     )
-    .bind(Uuid::now_v7())
-    .bind(p.order_id)
-    .bind(p.kind)
-    .bind(p.status)
-    .bind(p.gateway)
-    .bind(p.idempotency_key)
-    .bind(p.provider_id)
-    .bind(p.amount)
-    .bind(p.currency)
-    .bind(p.error)
     .execute(conn)
     .await?
     .rows_affected()
@@ -96,7 +108,7 @@ pub async fn set_intent(conn: &mut PgConnection, id: Uuid, intent: &str) -> sqlx
 /// attempts still `requested` captured nothing (the provider says so) and become
 /// `failed`. One statement.
 pub async fn settle_charge(conn: &mut PgConnection, p: &NewPayment<'_>) -> sqlx::Result<()> {
-    sqlx::query(
+    let q = sqlx::query(
         "with latest as (
              select id from payments
              where order_id = $2 and kind = 'charge' and status = 'requested'
@@ -116,20 +128,8 @@ pub async fn settle_charge(conn: &mut PgConnection, p: &NewPayment<'_>) -> sqlx:
          select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10
          where not exists (select 1 from settled)
          on conflict do nothing",
-    )
-    .bind(Uuid::now_v7())
-    .bind(p.order_id)
-    .bind(p.kind)
-    .bind(p.status)
-    .bind(p.gateway)
-    .bind(p.idempotency_key)
-    .bind(p.provider_id)
-    .bind(p.amount)
-    .bind(p.currency)
-    .bind(p.error)
-    .execute(conn)
-    .await
-    .map(drop)
+    );
+    bind_payment(q, p).execute(conn).await.map(drop)
 }
 
 /// Marks the order's charge attempts still `requested` as `failed`: the provider says

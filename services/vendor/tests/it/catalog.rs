@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::harness::{Harness, User, product_body};
 use chrono::Utc;
 use mp_events::Envelope;
 use mp_events::Service;
@@ -14,6 +13,8 @@ use mp_test_support::eventually;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
+
+use crate::harness::{Harness, User, product_body};
 
 /// Follows `next_cursor` from `first` to the end; returns the ids in order.
 async fn walk(fleet: &Harness, first: &str, token: Option<&str>) -> Vec<String> {
@@ -37,7 +38,7 @@ async fn list(fleet: &Harness, user: &User, vendor_id: Uuid, sku: &str, name: &s
     let mut body = product_body(sku);
     body["name"] = json!(name);
     let p = fleet.product(user, vendor_id, body).await;
-    p["id"].as_str().unwrap().to_owned()
+    p.id.to_string()
 }
 
 #[tokio::test]
@@ -111,7 +112,7 @@ async fn the_catalog_filters_by_vendor_and_by_text_in_any_letter_case() {
     described["name"] = json!("Towel, 100% cotton");
     described["description"] = json!("Soft as a MUGWORT leaf");
     let towel = fleet.product(&bob, bob_shop, described).await;
-    let towel = towel["id"].as_str().unwrap().to_owned();
+    let towel = towel.id.to_string();
 
     let ids = |page: &Value| -> HashSet<String> {
         page["items"]

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use lapin::options::BasicGetOptions;
 use mp_events::{Broker, Envelope, Event, Service};
+use mp_test_support::clients::Expect;
+use mp_test_support::clients::customer::{CustomerApi, Register};
+use mp_test_support::clients::vendor::{CreateVendor, Product, VendorApi};
 use mp_test_support::{TestEnv, TestService, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -53,6 +56,16 @@ impl Harness {
         }
     }
 
+    /// The customer service's API, typed.
+    pub fn customers(&self) -> CustomerApi {
+        CustomerApi(self.customer.api())
+    }
+
+    /// The vendor service's API, typed.
+    pub fn client(&self) -> VendorApi {
+        VendorApi(self.vendor.api())
+    }
+
     /// Registers a customer and logs them in.
     pub async fn customer(&self, name: &str) -> User {
         let email = format!(
@@ -60,40 +73,24 @@ impl Harness {
             name.to_lowercase(),
             Uuid::new_v4().simple()
         );
-        let (status, body) = self
-            .customer
-            .call(
-                Method::POST,
-                "/api/customers",
-                None,
-                Some(json!({"email": email, "password": PASSWORD, "name": name})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let register = Register {
+            email: email.clone(),
+            password: PASSWORD.into(),
+            name: name.into(),
+            phone: None,
+        };
+        self.customers().register(&register).await.expect_ok();
         self.login(&email, PASSWORD).await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> User {
-        let (status, body) = self
-            .customer
-            .call(
-                Method::POST,
-                "/api/auth/login",
-                None,
-                Some(json!({"email": email, "password": password})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let token = body["access_token"].as_str().unwrap().to_owned();
-        let (_, me) = self
-            .customer
-            .call(Method::GET, "/api/customers/me", Some(&token), None)
-            .await;
+        let tokens = self.customers().login(email, password).await.expect_ok();
+        let me = self.customers().me(&tokens.access_token).await.expect_ok();
         User {
-            id: me["id"].as_str().unwrap().parse().unwrap(),
+            id: me.id,
             email: email.to_owned(),
-            token,
-            refresh_token: body["refresh_token"].as_str().unwrap().to_owned(),
+            token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
         }
     }
 
@@ -103,17 +100,16 @@ impl Harness {
 
     /// Creates a vendor owned by `owner`; returns its id.
     pub async fn vendor_of(&self, owner: &User, name: &str) -> Uuid {
-        let (status, body) = self
-            .vendor
-            .call(
-                Method::POST,
-                "/api/vendors",
-                Some(&owner.token),
-                Some(json!({"name": name, "email": "orders@shop.test", "phone": "+4930123456"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().parse().unwrap()
+        let vendor = CreateVendor {
+            name: name.into(),
+            email: "orders@shop.test".into(),
+            phone: Some("+4930123456".into()),
+        };
+        self.client()
+            .create_vendor(&owner.token, &vendor)
+            .await
+            .expect_ok()
+            .id
     }
 
     /// A new customer owning a new vendor. Their token does not carry the vendor yet.
@@ -123,19 +119,12 @@ impl Harness {
         (owner, vendor_id)
     }
 
-    /// Lists a product and returns it (asserting 201).
-    pub async fn product(&self, user: &User, vendor_id: Uuid, body: Value) -> Value {
-        let (status, product) = self
-            .vendor
-            .call(
-                Method::POST,
-                &format!("/api/vendors/{vendor_id}/products"),
-                Some(&user.token),
-                Some(body),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{product}");
-        product
+    /// Lists a product (`body` as JSON, see [`product_body`]) and returns it.
+    pub async fn product(&self, user: &User, vendor_id: Uuid, body: Value) -> Product {
+        self.client()
+            .create_product(&user.token, vendor_id, &body)
+            .await
+            .expect_ok()
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {

@@ -3,16 +3,18 @@
 
 use std::time::Duration;
 
-use crate::harness::{Harness, product_body};
 use mp_common::redis::RedisKeys;
 use mp_events::Service;
 use mp_test_support::api::assert_problem;
+use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use vendor::cache::ProductCache;
+
+use crate::harness::{Harness, product_body};
 
 /// The vendor service's product cache, as this test environment configures it.
 async fn test_cache(fleet: &Harness) -> ProductCache {
@@ -63,7 +65,7 @@ async fn the_created_event_commits_with_the_product_and_reaches_rabbitmq() {
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
         .await;
-    let id = product["id"].as_str().unwrap();
+    let id = product.id;
 
     let db = fleet.vendor_db().await;
     let (event_id, payload): (Uuid, Value) = sqlx::query_as(
@@ -72,7 +74,7 @@ async fn the_created_event_commits_with_the_product_and_reaches_rabbitmq() {
     .fetch_one(&db)
     .await
     .unwrap();
-    assert_eq!(payload["product_id"], id);
+    assert_eq!(payload["product_id"], id.to_string());
     assert_eq!(payload["revision"], 1);
     assert_eq!(payload["initial_stock"], 25);
 
@@ -106,7 +108,7 @@ async fn an_update_bumps_the_revision_and_publishes_the_whole_new_state() {
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product["id"].as_str().unwrap());
+    let path = format!("/api/products/{}", product.id);
 
     let (status, updated) = fleet
         .patch(
@@ -120,7 +122,7 @@ async fn an_update_bumps_the_revision_and_publishes_the_whole_new_state() {
     assert_eq!(updated["price"]["amount"], 1499);
     assert_eq!(updated["name"], "Big mug");
     assert_eq!(updated["sku"], "MUG-1");
-    assert_eq!(updated["description"], product["description"]);
+    assert_eq!(updated["description"], product.description);
 
     let (status, same) = fleet
         .patch(&path, &owner.token, json!({"name": "Big mug"}))
@@ -148,7 +150,7 @@ async fn an_update_bumps_the_revision_and_publishes_the_whole_new_state() {
     assert_eq!(
         updates[0],
         json!({
-            "product_id": product["id"], "vendor_id": vendor_id, "sku": "MUG-1",
+            "product_id": product.id, "vendor_id": vendor_id, "sku": "MUG-1",
             "name": "Big mug", "price": {"amount": 1499, "currency": "EUR"},
             "active": true, "low_stock_threshold": 2, "revision": 2,
         })
@@ -164,7 +166,7 @@ async fn a_read_right_after_a_price_change_shows_the_new_price() {
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
         .await;
-    let id: Uuid = product["id"].as_str().unwrap().parse().unwrap();
+    let id: Uuid = product.id;
     let path = format!("/api/products/{id}");
     let key = test_cache(&fleet).await.key(id);
     let mut redis = fleet.env.redis().await;
@@ -195,12 +197,13 @@ async fn a_slow_reader_cannot_put_an_old_price_back_into_the_cache() {
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
         .await;
-    let id: Uuid = product["id"].as_str().unwrap().parse().unwrap();
+    let id: Uuid = product.id;
     let path = format!("/api/products/{id}");
     let cache = test_cache(&fleet).await;
 
     // A reader loads version 1 from PostgreSQL, then stalls; meanwhile the price changes.
-    let stale = serde_json::to_vec(&product).unwrap();
+    let (_, version_1) = fleet.get(&path, None).await;
+    let stale = serde_json::to_vec(&version_1).unwrap();
     let (status, _) = fleet
         .patch(
             &path,
@@ -231,7 +234,7 @@ async fn another_vendors_member_may_not_change_a_product_but_an_admin_may() {
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product["id"].as_str().unwrap());
+    let path = format!("/api/products/{}", product.id);
 
     let (status, body) = fleet
         .patch(
@@ -257,7 +260,7 @@ async fn another_vendors_member_may_not_change_a_product_but_an_admin_may() {
         .await;
     assert_problem(status, &body, StatusCode::UNAUTHORIZED, None);
 
-    let (_, read) = fleet.get(&path, None).await;
+    let read = fleet.client().product(product.id).await.expect_ok();
     assert_eq!(read, product, "nothing changed");
 
     let admin = fleet.admin().await;
@@ -418,7 +421,7 @@ async fn invalid_updates_change_nothing() {
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product["id"].as_str().unwrap());
+    let path = format!("/api/products/{}", product.id);
 
     let cases = [
         (
@@ -465,7 +468,7 @@ async fn invalid_updates_change_nothing() {
     assert_problem(status, &problem, StatusCode::BAD_REQUEST, None);
     assert_eq!(content_type, "application/problem+json");
 
-    let (_, read) = fleet.get(&path, None).await;
+    let read = fleet.client().product(product.id).await.expect_ok();
     assert_eq!(read, product);
     assert!(
         fleet
@@ -493,7 +496,7 @@ async fn concurrent_price_changes_leave_the_last_committed_price_in_the_cache() 
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
         .await;
-    let id: Uuid = product["id"].as_str().unwrap().parse().unwrap();
+    let id: Uuid = product.id;
     let url = fleet.vendor.url(&format!("/api/products/{id}"));
 
     let mut writers = tokio::task::JoinSet::new();

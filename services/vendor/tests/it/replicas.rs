@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use crate::harness::{Harness, product_body};
 use futures::StreamExt;
 use mp_events::Service;
 use mp_test_support::{TestService, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+
+use crate::harness::{Harness, product_body};
 
 async fn second_replica(fleet: &Harness) -> TestService {
     fleet
@@ -63,7 +64,7 @@ async fn a_price_written_on_one_replica_is_read_at_once_on_the_other() {
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product["id"].as_str().unwrap());
+    let path = format!("/api/products/{}", product.id);
     let replicas = [&fleet.vendor, &other];
     for replica in replicas {
         until_served_from_memory(replica, &path).await;
@@ -73,7 +74,7 @@ async fn a_price_written_on_one_replica_is_read_at_once_on_the_other() {
         memory_hits(replicas[1]).await,
     ];
 
-    let mut current = product["price"]["amount"].as_i64().unwrap();
+    let mut current = product.price.amount;
     for (round, amount) in (2000..2020).enumerate() {
         let (writer, reader) = (replicas[round % 2], replicas[(round + 1) % 2]);
         // Both hold the current price in memory...
@@ -114,7 +115,7 @@ async fn a_replica_that_never_acknowledges_delays_a_write_by_a_lease_but_does_no
     let product = fleet
         .product(&owner, vendor_id, product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product["id"].as_str().unwrap());
+    let path = format!("/api/products/{}", product.id);
     until_served_from_memory(&fleet.vendor, &path).await;
 
     // A subscriber that receives every change and never answers, as a wedged replica.
@@ -143,7 +144,7 @@ async fn a_replica_that_never_acknowledges_delays_a_write_by_a_lease_but_does_no
         change
             .get_payload::<String>()
             .unwrap()
-            .starts_with(product["id"].as_str().unwrap()),
+            .starts_with(&product.id.to_string()),
         "the change names the product"
     );
 }

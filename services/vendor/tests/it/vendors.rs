@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use crate::harness::Harness;
 use mp_common::TokenKeys;
 use mp_common::auth::USER_AUDIENCE;
 use mp_events::Service;
@@ -11,6 +10,8 @@ use mp_test_support::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
+
+use crate::harness::Harness;
 
 #[tokio::test]
 async fn creating_a_vendor_makes_the_caller_its_owner_and_writes_vendor_created() {
