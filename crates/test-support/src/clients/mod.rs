@@ -13,6 +13,7 @@
 pub mod cart;
 pub mod customer;
 pub mod inventory;
+pub mod notification;
 pub mod order;
 pub mod vendor;
 

@@ -14,6 +14,7 @@ use mp_events::catalog::{CustomerCreated, LineItem, OrderStatus, OrderUpdated, V
 use mp_events::{Broker, Envelope, Event, Money, Service};
 use mp_test_support::api::Tokens;
 use mp_test_support::client::Api;
+use mp_test_support::clients::notification::NotificationApi;
 use mp_test_support::smtp::SmtpSink;
 use mp_test_support::{TestEnv, TestService, eventually};
 use notification::config::{SmsProvider, SmtpTls};
@@ -340,6 +341,11 @@ impl Harness {
     /// The notification service's HTTP API.
     pub fn api(&self) -> Api {
         self.svc.api()
+    }
+
+    /// The notification service's API, typed.
+    pub fn client(&self) -> NotificationApi {
+        NotificationApi(self.svc.api())
     }
 }
 

@@ -2,18 +2,15 @@
 
 use mp_events::Service;
 use mp_events::catalog::OrderStatus;
-use serde_json::Value;
+use mp_test_support::clients::Expect;
+use mp_test_support::clients::notification::NotificationPage;
+use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::harness::{Harness, order_updated};
 
-fn ids(body: &Value) -> Vec<String> {
-    body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["id"].as_str().unwrap().to_owned())
-        .collect()
+fn ids(page: &NotificationPage) -> Vec<Uuid> {
+    page.items.iter().map(|i| i.id).collect()
 }
 
 #[tokio::test]
@@ -49,75 +46,68 @@ async fn customers_see_their_own_vendor_members_their_vendors_and_admins_all() {
     h.settled(e3.id, 1).await;
 
     let ada_token = h.tokens.user(ada.customer_id, &["customer"], vec![]);
-    let (status, body) = h.get("/api/notifications", Some(&ada_token)).await;
-    assert_eq!(status, 200, "{body}");
-    let items = body["items"].as_array().unwrap();
+    let list = |token: String, query: String| {
+        let client = h.client();
+        async move { client.list(&token, &query).await.expect_ok() }
+    };
+    let items = list(ada_token, String::new()).await.items;
     assert_eq!(items.len(), 2);
-    for item in items {
-        assert_eq!(item["order_id"], ada_order.order_id.to_string());
-        assert_eq!(item["status"], "sent");
-        assert_eq!(item["attempts"], 1);
-        assert_eq!(item["template"], "order_confirmed");
-        assert!(item["sent_at"].is_string() && item["created_at"].is_string());
+    for item in &items {
+        assert_eq!(item.order_id, Some(ada_order.order_id));
+        assert_eq!(item.status, "sent");
+        assert_eq!(item.attempts, 1);
+        assert_eq!(item.template, "order_confirmed");
+        assert!(item.sent_at.is_some_and(|at| at >= item.created_at));
     }
-    let channels: Vec<_> = items
-        .iter()
-        .map(|i| i["channel"].as_str().unwrap())
-        .collect();
+    let channels: Vec<_> = items.iter().map(|i| i.channel.as_str()).collect();
     assert!(channels.contains(&"email") && channels.contains(&"sms"));
 
     let bob_token = h.tokens.user(bob.customer_id, &["customer"], vec![]);
-    let (_, body) = h.get("/api/notifications", Some(&bob_token)).await;
-    assert_eq!(body["items"].as_array().unwrap().len(), 1);
-    assert_eq!(body["items"][0]["template"], "order_rejected");
-    assert_eq!(body["items"][0]["recipient"], bob.email.as_str());
+    let items = list(bob_token, String::new()).await.items;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].template, "order_rejected");
+    assert_eq!(items[0].recipient.as_deref(), Some(bob.email.as_str()));
 
     let member = h.tokens.user(
         Uuid::now_v7(),
         &["customer", "vendor"],
         vec![vendor.vendor_id],
     );
-    let (_, body) = h.get("/api/notifications", Some(&member)).await;
-    assert_eq!(body["items"].as_array().unwrap().len(), 1);
-    assert_eq!(body["items"][0]["template"], "low_stock");
-    assert_eq!(body["items"][0]["recipient"], "orders@tea.test");
+    let items = list(member, String::new()).await.items;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].template, "low_stock");
+    assert_eq!(items[0].recipient.as_deref(), Some("orders@tea.test"));
 
     let outsider = h.tokens.user(
         Uuid::now_v7(),
         &["customer", "vendor"],
         vec![Uuid::now_v7()],
     );
-    let (_, body) = h.get("/api/notifications", Some(&outsider)).await;
-    assert_eq!(body["items"], Value::Array(vec![]));
+    assert!(list(outsider, String::new()).await.items.is_empty());
 
     let admin = h
         .tokens
         .user(Uuid::now_v7(), &["customer", "admin"], vec![]);
-    let (_, all) = h.get("/api/notifications", Some(&admin)).await;
-    assert_eq!(all["items"].as_array().unwrap().len(), 4);
-    assert_eq!(all["next_cursor"], Value::Null);
+    let all = list(admin.clone(), String::new()).await;
+    assert_eq!(all.items.len(), 4);
+    assert!(all.next_cursor.is_none());
 
-    let (_, sms) = h
-        .get(
-            &format!(
-                "/api/notifications?channel=sms&order_id={}",
-                ada_order.order_id
-            ),
-            Some(&admin),
-        )
-        .await;
-    assert_eq!(sms["items"].as_array().unwrap().len(), 1);
-    assert_eq!(sms["items"][0]["recipient"], "+4930123456");
+    let sms = list(
+        admin.clone(),
+        format!("?channel=sms&order_id={}", ada_order.order_id),
+    )
+    .await;
+    assert_eq!(sms.items.len(), 1);
+    assert_eq!(sms.items[0].recipient.as_deref(), Some("+4930123456"));
 
     // Paging: one at a time, newest first, through all four.
     let mut seen = Vec::new();
-    let mut path = "/api/notifications?limit=1".to_owned();
+    let mut query = "?limit=1".to_owned();
     loop {
-        let (status, page) = h.get(&path, Some(&admin)).await;
-        assert_eq!(status, 200, "{page}");
+        let page = list(admin.clone(), query).await;
         seen.extend(ids(&page));
-        match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/api/notifications?limit=1&cursor={cursor}"),
+        match page.next_cursor {
+            Some(cursor) => query = format!("?limit=1&cursor={cursor}"),
             None => break,
         }
     }
@@ -131,15 +121,12 @@ async fn listing_needs_a_token_and_valid_filters() {
     assert_eq!(status, 401, "{body}");
 
     let token = h.tokens.user(Uuid::now_v7(), &["customer"], vec![]);
-    let (status, body) = h
-        .get(
-            "/api/notifications?channel=fax&order_id=nope&limit=0&cursor=zzz",
-            Some(&token),
-        )
-        .await;
-    assert_eq!(status, 422, "{body}");
-    let text = body.to_string();
+    let problem = h
+        .client()
+        .list(&token, "?channel=fax&order_id=nope&limit=0&cursor=zzz")
+        .await
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, None);
     for field in ["channel", "order_id", "limit", "cursor"] {
-        assert!(text.contains(&format!("\"{field}\"")), "{field} in {text}");
+        assert!(problem.names(field), "{field} in {problem}");
     }
 }
