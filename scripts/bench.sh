@@ -34,6 +34,7 @@ ROUNDS=${BENCH_ROUNDS:-5}
 ROUND_SECONDS=$(((SECONDS_PER_RUN + 2) / 3))
 BARE_ADDR=127.0.0.1:5999
 LAYERED_ADDR=127.0.0.1:5998
+SUBSCRIBER_ADDR=127.0.0.1:5997
 say() { printf 'bench: %s\n' "$*"; }
 die() {
     printf 'bench: ERROR: %s\n' "$*" >&2
@@ -72,8 +73,14 @@ catalog_url=http://127.0.0.1:5004/api/products/$product
 layered_log=$(mktemp)
 "$BENCH" layered "$LAYERED_ADDR" >"$layered_log" &
 layered_pid=$!
-trap 'kill $bare_pid $layered_pid 2>/dev/null || true; rm -f "$layered_log"' EXIT
+# The same layers logging through tracing-subscriber's JSON and tracing-appender
+# (lossless) instead of ours: what the hand-written log writer buys.
+subscriber_log=$(mktemp)
+"$BENCH" layered-subscriber "$SUBSCRIBER_ADDR" >"$subscriber_log" &
+subscriber_pid=$!
+trap 'kill $bare_pid $layered_pid $subscriber_pid 2>/dev/null || true; rm -f "$layered_log" "$subscriber_log"' EXIT
 until curl -sf "http://$LAYERED_ADDR/" >/dev/null; do sleep 0.05; done
+until curl -sf "http://$SUBSCRIBER_ADDR/" >/dev/null; do sleep 0.05; done
 
 # Interleaved rounds (bare, layers alone, catalog), each ratio taken within its round and
 # the median reported: on a shared two-core machine the throughput swings by a third from
@@ -96,20 +103,22 @@ run_wrk() { # run_wrk <server pid> <url>
 vendor_pid=$(cat "$STATE_DIR/run/vendor.pid")
 say "catalog read vs bare axum: $ROUNDS interleaved rounds of wrk -t2 -c64 -d${ROUND_SECONDS}s"
 bare_all=() layered_all=() catalog_all=() ratios=() layered_ratios=()
-bare_us_all=() layered_us_all=() catalog_us_all=()
+bare_us_all=() layered_us_all=() catalog_us_all=() subscriber_all=() subscriber_us_all=() subscriber_ratios=()
 for round in $(seq "$ROUNDS"); do
     run_wrk "$bare_pid" "http://$BARE_ADDR/"
     b=$run_rps bare_all+=("$run_rps") bare_us_all+=("$us")
     run_wrk "$layered_pid" "http://$LAYERED_ADDR/"
     l=$run_rps layered_all+=("$run_rps") layered_us_all+=("$us")
+    run_wrk "$subscriber_pid" "http://$SUBSCRIBER_ADDR/"
+    subscriber_all+=("$run_rps") subscriber_us_all+=("$us") subscriber_ratios+=("$(percent "$run_rps" "$l")")
     run_wrk "$vendor_pid" "$catalog_url"
     c=$run_rps catalog_all+=("$run_rps") catalog_us_all+=("$us")
     say "  round $round: bare $b req/s, layers alone $l, catalog $c (p99 $p99): $(percent "$c" "$b")%"
     ratios+=("$(percent "$c" "$b")") layered_ratios+=("$(percent "$l" "$b")")
 done
-kill "$layered_pid" 2>/dev/null || true
-wait "$layered_pid" 2>/dev/null || true
-rm -f "$layered_log"
+kill "$layered_pid" "$subscriber_pid" 2>/dev/null || true
+wait "$layered_pid" "$subscriber_pid" 2>/dev/null || true
+rm -f "$layered_log" "$subscriber_log"
 trap 'kill $bare_pid 2>/dev/null || true' EXIT
 catalog_rps=$(median "${catalog_all[@]}")
 bare_us=$(median "${bare_us_all[@]}")
@@ -120,6 +129,8 @@ say "  ratio:         $(median "${ratios[@]}")% of bare axum, the median of the 
 say "  layers alone:  $(median "${layered_all[@]}") req/s, $(median "${layered_ratios[@]}")% of bare axum (the bare endpoint behind the common layers)"
 say "  server CPU per request (median): bare $bare_us us, layers alone $(median "${layered_us_all[@]}") us, catalog $catalog_us us;"
 say "    bare/catalog $(percent "$bare_us" "$catalog_us")% (the ratio if each server had the cores to itself)"
+say "  layers logging through tracing-subscriber's JSON + tracing-appender: $(median "${subscriber_all[@]}") req/s,"
+say "    $(median "${subscriber_ratios[@]}")% of the layers with ours, $(median "${subscriber_us_all[@]}") us of CPU per request"
 
 half=$((catalog_rps / 2))
 workers=16
