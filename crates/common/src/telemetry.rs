@@ -5,8 +5,14 @@
 //! Lines are appended to an in-memory buffer that a background thread writes out every
 //! few milliseconds, in one system call per batch: a request pays for formatting its line
 //! and a short lock, never for a write or for waking a thread. Nothing is dropped: when
-//! the buffer is full, the logging thread writes the batch itself. Keep the returned
-//! guard alive until exit, so the last lines are written.
+//! the buffer is full, the logging thread writes the batch itself. Nothing is written
+//! under the buffer's lock, so a stalled output stops only the writer (and a logger that
+//! found the buffer full), never the others. Keep the returned guard alive until exit,
+//! so the last lines are written.
+//!
+//! Why by hand: `tracing-subscriber`'s JSON format through `tracing-appender` costs
+//! twice the CPU per request and 40 % of the throughput of the layers (BENCHMARKS.md,
+//! "The log writer"; `make bench` measures both).
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
@@ -444,7 +450,9 @@ type Sink = Box<dyn Write + Send>;
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
-    /// Locked after `state` by whoever writes, so batches go out in order.
+    /// Whoever writes locks this first and only then takes the buffer's lines (for as
+    /// long as it takes to move them out), so batches go out in order and no write, and
+    /// no wait for one, ever happens under the buffer's lock.
     sink: Mutex<Sink>,
 }
 
@@ -496,19 +504,24 @@ impl BatchWriter {
 fn write_batches(shared: &Shared) {
     let mut batch = Vec::with_capacity(64 * 1024);
     loop {
-        let mut state = lock(&shared.state);
-        if !state.closed && state.buffer.len() < WAKE_AT {
-            // Gather lines for a moment rather than waking on each one.
-            state = shared
-                .wake
-                .wait_timeout(state, FLUSH_EVERY)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        {
+            let state = lock(&shared.state);
+            if !state.closed && state.buffer.len() < WAKE_AT {
+                // Gather lines for a moment rather than waking on each one.
+                drop(
+                    shared
+                        .wake
+                        .wait_timeout(state, FLUSH_EVERY)
+                        .unwrap_or_else(|e| e.into_inner()),
+                );
+            }
         }
-        std::mem::swap(&mut state.buffer, &mut batch);
-        let closed = state.closed;
         let mut sink = lock(&shared.sink);
-        drop(state);
+        let closed = {
+            let mut state = lock(&shared.state);
+            std::mem::swap(&mut state.buffer, &mut batch);
+            state.closed
+        };
         // A log line that cannot be written has nowhere else to go.
         if !batch.is_empty() {
             let _ = sink.write_all(&batch);
@@ -532,16 +545,20 @@ impl Write for Line<'_> {
         let mut state = lock(&self.shared.state);
         if state.closed {
             // Past shutdown: straight through.
+            drop(state);
             return lock(&self.shared.sink).write(line);
         }
         state.buffer.extend_from_slice(line);
         let len = state.buffer.len();
+        drop(state);
         if len >= WRITE_INLINE_AT {
-            // The writer thread is behind: write the batch here, holding the lock, so
-            // other loggers wait instead of growing the buffer without bound.
-            let result = lock(&self.shared.sink).write_all(&state.buffer);
-            state.buffer.clear();
-            result?;
+            // The writer thread is behind: this logger writes what is buffered itself,
+            // and so waits instead of growing the buffer without bound (each logger adds
+            // at most a line past the limit before it waits here). The others go on
+            // logging into the buffer meanwhile.
+            let mut sink = lock(&self.shared.sink);
+            let batch = std::mem::take(&mut lock(&self.shared.state).buffer);
+            sink.write_all(&batch)?;
         } else if len >= WAKE_AT {
             self.shared.wake.notify_one();
         }
@@ -719,6 +736,78 @@ mod tests {
         assert_eq!(without_time(&direct), traced_lines, "{direct}\n{traced}");
         assert_eq!(traced_lines[1]["level"], "ERROR");
         assert_eq!(traced_lines[0]["span"]["correlation_id"], "c\"1");
+    }
+
+    /// A sink whose writes wait at a gate the test opens, telling it when one waits.
+    struct Gated {
+        out: Captured,
+        open: Arc<(Mutex<bool>, Condvar)>,
+        entered: std::sync::mpsc::Sender<()>,
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let _ = self.entered.send(());
+            let (open, changed) = &*self.open;
+            let mut is_open = lock(open);
+            while !*is_open {
+                is_open = changed.wait(is_open).unwrap_or_else(|e| e.into_inner());
+            }
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The output stalls while a batch is written (a full pipe, a slow disk): other
+    /// threads still log into the buffer instead of queueing behind the write. (The
+    /// batch was written, and waited for, under the buffer's lock, so every logging
+    /// thread of the service stopped with it.)
+    #[test]
+    fn a_stalled_write_holds_no_logger_back() {
+        let out = Captured::default();
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let (entered, writing) = std::sync::mpsc::channel();
+        let gated = Gated {
+            out: out.clone(),
+            open: open.clone(),
+            entered,
+        };
+        let (writer, guard) = BatchWriter::start(gated);
+        // A line big enough to be written by the thread that logs it.
+        let big = {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                let mut line = vec![b'x'; WRITE_INLINE_AT];
+                line.push(b'\n');
+                writer.make_writer().write_all(&line).unwrap();
+            })
+        };
+        writing
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a write reached the sink");
+        let (done, logged) = std::sync::mpsc::channel();
+        let small = {
+            let writer = writer.clone();
+            std::thread::spawn(move || {
+                writer.make_writer().write_all(b"small\n").unwrap();
+                let _ = done.send(());
+            })
+        };
+        let result = logged.recv_timeout(Duration::from_secs(30));
+        *lock(&open.0) = true;
+        open.1.notify_all();
+        big.join().unwrap();
+        small.join().unwrap();
+        drop(guard);
+        assert!(
+            result.is_ok(),
+            "a small line waited for the stalled write of another"
+        );
+        let text = lock(&out.0);
+        assert_eq!(text.len(), WRITE_INLINE_AT + 1 + "small\n".len());
+        assert!(text.ends_with(b"small\n"), "the lines kept their order");
     }
 
     #[test]
