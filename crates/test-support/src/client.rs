@@ -234,12 +234,7 @@ impl Api {
             .header(header::CONTENT_TYPE, content_type)
             .body(body.to_owned());
         let (status, headers, body) = self.raw(req).await;
-        let content_type = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        (status, content_type, body)
+        (status, content_type_of(&headers).to_owned(), body)
     }
 
     /// Sends a request; returns status, headers and the JSON body (`Null` when empty
@@ -264,12 +259,8 @@ impl Api {
         let headers = resp.headers().clone();
         let text = resp.text().await.expect("body read");
         if !status.is_success() {
-            let content_type = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
             let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-            let mut problem = Problem::from_parts(status, content_type, body);
+            let mut problem = Problem::from_parts(status, content_type_of(&headers), body);
             problem.headers = headers;
             return Err(problem);
         }
@@ -294,6 +285,15 @@ impl Api {
         req: RequestBuilder,
         expected: StatusCode,
     ) -> ApiResult<T> {
+        Ok(self.send_reply(req, expected).await?.body)
+    }
+
+    /// [`Api::send`], keeping the answer's status and headers (`Location`, say).
+    pub async fn send_reply<T: DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+        expected: StatusCode,
+    ) -> ApiResult<Reply<T>> {
         let what = req
             .try_clone()
             .and_then(|r| r.build().ok())
@@ -301,7 +301,7 @@ impl Api {
             .unwrap_or_default();
         let reply = self.reply::<T>(req).await?;
         assert_eq!(reply.status, expected, "the success status of {what}");
-        Ok(reply.body)
+        Ok(reply)
     }
 
     /// `GET path` expecting 200.
@@ -340,6 +340,14 @@ impl Api {
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         metric(&self.metrics().await, name, labels)
     }
+}
+
+/// An answer's `Content-Type` (empty when it has none).
+fn content_type_of(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
 }
 
 /// In Prometheus text: the sum of the samples of `name` whose labels include all of

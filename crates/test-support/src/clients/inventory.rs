@@ -69,6 +69,18 @@ pub struct Reserve {
     pub replaces: Option<i64>,
 }
 
+impl Reserve {
+    /// The cart's hold on `quantity` units, whatever it held before.
+    pub fn new(cart_id: Uuid, product_id: Uuid, quantity: i64) -> Self {
+        Self {
+            cart_id,
+            product_id,
+            quantity,
+            replaces: None,
+        }
+    }
+}
+
 /// A reservation as inventory holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Reservation {
@@ -130,18 +142,10 @@ impl InventoryApi {
     /// `POST /api/reservations` (201, with `Location`).
     pub async fn reserve(&self, token: &str, reserve: &Reserve) -> ApiResult<Reply<Reservation>> {
         let api = &self.0;
-        let reply = api
-            .reply(
-                api.request(Method::POST, "/api/reservations", Some(token))
-                    .json(reserve),
-            )
-            .await?;
-        assert_eq!(
-            reply.status,
-            StatusCode::CREATED,
-            "a reservation is created"
-        );
-        Ok(reply)
+        let req = api
+            .request(Method::POST, "/api/reservations", Some(token))
+            .json(reserve);
+        api.send_reply(req, StatusCode::CREATED).await
     }
 
     /// `DELETE /api/reservations/{cart_id}/{product_id}` (204, also when nothing was held).

@@ -84,12 +84,7 @@ impl Harness {
         product_id: Uuid,
         quantity: i64,
     ) -> ApiResult<Reply<Reservation>> {
-        let reserve = Reserve {
-            cart_id,
-            product_id,
-            quantity,
-            replaces: None,
-        };
+        let reserve = Reserve::new(cart_id, product_id, quantity);
         InventoryApi(svc.api())
             .reserve(&self.cart_token(), &reserve)
             .await

@@ -22,15 +22,6 @@ async fn ship(h: &Harness, c: &Checkout, token: &str, ship: Ship) -> ApiResult<O
     h.client().ship(token, c.order_id, &ship).await
 }
 
-/// `cancel` or `deliver` the order as the holder of `token`.
-async fn post(h: &Harness, c: &Checkout, action: &str, token: &str) -> ApiResult<Order> {
-    match action {
-        "cancel" => h.client().cancel(token, c.order_id).await,
-        "deliver" => h.client().deliver(token, c.order_id).await,
-        other => panic!("no action {other}"),
-    }
-}
-
 #[tokio::test]
 async fn cancelling_a_confirmed_order_refunds_it_and_returns_the_stock() {
     let h = Harness::start().await;
@@ -39,7 +30,9 @@ async fn cancelling_a_confirmed_order_refunds_it_and_returns_the_stock() {
     let c = confirmed_order(&h, &[(product, vendor, 4)]).await;
     assert_eq!(h.on_hand(product).await, 6);
 
-    let body = post(&h, &c, "cancel", &h.tokens.customer(c.customer_id))
+    let body = h
+        .client()
+        .cancel(&h.tokens.customer(c.customer_id), c.order_id)
         .await
         .expect_ok();
     assert_eq!(body.status, "cancelled");
@@ -64,7 +57,9 @@ async fn cancelling_a_confirmed_order_refunds_it_and_returns_the_stock() {
     );
 
     // Cancelled is final.
-    let body = post(&h, &c, "cancel", &h.tokens.customer(c.customer_id))
+    let body = h
+        .client()
+        .cancel(&h.tokens.customer(c.customer_id), c.order_id)
         .await
         .expect_problem(StatusCode::CONFLICT, None);
     assert_eq!(body["order_status"], "cancelled");
@@ -90,11 +85,13 @@ async fn a_two_vendor_order_ships_per_vendor_and_only_then_can_be_delivered() {
     ship(&h, &c, &m1, Ship::new("DHL", "A2"))
         .await
         .expect_problem(StatusCode::CONFLICT, None); // a vendor ships once
-    post(&h, &c, "deliver", &m1)
+    h.client()
+        .deliver(&m1, c.order_id)
         .await
         .expect_problem(StatusCode::CONFLICT, None); // not shipped yet
     // Part of it has shipped.
-    post(&h, &c, "cancel", &h.tokens.customer(c.customer_id))
+    h.client()
+        .cancel(&h.tokens.customer(c.customer_id), c.order_id)
         .await
         .expect_problem(StatusCode::CONFLICT, None);
 
@@ -108,13 +105,15 @@ async fn a_two_vendor_order_ships_per_vendor_and_only_then_can_be_delivered() {
     assert_eq!(shipped[1]["items"].as_array().unwrap().len(), 1);
     assert_eq!(shipped[1]["tracking_number"], "B1");
 
-    let body = post(&h, &c, "cancel", &h.tokens.customer(c.customer_id))
+    let body = h
+        .client()
+        .cancel(&h.tokens.customer(c.customer_id), c.order_id)
         .await
         .expect_problem(StatusCode::CONFLICT, None);
     assert_eq!(body["order_status"], "shipped");
     assert_eq!(body["allowed"], json!(["delivered"]));
 
-    let body = post(&h, &c, "deliver", &m2).await.expect_ok();
+    let body = h.client().deliver(&m2, c.order_id).await.expect_ok();
     assert_eq!(body.status, "delivered");
     let order = h.read(&c).await;
     assert_eq!(
@@ -143,7 +142,8 @@ async fn only_the_customer_their_vendors_and_admins_read_cancel_and_ship() {
             .get(token, c.order_id)
             .await
             .expect_problem(StatusCode::NOT_FOUND, None);
-        post(&h, &c, "cancel", token)
+        h.client()
+            .cancel(token, c.order_id)
             .await
             .expect_problem(StatusCode::NOT_FOUND, None);
         ship(&h, &c, token, Ship::new("DHL", "X"))
@@ -155,13 +155,15 @@ async fn only_the_customer_their_vendors_and_admins_read_cancel_and_ship() {
         .await
         .expect_ok();
     // The vendor does not cancel; the customer does not ship or deliver.
-    post(&h, &c, "cancel", &member)
+    h.client()
+        .cancel(&member, c.order_id)
         .await
         .expect_problem(StatusCode::FORBIDDEN, None);
     ship(&h, &c, &customer, Ship::new("DHL", "X"))
         .await
         .expect_problem(StatusCode::FORBIDDEN, None);
-    post(&h, &c, "deliver", &customer)
+    h.client()
+        .deliver(&customer, c.order_id)
         .await
         .expect_problem(StatusCode::FORBIDDEN, None);
     // A member naming a vendor it does not belong to; an admin naming one with no lines.
@@ -534,9 +536,10 @@ async fn concurrent_cancels_of_one_order_let_exactly_one_win() {
     let customer = h.tokens.customer(c.customer_id);
     let admin = h.tokens.admin();
 
+    let orders = h.client();
     let attempts = (0..6).map(|i| {
         let token = if i % 2 == 0 { &customer } else { &admin };
-        post(&h, &c, "cancel", token)
+        orders.cancel(token, c.order_id)
     });
     let results = futures::future::join_all(attempts).await;
     let won = results.iter().filter(|r| r.is_ok()).count();

@@ -228,12 +228,7 @@ impl Harness {
         quantity: i64,
     ) -> ApiResult<Reply<Reservation>> {
         let inventory = self.inventory.as_ref().expect("inventory runs");
-        let reserve = Reserve {
-            cart_id,
-            product_id,
-            quantity,
-            replaces: None,
-        };
+        let reserve = Reserve::new(cart_id, product_id, quantity);
         InventoryApi(inventory.api())
             .reserve(
                 &self.tokens.service(Service::Cart, Service::Inventory),
