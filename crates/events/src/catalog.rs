@@ -11,6 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::money::Money;
+
 /// The six services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -77,33 +79,6 @@ pub trait Event: Serialize + DeserializeOwned + JsonSchema + Clone + Send + Sync
     const TYPE: &'static str;
     /// Version of the payload schema.
     const VERSION: u32 = 1;
-}
-
-/// An amount of money in minor units of an ISO 4217 currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, utoipa::ToSchema)]
-#[schema(example = json!({"amount": 1999, "currency": "EUR"}))]
-#[serde(deny_unknown_fields)]
-pub struct Money {
-    /// Minor units (cents for EUR).
-    pub amount: i64,
-    /// ISO 4217 code, upper case, e.g. `EUR`.
-    pub currency: String,
-}
-
-impl Money {
-    pub fn new(amount: i64, currency: &str) -> Self {
-        Self {
-            amount,
-            currency: currency.to_owned(),
-        }
-    }
-
-    /// Whether `currency` is an ISO 4217 code written in upper case.
-    pub fn is_valid_currency(currency: &str) -> bool {
-        currency.len() == 3
-            && currency.bytes().all(|b| b.is_ascii_uppercase())
-            && iso_currency::Currency::from_code(currency).is_some()
-    }
 }
 
 macro_rules! events {
@@ -596,15 +571,6 @@ mod tests {
     }
 
     use super::*;
-
-    #[test]
-    fn currencies_must_be_iso_4217_upper_case() {
-        assert!(Money::is_valid_currency("EUR"));
-        assert!(Money::is_valid_currency("USD"));
-        for bad in ["eur", "EURO", "XXQ", "", "€"] {
-            assert!(!Money::is_valid_currency(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn every_event_type_appears_once() {

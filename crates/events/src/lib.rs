@@ -22,14 +22,16 @@ pub mod consumer;
 pub mod dlq;
 pub mod envelope;
 pub mod metrics;
+pub mod money;
 pub mod outbox;
 pub mod topology;
 
 pub use broker::Broker;
-pub use catalog::{Event, Money, Service};
+pub use catalog::{Event, Service};
 pub use consumer::{Consumer, EventHandler, HandlerError};
 pub use envelope::{Envelope, EventContext};
 pub use metrics::EventMetrics;
+pub use money::{Currency, InvalidCurrency, Money};
 pub use outbox::{Relay, enqueue};
 pub use topology::Topology;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use mp_common::AuthUser;
 use mp_events::catalog::{CartCreated, CartItemAdded, CartItemRemoved};
-use mp_events::{Money, Service};
+use mp_events::{Currency, Money, Service};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -30,7 +30,7 @@ pub struct Carts {
     /// Tax rate in basis points (2000 = 20 %).
     pub tax_rate_bps: u32,
     /// The currency of new carts.
-    pub currency: String,
+    pub currency: Currency,
     /// How long a checkout request holds its Idempotency-Key before a retry may take over.
     pub checkout_lease: Duration,
     pub metrics: CartMetrics,
@@ -69,8 +69,8 @@ pub enum CartError {
     #[error("product {product_id} is priced in {product_currency}, the cart takes {cart_currency}")]
     CurrencyMismatch {
         product_id: Uuid,
-        product_currency: String,
-        cart_currency: String,
+        product_currency: Currency,
+        cart_currency: Currency,
     },
     #[error("the line of {product_id} holds {quantity}; adding {adding} is too many")]
     LineTooLarge {
@@ -226,7 +226,7 @@ impl Carts {
         drop(conn);
         let mut tx = self.db.begin().await?;
         if let Some(cart) =
-            db::insert_cart(&mut tx, Uuid::now_v7(), customer_id, &self.currency).await?
+            db::insert_cart(&mut tx, Uuid::now_v7(), customer_id, self.currency).await?
         {
             mp_events::enqueue(
                 &mut tx,
@@ -325,11 +325,11 @@ impl Carts {
         if !product.active {
             return Err(CartError::Inactive(product_id));
         }
-        if product.price.currency != cart.currency {
+        if product.price.currency() != cart.currency {
             return Err(CartError::CurrencyMismatch {
                 product_id,
-                product_currency: product.price.currency,
-                cart_currency: cart.currency.clone(),
+                product_currency: product.price.currency(),
+                cart_currency: cart.currency,
             });
         }
         // Optimistic: the line's quantity is read, the new total reserved, and the write
@@ -376,7 +376,7 @@ impl Carts {
                     vendor_id: product.vendor_id,
                     name: &product.name,
                     quantity: total,
-                    unit_price: product.price.amount,
+                    unit_price: product.price.amount(),
                     price_revision: product.revision,
                     generation,
                 },

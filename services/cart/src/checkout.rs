@@ -264,7 +264,7 @@ impl Carts {
             items.iter().map(|i| (i.quantity, i.unit_price)),
             self.tax_rate_bps,
         );
-        let (subtotal, tax, total) = totals.money(&locked.currency);
+        let (subtotal, tax, total) = totals.money(locked.currency);
         let event = CartCheckout {
             cart_id: cart.id,
             customer_id: locked.customer_id,
@@ -276,7 +276,7 @@ impl Carts {
                     vendor_id: i.vendor_id,
                     name: i.name.clone(),
                     quantity: i.quantity,
-                    unit_price: Money::new(i.unit_price, &locked.currency),
+                    unit_price: Money::new(i.unit_price, locked.currency),
                 })
                 .collect(),
             subtotal,
@@ -318,12 +318,13 @@ impl Carts {
         for (item, product) in items.iter().zip(catalog) {
             match product? {
                 Some(p) if p.active => {
-                    let now =
-                        if p.price.currency == cart.currency && p.revision >= item.price_revision {
-                            p.price.amount
-                        } else {
-                            item.unit_price
-                        };
+                    let now = if p.price.currency() == cart.currency
+                        && p.revision >= item.price_revision
+                    {
+                        p.price.amount()
+                    } else {
+                        item.unit_price
+                    };
                     if now != item.added_price {
                         repriced.push((item, now, p.revision.max(item.price_revision)));
                     }
@@ -353,8 +354,8 @@ impl Carts {
             .map(|(item, price, _)| RepricedLine {
                 product_id: item.product_id,
                 name: item.name.clone(),
-                old_price: Money::new(item.added_price, &cart.currency),
-                new_price: Money::new(*price, &cart.currency),
+                old_price: Money::new(item.added_price, cart.currency),
+                new_price: Money::new(*price, cart.currency),
             })
             .collect();
         Err(CartError::PricesChanged(lines))

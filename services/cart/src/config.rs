@@ -1,6 +1,8 @@
 //! The cart service's own settings: where inventory, vendor and order are and how it
 //! waits on them. Each has a default and an environment variable.
 
+use mp_events::Currency;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
     /// Base URL of the inventory service (reservations).
@@ -22,7 +24,7 @@ pub struct Settings {
     pub tax_rate_bps: u32,
     /// Currency of new carts (ISO 4217); a cart takes only products priced in it.
     #[arg(long, env = "CART_CURRENCY", default_value = "EUR")]
-    pub currency: String,
+    pub currency: Currency,
     /// A cart without changes for this long is abandoned and its stock released.
     #[arg(long, env = "CART_IDLE_SECS", default_value_t = 900,
           value_parser = clap::value_parser!(u64).range(1..))]

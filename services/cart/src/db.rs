@@ -1,6 +1,7 @@
 //! Queries on the `cart` schema. Each takes the caller's connection or transaction.
 
 use chrono::{DateTime, Utc};
+use mp_events::{Currency, Money};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -14,7 +15,7 @@ pub struct Cart {
     pub id: Uuid,
     pub customer_id: Uuid,
     pub status: CartStatus,
-    pub currency: String,
+    pub currency: Currency,
     pub order_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -72,7 +73,7 @@ pub async fn insert_cart(
     conn: &mut PgConnection,
     id: Uuid,
     customer_id: Uuid,
-    currency: &str,
+    currency: Currency,
 ) -> sqlx::Result<Option<Cart>> {
     sqlx::query_as(&format!(
         "insert into carts (id, customer_id, currency) values ($1, $2, $3)
@@ -307,8 +308,7 @@ pub async fn refresh_prices(
     conn: &mut PgConnection,
     product_id: Uuid,
     name: &str,
-    price: i64,
-    currency: &str,
+    price: Money,
     revision: i64,
 ) -> sqlx::Result<u64> {
     let r = sqlx::query(
@@ -323,8 +323,8 @@ pub async fn refresh_prices(
     )
     .bind(product_id)
     .bind(name)
-    .bind(price)
-    .bind(currency)
+    .bind(price.amount())
+    .bind(price.currency())
     .bind(revision)
     .execute(conn)
     .await?;

@@ -5,8 +5,8 @@
 //! `tax = (subtotal * bps + 5000) / 10000` in integer arithmetic. The total is
 //! `subtotal + tax`; prices are net of tax.
 
-use mp_events::Money;
 use mp_events::catalog::ShippingAddress;
+use mp_events::{Currency, Money};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -79,7 +79,7 @@ pub fn totals(lines: impl IntoIterator<Item = (i64, i64)>, rate_bps: u32) -> Tot
 }
 
 impl Totals {
-    pub fn money(&self, currency: &str) -> (Money, Money, Money) {
+    pub fn money(&self, currency: Currency) -> (Money, Money, Money) {
         (
             Money::new(self.subtotal, currency),
             Money::new(self.tax, currency),

@@ -26,15 +26,7 @@ impl EventHandler for PriceRefresh {
         event: &Envelope<VendorProductUpdated>,
     ) -> Result<(), HandlerError> {
         let p = &event.payload;
-        let changed = db::refresh_prices(
-            conn,
-            p.product_id,
-            &p.name,
-            p.price.amount,
-            &p.price.currency,
-            p.revision,
-        )
-        .await?;
+        let changed = db::refresh_prices(conn, p.product_id, &p.name, p.price, p.revision).await?;
         if changed > 0 {
             tracing::info!(product_id = %p.product_id, revision = p.revision, lines = changed, "cart prices refreshed");
         }

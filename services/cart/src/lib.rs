@@ -40,7 +40,7 @@ pub mod routes;
 use std::time::Duration;
 
 use mp_common::{Infra, Worker};
-use mp_events::{Money, Service};
+use mp_events::Service;
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,11 +58,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let s = &config.settings;
-    anyhow::ensure!(
-        Money::is_valid_currency(&s.currency),
-        "CART_CURRENCY {:?} is not an ISO 4217 code in upper case",
-        s.currency
-    );
     let infra = Infra::connect(Service::Cart, &config.common, &MIGRATOR, &shutdown).await?;
     let carts = Carts {
         db: infra.db.clone(),
@@ -74,7 +69,7 @@ pub async fn run(
             Duration::from_millis(s.call_timeout_ms),
         ),
         tax_rate_bps: s.tax_rate_bps,
-        currency: s.currency.clone(),
+        currency: s.currency,
         checkout_lease: Duration::from_secs(s.checkout_lease_secs),
         metrics: metrics::CartMetrics::new(&infra.metrics.registry)?,
         busy_until: Default::default(),

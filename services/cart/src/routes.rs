@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use mp_common::{
     ApiError, ApiJson, ApiPath, ApiResult, AuthUser, Authenticator, Problem, Validation,
 };
-use mp_events::Money;
 use mp_events::catalog::ShippingAddress;
+use mp_events::{Currency, Money};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::Object;
@@ -85,7 +85,8 @@ pub struct CartResponse {
     pub customer_id: Uuid,
     pub status: CartStatus,
     /// Every price of the cart is in this currency.
-    pub currency: String,
+    #[schema(value_type = String)]
+    pub currency: Currency,
     pub items: Vec<ItemResponse>,
     pub subtotal: Money,
     pub tax_rate_bps: u32,
@@ -100,7 +101,7 @@ pub struct CartResponse {
 }
 
 fn cart_response(carts: &Carts, cart: Cart, items: Vec<Item>) -> CartResponse {
-    let currency = cart.currency.as_str();
+    let currency = cart.currency;
     let totals = domain::totals(
         items.iter().map(|i| (i.quantity, i.unit_price)),
         carts.tax_rate_bps,
@@ -110,7 +111,7 @@ fn cart_response(carts: &Carts, cart: Cart, items: Vec<Item>) -> CartResponse {
         id: cart.id,
         customer_id: cart.customer_id,
         status: cart.status,
-        currency: cart.currency.clone(),
+        currency: cart.currency,
         items: items
             .into_iter()
             .map(|i| ItemResponse {
@@ -119,7 +120,7 @@ fn cart_response(carts: &Carts, cart: Cart, items: Vec<Item>) -> CartResponse {
                 name: i.name,
                 quantity: i.quantity,
                 unit_price: Money::new(i.unit_price, currency),
-                line_total: Money::new(i.quantity.saturating_mul(i.unit_price), currency),
+                line_total: Money::new(i.unit_price, currency).times(i.quantity),
                 added_price: Money::new(i.added_price, currency),
                 price_changed: i.unit_price != i.added_price,
                 added_at: i.added_at,

@@ -206,7 +206,7 @@ mod tests {
         assert_eq!(available_to(Uuid::now_v7(), 6, &all), 0);
         assert_eq!(available_to(Uuid::now_v7(), 10, &all), 4);
     }
-    use mp_events::Money;
+    use mp_events::{Currency, Money};
 
     fn line(product_id: Uuid, quantity: i64) -> LineItem {
         LineItem {
@@ -214,7 +214,7 @@ mod tests {
             vendor_id: Uuid::nil(),
             name: "x".into(),
             quantity,
-            unit_price: Money::new(100, "EUR"),
+            unit_price: Money::new(100, Currency::EUR),
         }
     }
 

@@ -105,20 +105,18 @@ pub const TEMPLATES: [&str; 6] = [
 /// An amount in its currency's major units with the ISO code: `1,234.50 EUR`,
 /// `1999 JPY`.
 pub fn format_money(money: &Money) -> String {
-    let exponent = iso_currency::Currency::from_code(&money.currency)
-        .and_then(|c| c.exponent())
-        .unwrap_or(2) as u32;
-    let sign = if money.amount < 0 { "-" } else { "" };
-    let abs = money.amount.unsigned_abs();
+    let currency = money.currency();
+    let exponent = u32::from(currency.exponent().unwrap_or(2));
+    let sign = if money.amount() < 0 { "-" } else { "" };
+    let abs = money.amount().unsigned_abs();
     let scale = 10u64.pow(exponent);
     let (major, minor) = (abs / scale, abs % scale);
     let major = group_thousands(major);
     if exponent == 0 {
-        format!("{sign}{major} {}", money.currency)
+        format!("{sign}{major} {currency}")
     } else {
         format!(
-            "{sign}{major}.{minor:0width$} {}",
-            money.currency,
+            "{sign}{major}.{minor:0width$} {currency}",
             width = exponent as usize
         )
     }
@@ -239,15 +237,26 @@ impl RetryPolicy {
 
 #[cfg(test)]
 mod tests {
+    use mp_events::Currency;
+
     use super::*;
 
     #[test]
     fn money_reads_in_major_units_of_its_currency() {
-        assert_eq!(format_money(&Money::new(1999, "EUR")), "19.99 EUR");
-        assert_eq!(format_money(&Money::new(123_450, "USD")), "1,234.50 USD");
-        assert_eq!(format_money(&Money::new(1999, "JPY")), "1,999 JPY");
-        assert_eq!(format_money(&Money::new(5, "EUR")), "0.05 EUR");
-        assert_eq!(format_money(&Money::new(12_345, "BHD")), "12.345 BHD");
+        assert_eq!(format_money(&Money::new(1999, Currency::EUR)), "19.99 EUR");
+        assert_eq!(
+            format_money(&Money::new(123_450, Currency::USD)),
+            "1,234.50 USD"
+        );
+        assert_eq!(
+            format_money(&Money::parse(1999, "JPY").unwrap()),
+            "1,999 JPY"
+        );
+        assert_eq!(format_money(&Money::new(5, Currency::EUR)), "0.05 EUR");
+        assert_eq!(
+            format_money(&Money::parse(12_345, "BHD").unwrap()),
+            "12.345 BHD"
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use minijinja::Environment;
-use mp_events::Money;
 use mp_events::catalog::{InventoryLowStock, LineItem, OrderShipped, OrderStatus, OrderUpdated};
 use serde::Serialize;
 
@@ -88,10 +87,7 @@ fn items(lines: &[LineItem]) -> Vec<Item> {
             name: l.name.clone(),
             quantity: l.quantity,
             unit_price: format_money(&l.unit_price),
-            line_total: format_money(&Money::new(
-                l.unit_price.amount.saturating_mul(l.quantity),
-                &l.unit_price.currency,
-            )),
+            line_total: format_money(&l.unit_price.times(l.quantity)),
         })
         .collect()
 }
@@ -198,6 +194,7 @@ impl Templates {
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
+    use mp_events::{Currency, Money};
     use uuid::Uuid;
 
     use super::*;
@@ -218,17 +215,17 @@ mod tests {
                     vendor_id: Uuid::now_v7(),
                     name: "Tea <Earl Grey>".into(),
                     quantity: 2,
-                    unit_price: Money::new(1250, "USD"),
+                    unit_price: Money::new(1250, Currency::USD),
                 },
                 LineItem {
                     product_id: Uuid::now_v7(),
                     vendor_id: Uuid::now_v7(),
                     name: "Mug".into(),
                     quantity: 1,
-                    unit_price: Money::new(899, "USD"),
+                    unit_price: Money::new(899, Currency::USD),
                 },
             ],
-            total: Money::new(3399, "USD"),
+            total: Money::new(3399, Currency::USD),
         }
     }
 

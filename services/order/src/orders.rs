@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use mp_common::AuthUser;
 use mp_events::catalog::{LineItem, OrderCreated, OrderShipped, OrderStatus, OrderUpdated};
-use mp_events::{Money, Service};
+use mp_events::{Currency, Money, Service};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Notify, mpsc};
 use uuid::Uuid;
@@ -144,7 +144,7 @@ pub enum TransitionError {
     Db(#[from] sqlx::Error),
 }
 
-pub fn line_items(items: &[ItemRow], currency: &str) -> Vec<LineItem> {
+pub fn line_items(items: &[ItemRow], currency: Currency) -> Vec<LineItem> {
     items
         .iter()
         .map(|i| LineItem {
@@ -184,8 +184,8 @@ impl Orders {
             &actor.to_string(),
         )
         .await?;
-        let items = line_items(&db::items(conn, &[order.id]).await?, &order.currency);
-        let total = Money::new(order.total, &order.currency);
+        let items = line_items(&db::items(conn, &[order.id]).await?, order.currency);
+        let total = order.total();
         if to == OrderStatus::Paid {
             mp_events::enqueue(
                 conn,
@@ -195,7 +195,7 @@ impl Orders {
                     customer_id: order.customer_id,
                     cart_id: order.cart_id,
                     items: items.clone(),
-                    total: total.clone(),
+                    total,
                 },
             )
             .await?;
@@ -270,9 +270,9 @@ pub struct VisibleOrder {
     pub order: OrderRow,
     pub lines: Vec<ItemRow>,
     pub visibility: Visibility,
-    pub subtotal: i64,
-    pub tax: i64,
-    pub total: i64,
+    pub subtotal: Money,
+    pub tax: Money,
+    pub total: Money,
 }
 
 impl VisibleOrder {
@@ -282,13 +282,16 @@ impl VisibleOrder {
             .filter(|i| visibility.sees(i.vendor_id))
             .collect();
         let (subtotal, tax, total) = match visibility {
-            Visibility::Full => (order.subtotal, order.tax, order.total),
+            Visibility::Full => (order.subtotal(), order.tax(), order.total()),
             Visibility::VendorLines(_) => {
-                let sum = lines
-                    .iter()
-                    .map(|i| i.unit_price.saturating_mul(i.quantity))
-                    .sum();
-                (sum, 0, sum)
+                let sum = Money::new(
+                    lines
+                        .iter()
+                        .map(|i| i.unit_price.saturating_mul(i.quantity))
+                        .sum(),
+                    order.currency,
+                );
+                (sum, Money::new(0, order.currency), sum)
             }
         };
         Self {
@@ -590,7 +593,7 @@ impl Orders {
                 vendor_id,
                 carrier: request.carrier,
                 tracking_number: request.tracking_number,
-                items: line_items(&vendor_lines, &order.currency),
+                items: line_items(&vendor_lines, order.currency),
                 order_shipped,
             },
         )

@@ -414,8 +414,11 @@ impl PaymentGateway for StripeGateway {
 
     async fn create_intent(&self, req: &IntentRequest) -> Result<String, PaymentError> {
         let form = [
-            ("amount", req.amount.amount.to_string()),
-            ("currency", req.amount.currency.to_ascii_lowercase()),
+            ("amount", req.amount.amount().to_string()),
+            (
+                "currency",
+                req.amount.currency().code().to_ascii_lowercase(),
+            ),
             ("metadata[order_id]", req.order_id.to_string()),
         ];
         let key = intent_key(req.order_id);
@@ -497,7 +500,7 @@ impl PaymentGateway for StripeGateway {
     async fn refund(&self, req: &RefundRequest) -> Result<Refunded, PaymentError> {
         let form = [
             ("payment_intent", req.intent_id.clone()),
-            ("amount", req.amount.amount.to_string()),
+            ("amount", req.amount.amount().to_string()),
             ("metadata[order_id]", req.order_id.to_string()),
         ];
         let key = refund_key(req.order_id);

@@ -40,7 +40,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mp_common::Worker;
-use mp_events::Money;
 use mp_events::catalog::OrderStatus;
 use secrecy::SecretString;
 use tokio::sync::Semaphore;
@@ -229,7 +228,7 @@ impl Driver {
         }
         let request = IntentRequest {
             order_id: order.id,
-            amount: Money::new(order.total, &order.currency),
+            amount: order.total(),
         };
         let created = quick_retries(self.retry, "payment intent", || {
             self.gateway.create_intent(&request)
@@ -314,8 +313,7 @@ impl Driver {
                 gateway: self.gateway.name(),
                 idempotency_key: &key,
                 provider_id: Some(&intent),
-                amount: order.total,
-                currency: &order.currency,
+                amount: order.total(),
                 error: None,
             },
         )
@@ -418,8 +416,7 @@ impl Driver {
                     gateway: self.gateway.name(),
                     idempotency_key: &key,
                     provider_id: intent,
-                    amount: order.total,
-                    currency: &order.currency,
+                    amount: order.total(),
                     error,
                 },
             )
@@ -527,7 +524,7 @@ impl Driver {
     async fn refund(&self, order: &OrderRow, intent: &str) -> anyhow::Result<Next> {
         let request = RefundRequest {
             order_id: order.id,
-            amount: Money::new(order.total, &order.currency),
+            amount: order.total(),
             intent_id: intent.to_owned(),
         };
         let refunded = quick_retries(self.retry, "refund", || self.gateway.refund(&request)).await;
@@ -572,8 +569,7 @@ impl Driver {
                         gateway: self.gateway.name(),
                         idempotency_key: &payments::intent_key(order.id),
                         provider_id: Some(intent),
-                        amount: order.total,
-                        currency: &order.currency,
+                        amount: order.total(),
                         error: None,
                     },
                 )
@@ -588,8 +584,7 @@ impl Driver {
                     gateway: self.gateway.name(),
                     idempotency_key: &payments::refund_key(order.id),
                     provider_id: Some(refund_id),
-                    amount: order.total,
-                    currency: &order.currency,
+                    amount: order.total(),
                     error: None,
                 },
             )

@@ -27,8 +27,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::cache::ProductCache;
-use crate::db::{self, MemberRow, ProductFilter, ProductRow, VendorRow};
-use crate::domain::{self, Role};
+use crate::db::{self, MemberRow, ProductFilter, VendorRow};
+use crate::domain::{self, PriceInput, Role};
 use crate::responses::ProductResponse;
 
 /// Why a catalog operation was refused (or failed).
@@ -65,7 +65,7 @@ pub struct NewProduct {
     pub sku: String,
     pub name: String,
     pub description: String,
-    pub price: Money,
+    pub price: PriceInput,
     pub initial_stock: i64,
     pub low_stock_threshold: i64,
 }
@@ -75,7 +75,7 @@ pub struct NewProduct {
 pub struct ProductPatch {
     pub name: Option<String>,
     pub description: Option<String>,
-    pub price: Option<Money>,
+    pub price: Option<PriceInput>,
     pub active: Option<bool>,
     pub low_stock_threshold: Option<i64>,
 }
@@ -149,17 +149,15 @@ async fn existing_vendor(conn: &mut PgConnection, vendor_id: Uuid) -> Result<(),
     }
 }
 
-fn money(row: &ProductRow) -> Money {
-    Money {
-        amount: row.price_amount,
-        currency: row.price_currency.clone(),
-    }
-}
-
-fn check_price(v: &mut Validation, field: &str, price: &Money) {
-    for (sub, message) in domain::price_errors(price) {
-        v.error(&format!("{field}.{sub}"), message);
-    }
+/// The price, or `None` with its errors recorded as `<field>.amount` and `<field>.currency`.
+fn check_price(v: &mut Validation, field: &str, price: &PriceInput) -> Option<Money> {
+    domain::parse_price(price)
+        .map_err(|errors| {
+            for (sub, message) in errors {
+                v.error(&format!("{field}.{sub}"), message);
+            }
+        })
+        .ok()
 }
 
 /// A listing's search text, limit and cursor, checked.
@@ -213,13 +211,13 @@ impl Catalog {
         let sku = v.field("sku", domain::parse_sku(&p.sku));
         let name = v.field("name", domain::parse_product_name(&p.name));
         let description = v.field("description", domain::parse_description(&p.description));
-        check_price(&mut v, "price", &p.price);
+        let price = check_price(&mut v, "price", &p.price);
         v.field("initial_stock", domain::check_quantity(p.initial_stock));
         v.field(
             "low_stock_threshold",
             domain::check_quantity(p.low_stock_threshold),
         );
-        let (sku, name, description) = v.finish_with((sku, name, description))?;
+        let (sku, name, description, price) = v.finish_with((sku, name, description, price))?;
 
         let row = db::insert_product(
             &mut tx,
@@ -229,8 +227,7 @@ impl Catalog {
                 sku: &sku,
                 name: &name,
                 description: &description,
-                price_amount: p.price.amount,
-                price_currency: &p.price.currency,
+                price,
                 initial_stock: p.initial_stock,
                 low_stock_threshold: p.low_stock_threshold,
             },
@@ -251,7 +248,7 @@ impl Catalog {
                 vendor_id: row.vendor_id,
                 sku: row.sku.clone(),
                 name: row.name.clone(),
-                price: money(&row),
+                price: row.price(),
                 active: row.active,
                 initial_stock: row.initial_stock,
                 low_stock_threshold: row.low_stock_threshold,
@@ -325,18 +322,20 @@ impl Catalog {
             None => Some(current.description.clone()),
             Some(d) => v.field("description", domain::parse_description(d)),
         };
-        let price = patch.price.unwrap_or_else(|| money(&current));
-        check_price(&mut v, "price", &price);
+        let price = match &patch.price {
+            None => Some(current.price()),
+            Some(p) => check_price(&mut v, "price", p),
+        };
         let threshold = patch
             .low_stock_threshold
             .unwrap_or(current.low_stock_threshold);
         v.field("low_stock_threshold", domain::check_quantity(threshold));
-        let (name, description) = v.finish_with((name, description))?;
+        let (name, description, price) = v.finish_with((name, description, price))?;
         let active = patch.active.unwrap_or(current.active);
 
         let unchanged = name == current.name
             && description == current.description
-            && price == money(&current)
+            && price == current.price()
             && active == current.active
             && threshold == current.low_stock_threshold;
         if !unchanged {
@@ -346,8 +345,7 @@ impl Catalog {
                 &db::ProductChange {
                     name: &name,
                     description: &description,
-                    price_amount: price.amount,
-                    price_currency: &price.currency,
+                    price,
                     active,
                     low_stock_threshold: threshold,
                 },
@@ -361,7 +359,7 @@ impl Catalog {
                     vendor_id: row.vendor_id,
                     sku: row.sku.clone(),
                     name: row.name.clone(),
-                    price: money(&row),
+                    price: row.price(),
                     active: row.active,
                     low_stock_threshold: row.low_stock_threshold,
                     revision: row.revision,

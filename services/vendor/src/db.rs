@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use mp_events::catalog::StockLevel;
+use mp_events::{Currency, Money};
 use sqlx::{PgConnection, QueryBuilder};
 use uuid::Uuid;
 
@@ -163,7 +164,7 @@ pub struct ProductRow {
     pub name: String,
     pub description: String,
     pub price_amount: i64,
-    pub price_currency: String,
+    pub price_currency: Currency,
     pub active: bool,
     pub initial_stock: i64,
     pub low_stock_threshold: i64,
@@ -171,6 +172,12 @@ pub struct ProductRow {
     pub cache_version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl ProductRow {
+    pub fn price(&self) -> Money {
+        Money::new(self.price_amount, self.price_currency)
+    }
 }
 
 const PRODUCT_COLUMNS: &str = "id, vendor_id, sku, name, description, price_amount, \
@@ -200,8 +207,7 @@ pub struct NewProduct<'a> {
     pub sku: &'a str,
     pub name: &'a str,
     pub description: &'a str,
-    pub price_amount: i64,
-    pub price_currency: &'a str,
+    pub price: Money,
     pub initial_stock: i64,
     pub low_stock_threshold: i64,
 }
@@ -220,8 +226,8 @@ pub async fn insert_product(
     .bind(p.sku)
     .bind(p.name)
     .bind(p.description)
-    .bind(p.price_amount)
-    .bind(p.price_currency)
+    .bind(p.price.amount())
+    .bind(p.price.currency())
     .bind(p.initial_stock)
     .bind(p.low_stock_threshold)
     .fetch_one(conn)
@@ -245,8 +251,7 @@ pub async fn product_for_update(
 pub struct ProductChange<'a> {
     pub name: &'a str,
     pub description: &'a str,
-    pub price_amount: i64,
-    pub price_currency: &'a str,
+    pub price: Money,
     pub active: bool,
     pub low_stock_threshold: i64,
 }
@@ -266,8 +271,8 @@ pub async fn update_product(
     .bind(id)
     .bind(c.name)
     .bind(c.description)
-    .bind(c.price_amount)
-    .bind(c.price_currency)
+    .bind(c.price.amount())
+    .bind(c.price.currency())
     .bind(c.active)
     .bind(c.low_stock_threshold)
     .fetch_one(conn)

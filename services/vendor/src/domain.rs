@@ -2,7 +2,7 @@
 //! no sqlx: every check returns a message that the API attaches to the field it came
 //! from.
 
-use mp_events::Money;
+use mp_events::{Currency, Money};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -116,8 +116,16 @@ pub fn parse_sku(raw: &str) -> Result<String, String> {
 
 pub use mp_common::contact::{parse_email, parse_phone};
 
-/// Field errors of a price, as `(sub-field, message)`.
-pub fn price_errors(price: &Money) -> Vec<(&'static str, String)> {
+/// A price as a request writes it, not checked yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceInput {
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// A price: more than zero, at most [`PRICE_MAX`], in an ISO 4217 currency written in
+/// upper case. Otherwise every fault, as `(sub-field, message)`.
+pub fn parse_price(price: &PriceInput) -> Result<Money, Vec<(&'static str, String)>> {
     let mut errors = Vec::new();
     if price.amount <= 0 {
         errors.push((
@@ -127,13 +135,17 @@ pub fn price_errors(price: &Money) -> Vec<(&'static str, String)> {
     } else if price.amount > PRICE_MAX {
         errors.push(("amount", format!("must be at most {PRICE_MAX}")));
     }
-    if !Money::is_valid_currency(&price.currency) {
-        errors.push((
-            "currency",
-            "must be an ISO 4217 code in upper case, like EUR".to_owned(),
-        ));
+    match Currency::parse(&price.currency) {
+        Ok(currency) if errors.is_empty() => Ok(Money::new(price.amount, currency)),
+        Ok(_) => Err(errors),
+        Err(_) => {
+            errors.push((
+                "currency",
+                "must be an ISO 4217 code in upper case, like EUR".to_owned(),
+            ));
+            Err(errors)
+        }
     }
-    errors
 }
 
 /// A stock figure or threshold: 0 to [`QUANTITY_MAX`].
@@ -194,15 +206,29 @@ mod tests {
 
     #[test]
     fn prices_must_be_positive_in_a_real_upper_case_currency() {
-        assert!(price_errors(&Money::new(1, "EUR")).is_empty());
-        assert_eq!(price_errors(&Money::new(0, "EUR"))[0].0, "amount");
-        assert_eq!(price_errors(&Money::new(-5, "EUR"))[0].0, "amount");
+        let price = |amount: i64, currency: &str| {
+            parse_price(&PriceInput {
+                amount,
+                currency: currency.to_owned(),
+            })
+        };
+        let faults = |amount, currency| {
+            price(amount, currency)
+                .unwrap_err()
+                .into_iter()
+                .map(|(field, _)| field)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(price(1, "EUR"), Ok(Money::new(1, Currency::EUR)));
         assert_eq!(
-            price_errors(&Money::new(PRICE_MAX + 1, "EUR"))[0].0,
-            "amount"
+            price(PRICE_MAX, "JPY"),
+            Ok(Money::parse(PRICE_MAX, "JPY").unwrap())
         );
-        assert_eq!(price_errors(&Money::new(100, "eur"))[0].0, "currency");
-        assert_eq!(price_errors(&Money::new(0, "XXQ")).len(), 2);
+        assert_eq!(faults(0, "EUR"), ["amount"]);
+        assert_eq!(faults(-5, "EUR"), ["amount"]);
+        assert_eq!(faults(PRICE_MAX + 1, "EUR"), ["amount"]);
+        assert_eq!(faults(100, "eur"), ["currency"]);
+        assert_eq!(faults(0, "XXQ"), ["amount", "currency"]);
     }
 
     #[test]

@@ -52,16 +52,14 @@ impl From<ProductView> for ProductResponse {
             _ => None,
         };
         let p = v.product;
+        let price = p.price();
         Self {
             id: p.id,
             vendor_id: p.vendor_id,
             sku: p.sku,
             name: p.name,
             description: p.description,
-            price: Money {
-                amount: p.price_amount,
-                currency: p.price_currency,
-            },
+            price,
             active: p.active,
             initial_stock: p.initial_stock,
             low_stock_threshold: p.low_stock_threshold,

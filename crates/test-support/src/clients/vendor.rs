@@ -1,7 +1,7 @@
 //! The vendor service: vendors, their members and products, and the public catalog.
 
 use chrono::{DateTime, Utc};
-use mp_events::Money;
+use mp_events::{Currency, Money};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -56,7 +56,7 @@ impl CreateProduct {
             sku: sku.into(),
             name: format!("Mug {sku}"),
             description: "Stoneware, 350 ml.".into(),
-            price: Money::new(price, "EUR"),
+            price: Money::new(price, Currency::EUR),
             initial_stock: stock,
             low_stock_threshold: 0,
         }

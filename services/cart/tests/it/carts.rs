@@ -3,7 +3,7 @@
 
 use cart::events::PriceRefresh;
 use mp_events::catalog::VendorProductUpdated;
-use mp_events::{Envelope, EventHandler, Money, Service};
+use mp_events::{Currency, Envelope, EventHandler, Money, Service};
 use mp_test_support::api::assert_problem;
 use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
@@ -23,7 +23,7 @@ async fn a_customer_has_one_open_cart_that_only_they_and_admins_see() {
     assert_eq!(cart.status, "open");
     assert_eq!(cart.customer_id, customer_id);
     assert!(cart.items.is_empty());
-    assert_eq!(cart.total, Money::new(0, "EUR"));
+    assert_eq!(cart.total, Money::new(0, Currency::EUR));
     let again = shop.client.open(&token).await.expect_ok();
     assert_eq!(again.status, StatusCode::OK);
     assert_eq!(
@@ -99,8 +99,8 @@ async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
     assert_eq!(line.vendor_id, mug.vendor_id);
     assert!(line.name.starts_with("Mug "), "{line:?}");
     assert_eq!(line.quantity, 2);
-    assert_eq!(line.unit_price, Money::new(1299, "EUR"));
-    assert_eq!(line.line_total, Money::new(2598, "EUR"));
+    assert_eq!(line.unit_price, Money::new(1299, Currency::EUR));
+    assert_eq!(line.line_total, Money::new(2598, Currency::EUR));
     assert!(!line.price_changed);
     assert_eq!(shop.reserved(mug.id).await, 2);
 
@@ -112,9 +112,9 @@ async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
 
     let cart = shop.add(&token, cart_id, plate.id, 1).await.expect_ok();
     // 3 x 12.99 + 5.00 = 43.97; tax 20 % = 8.794, half up 8.79; total 52.76.
-    assert_eq!(cart.subtotal, Money::new(4397, "EUR"));
-    assert_eq!(cart.tax, Money::new(879, "EUR"));
-    assert_eq!(cart.total, Money::new(5276, "EUR"));
+    assert_eq!(cart.subtotal, Money::new(4397, Currency::EUR));
+    assert_eq!(cart.tax, Money::new(879, Currency::EUR));
+    assert_eq!(cart.total, Money::new(5276, Currency::EUR));
     // Activity extends the other lines' reservations: adding the plate renewed the mug's.
     let renewed: i64 = sqlx::query_scalar(
         "select generation from cart_items where cart_id = $1 and product_id = $2",
@@ -390,20 +390,20 @@ async fn a_price_change_reaches_open_carts_and_the_line_says_so() {
 
     let cart = eventually("the new price in the cart", WAIT, || async {
         let cart = shop.cart(&token, cart_id).await;
-        (cart.items[0].unit_price.amount == 999).then_some(cart)
+        (cart.items[0].unit_price.amount() == 999).then_some(cart)
     })
     .await;
     let item = &cart.items[0];
     assert!(item.price_changed);
-    assert_eq!(item.added_price, Money::new(1299, "EUR"));
-    assert_eq!(item.line_total, Money::new(1998, "EUR"));
-    assert_eq!(cart.subtotal.amount, 1998);
-    assert_eq!(cart.tax.amount, 400, "19.98 * 20 % = 3.996, half up");
+    assert_eq!(item.added_price, Money::new(1299, Currency::EUR));
+    assert_eq!(item.line_total, Money::new(1998, Currency::EUR));
+    assert_eq!(cart.subtotal.amount(), 1998);
+    assert_eq!(cart.tax.amount(), 400, "19.98 * 20 % = 3.996, half up");
 
     // Adding more keeps the price it has now and the price it was added at.
     let cart = shop.add(&token, cart_id, mug.id, 1).await.expect_ok();
-    assert_eq!(cart.items[0].unit_price.amount, 999);
-    assert_eq!(cart.items[0].added_price.amount, 1299);
+    assert_eq!(cart.items[0].unit_price.amount(), 999);
+    assert_eq!(cart.items[0].added_price.amount(), 1299);
 
     // A product taken off sale cannot be added.
     shop.change_product(&mug, json!({"active": false})).await;
@@ -495,25 +495,25 @@ async fn price_updates_apply_by_product_revision_never_by_arrival() {
     let mut conn = shop.db.acquire().await.unwrap();
     // Revision 3 arrives before revision 2.
     for envelope in [
-        update(3, Money::new(800, "EUR")),
-        update(2, Money::new(900, "EUR")),
+        update(3, Money::new(800, Currency::EUR)),
+        update(2, Money::new(900, Currency::EUR)),
     ] {
         PriceRefresh.handle(&mut conn, &envelope).await.unwrap();
     }
     let cart = shop.cart(&token, cart_id).await;
     let line = &cart.items[0];
-    assert_eq!(line.unit_price.amount, 800, "{line:?}");
+    assert_eq!(line.unit_price.amount(), 800, "{line:?}");
     assert_eq!(line.name, "Mug, revision 3");
     assert!(line.price_changed);
-    assert_eq!(line.added_price.amount, 1299);
+    assert_eq!(line.added_price.amount(), 1299);
 
     // A price in another currency cannot apply to a EUR cart; the name still does.
     PriceRefresh
-        .handle(&mut conn, &update(4, Money::new(700, "USD")))
+        .handle(&mut conn, &update(4, Money::new(700, Currency::USD)))
         .await
         .unwrap();
     let cart = shop.cart(&token, cart_id).await;
-    assert_eq!(cart.items[0].unit_price, Money::new(800, "EUR"));
+    assert_eq!(cart.items[0].unit_price, Money::new(800, Currency::EUR));
     assert_eq!(cart.items[0].name, "Mug, revision 4");
 }
 

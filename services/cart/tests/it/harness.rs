@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mp_events::Service;
+use mp_events::{Currency, Service};
 use mp_test_support::api::{Tokens, outbox};
 use mp_test_support::clients::cart::{AddItem, Cart, CartApi, Checkout, CheckoutAccepted};
 use mp_test_support::clients::{ApiResult, Expect, Reply};
@@ -120,7 +120,7 @@ impl Harness {
             }),
             call_timeout_ms: 5_000,
             tax_rate_bps: 2000,
-            currency: "EUR".into(),
+            currency: Currency::EUR,
             idle_secs: options.idle_secs,
             idle_check_ms: 100,
             checkout_lease_secs: 30,

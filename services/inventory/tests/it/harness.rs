@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use inventory::{Config, Settings};
 use mp_events::catalog::{LineItem, OrderCreated, OrderStatus, OrderUpdated, VendorProductCreated};
-use mp_events::{Broker, Envelope, Event, Money, Service};
+use mp_events::{Broker, Currency, Envelope, Event, Money, Service};
 use mp_test_support::api::Tokens;
 use mp_test_support::client::Api;
 use mp_test_support::clients::inventory::{
@@ -279,7 +279,7 @@ pub fn product_created(
         vendor_id,
         sku: format!("SKU-{}", &product_id.simple().to_string()[..8]),
         name: "Teapot".into(),
-        price: Money::new(1999, "EUR"),
+        price: Money::new(1999, Currency::EUR),
         active: true,
         initial_stock,
         low_stock_threshold: threshold,
@@ -293,7 +293,7 @@ pub fn line(product_id: Uuid, quantity: i64) -> LineItem {
         vendor_id: Uuid::nil(),
         name: "Teapot".into(),
         quantity,
-        unit_price: Money::new(1999, "EUR"),
+        unit_price: Money::new(1999, Currency::EUR),
     }
 }
 
@@ -303,7 +303,7 @@ pub fn order_created(cart_id: Uuid, items: Vec<LineItem>) -> OrderCreated {
         customer_id: Uuid::now_v7(),
         cart_id,
         items,
-        total: Money::new(1999, "EUR"),
+        total: Money::new(1999, Currency::EUR),
     }
 }
 
@@ -317,6 +317,6 @@ pub fn order_updated(order: &OrderCreated, status: OrderStatus) -> OrderUpdated 
         reason: None,
         stock_committed: true,
         items: order.items.clone(),
-        total: order.total.clone(),
+        total: order.total,
     }
 }

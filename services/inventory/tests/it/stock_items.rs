@@ -17,7 +17,7 @@ fn update_of(
         vendor_id: created.vendor_id,
         sku: created.sku.clone(),
         name: format!("Teapot, revision {revision}"),
-        price: created.price.clone(),
+        price: created.price,
         active: true,
         low_stock_threshold: revision * 2,
         revision,

@@ -11,7 +11,7 @@ use axum::routing::post;
 use axum::{Form, Json, Router};
 use base64::Engine;
 use mp_events::catalog::{CustomerCreated, LineItem, OrderStatus, OrderUpdated, VendorCreated};
-use mp_events::{Broker, Envelope, Event, Money, Service};
+use mp_events::{Broker, Currency, Envelope, Event, Money, Service};
 use mp_test_support::api::Tokens;
 use mp_test_support::client::Api;
 use mp_test_support::clients::notification::NotificationApi;
@@ -370,9 +370,9 @@ pub fn order_updated(customer_id: Uuid, status: OrderStatus) -> OrderUpdated {
         reason: None,
         stock_committed: status == OrderStatus::Confirmed,
         items: vec![
-            line("Earl Grey tea", 2, Money::new(1250, "USD")),
-            line("Blue mug", 1, Money::new(899, "USD")),
+            line("Earl Grey tea", 2, Money::new(1250, Currency::USD)),
+            line("Blue mug", 1, Money::new(899, Currency::USD)),
         ],
-        total: Money::new(3399, "USD"),
+        total: Money::new(3399, Currency::USD),
     }
 }

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use mp_events::catalog::{CartCheckout, OrderStatus, ShippingAddress};
+use mp_events::{Currency, Money};
 use sqlx::types::Json;
 use sqlx::{FromRow, PgConnection};
 use uuid::Uuid;
@@ -16,7 +17,7 @@ pub struct OrderRow {
     pub customer_id: Uuid,
     pub status: OrderStatus,
     pub version: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub subtotal: i64,
     pub tax: i64,
     pub total: i64,
@@ -31,6 +32,20 @@ pub struct OrderRow {
     pub charge_started: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl OrderRow {
+    pub fn subtotal(&self) -> Money {
+        Money::new(self.subtotal, self.currency)
+    }
+
+    pub fn tax(&self) -> Money {
+        Money::new(self.tax, self.currency)
+    }
+
+    pub fn total(&self) -> Money {
+        Money::new(self.total, self.currency)
+    }
 }
 
 pub(super) const ORDER_COLUMNS: &str = "id, cart_id, customer_id, status, version, currency, subtotal, \
@@ -80,10 +95,10 @@ pub async fn insert_order(
     .bind(c.order_id)
     .bind(c.cart_id)
     .bind(c.customer_id)
-    .bind(&c.total.currency)
-    .bind(c.subtotal.amount)
-    .bind(c.tax.amount)
-    .bind(c.total.amount)
+    .bind(c.total.currency())
+    .bind(c.subtotal.amount())
+    .bind(c.tax.amount())
+    .bind(c.total.amount())
     .bind(Json(&c.shipping_address))
     .bind(lease_secs)
     .execute(&mut *conn)
@@ -105,7 +120,7 @@ pub async fn insert_order(
         .bind(item.vendor_id)
         .bind(&item.name)
         .bind(item.quantity)
-        .bind(item.unit_price.amount)
+        .bind(item.unit_price.amount())
         .execute(&mut *conn)
         .await?;
     }

@@ -1,6 +1,7 @@
 //! Payment attempts (charges and refunds) and the provider's intent of an order.
 
 use chrono::{DateTime, Utc};
+use mp_events::{Currency, Money};
 use sqlx::postgres::PgArguments;
 use sqlx::{FromRow, PgConnection, Postgres};
 use uuid::Uuid;
@@ -15,7 +16,7 @@ pub struct PaymentRow {
     pub gateway: String,
     pub provider_id: Option<String>,
     pub amount: i64,
-    pub currency: String,
+    pub currency: Currency,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -52,8 +53,7 @@ pub struct NewPayment<'a> {
     pub gateway: &'a str,
     pub idempotency_key: &'a str,
     pub provider_id: Option<&'a str>,
-    pub amount: i64,
-    pub currency: &'a str,
+    pub amount: Money,
     pub error: Option<&'a str>,
 }
 
@@ -70,8 +70,8 @@ fn bind_payment<'q>(
         .bind(p.gateway)
         .bind(p.idempotency_key)
         .bind(p.provider_id)
-        .bind(p.amount)
-        .bind(p.currency)
+        .bind(p.amount.amount())
+        .bind(p.amount.currency())
         .bind(p.error)
 }
 

@@ -63,7 +63,7 @@ pub async fn list_stuck_orders(
         |o| StuckOrder {
             id: o.id,
             customer_id: o.customer_id,
-            total: Money::new(o.total, &o.currency),
+            total: o.total(),
             status: o.status,
             // The query keeps only orders with a step and its start.
             waiting_on: o.saga_step.unwrap_or(Step::Charge),

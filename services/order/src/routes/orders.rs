@@ -10,8 +10,8 @@ use mp_common::{
     ApiError, ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Page, PageQuery, PageRequest,
     Problem, Validation,
 };
-use mp_events::Money;
 use mp_events::catalog::{OrderStatus, ShippingAddress};
+use mp_events::{Currency, Money};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -168,14 +168,15 @@ pub struct OrderFilter {
     pub status: Option<String>,
 }
 
-fn item_response(i: &ItemRow, currency: &str) -> ItemResponse {
+fn item_response(i: &ItemRow, currency: Currency) -> ItemResponse {
+    let unit_price = Money::new(i.unit_price, currency);
     ItemResponse {
         product_id: i.product_id,
         vendor_id: i.vendor_id,
         name: i.name.clone(),
         quantity: i.quantity,
-        unit_price: Money::new(i.unit_price, currency),
-        line_total: Money::new(i.unit_price.saturating_mul(i.quantity), currency),
+        unit_price,
+        line_total: unit_price.times(i.quantity),
     }
 }
 
@@ -189,7 +190,7 @@ impl From<OrderDetail> for OrderResponse {
             total,
             ..
         } = d.order;
-        let c = &order.currency;
+        let c = order.currency;
         OrderResponse {
             id: order.id,
             cart_id: order.cart_id,
@@ -197,9 +198,9 @@ impl From<OrderDetail> for OrderResponse {
             next_statuses: domain::next_statuses(order.status).to_vec(),
             status: order.status,
             items: lines.iter().map(|i| item_response(i, c)).collect(),
-            subtotal: Money::new(subtotal, c),
-            tax: Money::new(tax, c),
-            total: Money::new(total, c),
+            subtotal,
+            tax,
+            total,
             shipping_address: order.shipping_address.0.clone(),
             failure_reason: order.failure_reason.clone(),
             waiting_on: order.saga_step,
@@ -232,7 +233,7 @@ impl From<OrderDetail> for OrderResponse {
                 .map(|p| PaymentResponse {
                     kind: p.kind,
                     status: p.status,
-                    amount: Money::new(p.amount, &p.currency),
+                    amount: Money::new(p.amount, p.currency),
                     error: p.error,
                     at: p.created_at,
                 })
@@ -244,12 +245,12 @@ impl From<OrderDetail> for OrderResponse {
 }
 
 fn summary(o: VisibleOrder) -> OrderSummary {
-    let c = &o.order.currency;
+    let c = o.order.currency;
     OrderSummary {
         id: o.order.id,
         customer_id: o.order.customer_id,
         items: o.lines.iter().map(|i| item_response(i, c)).collect(),
-        total: Money::new(o.total, c),
+        total: o.total,
         status: o.order.status,
         waiting_on: o.order.saga_step,
         created_at: o.order.created_at,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mp_events::catalog::{CartCheckout, LineItem, ShippingAddress, VendorProductCreated};
-use mp_events::{Broker, Envelope, Event, Money, Service};
+use mp_events::{Broker, Currency, Envelope, Event, Money, Service};
 use mp_test_support::api::Tokens;
 use mp_test_support::client::Api;
 use mp_test_support::clients::inventory::{InventoryApi, Reservation, Reserve};
@@ -143,7 +143,7 @@ impl Harness {
                 vendor_id,
                 sku: format!("SKU-{}", &product_id.simple().to_string()[..8]),
                 name: "Teapot".into(),
-                price: Money::new(1999, "EUR"),
+                price: Money::new(1999, Currency::EUR),
                 active: true,
                 initial_stock: stock,
                 low_stock_threshold: 0,
@@ -192,7 +192,7 @@ impl Harness {
                 vendor_id,
                 name: "Teapot".into(),
                 quantity,
-                unit_price: Money::new(1999, "EUR"),
+                unit_price: Money::new(1999, Currency::EUR),
             })
             .collect();
         let subtotal: i64 = items.iter().map(|i| i.quantity * 1999).sum();
@@ -206,9 +206,9 @@ impl Harness {
                 customer_id,
                 order_id,
                 items,
-                subtotal: Money::new(subtotal, "EUR"),
-                tax: Money::new(tax, "EUR"),
-                total: Money::new(subtotal + tax, "EUR"),
+                subtotal: Money::new(subtotal, Currency::EUR),
+                tax: Money::new(tax, Currency::EUR),
+                total: Money::new(subtotal + tax, Currency::EUR),
                 shipping_address: ShippingAddress {
                     name: "Ada Lovelace".into(),
                     line1: "1 Analytical Way".into(),

@@ -25,7 +25,7 @@ async fn a_paid_order_is_confirmed_once_inventory_commits_its_stock() {
         ["pending", "paid", "confirmed"],
         "{order:?}"
     );
-    assert_eq!(order.total.amount, 3 * 1999 + 3 * 1999 / 5);
+    assert_eq!(order.total.amount(), 3 * 1999 + 3 * 1999 / 5);
     assert_eq!(order.items[0].vendor_id, vendor);
     assert!(order.stock_committed);
     assert_eq!(h.successful(c.order_id, "charge").await, 1);

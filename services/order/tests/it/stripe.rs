@@ -6,7 +6,7 @@
 use mp_test_support::clients::Expect;
 use std::time::Duration;
 
-use mp_events::Money;
+use mp_events::{Currency, Money};
 use order::payments::{
     ChargeState, IntentRequest, PaymentError, PaymentGateway, RefundRequest, StripeGateway,
     confirm_key, intent_key, refund_key,
@@ -35,7 +35,7 @@ async fn new_intent(gw: &StripeGateway) -> (Uuid, String) {
     let intent = gw
         .create_intent(&IntentRequest {
             order_id,
-            amount: Money::new(2399, "EUR"),
+            amount: Money::new(2399, Currency::EUR),
         })
         .await
         .unwrap();
@@ -66,7 +66,7 @@ async fn a_charge_creates_an_intent_once_then_confirms_it_with_auth_and_idempote
     let again = gw
         .create_intent(&IntentRequest {
             order_id,
-            amount: Money::new(2399, "EUR"),
+            amount: Money::new(2399, Currency::EUR),
         })
         .await
         .unwrap();
@@ -103,7 +103,7 @@ async fn a_charge_creates_an_intent_once_then_confirms_it_with_auth_and_idempote
 
     let refund = RefundRequest {
         order_id,
-        amount: Money::new(2399, "EUR"),
+        amount: Money::new(2399, Currency::EUR),
         intent_id: intent.clone(),
     };
     assert!(gw.refund(&refund).await.is_ok());
@@ -169,7 +169,7 @@ async fn the_secret_key_and_the_token_never_show_in_debug_output() {
     let gw = gateway("http://127.0.0.1:9", KEY);
     let request = IntentRequest {
         order_id: Uuid::now_v7(),
-        amount: Money::new(1, "EUR"),
+        amount: Money::new(1, Currency::EUR),
     };
     let text = format!("{gw:?} {request:?} {:?}", token("pm_card_visa"));
     assert!(
@@ -356,7 +356,7 @@ async fn the_stripe_adapter_speaks_verified_https_and_refuses_another_hosts_cert
     let err = gateway(&impostor.url, KEY)
         .create_intent(&IntentRequest {
             order_id: Uuid::now_v7(),
-            amount: Money::new(100, "EUR"),
+            amount: Money::new(100, Currency::EUR),
         })
         .await
         .unwrap_err();

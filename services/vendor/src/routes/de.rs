@@ -3,8 +3,9 @@
 //! `1999.0`, as JSON Schema's `integer` allows: `mp_common::serde_ext::integer`).
 
 use mp_common::serde_ext;
-use mp_events::Money;
 use serde::{Deserialize, Deserializer};
+
+use crate::domain::PriceInput;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,23 +15,24 @@ struct Price {
     currency: String,
 }
 
-impl From<Price> for Money {
+impl From<Price> for PriceInput {
     fn from(p: Price) -> Self {
-        Money {
+        PriceInput {
             amount: p.amount,
             currency: p.currency,
         }
     }
 }
 
-/// A price: a JSON object only.
-pub fn price<'de, D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
-    serde_ext::object::<D, Price>(d).map(Money::from)
+/// A price: a JSON object only. Its rules are checked by the catalog with the other
+/// fields' (`domain::parse_price`), so one answer lists every fault.
+pub fn price<'de, D: Deserializer<'de>>(d: D) -> Result<PriceInput, D::Error> {
+    serde_ext::object::<D, Price>(d).map(PriceInput::from)
 }
 
 /// [`price`], or `null` (`None`). Use with `#[serde(default, deserialize_with = ...)]`.
-pub fn optional_price<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Money>, D::Error> {
-    serde_ext::optional_object::<D, Price>(d).map(|p| p.map(Money::from))
+pub fn optional_price<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PriceInput>, D::Error> {
+    serde_ext::optional_object::<D, Price>(d).map(|p| p.map(PriceInput::from))
 }
 
 #[cfg(test)]
@@ -41,9 +43,9 @@ mod tests {
     #[serde(deny_unknown_fields)]
     struct Body {
         #[serde(deserialize_with = "price")]
-        price: Money,
+        price: PriceInput,
         #[serde(default, deserialize_with = "optional_price")]
-        old: Option<Money>,
+        old: Option<PriceInput>,
     }
 
     #[test]
@@ -52,7 +54,11 @@ mod tests {
             r#"{"price": {"amount": 1999.0, "currency": "EUR"}, "old": null}"#,
         )
         .unwrap();
-        assert_eq!((b.price, b.old), (Money::new(1999, "EUR"), None));
+        let price = PriceInput {
+            amount: 1999,
+            currency: "EUR".into(),
+        };
+        assert_eq!((b.price, b.old), (price, None));
         for (json, field) in [
             (
                 r#"{"price": {"amount": 1.5, "currency": "EUR"}}"#,

@@ -8,13 +8,13 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mp_common::{ApiJson, ApiPath, ApiQuery, ApiResult, AuthUser, Problem};
-use mp_events::Money;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{de, problem, schemas};
 use crate::catalog::{Catalog, NewProduct, PageParams, ProductPatch};
+use crate::domain::PriceInput;
 pub use crate::responses::{ProductResponse, StockFigures};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -29,7 +29,7 @@ pub struct CreateProduct {
     pub description: String,
     #[serde(deserialize_with = "de::price")]
     #[schema(schema_with = schemas::product_price)]
-    pub price: Money,
+    pub price: PriceInput,
     #[serde(deserialize_with = "mp_common::serde_ext::integer")]
     #[schema(schema_with = schemas::initial_stock)]
     pub initial_stock: i64,
@@ -49,7 +49,7 @@ pub struct UpdateProduct {
     pub description: Option<String>,
     #[serde(default, deserialize_with = "de::optional_price")]
     #[schema(schema_with = schemas::product_price_change)]
-    pub price: Option<Money>,
+    pub price: Option<PriceInput>,
     #[schema(schema_with = schemas::active_change)]
     pub active: Option<bool>,
     #[serde(default, deserialize_with = "mp_common::serde_ext::optional_integer")]

@@ -74,7 +74,7 @@ async fn a_price_written_on_one_replica_is_read_at_once_on_the_other() {
         memory_hits(replicas[1]).await,
     ];
 
-    let mut current = product.price.amount;
+    let mut current = product.price.amount();
     for (round, amount) in (2000..2020).enumerate() {
         let (writer, reader) = (replicas[round % 2], replicas[(round + 1) % 2]);
         // Both hold the current price in memory...
