@@ -174,7 +174,7 @@ current=$(kid_of "$KEYS/user.pem")
 case $STEP in
 jwks)
     # What the customer service serves: its signing key first, then the other
-    # user keys it trusts (crates/common/src/auth.rs, user_jwks).
+    # user keys it trusts (crates/common/src/auth/tokens.rs, user_jwks).
     python3 - "$(jwk_of "$KEYS/user.pem")" "$KEYS/trusted.jwks.json" <<'PY'
 import json, sys
 own = json.loads(sys.argv[1])

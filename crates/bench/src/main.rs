@@ -4,7 +4,7 @@
 //! endpoint behind the layers every service runs (context, metrics, access log to
 //! stdout, time-out, panics, body limit), which shows what the layers cost;
 //! `mp-bench layered-subscriber <addr>` the same layers logging through the well-kept
-//! crates instead of `mp_common::telemetry`'s writer: `tracing-subscriber`'s JSON format
+//! crates instead of `mp_log`'s writer: `tracing-subscriber`'s JSON format
 //! (with the request's fields as a span opened per request) written by
 //! `tracing-appender`'s non-blocking writer, lossless. The two lines carry the same
 //! fields.
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         [mode @ ("bare" | "layered" | "layered-subscriber"), addr] => {
-            let _log_flush = (*mode == "layered").then(|| mp_common::telemetry::init("json"));
+            let _log_flush = (*mode == "layered").then(|| mp_log::init("json"));
             let _log_guard = (*mode == "layered-subscriber").then(subscriber_json);
             let runtime = tokio::runtime::Runtime::new().expect("runtime");
             runtime.block_on(async {

@@ -105,7 +105,7 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let cli = Cli::<C>::parse();
-    let _log_flush = crate::telemetry::init(&cli.config.common().log_format);
+    let _log_flush = mp_log::init(&cli.config.common().log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -121,8 +121,8 @@ where
     // Both ids are visible ASCII (checked or made so): valid header values.
     let correlation_header = HeaderValue::from_str(&correlation_id).ok();
     let trace_header = HeaderValue::from_str(&trace_id).ok();
-    // Every line the request logs carries these fields (see telemetry::in_request).
-    let fields = crate::telemetry::request_fields(
+    // Every line the request logs carries these fields (see mp_log::in_request).
+    let fields = mp_log::request_fields(
         o.service,
         method.as_str(),
         route,
@@ -182,11 +182,11 @@ where
             .with_label_values(&[method.as_str(), route])
             .observe(elapsed.as_secs_f64());
         if !route.starts_with("/health") && route != "/metrics" {
-            crate::telemetry::access_log(status.as_u16(), elapsed.as_secs_f64() * 1000.0);
+            mp_log::access_log(status.as_u16(), elapsed.as_secs_f64() * 1000.0);
         }
         response
     };
-    crate::telemetry::in_request(fields, handle).await
+    mp_log::in_request(fields, handle).await
 }
 
 /// A bare error status from a layer or the router (405, 408, 413, 503 on a time-out) as

@@ -1,4 +1,4 @@
-//! What every service shares apart from events: configuration, telemetry, metrics,
+//! What every service shares apart from events and logging (`mp_log`): configuration, metrics,
 //! problem+json errors, token verification, service-to-service calls, the connection
 //! pools, and the start-up and shutdown sequence ([`runtime`]).
 //!
@@ -24,7 +24,6 @@ pub mod runtime;
 pub mod serde_ext;
 pub mod sql_enum;
 pub mod supervisor;
-pub mod telemetry;
 pub mod text;
 pub mod tls;
 
