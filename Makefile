@@ -90,6 +90,7 @@ chaos: ## Faults under load with REPLICAS (default 2) of each service; every inv
 fmt: ## Format the code
 	cargo fmt --all
 
-lint: ## Check formatting and run clippy with warnings as errors
+lint: ## Check formatting, run clippy with warnings as errors, check every service's layers
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	python3 scripts/check-layers.py

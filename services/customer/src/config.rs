@@ -35,8 +35,8 @@ pub struct Settings {
     /// ranges: only from them is `X-Forwarded-For` believed, and the client is the
     /// right-most hop none of them made. Empty: the header is ignored.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "",
-          value_parser = |s: &str| crate::throttle::parse_proxies(s))]
-    pub trusted_proxies: crate::throttle::TrustedProxies,
+          value_parser = |s: &str| crate::domain::parse_proxies(s))]
+    pub trusted_proxies: crate::domain::TrustedProxies,
 }
 
 pub type Config = mp_common::config::Config<Settings>;

@@ -1,8 +1,12 @@
-//! Customer data that cannot be invalid once parsed.
+//! Customer data that cannot be invalid once parsed, and the proxies whose forwarded
+//! address is believed (which client a login attempt counts against).
+
+use std::net::IpAddr;
 
 use argon2::password_hash::SaltString;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use ipnet::IpNet;
 use mp_common::contact;
 
 /// A syntactically valid email address, trimmed.
@@ -109,9 +113,100 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     })
 }
 
+/// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client: the peer, or, from a trusted proxy, the right-most hop of the
+    /// `X-Forwarded-For` values none of them made (if every hop is one of them, the
+    /// left-most). A client can write anything into the header; what the proxies append
+    /// comes after it, so the right-most untrusted hop is the one a proxy saw.
+    pub fn client<'a>(
+        &self,
+        peer: Option<IpAddr>,
+        forwarded_for: impl IntoIterator<Item = &'a str>,
+    ) -> String {
+        let Some(peer) = peer else {
+            return "unknown".into();
+        };
+        if !self.trusts(peer) {
+            return peer.to_string();
+        }
+        let hops: Vec<IpAddr> = forwarded_for
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .filter_map(|hop| hop.trim().parse().ok())
+            .collect();
+        hops.iter()
+            .rev()
+            .find(|ip| !self.trusts(**ip))
+            .or(hops.first())
+            .unwrap_or(&peer)
+            .to_string()
+    }
+}
+
+/// Parses `TRUSTED_PROXIES`: comma-separated addresses or CIDR ranges.
+pub fn parse_proxies(list: &str) -> Result<TrustedProxies, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is no address or CIDR range"))
+        })
+        .collect::<Result<_, _>>()
+        .map(TrustedProxies)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn address(trusted: &str, peer: &str, forwarded: &[&str]) -> String {
+        parse_proxies(trusted)
+            .unwrap()
+            .client(Some(peer.parse().unwrap()), forwarded.iter().copied())
+    }
+
+    #[test]
+    fn trusted_proxy_lists_take_addresses_and_ranges() {
+        assert_eq!(parse_proxies("").unwrap(), TrustedProxies::default());
+        let nets = parse_proxies("10.0.0.0/8, 127.0.0.1 ,::1").unwrap();
+        assert_eq!(nets.0.len(), 3);
+        assert!(parse_proxies("kong").is_err());
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_hop_no_trusted_proxy_made() {
+        // No trusted proxy: the header is ignored.
+        assert_eq!(
+            address("", "198.51.100.7", &["203.0.113.9"]),
+            "198.51.100.7"
+        );
+        // Behind Kong (10.0.0.5): the hop Kong appended, whatever the client wrote.
+        assert_eq!(
+            address("10.0.0.0/8", "10.0.0.5", &["203.0.113.9, 198.51.100.66"]),
+            "198.51.100.66"
+        );
+        assert_eq!(
+            address(
+                "10.0.0.0/8",
+                "10.0.0.5",
+                &["203.0.113.9", "198.51.100.66, 10.1.2.3"]
+            ),
+            "198.51.100.66"
+        );
+        // Every hop a proxy: the left-most; no header: the peer.
+        assert_eq!(address("10.0.0.0/8", "10.0.0.5", &["10.9.9.9"]), "10.9.9.9");
+        assert_eq!(address("10.0.0.0/8", "10.0.0.5", &[]), "10.0.0.5");
+    }
 
     #[test]
     fn emails_are_trimmed_validated_and_normalized() {

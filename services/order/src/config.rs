@@ -2,12 +2,7 @@
 //! works, each with a default that works with `make up` and an environment variable;
 //! the provider's key is a [`SecretString`], never printed.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use secrecy::SecretString;
-
-use crate::payments;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GatewayKind {
@@ -74,20 +69,3 @@ pub struct Settings {
 }
 
 pub type Config = mp_common::config::Config<Settings>;
-
-pub(crate) fn gateway(s: &Settings) -> anyhow::Result<payments::Gateway> {
-    Ok(match s.payment_gateway {
-        GatewayKind::Test => Arc::new(payments::TestGateway::default()),
-        GatewayKind::Stripe => {
-            let key = s
-                .stripe_secret_key
-                .clone()
-                .ok_or_else(|| anyhow::anyhow!("PAYMENT_GATEWAY=stripe needs STRIPE_SECRET_KEY"))?;
-            Arc::new(payments::StripeGateway::new(
-                &s.stripe_api_url,
-                key,
-                Duration::from_millis(s.payment_timeout_ms),
-            ))
-        }
-    })
-}

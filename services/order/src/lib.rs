@@ -50,7 +50,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let s = &config.settings;
-    let gateway = config::gateway(s)?;
+    let gateway = payments::from_settings(s)?;
     let infra = Infra::connect(Service::Order, &config.common, &MIGRATOR, &shutdown).await?;
     let orders = orders::Orders {
         db: infra.db.clone(),

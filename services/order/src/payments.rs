@@ -25,6 +25,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::config::{GatewayKind, Settings};
+
 /// A payment intent to create for an order's total.
 #[derive(Debug, Clone)]
 pub struct IntentRequest {
@@ -521,3 +523,21 @@ impl PaymentGateway for StripeGateway {
 }
 
 pub type Gateway = Arc<dyn PaymentGateway>;
+
+/// The gateway the settings name (`PAYMENT_GATEWAY`).
+pub fn from_settings(s: &Settings) -> anyhow::Result<Gateway> {
+    Ok(match s.payment_gateway {
+        GatewayKind::Test => Arc::new(TestGateway::default()),
+        GatewayKind::Stripe => {
+            let key = s
+                .stripe_secret_key
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("PAYMENT_GATEWAY=stripe needs STRIPE_SECRET_KEY"))?;
+            Arc::new(StripeGateway::new(
+                &s.stripe_api_url,
+                key,
+                Duration::from_millis(s.payment_timeout_ms),
+            ))
+        }
+    })
+}

@@ -63,8 +63,7 @@ async fn one_client_guessing_many_accounts_is_throttled_by_its_address() {
             let mut config = customer::Config::with_common(common);
             config.settings.login_max_failures_per_address = 4;
             // The test client plays Kong: its X-Forwarded-For is believed.
-            config.settings.trusted_proxies =
-                customer::throttle::parse_proxies("127.0.0.1").unwrap();
+            config.settings.trusted_proxies = customer::domain::parse_proxies("127.0.0.1").unwrap();
             customer::run(config, listener, shutdown)
         })
         .await;
@@ -111,8 +110,7 @@ async fn a_spoofed_forwarded_for_neither_escapes_the_limit_nor_locks_out_another
         .spawn(Service::Customer, |common, listener, shutdown| {
             let mut config = customer::Config::with_common(common);
             config.settings.login_max_failures_per_address = 3;
-            config.settings.trusted_proxies =
-                customer::throttle::parse_proxies("127.0.0.1").unwrap();
+            config.settings.trusted_proxies = customer::domain::parse_proxies("127.0.0.1").unwrap();
             customer::run(config, listener, shutdown)
         })
         .await;
