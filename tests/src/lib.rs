@@ -2,37 +2,50 @@
 //! port 0 in one isolated [`TestEnv`], tokens signed by the environment's keys, a
 //! publisher for events of services not started, and readers of each service's schema.
 //!
-//! [`Fleet::shop`] fills a cart and checks it out as a customer would.
+//! Tests call the services through [`Fleet::api`], their typed clients
+//! (`mp_test_support::clients`); [`Fleet::shop`] fills a cart and checks it out as a
+//! customer would.
 
 use std::time::Duration;
 
 use mp_common::TokenKeys;
 use mp_common::auth::USER_AUDIENCE;
 use mp_events::{Broker, Envelope, Event, Service};
+use mp_test_support::clients::cart::{AddItem, CartApi, Checkout, CheckoutAccepted};
+use mp_test_support::clients::customer::{CustomerApi, Register, Tokens};
+use mp_test_support::clients::inventory::InventoryApi;
+use mp_test_support::clients::notification::NotificationApi;
+use mp_test_support::clients::order::{Order, OrderApi};
+use mp_test_support::clients::vendor::{CreateProduct, CreateVendor, VendorApi};
+use mp_test_support::clients::{ApiResult, Expect, Reply};
 use mp_test_support::{TestEnv, TestService, eventually};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const PASSWORD: &str = "correct horse battery";
 
-/// Logs `email` in (with [`PASSWORD`]) at a customer service; the token response.
-pub async fn login(customer: &TestService, email: &str) -> Value {
-    let (status, body) = customer
-        .call(
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some(json!({"email": email, "password": PASSWORD})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
+/// Logs `email` in (with [`PASSWORD`]) at a customer service; the session's tokens.
+pub async fn login(customer: &TestService, email: &str) -> Tokens {
+    CustomerApi(customer.api())
+        .login(email, PASSWORD)
+        .await
+        .expect_ok()
+}
+
+/// The typed clients of the six services.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub customer: CustomerApi,
+    pub vendor: VendorApi,
+    pub inventory: InventoryApi,
+    pub order: OrderApi,
+    pub notification: NotificationApi,
+    pub cart: CartApi,
 }
 
 pub struct Fleet {
+    pub api: Clients,
     // The services first: they stop before the environment drops its schemas.
     pub customer: TestService,
     pub vendor: TestService,
@@ -136,7 +149,16 @@ impl Fleet {
         let config = env.config(Service::Order);
         let keys = TokenKeys::from_config(&config).expect("token keys");
         let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
+        let api = Clients {
+            customer: CustomerApi(customer.api()),
+            vendor: VendorApi(vendor.api()),
+            inventory: InventoryApi(inventory.api()),
+            order: OrderApi(order.api()),
+            notification: NotificationApi(notification.api()),
+            cart: CartApi(cart.api()),
+        };
         Self {
+            api,
             customer,
             vendor,
             inventory,
@@ -177,170 +199,145 @@ impl Fleet {
             name.to_lowercase().replace(' ', "."),
             &Uuid::new_v4().simple().to_string()[..6]
         );
-        let (status, body) = self
+        let customer = self
+            .api
             .customer
-            .call(
-                Method::POST,
-                "/api/customers",
-                None,
-                Some(json!({"email": email, "password": PASSWORD, "name": name,
-                            "phone": "+4915112345678"})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let id = body["id"].as_str().unwrap().parse().unwrap();
-        self.login(id, &email).await
+            .register(&Register {
+                email: email.clone(),
+                password: PASSWORD.into(),
+                name: name.into(),
+                phone: Some("+4915112345678".into()),
+            })
+            .await
+            .expect_ok();
+        self.login(customer.id, &email).await
     }
 
     /// Logs in again (a new token carries memberships granted since).
     pub async fn login(&self, id: Uuid, email: &str) -> User {
-        let body = login(&self.customer, email).await;
+        let tokens = login(&self.customer, email).await;
         User {
             id,
             email: email.to_owned(),
-            token: body["access_token"].as_str().unwrap().to_owned(),
-            refresh_token: body["refresh_token"].as_str().unwrap().to_owned(),
+            token: tokens.access_token,
+            refresh_token: tokens.refresh_token,
         }
     }
 
     /// `owner` opens a vendor; returns its id and the owner with a token carrying it.
     pub async fn open_vendor(&self, owner: &User, name: &str) -> (Uuid, User) {
-        let (status, body) = self
+        let vendor = self
+            .api
             .vendor
-            .call(
-                Method::POST,
-                "/api/vendors",
-                Some(&owner.token),
-                Some(json!({"name": name, "email": owner.email, "phone": "+4930123456"})),
+            .create_vendor(
+                &owner.token,
+                &CreateVendor {
+                    name: name.into(),
+                    email: owner.email.clone(),
+                    phone: Some("+4930123456".into()),
+                },
             )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let vendor_id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+            .await
+            .expect_ok();
         let member = eventually("the membership in a new token", WAIT, || async {
             let user = self.login(owner.id, &owner.email).await;
             let claims = self
                 .keys
                 .verify(&user.token, USER_AUDIENCE)
                 .expect("a valid access token");
-            let has = claims.vendors.contains(&vendor_id);
+            let has = claims.vendors.contains(&vendor.id);
             has.then_some(user)
         })
         .await;
-        (vendor_id, member)
+        (vendor.id, member)
     }
 
     /// A product of `vendor_id` listed by `member` with `stock` units at `price` cents;
     /// waits until inventory holds its stock.
     pub async fn product(&self, member: &User, vendor_id: Uuid, stock: i64, price: i64) -> Uuid {
         let sku = format!("SKU-{}", &Uuid::new_v4().simple().to_string()[..8]);
-        let (status, body) = self
+        let product = CreateProduct {
+            name: "Sencha".into(),
+            description: "Green tea".into(),
+            ..CreateProduct::mug(&sku, price, stock)
+        };
+        let product = self
+            .api
             .vendor
-            .call(
-                Method::POST,
-                &format!("/api/vendors/{vendor_id}/products"),
-                Some(&member.token),
-                Some(
-                    json!({"sku": sku, "name": "Sencha", "description": "Green tea",
-                            "price": {"amount": price, "currency": "EUR"},
-                            "initial_stock": stock, "low_stock_threshold": 0}),
-                ),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let product_id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+            .create_product(&member.token, vendor_id, &product)
+            .await
+            .expect_ok();
         let admin = self.admin_token();
         eventually("the stock item", WAIT, || async {
-            let (status, _) = self
-                .inventory
-                .call(
-                    Method::GET,
-                    &format!("/api/inventory/{product_id}"),
-                    Some(&admin),
-                    None,
-                )
-                .await;
-            (status == StatusCode::OK).then_some(())
+            self.api.inventory.stock(&admin, product.id).await.ok()
         })
         .await;
-        product_id
+        product.id
     }
 
     /// Fills a cart with `lines` (product, quantity) and checks it out with
     /// `payment_token`; returns the 202's order id.
     pub async fn shop(&self, customer: &User, lines: &[(Uuid, i64)], payment_token: &str) -> Uuid {
-        let (status, cart) = self
-            .cart
-            .call(Method::POST, "/api/carts", Some(&customer.token), None)
-            .await;
-        assert!(status.is_success(), "{status} {cart}");
-        let cart_id = cart["id"].as_str().unwrap().to_owned();
+        let cart_id = self.fill_cart(&customer.token, lines).await;
+        self.checkout(
+            customer,
+            cart_id,
+            &Uuid::new_v4().to_string(),
+            payment_token,
+        )
+        .await
+        .expect_ok()
+        .body
+        .order_id
+    }
+
+    /// Opens the caller's cart and adds `lines` (product, quantity); the cart's id.
+    pub async fn fill_cart(&self, token: &str, lines: &[(Uuid, i64)]) -> Uuid {
+        let cart = self.api.cart.open(token).await.expect_ok().body;
         for &(product_id, quantity) in lines {
-            let (status, body) = self
+            self.api
                 .cart
-                .call(
-                    Method::POST,
-                    &format!("/api/carts/{cart_id}/items"),
-                    Some(&customer.token),
-                    Some(json!({"product_id": product_id, "quantity": quantity})),
+                .add_item(
+                    token,
+                    cart.id,
+                    &AddItem {
+                        product_id,
+                        quantity,
+                    },
                 )
-                .await;
-            assert!(status.is_success(), "{status} {body}");
+                .await
+                .expect_ok();
         }
-        let (status, body) = self
-            .checkout(
-                customer,
-                &cart_id,
-                &Uuid::new_v4().to_string(),
-                payment_token,
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        body["order_id"].as_str().unwrap().parse().unwrap()
+        cart.id
     }
 
     /// `POST /api/carts/{cart_id}/checkout` with `key` as the Idempotency-Key.
     pub async fn checkout(
         &self,
         customer: &User,
-        cart_id: &str,
+        cart_id: Uuid,
         key: &str,
         payment_token: &str,
-    ) -> (StatusCode, Value) {
-        let resp = self
+    ) -> ApiResult<Reply<CheckoutAccepted>> {
+        self.api
             .cart
-            .http()
-            .post(self.cart.url(&format!("/api/carts/{cart_id}/checkout")))
-            .bearer_auth(&customer.token)
-            .header("Idempotency-Key", key)
-            .json(&json!({
-                "payment_token": payment_token,
-                "shipping_address": {"name": "Ada Lovelace", "line1": "1 Analytical Way",
-                                     "city": "London", "postal_code": "N1 1AA", "country": "GB"}
-            }))
-            .send()
+            .checkout(
+                &customer.token,
+                cart_id,
+                Some(key),
+                &Checkout::paying_with(payment_token),
+            )
             .await
-            .expect("request sent");
-        let status = resp.status();
-        let text = resp.text().await.expect("body read");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// Waits until the order has `status`, then returns it as `user` reads it.
-    pub async fn wait_order(&self, user: &User, order_id: Uuid, status: &str) -> Value {
+    pub async fn wait_order(&self, user: &User, order_id: Uuid, status: &str) -> Order {
         eventually(
             &format!("order {order_id} to be {status}"),
             WAIT,
             || async {
-                let (code, body) = self
-                    .order
-                    .call(
-                        Method::GET,
-                        &format!("/api/orders/{order_id}"),
-                        Some(&user.token),
-                        None,
-                    )
-                    .await;
-                (code == StatusCode::OK && body["status"] == status).then_some(body)
+                let order = self.api.order.get(&user.token, order_id).await.ok()?;
+                (order.status == status).then_some(order)
             },
         )
         .await

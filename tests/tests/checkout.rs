@@ -4,11 +4,13 @@
 //! about that too. Retried and concurrent checkouts make one order and one charge;
 //! scarce stock is never oversold.
 
-use mp_events::Service;
-use mp_integration_tests::{Fleet, WAIT};
+use mp_events::{Currency, Money, Service};
+use mp_integration_tests::{Fleet, User, WAIT};
+use mp_test_support::clients::Expect;
+use mp_test_support::clients::cart::AddItem;
+use mp_test_support::clients::order::Ship;
 use mp_test_support::eventually;
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use reqwest::StatusCode;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -45,48 +47,31 @@ async fn a_checkout_is_charged_once_commits_its_stock_and_tells_the_customer_onc
 
     let order_id = f.shop(&customer, &[(product, 3)], "tok_visa").await;
     let order = f.wait_order(&customer, order_id, "confirmed").await;
-    assert_eq!(order["total"], json!({"amount": 3060, "currency": "EUR"}));
-    let history: Vec<&str> = order["status_history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["to"].as_str().unwrap())
-        .collect();
-    assert_eq!(history, ["pending", "paid", "confirmed"]);
+    assert_eq!(order.total, Money::new(3060, Currency::EUR));
+    assert_eq!(order.statuses(), ["pending", "paid", "confirmed"]);
 
     let order_db = f.db(Service::Order).await;
     assert_eq!(charges(&order_db, order_id).await, 1);
-    let (status, stock) = f
+    let stock = f
+        .api
         .inventory
-        .call(
-            Method::GET,
-            &format!("/api/inventory/{product}"),
-            Some(&owner.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{stock}");
-    assert_eq!(
-        (stock["on_hand"].as_i64(), stock["reserved"].as_i64()),
-        (Some(7), Some(0))
-    );
-    let (_, movements) = f
+        .stock(&owner.token, product)
+        .await
+        .expect_ok();
+    assert_eq!((stock.on_hand, stock.reserved), (7, 0));
+    let movements = f
+        .api
         .inventory
-        .call(
-            Method::GET,
-            &format!("/api/inventory/{product}/movements"),
-            Some(&owner.token),
-            None,
-        )
-        .await;
-    let sale: Vec<&Value> = movements["items"]
-        .as_array()
-        .unwrap()
+        .movements(&owner.token, product, "")
+        .await
+        .expect_ok();
+    let sale: Vec<_> = movements
+        .items
         .iter()
-        .filter(|m| m["reference"] == order_id.to_string())
+        .filter(|m| m.reference.as_deref() == Some(&order_id.to_string()))
         .collect();
-    assert_eq!(sale.len(), 1, "{movements}");
-    assert_eq!(sale[0]["delta"], -3);
+    assert_eq!(sale.len(), 1, "{movements:?}");
+    assert_eq!(sale[0].delta, -3);
 
     let notification_db = f.db(Service::Notification).await;
     let sent = eventually("the confirmation email and SMS", WAIT, || async {
@@ -103,33 +88,25 @@ async fn a_checkout_is_charged_once_commits_its_stock_and_tells_the_customer_onc
     );
 
     // The vendor ships; the customer is told once more, and the order is delivered.
-    let (status, body) = f
+    let shipped = f
+        .api
         .order
-        .call(
-            Method::POST,
-            &format!("/api/orders/{order_id}/ship"),
-            Some(&owner.token),
-            Some(json!({"carrier": "DHL", "tracking_number": "JJD0001"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["status"], "shipped");
+        .ship(&owner.token, order_id, &Ship::new("DHL", "JJD0001"))
+        .await
+        .expect_ok();
+    assert_eq!(shipped.status, "shipped");
     eventually("the shipment email and SMS", WAIT, || async {
         let n = notifications(&notification_db, order_id).await;
         (n.iter().filter(|(t, _)| t == "order_shipped").count() == 2).then_some(())
     })
     .await;
-    let (status, body) = f
+    let delivered = f
+        .api
         .order
-        .call(
-            Method::POST,
-            &format!("/api/orders/{order_id}/deliver"),
-            Some(&owner.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "delivered");
+        .deliver(&owner.token, order_id)
+        .await
+        .expect_ok();
+    assert_eq!(delivered.status, "delivered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -143,16 +120,8 @@ async fn a_declined_card_releases_the_reservation_and_tells_the_customer() {
     let order_id = f.shop(&customer, &[(product, 4)], "tok_declined").await;
     f.wait_order(&customer, order_id, "payment_failed").await;
     eventually("the stock to be free again", WAIT, || async {
-        let (_, stock) = f
-            .inventory
-            .call(
-                Method::GET,
-                &format!("/api/inventory/{product}"),
-                Some(&owner.token),
-                None,
-            )
-            .await;
-        (stock["available"] == 4 && stock["on_hand"] == 4).then_some(())
+        let stock = f.api.inventory.stock(&owner.token, product).await.ok()?;
+        (stock.available == 4 && stock.on_hand == 4).then_some(())
     })
     .await;
     let notification_db = f.db(Service::Notification).await;
@@ -175,42 +144,27 @@ async fn retried_and_concurrent_checkouts_of_one_cart_make_one_order_and_one_cha
     let (vendor_id, owner) = f.open_vendor(&owner, "Tea House").await;
     let product = f.product(&owner, vendor_id, 10, 850).await;
     let customer = f.register("Ada Lovelace").await;
-    let (_, cart) = f
-        .cart
-        .call(Method::POST, "/api/carts", Some(&customer.token), None)
-        .await;
-    let cart_id = cart["id"].as_str().unwrap().to_owned();
-    let (status, body) = f
-        .cart
-        .call(
-            Method::POST,
-            &format!("/api/carts/{cart_id}/items"),
-            Some(&customer.token),
-            Some(json!({"product_id": product, "quantity": 2})),
-        )
-        .await;
-    assert!(status.is_success(), "{body}");
+    let cart_id = f.fill_cart(&customer.token, &[(product, 2)]).await;
 
     // Two checkouts at once under different keys, then the first key again.
     let (a, b) = tokio::join!(
-        f.checkout(&customer, &cart_id, "key-a", "tok_visa"),
-        f.checkout(&customer, &cart_id, "key-b", "tok_visa")
+        f.checkout(&customer, cart_id, "key-a", "tok_visa"),
+        f.checkout(&customer, cart_id, "key-b", "tok_visa")
     );
-    let accepted: Vec<&Value> = [&a, &b]
+    let accepted: Vec<Uuid> = [&a, &b]
         .into_iter()
-        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
-        .map(|(_, b)| b)
+        .filter_map(|r| r.as_ref().ok())
+        .map(|r| r.body.order_id)
         .collect();
     assert_eq!(accepted.len(), 1, "{a:?} {b:?}");
-    let order_id: Uuid = accepted[0]["order_id"].as_str().unwrap().parse().unwrap();
-    let winner = if a.0 == StatusCode::ACCEPTED {
-        "key-a"
-    } else {
-        "key-b"
-    };
-    let (status, again) = f.checkout(&customer, &cart_id, winner, "tok_visa").await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(again["order_id"], order_id.to_string());
+    let order_id = accepted[0];
+    let winner = if a.is_ok() { "key-a" } else { "key-b" };
+    let again = f
+        .checkout(&customer, cart_id, winner, "tok_visa")
+        .await
+        .expect_ok();
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.body.order_id, order_id);
 
     f.wait_order(&customer, order_id, "confirmed").await;
     let order_db = f.db(Service::Order).await;
@@ -230,58 +184,51 @@ async fn two_customers_racing_for_the_last_units_never_oversell() {
     let product = f.product(&owner, vendor_id, 3, 850).await;
     let (ada, grace) = (f.register("Ada").await, f.register("Grace").await);
 
-    let add = |customer: &mp_integration_tests::User| {
+    let add = |customer: &User| {
         let token = customer.token.clone();
         let f = &f;
         async move {
-            let (_, cart) = f
+            let cart = f.api.cart.open(&token).await.expect_ok().body;
+            let added = f
+                .api
                 .cart
-                .call(Method::POST, "/api/carts", Some(&token), None)
-                .await;
-            let cart_id = cart["id"].as_str().unwrap().to_owned();
-            let (status, body) = f
-                .cart
-                .call(
-                    Method::POST,
-                    &format!("/api/carts/{cart_id}/items"),
-                    Some(&token),
-                    Some(json!({"product_id": product, "quantity": 2})),
+                .add_item(
+                    &token,
+                    cart.id,
+                    &AddItem {
+                        product_id: product,
+                        quantity: 2,
+                    },
                 )
                 .await;
-            (cart_id, status, body)
+            (cart.id, added)
         }
     };
     let (first, second) = tokio::join!(add(&ada), add(&grace));
     let held: Vec<_> = [(&ada, &first), (&grace, &second)]
         .into_iter()
-        .filter(|(_, r)| r.1.is_success())
+        .filter(|(_, (_, added))| added.is_ok())
         .collect();
     assert_eq!(held.len(), 1, "{first:?} {second:?}");
-    let stopped = if first.1.is_success() {
-        &second
-    } else {
-        &first
-    };
-    assert_eq!(stopped.1, StatusCode::CONFLICT, "{stopped:?}");
-    assert_eq!(stopped.2["available"], 1);
+    let stopped = if first.1.is_ok() { &second } else { &first };
+    let problem = stopped.1.as_ref().expect_err("the second hold is refused");
+    assert_eq!(problem.status, StatusCode::CONFLICT, "{problem}");
+    assert_eq!(problem["available"], 1);
 
-    let (customer, (cart_id, _, _)) = held[0];
+    let (customer, (cart_id, _)) = held[0];
     let key = Uuid::new_v4().to_string();
-    let (status, body) = f.checkout(customer, cart_id, &key, "tok_visa").await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let order_id: Uuid = body["order_id"].as_str().unwrap().parse().unwrap();
+    let order_id = f
+        .checkout(customer, *cart_id, &key, "tok_visa")
+        .await
+        .expect_ok()
+        .body
+        .order_id;
     f.wait_order(customer, order_id, "confirmed").await;
-    let (_, stock) = f
+    let stock = f
+        .api
         .inventory
-        .call(
-            Method::GET,
-            &format!("/api/inventory/{product}"),
-            Some(&owner.token),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (stock["on_hand"].as_i64(), stock["available"].as_i64()),
-        (Some(1), Some(1))
-    );
+        .stock(&owner.token, product)
+        .await
+        .expect_ok();
+    assert_eq!((stock.on_hand, stock.available), (1, 1));
 }

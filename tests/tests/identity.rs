@@ -7,6 +7,9 @@ use mp_common::TokenKeys;
 use mp_common::keys::KeySet;
 use mp_events::Service;
 use mp_integration_tests::{PASSWORD, login};
+use mp_test_support::clients::Expect;
+use mp_test_support::clients::customer::{CustomerApi, Register};
+use mp_test_support::clients::inventory::InventoryApi;
 use mp_test_support::{TestEnv, TestService};
 use reqwest::{Method, StatusCode};
 use secrecy::SecretString;
@@ -80,23 +83,17 @@ async fn a_rotated_user_key_keeps_old_tokens_valid_while_verifiers_learn_the_new
         .await;
 
     let email = format!("rot-{}@example.org", Uuid::new_v4().simple());
-    let (status, body) = before
-        .call(
-            Method::POST,
-            "/api/customers",
-            None,
-            Some(json!({"email": email, "password": PASSWORD, "name": "Rot"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let old_token = login(&before, &email).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let new_token = login(&after, &email).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    CustomerApi(before.api())
+        .register(&Register {
+            email: email.clone(),
+            password: PASSWORD.into(),
+            name: "Rot".into(),
+            phone: None,
+        })
+        .await
+        .expect_ok();
+    let old_token = login(&before, &email).await.access_token;
+    let new_token = login(&after, &email).await.access_token;
     assert_ne!(kid(&old_token), kid(&new_token));
 
     let (_, jwks) = after
@@ -119,10 +116,13 @@ async fn a_rotated_user_key_keeps_old_tokens_valid_while_verifiers_learn_the_new
     );
 
     // Both tokens open the verifier's API (the stock item is unknown: 404, not 401).
-    let path = format!("/api/inventory/{}", Uuid::new_v4());
+    let inventory = InventoryApi(inventory.api());
+    let unknown = Uuid::new_v4();
     for token in [&new_token, &old_token] {
-        let (status, body) = inventory.call(Method::GET, &path, Some(token), None).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        inventory
+            .stock(token, unknown)
+            .await
+            .expect_problem(StatusCode::NOT_FOUND, None);
     }
     // A token signed with a key nobody published is refused.
     let (forged, _) = TokenKeys::stranger().user_token(
@@ -131,10 +131,10 @@ async fn a_rotated_user_key_keeps_old_tokens_valid_while_verifiers_learn_the_new
         vec!["admin".into()],
         vec![],
     );
-    let (status, _) = inventory
-        .call(Method::GET, &path, Some(&forged), None)
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    inventory
+        .stock(&forged, unknown)
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
 }
 
 #[tokio::test]

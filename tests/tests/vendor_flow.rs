@@ -7,10 +7,13 @@
 
 use std::time::Duration;
 
-use mp_events::Service;
+use mp_events::{Currency, Money, Service};
+use mp_test_support::clients::Expect;
+use mp_test_support::clients::customer::{CustomerApi, Register};
+use mp_test_support::clients::inventory::{Adjustment, InventoryApi};
+use mp_test_support::clients::vendor::{CreateProduct, CreateVendor, VendorApi};
 use mp_test_support::{TestEnv, TestService, eventually};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ADMIN_EMAIL: &str = "root@marketplace.test";
 const ADMIN_PASSWORD: &str = "admin password for tests";
@@ -19,9 +22,11 @@ const PASSWORD: &str = "correct horse battery";
 const DEADLINE: Duration = Duration::from_secs(30);
 
 struct Fleet {
-    customer: TestService,
-    vendor: TestService,
-    inventory: TestService,
+    customer: CustomerApi,
+    vendor: VendorApi,
+    inventory: InventoryApi,
+    // The services stop before the environment drops its schemas.
+    _services: [TestService; 3],
     _env: TestEnv,
 }
 
@@ -46,156 +51,128 @@ async fn fleet() -> Fleet {
         })
         .await;
     Fleet {
-        customer,
-        vendor,
-        inventory,
+        customer: CustomerApi(customer.api()),
+        vendor: VendorApi(vendor.api()),
+        inventory: InventoryApi(inventory.api()),
+        _services: [customer, vendor, inventory],
         _env: env,
     }
-}
-
-async fn login(svc: &TestService, email: &str, password: &str) -> Value {
-    let (status, body) = svc
-        .call(
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some(json!({"email": email, "password": password})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
-fn token(body: &Value) -> &str {
-    body["access_token"].as_str().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_product_becomes_stock_and_changes_flow_between_vendor_and_inventory() {
     let f = fleet().await;
-    let (status, _) = f
+    f.customer
+        .register(&Register {
+            email: "owner@shop.test".into(),
+            password: PASSWORD.into(),
+            name: "Owner".into(),
+            phone: None,
+        })
+        .await
+        .expect_ok();
+    let owner = f
         .customer
-        .call(
-            Method::POST,
-            "/api/customers",
-            None,
-            Some(json!({"email": "owner@shop.test", "password": PASSWORD, "name": "Owner"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let owner = login(&f.customer, "owner@shop.test", PASSWORD).await;
-    let admin = login(&f.customer, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        .login("owner@shop.test", PASSWORD)
+        .await
+        .expect_ok();
+    let admin = f
+        .customer
+        .login(ADMIN_EMAIL, ADMIN_PASSWORD)
+        .await
+        .expect_ok()
+        .access_token;
 
-    let (status, vendor) = f
+    let vendor = f
         .vendor
-        .call(
-            Method::POST,
-            "/api/vendors",
-            Some(token(&owner)),
-            Some(json!({"name": "Tea House", "email": "tea@shop.test", "phone": "+4930123456"})),
+        .create_vendor(
+            &owner.access_token,
+            &CreateVendor {
+                name: "Tea House".into(),
+                email: "tea@shop.test".into(),
+                phone: Some("+4930123456".into()),
+            },
         )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{vendor}");
-    let vendor_id = vendor["id"].as_str().unwrap().to_owned();
-
-    let product_body = json!({
-        "sku": "TEA-1", "name": "Sencha", "description": "Green tea, 100 g",
-        "price": {"amount": 850, "currency": "EUR"}, "initial_stock": 25, "low_stock_threshold": 5
-    });
-    let (status, product) = f
+        .await
+        .expect_ok();
+    let product = f
         .vendor
-        .call(
-            Method::POST,
-            &format!("/api/vendors/{vendor_id}/products"),
-            Some(token(&owner)),
-            Some(product_body),
+        .create_product(
+            &owner.access_token,
+            vendor.id,
+            &CreateProduct {
+                sku: "TEA-1".into(),
+                name: "Sencha".into(),
+                description: "Green tea, 100 g".into(),
+                price: Money::new(850, Currency::EUR),
+                initial_stock: 25,
+                low_stock_threshold: 5,
+            },
         )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{product}");
-    let product_id = product["id"].as_str().unwrap().to_owned();
-    let stock_path = format!("/api/inventory/{product_id}");
+        .await
+        .expect_ok();
 
     // Flow 1: the stock item appears, through RabbitMQ.
     let stock = eventually("the stock item", DEADLINE, || async {
-        let (status, body) = f
-            .inventory
-            .call(Method::GET, &stock_path, Some(token(&admin)), None)
-            .await;
-        (status == StatusCode::OK).then_some(body)
+        f.inventory.stock(&admin, product.id).await.ok()
     })
     .await;
-    assert_eq!(
-        (stock["on_hand"].as_i64(), stock["available"].as_i64()),
-        (Some(25), Some(25))
-    );
-    assert_eq!(stock["vendor_id"], json!(vendor_id));
-    assert_eq!(stock["low_stock_threshold"], 5);
+    assert_eq!((stock.on_hand, stock.available), (25, 25));
+    assert_eq!(stock.vendor_id, vendor.id);
+    assert_eq!(stock.low_stock_threshold, 5);
 
     // A change reaches the catalog read at once and the stock item eventually.
-    let product_path = format!("/api/products/{product_id}");
-    let (status, _) = f
-        .vendor
-        .call(Method::PATCH, &product_path, Some(token(&owner)), Some(json!({"price": {"amount": 990, "currency": "EUR"}, "name": "Sencha Superior", "low_stock_threshold": 8})))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, read) = f.vendor.call(Method::GET, &product_path, None, None).await;
-    assert_eq!(read["price"], json!({"amount": 990, "currency": "EUR"}));
+    f.vendor
+        .update_product(
+            &owner.access_token,
+            product.id,
+            &json!({"price": {"amount": 990, "currency": "EUR"}, "name": "Sencha Superior",
+                    "low_stock_threshold": 8}),
+        )
+        .await
+        .expect_ok();
+    let read = f.vendor.product(product.id).await.expect_ok();
+    assert_eq!(read.price, Money::new(990, Currency::EUR));
     eventually("the stock item's new metadata", DEADLINE, || async {
-        let (_, body) = f
-            .inventory
-            .call(Method::GET, &stock_path, Some(token(&admin)), None)
-            .await;
-        (body["low_stock_threshold"] == 8 && body["name"] == "Sencha Superior").then_some(())
+        let stock = f.inventory.stock(&admin, product.id).await.ok()?;
+        (stock.low_stock_threshold == 8 && stock.name == "Sencha Superior").then_some(())
     })
     .await;
 
     // Stock figures come back to the catalog.
-    eventually("stock in the catalog", DEADLINE, || async {
-        let (_, read) = f.vendor.call(Method::GET, &product_path, None, None).await;
-        (read["stock"]["on_hand"] == 25).then_some(())
-    })
-    .await;
+    let on_hand = |expected: i64| {
+        let f = &f;
+        async move {
+            let read = f.vendor.product(product.id).await.ok()?;
+            (read.stock?.on_hand == expected).then_some(())
+        }
+    };
+    eventually("stock in the catalog", DEADLINE, || on_hand(25)).await;
 
     // The owner's refreshed token carries the vendor and manages its stock.
-    let (status, refreshed) = f
+    let refreshed = f
         .customer
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": owner["refresh_token"]})),
+        .refresh(&owner.refresh_token)
+        .await
+        .expect_ok()
+        .access_token;
+    f.inventory
+        .adjust(
+            &refreshed,
+            product.id,
+            &Adjustment {
+                delta: -18,
+                reason: "damaged in storage".into(),
+            },
         )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, body) = f
+        .await
+        .expect_ok();
+    eventually("the adjusted stock in the catalog", DEADLINE, || on_hand(7)).await;
+    let movements = f
         .inventory
-        .call(
-            Method::POST,
-            &format!("{stock_path}/adjustments"),
-            Some(token(&refreshed)),
-            Some(json!({"delta": -18, "reason": "damaged in storage"})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    eventually("the adjusted stock in the catalog", DEADLINE, || async {
-        let (_, read) = f.vendor.call(Method::GET, &product_path, None, None).await;
-        (read["stock"]["on_hand"] == 7).then_some(())
-    })
-    .await;
-    let (_, movements) = f
-        .inventory
-        .call(
-            Method::GET,
-            &format!("{stock_path}/movements"),
-            Some(token(&refreshed)),
-            None,
-        )
-        .await;
-    let deltas: Vec<i64> = movements["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["delta"].as_i64().unwrap())
-        .collect();
-    assert_eq!(deltas.iter().sum::<i64>(), 7, "{movements}");
+        .movements(&refreshed, product.id, "")
+        .await
+        .expect_ok();
+    let deltas: i64 = movements.items.iter().map(|m| m.delta).sum();
+    assert_eq!(deltas, 7, "{movements:?}");
 }
