@@ -17,6 +17,16 @@ pub struct Register {
     pub phone: Option<String>,
 }
 
+/// `PATCH /api/customers/me`: the fields to change; an absent field stays as it is.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpdateProfile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `Some(None)` sends `null`, which removes the phone number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Option<String>>,
+}
+
 /// A customer's profile.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Customer {
@@ -46,8 +56,9 @@ pub struct Tokens {
 pub struct CustomerApi(pub Api);
 
 impl CustomerApi {
-    /// `POST /api/customers` (201).
-    pub async fn register(&self, register: &Register) -> ApiResult<Customer> {
+    /// `POST /api/customers` (201). `register` is a [`Register`], or any JSON for the
+    /// cases a typed body cannot write.
+    pub async fn register(&self, register: &(impl Serialize + ?Sized)) -> ApiResult<Customer> {
         self.0
             .json(
                 Method::POST,
@@ -100,6 +111,24 @@ impl CustomerApi {
     pub async fn customer(&self, token: &str, customer_id: Uuid) -> ApiResult<Customer> {
         self.0
             .get(&format!("/api/customers/{customer_id}"), Some(token))
+            .await
+    }
+
+    /// `PATCH /api/customers/me` with the fields to change: an [`UpdateProfile`], or
+    /// any JSON for the cases a typed body cannot write.
+    pub async fn update_me(
+        &self,
+        token: &str,
+        change: &(impl Serialize + ?Sized),
+    ) -> ApiResult<Customer> {
+        self.0
+            .json(
+                Method::PATCH,
+                "/api/customers/me",
+                Some(token),
+                change,
+                StatusCode::OK,
+            )
             .await
     }
 }

@@ -17,6 +17,18 @@ pub struct CreateVendor {
     pub phone: Option<String>,
 }
 
+/// `PATCH /api/vendors/{id}`: the fields to change; an absent field stays as it is.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpdateVendor {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// `Some(None)` sends `null`, which removes the phone number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Option<String>>,
+}
+
 /// A vendor.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Vendor {
@@ -36,6 +48,41 @@ pub struct Member {
     /// `owner` or `member`.
     pub role: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// A page of a vendor's members.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MemberPage {
+    pub items: Vec<Member>,
+    pub next_cursor: Option<String>,
+}
+
+/// `POST /api/vendors/{id}/members`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddMember {
+    pub customer_id: Uuid,
+    /// `member` (absent: the default) or `owner`; a string, so that a test can send
+    /// a role the API does not know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+impl AddMember {
+    /// `customer_id` as a member (the default role).
+    pub fn member(customer_id: Uuid) -> Self {
+        Self {
+            customer_id,
+            role: None,
+        }
+    }
+
+    /// `customer_id` with `role`.
+    pub fn with_role(customer_id: Uuid, role: &str) -> Self {
+        Self {
+            customer_id,
+            role: Some(role.into()),
+        }
+    }
 }
 
 /// `POST /api/vendors/{id}/products`.
@@ -59,6 +106,32 @@ impl CreateProduct {
             price: Money::new(price, Currency::EUR),
             initial_stock: stock,
             low_stock_threshold: 0,
+        }
+    }
+}
+
+/// `PATCH /api/products/{id}`: the fields to change; an absent field stays as it is
+/// (the SKU cannot change).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UpdateProduct {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<Money>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub low_stock_threshold: Option<i64>,
+}
+
+impl UpdateProduct {
+    /// A change of the price only, to `amount` cents (EUR).
+    pub fn price(amount: i64) -> Self {
+        Self {
+            price: Some(Money::new(amount, Currency::EUR)),
+            ..Self::default()
         }
     }
 }
@@ -102,23 +175,61 @@ pub struct ProductPage {
 pub struct VendorApi(pub Api);
 
 impl VendorApi {
-    /// `POST /api/vendors` (201): the caller becomes its owner.
-    pub async fn create_vendor(&self, token: &str, vendor: &CreateVendor) -> ApiResult<Vendor> {
+    /// `POST /api/vendors` (201): the caller becomes its owner. `vendor` is a
+    /// [`CreateVendor`], or any JSON for the cases a typed body cannot write; no token
+    /// sends no `Authorization`.
+    pub async fn create_vendor(
+        &self,
+        token: Option<&str>,
+        vendor: &(impl Serialize + ?Sized),
+    ) -> ApiResult<Vendor> {
         self.0
             .json(
                 Method::POST,
                 "/api/vendors",
-                Some(token),
+                token,
                 vendor,
                 StatusCode::CREATED,
             )
             .await
     }
 
-    /// `GET /api/vendors/{id}`.
-    pub async fn vendor(&self, token: &str, vendor_id: Uuid) -> ApiResult<Vendor> {
+    /// `GET /api/vendors/{id}` (public).
+    pub async fn vendor(&self, vendor_id: Uuid) -> ApiResult<Vendor> {
+        self.0.get(&format!("/api/vendors/{vendor_id}"), None).await
+    }
+
+    /// `PATCH /api/vendors/{id}` with the fields to change; no token sends no
+    /// `Authorization`.
+    pub async fn update_vendor(
+        &self,
+        token: Option<&str>,
+        vendor_id: Uuid,
+        change: &UpdateVendor,
+    ) -> ApiResult<Vendor> {
         self.0
-            .get(&format!("/api/vendors/{vendor_id}"), Some(token))
+            .json(
+                Method::PATCH,
+                &format!("/api/vendors/{vendor_id}"),
+                token,
+                change,
+                StatusCode::OK,
+            )
+            .await
+    }
+
+    /// `GET /api/vendors/{id}/members{query}` (`""`, or `"?limit=1&cursor=..."`).
+    pub async fn members(
+        &self,
+        token: &str,
+        vendor_id: Uuid,
+        query: &str,
+    ) -> ApiResult<MemberPage> {
+        self.0
+            .get(
+                &format!("/api/vendors/{vendor_id}/members{query}"),
+                Some(token),
+            )
             .await
     }
 
@@ -127,14 +238,14 @@ impl VendorApi {
         &self,
         token: &str,
         vendor_id: Uuid,
-        customer_id: Uuid,
+        member: &AddMember,
     ) -> ApiResult<Member> {
         self.0
             .json(
                 Method::POST,
                 &format!("/api/vendors/{vendor_id}/members"),
                 Some(token),
-                &serde_json::json!({ "customer_id": customer_id }),
+                member,
                 StatusCode::CREATED,
             )
             .await
@@ -159,6 +270,22 @@ impl VendorApi {
             .await
     }
 
+    /// `GET /api/vendors/{id}/products{query}`: all of the vendor's products, inactive
+    /// ones included.
+    pub async fn vendor_products(
+        &self,
+        token: &str,
+        vendor_id: Uuid,
+        query: &str,
+    ) -> ApiResult<ProductPage> {
+        self.0
+            .get(
+                &format!("/api/vendors/{vendor_id}/products{query}"),
+                Some(token),
+            )
+            .await
+    }
+
     /// `GET /api/products/{id}` (public).
     pub async fn product(&self, product_id: Uuid) -> ApiResult<Product> {
         self.0
@@ -166,18 +293,20 @@ impl VendorApi {
             .await
     }
 
-    /// `PATCH /api/products/{id}` with the fields to change.
+    /// `PATCH /api/products/{id}` with the fields to change: an [`UpdateProduct`], or
+    /// any JSON for the cases a typed body cannot write. No token sends no
+    /// `Authorization`.
     pub async fn update_product(
         &self,
-        token: &str,
+        token: Option<&str>,
         product_id: Uuid,
-        change: &serde_json::Value,
+        change: &(impl Serialize + ?Sized),
     ) -> ApiResult<Product> {
         self.0
             .json(
                 Method::PATCH,
                 &format!("/api/products/{product_id}"),
-                Some(token),
+                token,
                 change,
                 StatusCode::OK,
             )

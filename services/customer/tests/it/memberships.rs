@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use mp_common::TokenKeys;
 use mp_common::auth::USER_AUDIENCE;
-use mp_events::Service;
-use mp_events::catalog::VendorCreated;
+use mp_events::catalog::{CustomerCreated, VendorCreated};
+use mp_events::{Envelope, Service};
+use mp_test_support::clients::Expect;
+use mp_test_support::clients::customer::{Customer, Register};
 use mp_test_support::{TestEnv, eventually};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::harness::*;
@@ -18,6 +20,7 @@ use crate::harness::*;
 async fn vendor_created_grants_membership_that_new_tokens_carry() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
+    let api = client(&svc);
     let ivan = register(&svc, "ivan@example.org").await;
     let ivan_id = ivan.id;
     let (_, refresh) = tokens(&svc, "ivan@example.org", PASSWORD).await;
@@ -42,36 +45,18 @@ async fn vendor_created_grants_membership_that_new_tokens_carry() {
     let me = eventually(
         "the membership to be granted",
         Duration::from_secs(10),
-        || {
-            let (svc, access) = (&svc, &access);
-            async move {
-                let (_, me) = svc
-                    .call(Method::GET, "/api/customers/me", Some(access), None)
-                    .await;
-                (me["vendor_ids"] == json!([vendor_id])).then_some(me)
-            }
+        || async {
+            let me = api.me(&access).await.expect_ok();
+            (me.vendor_ids == [vendor_id]).then_some(me)
         },
     )
     .await;
-    assert!(
-        me["roles"].as_array().unwrap().contains(&json!("vendor")),
-        "{me}"
-    );
+    assert!(me.roles.iter().any(|r| r == "vendor"), "{me:?}");
 
     // Tokens issued from now on carry the membership.
-    let (status, body) = svc
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let refreshed = api.refresh(&refresh).await.expect_ok();
     let keys = TokenKeys::from_config(&env.config(Service::Customer)).unwrap();
-    let claims = keys
-        .verify(body["access_token"].as_str().unwrap(), USER_AUDIENCE)
-        .unwrap();
+    let claims = keys.verify(&refreshed.access_token, USER_AUDIENCE).unwrap();
     assert_eq!(claims.vendors, vec![vendor_id]);
     assert!(claims.roles.contains(&"vendor".to_owned()));
 }
@@ -80,22 +65,29 @@ async fn vendor_created_grants_membership_that_new_tokens_carry() {
 async fn the_correlation_id_is_echoed_and_carried_into_the_events_a_request_causes() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
-    let resp = svc
-        .http()
-        .post(svc.url("/api/customers"))
+    // The registration with tracing headers, which the typed call does not send.
+    let api = client(&svc).0;
+    let judy = Register {
+        email: "judy@example.org".into(),
+        password: PASSWORD.into(),
+        name: "Judy".into(),
+        phone: None,
+    };
+    let request = api
+        .request(Method::POST, "/api/customers", None)
         .header("x-correlation-id", "checkout-7f3a")
         .header(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         )
-        .json(&json!({"email": "judy@example.org", "password": PASSWORD, "name": "Judy"}))
-        .send()
+        .json(&judy);
+    let created = api
+        .send_reply::<Customer>(request, StatusCode::CREATED)
         .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    assert_eq!(resp.headers()["x-correlation-id"], "checkout-7f3a");
+        .expect_ok();
+    assert_eq!(created.headers["x-correlation-id"], "checkout-7f3a");
     assert_eq!(
-        resp.headers()["x-trace-id"],
+        created.headers["x-trace-id"],
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
 
@@ -103,14 +95,16 @@ async fn the_correlation_id_is_echoed_and_carried_into_the_events_a_request_caus
         .fetch_one(&env.db(Service::Customer).await)
         .await
         .unwrap();
-    assert_eq!(envelope["correlation_id"], "checkout-7f3a");
+    let envelope: Envelope<CustomerCreated> = serde_json::from_value(envelope).unwrap();
+    assert_eq!(envelope.correlation_id, "checkout-7f3a");
     assert!(
-        envelope["traceparent"]
-            .as_str()
+        envelope
+            .traceparent
+            .as_deref()
             .unwrap()
             .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
     );
-    assert_eq!(envelope["source"], "customer");
+    assert_eq!(envelope.source, "customer");
 
     // Without a header, one is generated and still echoed.
     let resp = svc

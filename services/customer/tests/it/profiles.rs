@@ -3,13 +3,11 @@
 
 use mp_events::Service;
 use mp_test_support::TestEnv;
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
-use uuid::Uuid;
-
-use mp_test_support::api::assert_problem;
-
 use mp_test_support::clients::Expect;
+use mp_test_support::clients::customer::{Customer, UpdateProfile};
+use reqwest::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
 
 use crate::harness::*;
 
@@ -17,31 +15,26 @@ use crate::harness::*;
 async fn a_customer_cannot_read_another_customer_but_an_admin_can() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
+    let api = client(&svc);
     let erin = register(&svc, "erin@example.org").await;
     register(&svc, "frank@example.org").await;
     let (frank, _) = tokens(&svc, "frank@example.org", PASSWORD).await;
-    let erin_path = format!("/api/customers/{}", erin.id);
 
-    let (status, body) = svc.call(Method::GET, &erin_path, Some(&frank), None).await;
-    assert_problem(status, &body, StatusCode::FORBIDDEN, None);
-    let (status, body) = svc
-        .call(Method::GET, "/api/customers/not-a-uuid", Some(&frank), None)
-        .await;
-    assert_problem(status, &body, StatusCode::BAD_REQUEST, None);
+    api.customer(&frank, erin.id)
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, None);
+    // A path the typed call cannot write: an id that is not a UUID.
+    api.0
+        .get::<Customer>("/api/customers/not-a-uuid", Some(&frank))
+        .await
+        .expect_problem(StatusCode::BAD_REQUEST, None);
 
     let (admin, _) = tokens(&svc, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let (status, body) = svc.call(Method::GET, &erin_path, Some(&admin), None).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["email"], "erin@example.org");
-    let (status, body) = svc
-        .call(
-            Method::GET,
-            &format!("/api/customers/{}", Uuid::new_v4()),
-            Some(&admin),
-            None,
-        )
-        .await;
-    assert_problem(status, &body, StatusCode::NOT_FOUND, None);
+    let read = api.customer(&admin, erin.id).await.expect_ok();
+    assert_eq!(read.email, "erin@example.org");
+    api.customer(&admin, Uuid::new_v4())
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, None);
 }
 
 #[tokio::test]
@@ -51,13 +44,8 @@ async fn the_admin_is_ensured_once_at_start_up() {
     svc.stop().await.unwrap();
     let svc = spawn(&env).await;
     let (admin, _) = tokens(&svc, ADMIN_EMAIL, ADMIN_PASSWORD).await;
-    let (_, me) = svc
-        .call(Method::GET, "/api/customers/me", Some(&admin), None)
-        .await;
-    assert!(
-        me["roles"].as_array().unwrap().contains(&json!("admin")),
-        "{me}"
-    );
+    let me = client(&svc).me(&admin).await.expect_ok();
+    assert!(me.roles.iter().any(|r| r == "admin"), "{me:?}");
     let admins: i64 = sqlx::query_scalar("select count(*) from customers where is_admin")
         .fetch_one(&env.db(Service::Customer).await)
         .await
@@ -69,47 +57,32 @@ async fn the_admin_is_ensured_once_at_start_up() {
 async fn a_profile_update_is_saved_published_and_validated() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
+    let api = client(&svc);
     register(&svc, "heidi@example.org").await;
     let (access, _) = tokens(&svc, "heidi@example.org", PASSWORD).await;
 
-    let (status, body) = svc
-        .call(
-            Method::PATCH,
-            "/api/customers/me",
-            Some(&access),
-            Some(json!({"name": "Heidi K", "phone": null})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["name"], "Heidi K");
-    assert_eq!(body["phone"], Value::Null);
+    let change = UpdateProfile {
+        name: Some("Heidi K".into()),
+        phone: Some(None),
+    };
+    let updated = api.update_me(&access, &change).await.expect_ok();
+    assert_eq!(updated.name, "Heidi K");
+    assert_eq!(updated.phone, None);
 
-    let (status, body) = svc
-        .call(
-            Method::PATCH,
-            "/api/customers/me",
-            Some(&access),
-            Some(json!({"phone": "0800 123"})),
-        )
-        .await;
-    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, None);
-    let (status, body) = svc
-        .call(
-            Method::PATCH,
-            "/api/customers/me",
-            Some(&access),
-            Some(json!({"email": "x@example.org"})),
-        )
-        .await;
-    assert_problem(status, &body, StatusCode::UNPROCESSABLE_ENTITY, None);
+    let bad_phone = UpdateProfile {
+        phone: Some(Some("0800 123".into())),
+        ..UpdateProfile::default()
+    };
+    api.update_me(&access, &bad_phone)
+        .await
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, None);
+    // What a typed body cannot write: a field that cannot change.
+    api.update_me(&access, &json!({"email": "x@example.org"}))
+        .await
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, None);
 
-    let (_, me) = svc
-        .call(Method::GET, "/api/customers/me", Some(&access), None)
-        .await;
-    assert_eq!(
-        (me["name"].as_str(), me["phone"].as_str()),
-        (Some("Heidi K"), None)
-    );
+    let me = api.me(&access).await.expect_ok();
+    assert_eq!((me.name.as_str(), me.phone.as_deref()), ("Heidi K", None));
     let updates: i64 =
         sqlx::query_scalar("select count(*) from outbox where event_type = 'customer.updated'")
             .fetch_one(&env.db(Service::Customer).await)
@@ -132,10 +105,8 @@ async fn an_existing_customer_is_never_promoted_by_the_admin_setting() {
     plain.stop().await.unwrap();
 
     let svc = spawn(&env).await;
-    let (_, me) = svc
-        .call(Method::GET, "/api/customers/me", Some(&early_session), None)
-        .await;
-    assert_eq!(me["roles"], json!(["customer"]), "{me}");
+    let me = client(&svc).me(&early_session).await.expect_ok();
+    assert_eq!(me.roles, ["customer"], "{me:?}");
     // The password was not replaced.
     login(&svc, ADMIN_EMAIL, ADMIN_PASSWORD)
         .await

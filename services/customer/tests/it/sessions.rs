@@ -5,18 +5,28 @@ use mp_common::TokenKeys;
 use mp_common::auth::{Claims, ISSUER, USER_AUDIENCE};
 use mp_events::Service;
 use mp_test_support::TestEnv;
-use reqwest::{Method, StatusCode};
+use mp_test_support::clients::customer::Customer;
+use mp_test_support::clients::{ApiResult, Expect};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use mp_test_support::api::assert_problem;
-
 use crate::harness::*;
+
+/// Asserts a 401 answer; `what` names the refused request.
+#[track_caller]
+fn assert_401<T: std::fmt::Debug>(result: ApiResult<T>, what: &str) {
+    assert!(
+        matches!(&result, Err(p) if p.status == StatusCode::UNAUTHORIZED),
+        "{what}: {result:?}"
+    );
+}
 
 #[tokio::test]
 async fn tampered_expired_and_malformed_tokens_are_401() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
+    let api = client(&svc);
     let created = register(&svc, "mallory@example.org").await;
     let (access, _) = tokens(&svc, "mallory@example.org", PASSWORD).await;
 
@@ -58,125 +68,67 @@ async fn tampered_expired_and_malformed_tokens_are_401() {
         service_token.as_str(),
         "garbage",
     ] {
-        let (status, body) = svc
-            .call(Method::GET, "/api/customers/me", Some(token), None)
-            .await;
-        assert_problem(status, &body, StatusCode::UNAUTHORIZED, None);
+        api.me(token)
+            .await
+            .expect_problem(StatusCode::UNAUTHORIZED, None);
     }
-    let resp = svc
-        .http()
-        .get(svc.url("/api/customers/me"))
-        .send()
+    // No token at all (a request the typed call, which always sends one, cannot make).
+    let problem = api
+        .0
+        .get::<Customer>("/api/customers/me", None)
         .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
+    assert_eq!(problem.headers["www-authenticate"], "Bearer");
 }
 
 #[tokio::test]
 async fn refresh_rotates_tokens_and_reusing_an_old_one_ends_the_session() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
+    let api = client(&svc);
     register(&svc, "carol@example.org").await;
     let (access1, refresh1) = tokens(&svc, "carol@example.org", PASSWORD).await;
 
-    let (status, rotated) = svc
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh1})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{rotated}");
-    let refresh2 = rotated["refresh_token"].as_str().unwrap().to_owned();
-    let access2 = rotated["access_token"].as_str().unwrap().to_owned();
+    let rotated = api.refresh(&refresh1).await.expect_ok();
+    let (access2, refresh2) = (rotated.access_token, rotated.refresh_token);
     assert_ne!(refresh1, refresh2);
-    assert_eq!(
-        svc.call(Method::GET, "/api/customers/me", Some(&access2), None)
-            .await
-            .0,
-        StatusCode::OK
-    );
+    api.me(&access2).await.expect_ok();
 
     // The old refresh token comes back: treat as stolen, end the session.
-    let (status, body) = svc
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh1})),
-        )
-        .await;
-    assert_problem(status, &body, StatusCode::UNAUTHORIZED, None);
-    let (status, _) = svc
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": refresh2})),
-        )
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "the rotated token died with the session"
+    api.refresh(&refresh1)
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
+    assert_401(
+        api.refresh(&refresh2).await,
+        "the rotated token died with the session",
     );
     for access in [&access1, &access2] {
-        assert_eq!(
-            svc.call(Method::GET, "/api/customers/me", Some(access), None)
-                .await
-                .0,
-            StatusCode::UNAUTHORIZED
-        );
+        assert_401(api.me(access).await, "an access token of the ended session");
     }
     // A fresh login still works.
     tokens(&svc, "carol@example.org", PASSWORD).await;
 
-    let (status, body) = svc
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": "not-a-token"})),
-        )
-        .await;
-    assert_problem(status, &body, StatusCode::UNAUTHORIZED, None);
+    api.refresh("not-a-token")
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
 }
 
 #[tokio::test]
 async fn logout_kills_the_access_token_at_once_and_only_that_session() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
+    let api = client(&svc);
     register(&svc, "dave@example.org").await;
     let (laptop, laptop_refresh) = tokens(&svc, "dave@example.org", PASSWORD).await;
     let (phone, _) = tokens(&svc, "dave@example.org", PASSWORD).await;
 
-    let (status, _) = svc
-        .call(Method::POST, "/api/auth/logout", Some(&laptop), None)
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        svc.call(Method::GET, "/api/customers/me", Some(&laptop), None)
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
+    api.logout(&laptop).await.expect_ok();
+    assert_401(api.me(&laptop).await, "the logged-out access token");
+    assert_401(
+        api.refresh(&laptop_refresh).await,
+        "the logged-out refresh token",
     );
-    let (status, _) = svc
-        .call(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            Some(json!({"refresh_token": laptop_refresh})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        svc.call(Method::GET, "/api/customers/me", Some(&phone), None)
-            .await
-            .0,
-        StatusCode::OK
-    );
+    api.me(&phone).await.expect_ok();
 }
 
 /// Redis loses its data (flushed, restarted without persistence) after a logout: the
@@ -189,13 +141,11 @@ async fn logout_kills_the_access_token_at_once_and_only_that_session() {
 async fn a_flushed_redis_does_not_bring_a_logged_out_token_back() {
     let env = TestEnv::new();
     let svc = spawn(&env).await;
+    let api = client(&svc);
     register(&svc, "erin@example.org").await;
     let (logged_out, _) = tokens(&svc, "erin@example.org", PASSWORD).await;
     let (other, _) = tokens(&svc, "erin@example.org", PASSWORD).await;
-    let (status, _) = svc
-        .call(Method::POST, "/api/auth/logout", Some(&logged_out), None)
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    api.logout(&logged_out).await.expect_ok();
     // The same sessions' tokens as issued a minute ago (the loss comes later in their
     // lives than the clock leeway).
     let keys = TokenKeys::from_config(&env.config(Service::Customer)).unwrap();
@@ -223,14 +173,8 @@ async fn a_flushed_redis_does_not_bring_a_logged_out_token_back() {
         ("the logged-out token", &logged_out),
         ("an older token", &other),
     ] {
-        let (status, body) = svc
-            .call(Method::GET, "/api/customers/me", Some(token), None)
-            .await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {body}");
+        assert_401(api.me(token).await, name);
     }
     let (fresh, _) = tokens(&svc, "erin@example.org", PASSWORD).await;
-    let (status, body) = svc
-        .call(Method::GET, "/api/customers/me", Some(&fresh), None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    api.me(&fresh).await.expect_ok();
 }

@@ -7,10 +7,10 @@ use lapin::options::BasicGetOptions;
 use mp_events::{Broker, Envelope, Event, Service};
 use mp_test_support::clients::Expect;
 use mp_test_support::clients::customer::{CustomerApi, Register};
-use mp_test_support::clients::vendor::{CreateVendor, Product, VendorApi};
+use mp_test_support::clients::vendor::{CreateProduct, CreateVendor, Product, VendorApi};
 use mp_test_support::{TestEnv, TestService, eventually};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use uuid::Uuid;
 
 pub const ADMIN_EMAIL: &str = "root@marketplace.test";
@@ -106,7 +106,7 @@ impl Harness {
             phone: Some("+4930123456".into()),
         };
         self.client()
-            .create_vendor(&owner.token, &vendor)
+            .create_vendor(Some(&owner.token), &vendor)
             .await
             .expect_ok()
             .id
@@ -119,22 +119,12 @@ impl Harness {
         (owner, vendor_id)
     }
 
-    /// Lists a product (`body` as JSON, see [`product_body`]) and returns it.
-    pub async fn product(&self, user: &User, vendor_id: Uuid, body: Value) -> Product {
+    /// Lists a product (see [`product_body`]) and returns it.
+    pub async fn product(&self, user: &User, vendor_id: Uuid, product: &CreateProduct) -> Product {
         self.client()
-            .create_product(&user.token, vendor_id, &body)
+            .create_product(&user.token, vendor_id, product)
             .await
             .expect_ok()
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.vendor.call(Method::GET, path, token, None).await
-    }
-
-    pub async fn patch(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        self.vendor
-            .call(Method::PATCH, path, Some(token), Some(body))
-            .await
     }
 
     pub async fn vendor_db(&self) -> sqlx::PgPool {
@@ -146,6 +136,19 @@ impl Harness {
         mp_test_support::api::outbox(&self.vendor_db().await).await
     }
 
+    /// The payloads of the `event_type` events in the vendor's outbox, oldest first.
+    pub async fn events<E: DeserializeOwned>(&self, event_type: &str) -> Vec<E> {
+        self.outbox()
+            .await
+            .into_iter()
+            .filter(|(t, _)| t == event_type)
+            .map(|(_, envelope)| {
+                let envelope: Envelope<E> = serde_json::from_value(envelope).unwrap();
+                envelope.payload
+            })
+            .collect()
+    }
+
     /// Publishes an event on this environment's exchange, as its publisher would.
     pub async fn publish<E: Event>(&self, envelope: &Envelope<E>) {
         let config = self.env.config(Service::Inventory);
@@ -155,7 +158,7 @@ impl Harness {
     }
 
     /// Waits for a message of `event_type` in `service`'s queue and returns its envelope.
-    pub async fn next_message(&self, service: Service, event_type: &str) -> Value {
+    pub async fn next_message(&self, service: Service, event_type: &str) -> Envelope {
         let config = self.env.config(service);
         let broker = Broker::new(config.amqp_url.clone(), config.topology(), None);
         // A busy broker can take longer than one connection attempt allows.
@@ -173,8 +176,8 @@ impl Harness {
                     .basic_get(queue_ref, BasicGetOptions { no_ack: true })
                     .await
                     .unwrap()?;
-                let envelope: Value = serde_json::from_slice(&got.delivery.data).unwrap();
-                (envelope["type"] == event_type).then_some(envelope)
+                let envelope: Envelope = serde_json::from_slice(&got.delivery.data).unwrap();
+                (envelope.event_type == event_type).then_some(envelope)
             },
         )
         .await;
@@ -183,14 +186,10 @@ impl Harness {
     }
 }
 
-/// A valid product body with this SKU.
-pub fn product_body(sku: &str) -> Value {
-    json!({
-        "sku": sku,
-        "name": format!("Mug {sku}"),
-        "description": "Stoneware, 350 ml.",
-        "price": {"amount": 1299, "currency": "EUR"},
-        "initial_stock": 25,
-        "low_stock_threshold": 5,
-    })
+/// A valid product with this SKU: 12.99 EUR, 25 in stock, alerted at 5.
+pub fn product_body(sku: &str) -> CreateProduct {
+    CreateProduct {
+        low_stock_threshold: 5,
+        ..CreateProduct::mug(sku, 1299, 25)
+    }
 }

@@ -1,15 +1,19 @@
 //! Products through the API: create, read, update, authorization, bad input, events and
 //! the freshness of the Redis cache.
 
+use std::fmt::Debug;
 use std::time::Duration;
 
 use mp_common::redis::RedisKeys;
-use mp_events::Service;
-use mp_test_support::api::assert_problem;
+use mp_events::catalog::{VendorProductCreated, VendorProductUpdated};
+use mp_events::{Currency, Money, Service};
+use mp_test_support::client::Problem;
 use mp_test_support::clients::Expect;
+use mp_test_support::clients::vendor::{CreateProduct, Product, UpdateProduct};
 use mp_test_support::eventually;
 use redis::AsyncCommands;
 use reqwest::{Method, StatusCode};
+use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use vendor::cache::ProductCache;
@@ -30,31 +34,24 @@ async fn test_cache(fleet: &Harness) -> ProductCache {
 #[tokio::test]
 async fn a_new_owner_lists_a_product_that_anyone_can_read() {
     let fleet = Harness::start().await;
+    let client = fleet.client();
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
 
     // The owner's token was issued before the vendor existed: the members table decides.
-    let (status, product) = fleet
-        .vendor
-        .call(
-            Method::POST,
-            &format!("/api/vendors/{vendor_id}/products"),
-            Some(&owner.token),
-            Some(product_body("MUG-1")),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{product}");
-    assert_eq!(product["vendor_id"], vendor_id.to_string());
-    assert_eq!(product["sku"], "MUG-1");
-    assert_eq!(product["price"], json!({"amount": 1299, "currency": "EUR"}));
-    assert_eq!(product["active"], true);
-    assert_eq!(product["initial_stock"], 25);
-    assert_eq!(product["low_stock_threshold"], 5);
-    assert_eq!(product["revision"], 1);
-    assert_eq!(product["stock"], Value::Null);
+    let product = client
+        .create_product(&owner.token, vendor_id, &product_body("MUG-1"))
+        .await
+        .expect_ok();
+    assert_eq!(product.vendor_id, vendor_id);
+    assert_eq!(product.sku, "MUG-1");
+    assert_eq!(product.price, Money::new(1299, Currency::EUR));
+    assert!(product.active);
+    assert_eq!(product.initial_stock, 25);
+    assert_eq!(product.low_stock_threshold, 5);
+    assert_eq!(product.revision, 1);
+    assert_eq!(product.stock, None);
 
-    let id = product["id"].as_str().unwrap();
-    let (status, read) = fleet.get(&format!("/api/products/{id}"), None).await;
-    assert_eq!(status, StatusCode::OK);
+    let read = client.product(product.id).await.expect_ok();
     assert_eq!(read, product);
 }
 
@@ -63,7 +60,7 @@ async fn the_created_event_commits_with_the_product_and_reaches_rabbitmq() {
     let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
     let id = product.id;
 
@@ -74,16 +71,17 @@ async fn the_created_event_commits_with_the_product_and_reaches_rabbitmq() {
     .fetch_one(&db)
     .await
     .unwrap();
-    assert_eq!(payload["product_id"], id.to_string());
-    assert_eq!(payload["revision"], 1);
-    assert_eq!(payload["initial_stock"], 25);
+    let created: VendorProductCreated = serde_json::from_value(payload.clone()).unwrap();
+    assert_eq!(created.product_id, id);
+    assert_eq!(created.revision, 1);
+    assert_eq!(created.initial_stock, 25);
 
     let envelope = fleet
         .next_message(Service::Inventory, "vendor.product.created")
         .await;
-    assert_eq!(envelope["id"], event_id.to_string());
-    assert_eq!(envelope["source"], "vendor");
-    assert_eq!(envelope["payload"], payload);
+    assert_eq!(envelope.id, event_id);
+    assert_eq!(envelope.source, "vendor");
+    assert_eq!(envelope.payload, payload);
     eventually(
         "the relay to mark the row sent",
         Duration::from_secs(5),
@@ -104,171 +102,175 @@ async fn the_created_event_commits_with_the_product_and_reaches_rabbitmq() {
 #[tokio::test]
 async fn an_update_bumps_the_revision_and_publishes_the_whole_new_state() {
     let fleet = Harness::start().await;
+    let client = fleet.client();
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product.id);
+    let token = Some(owner.token.as_str());
 
-    let (status, updated) = fleet
-        .patch(
-            &path,
-            &owner.token,
-            json!({"price": {"amount": 1499, "currency": "EUR"}, "name": "Big mug", "low_stock_threshold": 2}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{updated}");
-    assert_eq!(updated["revision"], 2);
-    assert_eq!(updated["price"]["amount"], 1499);
-    assert_eq!(updated["name"], "Big mug");
-    assert_eq!(updated["sku"], "MUG-1");
-    assert_eq!(updated["description"], product.description);
-
-    let (status, same) = fleet
-        .patch(&path, &owner.token, json!({"name": "Big mug"}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        same["revision"], 2,
-        "a change to the same value is no change"
-    );
-
-    let (_, hidden) = fleet
-        .patch(&path, &owner.token, json!({"active": false}))
-        .await;
-    assert_eq!(hidden["revision"], 3);
-    assert_eq!(hidden["active"], false);
-
-    let updates: Vec<Value> = fleet
-        .outbox()
+    let change = UpdateProduct {
+        name: Some("Big mug".into()),
+        low_stock_threshold: Some(2),
+        ..UpdateProduct::price(1499)
+    };
+    let updated = client
+        .update_product(token, product.id, &change)
         .await
-        .into_iter()
-        .filter(|(t, _)| t == "vendor.product.updated")
-        .map(|(_, e)| e["payload"].clone())
-        .collect();
+        .expect_ok();
+    assert_eq!(updated.revision, 2);
+    assert_eq!(updated.price.amount(), 1499);
+    assert_eq!(updated.name, "Big mug");
+    assert_eq!(updated.sku, "MUG-1");
+    assert_eq!(updated.description, product.description);
+
+    let same = UpdateProduct {
+        name: Some("Big mug".into()),
+        ..UpdateProduct::default()
+    };
+    let same = client
+        .update_product(token, product.id, &same)
+        .await
+        .expect_ok();
+    assert_eq!(same.revision, 2, "a change to the same value is no change");
+
+    let hide = UpdateProduct {
+        active: Some(false),
+        ..UpdateProduct::default()
+    };
+    let hidden = client
+        .update_product(token, product.id, &hide)
+        .await
+        .expect_ok();
+    assert_eq!(hidden.revision, 3);
+    assert!(!hidden.active);
+
+    let payloads: Vec<Value> = fleet.events("vendor.product.updated").await;
+    let updates: Vec<VendorProductUpdated> = fleet.events("vendor.product.updated").await;
     assert_eq!(updates.len(), 2);
+    let whole = VendorProductUpdated {
+        product_id: product.id,
+        vendor_id,
+        sku: "MUG-1".into(),
+        name: "Big mug".into(),
+        price: Money::new(1499, Currency::EUR),
+        active: true,
+        low_stock_threshold: 2,
+        revision: 2,
+    };
+    assert_eq!(updates[0], whole);
     assert_eq!(
-        updates[0],
-        json!({
-            "product_id": product.id, "vendor_id": vendor_id, "sku": "MUG-1",
-            "name": "Big mug", "price": {"amount": 1499, "currency": "EUR"},
-            "active": true, "low_stock_threshold": 2, "revision": 2,
-        })
+        payloads[0],
+        serde_json::to_value(&whole).unwrap(),
+        "the whole new state and nothing else"
     );
-    assert_eq!(updates[1]["revision"], 3);
-    assert_eq!(updates[1]["active"], false);
+    assert_eq!(updates[1].revision, 3);
+    assert!(!updates[1].active);
 }
 
 #[tokio::test]
 async fn a_read_right_after_a_price_change_shows_the_new_price() {
     let fleet = Harness::start().await;
+    let client = fleet.client();
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
     let id: Uuid = product.id;
-    let path = format!("/api/products/{id}");
     let key = test_cache(&fleet).await.key(id);
     let mut redis = fleet.env.redis().await;
 
     for amount in 1300..1320 {
-        let (status, _) = fleet.get(&path, None).await;
-        assert_eq!(status, StatusCode::OK);
+        client.product(id).await.expect_ok();
         let cached: Option<String> = redis.get(&key).await.unwrap();
         assert!(cached.is_some(), "reads are served from the cache");
 
-        let (status, body) = fleet
-            .patch(
-                &path,
-                &owner.token,
-                json!({"price": {"amount": amount, "currency": "EUR"}}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        let (_, read) = fleet.get(&path, None).await;
-        assert_eq!(read["price"]["amount"], amount, "read after write");
+        client
+            .update_product(Some(&owner.token), id, &UpdateProduct::price(amount))
+            .await
+            .expect_ok();
+        let read = client.product(id).await.expect_ok();
+        assert_eq!(read.price.amount(), amount, "read after write");
     }
 }
 
 #[tokio::test]
 async fn a_slow_reader_cannot_put_an_old_price_back_into_the_cache() {
     let fleet = Harness::start().await;
+    let client = fleet.client();
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
     let id: Uuid = product.id;
-    let path = format!("/api/products/{id}");
     let cache = test_cache(&fleet).await;
 
     // A reader loads version 1 from PostgreSQL, then stalls; meanwhile the price changes.
-    let (_, version_1) = fleet.get(&path, None).await;
+    // (Read as JSON: these are the bytes the stalled reader would cache.)
+    let version_1: Value = client
+        .0
+        .get(&format!("/api/products/{id}"), None)
+        .await
+        .expect_ok();
     let stale = serde_json::to_vec(&version_1).unwrap();
-    let (status, _) = fleet
-        .patch(
-            &path,
-            &owner.token,
-            json!({"price": {"amount": 999, "currency": "EUR"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    client
+        .update_product(Some(&owner.token), id, &UpdateProduct::price(999))
+        .await
+        .expect_ok();
 
     // The stalled reader's fill and even a late writer's store of version 1 are refused.
     assert!(!cache.fill(id, 1, &stale).await.unwrap());
     assert!(!cache.put(id, 1, &stale).await.unwrap());
-    let (_, read) = fleet.get(&path, None).await;
-    assert_eq!(read["price"]["amount"], 999);
+    let read = client.product(id).await.expect_ok();
+    assert_eq!(read.price.amount(), 999);
 
     // With the entry gone, a reader's fill is what the next read serves.
     cache.remove(id).await.unwrap();
-    let (_, read) = fleet.get(&path, None).await;
-    assert_eq!(read["price"]["amount"], 999);
-    assert_eq!(read["revision"], 2);
+    let read = client.product(id).await.expect_ok();
+    assert_eq!(read.price.amount(), 999);
+    assert_eq!(read.revision, 2);
 }
 
 #[tokio::test]
 async fn another_vendors_member_may_not_change_a_product_but_an_admin_may() {
     let fleet = Harness::start().await;
+    let client = fleet.client();
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let (rival, _) = fleet.vendor_owner("Rival").await;
     let product = fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product.id);
 
-    let (status, body) = fleet
-        .patch(
-            &path,
-            &rival.token,
-            json!({"price": {"amount": 1, "currency": "EUR"}}),
-        )
-        .await;
-    assert_problem(status, &body, StatusCode::FORBIDDEN, None);
-    let (status, body) = fleet
-        .vendor
-        .call(
-            Method::POST,
-            &format!("/api/vendors/{vendor_id}/products"),
-            Some(&rival.token),
-            Some(product_body("RIVAL-1")),
-        )
-        .await;
-    assert_problem(status, &body, StatusCode::FORBIDDEN, None);
-    let (status, body) = fleet
-        .vendor
-        .call(Method::PATCH, &path, None, Some(json!({"active": false})))
-        .await;
-    assert_problem(status, &body, StatusCode::UNAUTHORIZED, None);
+    client
+        .update_product(Some(&rival.token), product.id, &UpdateProduct::price(1))
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, None);
+    client
+        .create_product(&rival.token, vendor_id, &product_body("RIVAL-1"))
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, None);
+    let hide = UpdateProduct {
+        active: Some(false),
+        ..UpdateProduct::default()
+    };
+    client
+        .update_product(None, product.id, &hide)
+        .await
+        .expect_problem(StatusCode::UNAUTHORIZED, None);
 
-    let read = fleet.client().product(product.id).await.expect_ok();
+    let read = client.product(product.id).await.expect_ok();
     assert_eq!(read, product, "nothing changed");
 
     let admin = fleet.admin().await;
-    let (status, body) = fleet
-        .patch(&path, &admin.token, json!({"description": "Curated."}))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["revision"], 2);
+    let curate = UpdateProduct {
+        description: Some("Curated.".into()),
+        ..UpdateProduct::default()
+    };
+    let curated = client
+        .update_product(Some(&admin.token), product.id, &curate)
+        .await
+        .expect_ok();
+    assert_eq!(curated.revision, 2);
 }
 
 async fn product_count(fleet: &Harness) -> i64 {
@@ -278,28 +280,108 @@ async fn product_count(fleet: &Harness) -> i64 {
         .unwrap()
 }
 
+/// Lists `body` and expects it refused with a 422 naming `field`, and no internal error
+/// in the problem.
+async fn refused(
+    fleet: &Harness,
+    token: &str,
+    vendor_id: Uuid,
+    body: &(impl Serialize + Debug),
+    field: &str,
+) {
+    let problem = fleet
+        .client()
+        .create_product(token, vendor_id, body)
+        .await
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, Some(field));
+    assert!(
+        !problem.body.to_string().contains("internal"),
+        "{body:?} -> {problem}"
+    );
+}
+
+/// Reads a refused request's answer, sent as it is (`body`, malformed JSON), as a
+/// problem.
+async fn malformed(
+    fleet: &Harness,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> Problem {
+    let (status, content_type, body) = fleet
+        .client()
+        .0
+        .call_text(method, path, Some(token), "application/json", body)
+        .await;
+    Problem::from_parts(status, &content_type, body)
+}
+
 #[tokio::test]
 async fn invalid_products_are_refused_field_by_field_and_nothing_is_stored() {
     let fleet = Harness::start().await;
+    let client = fleet.client();
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
-    let path = format!("/api/vendors/{vendor_id}/products");
+
+    let mug = || product_body("MUG-1");
+    let eur = |amount| Money::new(amount, Currency::EUR);
+    for (body, field) in [
+        (
+            CreateProduct {
+                price: eur(0),
+                ..mug()
+            },
+            "price.amount",
+        ),
+        (
+            CreateProduct {
+                price: eur(-100),
+                ..mug()
+            },
+            "price.amount",
+        ),
+        (
+            CreateProduct {
+                initial_stock: -1,
+                ..mug()
+            },
+            "initial_stock",
+        ),
+        (
+            CreateProduct {
+                low_stock_threshold: -1,
+                ..mug()
+            },
+            "low_stock_threshold",
+        ),
+        (
+            CreateProduct {
+                sku: "has space".into(),
+                ..mug()
+            },
+            "sku",
+        ),
+        (
+            CreateProduct {
+                name: String::new(),
+                ..mug()
+            },
+            "name",
+        ),
+    ] {
+        refused(&fleet, &owner.token, vendor_id, &body, field).await;
+    }
+
+    // What a typed body cannot write: a bad currency or a fractional amount, unknown
+    // fields, a missing price.
     let with = |patch: Value| {
-        let mut body = product_body("MUG-1");
+        let mut body = serde_json::to_value(mug()).unwrap();
         for (k, v) in patch.as_object().unwrap() {
             body[k] = v.clone();
         }
         body
     };
-
-    let cases = [
-        (
-            with(json!({"price": {"amount": 0, "currency": "EUR"}})),
-            "price.amount",
-        ),
-        (
-            with(json!({"price": {"amount": -100, "currency": "EUR"}})),
-            "price.amount",
-        ),
+    for (body, field) in [
         (
             with(json!({"price": {"amount": 100, "currency": "eur"}})),
             "price.currency",
@@ -316,46 +398,22 @@ async fn invalid_products_are_refused_field_by_field_and_nothing_is_stored() {
             with(json!({"price": {"amount": 100, "currency": "EUR", "tax": 1}})),
             "price.tax",
         ),
-        (with(json!({"initial_stock": -1})), "initial_stock"),
-        (
-            with(json!({"low_stock_threshold": -1})),
-            "low_stock_threshold",
-        ),
-        (with(json!({"sku": "has space"})), "sku"),
-        (with(json!({"name": ""})), "name"),
         (with(json!({"revision": 7})), "revision"),
         (json!({"sku": "MUG-1", "name": "Mug"}), "price"),
-    ];
-    for (body, field) in cases {
-        let (status, problem) = fleet
-            .vendor
-            .call(Method::POST, &path, Some(&owner.token), Some(body.clone()))
-            .await;
-        assert_problem(
-            status,
-            &problem,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(field),
-        );
-        assert!(
-            !problem.to_string().contains("internal"),
-            "{body} -> {problem}"
-        );
+    ] {
+        refused(&fleet, &owner.token, vendor_id, &body, field).await;
     }
 
-    let (status, content_type, problem) = fleet
-        .vendor
-        .api()
-        .call_text(
-            Method::POST,
-            &path,
-            Some(&owner.token),
-            "application/json",
-            "{\"sku\": \"MUG-1\",",
-        )
-        .await;
-    assert_problem(status, &problem, StatusCode::BAD_REQUEST, None);
-    assert_eq!(content_type, "application/problem+json");
+    let problem = malformed(
+        &fleet,
+        Method::POST,
+        &format!("/api/vendors/{vendor_id}/products"),
+        &owner.token,
+        "{\"sku\": \"MUG-1\",",
+    )
+    .await;
+    problem.assert(StatusCode::BAD_REQUEST, None);
+    assert_eq!(problem.content_type, "application/problem+json");
 
     assert_eq!(product_count(&fleet).await, 0);
     assert!(
@@ -366,16 +424,10 @@ async fn invalid_products_are_refused_field_by_field_and_nothing_is_stored() {
             .all(|(t, _)| t != "vendor.product.created")
     );
 
-    let (status, problem) = fleet
-        .vendor
-        .call(
-            Method::POST,
-            &format!("/api/vendors/{}/products", Uuid::now_v7()),
-            Some(&owner.token),
-            Some(product_body("MUG-1")),
-        )
-        .await;
-    assert_problem(status, &problem, StatusCode::NOT_FOUND, None);
+    client
+        .create_product(&owner.token, Uuid::now_v7(), &product_body("MUG-1"))
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, None);
 }
 
 #[tokio::test]
@@ -383,20 +435,15 @@ async fn a_duplicate_sku_is_a_conflict_in_any_letter_case_and_publishes_nothing(
     let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
 
     for sku in ["MUG-1", "mug-1", " Mug-1 "] {
-        let (status, problem) = fleet
-            .vendor
-            .call(
-                Method::POST,
-                &format!("/api/vendors/{vendor_id}/products"),
-                Some(&owner.token),
-                Some(product_body(sku)),
-            )
-            .await;
-        assert_problem(status, &problem, StatusCode::CONFLICT, None);
+        fleet
+            .client()
+            .create_product(&owner.token, vendor_id, &product_body(sku))
+            .await
+            .expect_problem(StatusCode::CONFLICT, None);
     }
     assert_eq!(product_count(&fleet).await, 1);
     let created = fleet
@@ -410,65 +457,76 @@ async fn a_duplicate_sku_is_a_conflict_in_any_letter_case_and_publishes_nothing(
     // The same SKU at another vendor is another article.
     let (rival, rival_vendor) = fleet.vendor_owner("Rival").await;
     fleet
-        .product(&rival, rival_vendor, product_body("MUG-1"))
+        .product(&rival, rival_vendor, &product_body("MUG-1"))
         .await;
 }
 
 #[tokio::test]
 async fn invalid_updates_change_nothing() {
     let fleet = Harness::start().await;
+    let client = fleet.client();
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product.id);
+    let token = Some(owner.token.as_str());
 
-    let cases = [
+    for (change, field) in [
+        (UpdateProduct::price(0), "price.amount"),
+        (UpdateProduct::price(-1), "price.amount"),
         (
-            json!({"price": {"amount": 0, "currency": "EUR"}}),
-            "price.amount",
+            UpdateProduct {
+                low_stock_threshold: Some(-3),
+                ..UpdateProduct::default()
+            },
+            "low_stock_threshold",
         ),
         (
-            json!({"price": {"amount": -1, "currency": "EUR"}}),
+            UpdateProduct {
+                name: Some("  ".into()),
+                ..UpdateProduct::default()
+            },
+            "name",
+        ),
+        (
+            UpdateProduct {
+                name: Some("Fine".into()),
+                ..UpdateProduct::price(0)
+            },
             "price.amount",
         ),
+    ] {
+        client
+            .update_product(token, product.id, &change)
+            .await
+            .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, Some(field));
+    }
+    // What a typed body cannot write: a bad currency, the SKU, a wrong type.
+    for (change, field) in [
         (
             json!({"price": {"amount": 10, "currency": "Euro"}}),
             "price.currency",
         ),
-        (json!({"low_stock_threshold": -3}), "low_stock_threshold"),
         (json!({"sku": "NEW-SKU"}), "sku"),
         (json!({"active": "yes"}), "active"),
-        (json!({"name": "  "}), "name"),
-        (
-            json!({"name": "Fine", "price": {"amount": 0, "currency": "EUR"}}),
-            "price.amount",
-        ),
-    ];
-    for (body, field) in cases {
-        let (status, problem) = fleet.patch(&path, &owner.token, body).await;
-        assert_problem(
-            status,
-            &problem,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some(field),
-        );
+    ] {
+        client
+            .update_product(token, product.id, &change)
+            .await
+            .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, Some(field));
     }
-    let (status, content_type, problem) = fleet
-        .vendor
-        .api()
-        .call_text(
-            Method::PATCH,
-            &path,
-            Some(&owner.token),
-            "application/json",
-            "{\"price\": {",
-        )
-        .await;
-    assert_problem(status, &problem, StatusCode::BAD_REQUEST, None);
-    assert_eq!(content_type, "application/problem+json");
+    let problem = malformed(
+        &fleet,
+        Method::PATCH,
+        &format!("/api/products/{}", product.id),
+        &owner.token,
+        "{\"price\": {",
+    )
+    .await;
+    problem.assert(StatusCode::BAD_REQUEST, None);
+    assert_eq!(problem.content_type, "application/problem+json");
 
-    let read = fleet.client().product(product.id).await.expect_ok();
+    let read = client.product(product.id).await.expect_ok();
     assert_eq!(read, product);
     assert!(
         fleet
@@ -478,15 +536,25 @@ async fn invalid_updates_change_nothing() {
             .all(|(t, _)| t != "vendor.product.updated")
     );
 
-    let unknown = format!("/api/products/{}", Uuid::now_v7());
-    let (status, problem) = fleet.get(&unknown, None).await;
-    assert_problem(status, &problem, StatusCode::NOT_FOUND, None);
-    let (status, problem) = fleet
-        .patch(&unknown, &owner.token, json!({"active": false}))
-        .await;
-    assert_problem(status, &problem, StatusCode::NOT_FOUND, None);
-    let (status, problem) = fleet.get("/api/products/42", None).await;
-    assert_problem(status, &problem, StatusCode::BAD_REQUEST, None);
+    let unknown = Uuid::now_v7();
+    client
+        .product(unknown)
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, None);
+    let hide = UpdateProduct {
+        active: Some(false),
+        ..UpdateProduct::default()
+    };
+    client
+        .update_product(token, unknown, &hide)
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, None);
+    // A path the typed call cannot write: an id that is not a UUID.
+    client
+        .0
+        .get::<Product>("/api/products/42", None)
+        .await
+        .expect_problem(StatusCode::BAD_REQUEST, None);
 }
 
 #[tokio::test]
@@ -494,30 +562,21 @@ async fn concurrent_price_changes_leave_the_last_committed_price_in_the_cache() 
     let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
     let id: Uuid = product.id;
-    let url = fleet.vendor.url(&format!("/api/products/{id}"));
 
     let mut writers = tokio::task::JoinSet::new();
     for amount in 2001..=2010 {
-        let (http, url, token) = (
-            fleet.vendor.http().clone(),
-            url.clone(),
-            owner.token.clone(),
-        );
+        let (client, token) = (fleet.client(), owner.token.clone());
         writers.spawn(async move {
-            http.patch(url)
-                .bearer_auth(token)
-                .json(&json!({"price": {"amount": amount, "currency": "EUR"}}))
-                .send()
+            client
+                .update_product(Some(&token), id, &UpdateProduct::price(amount))
                 .await
-                .unwrap()
-                .status()
         });
     }
-    while let Some(status) = writers.join_next().await {
-        assert_eq!(status.unwrap(), StatusCode::OK);
+    while let Some(written) = writers.join_next().await {
+        written.unwrap().expect_ok();
     }
 
     let (amount, revision): (i64, i64) =
@@ -527,7 +586,7 @@ async fn concurrent_price_changes_leave_the_last_committed_price_in_the_cache() 
             .await
             .unwrap();
     assert_eq!(revision, 11);
-    let (_, read) = fleet.get(&format!("/api/products/{id}"), None).await;
-    assert_eq!(read["price"]["amount"], amount);
-    assert_eq!(read["revision"], 11);
+    let read = fleet.client().product(id).await.expect_ok();
+    assert_eq!(read.price.amount(), amount);
+    assert_eq!(read.revision, 11);
 }

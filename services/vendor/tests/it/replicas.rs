@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mp_events::Service;
+use mp_test_support::clients::Expect;
+use mp_test_support::clients::vendor::{Product, UpdateProduct, VendorApi};
 use mp_test_support::{TestService, eventually};
-use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::harness::{Harness, product_body};
 
@@ -21,35 +22,30 @@ async fn second_replica(fleet: &Harness) -> TestService {
 }
 
 /// Reads of a replica answered from its memory so far.
-async fn memory_hits(replica: &TestService) -> u64 {
-    let text = replica
-        .http()
-        .get(replica.url("/metrics"))
-        .send()
+async fn memory_hits(replica: &TestService) -> f64 {
+    replica
+        .api()
+        .metric("vendor_product_local_cache_total", &[("outcome", "hit")])
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(r#"vendor_product_local_cache_total{outcome="hit"} "#))
-        .map_or(0, |n| n.trim().parse().expect("a count"))
 }
 
-async fn read(replica: &TestService, path: &str) -> Value {
-    let (status, body) = replica.call(Method::GET, path, None, None).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
+/// The vendor API of one replica.
+fn client(replica: &TestService) -> VendorApi {
+    VendorApi(replica.api())
+}
+
+async fn read(replica: &TestService, product_id: Uuid) -> Product {
+    client(replica).product(product_id).await.expect_ok()
 }
 
 /// Waits until the replica answers the product from memory.
-async fn until_served_from_memory(replica: &TestService, path: &str) {
+async fn until_served_from_memory(replica: &TestService, product_id: Uuid) {
     eventually(
         "the replica answers the product from memory",
         Duration::from_secs(20),
         || async {
             let before = memory_hits(replica).await;
-            read(replica, path).await;
+            read(replica, product_id).await;
             (memory_hits(replica).await > before).then_some(())
         },
     )
@@ -62,12 +58,12 @@ async fn a_price_written_on_one_replica_is_read_at_once_on_the_other() {
     let other = second_replica(&fleet).await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product.id);
+    let id = product.id;
     let replicas = [&fleet.vendor, &other];
     for replica in replicas {
-        until_served_from_memory(replica, &path).await;
+        until_served_from_memory(replica, id).await;
     }
     let hits_before = [
         memory_hits(replicas[0]).await,
@@ -79,21 +75,16 @@ async fn a_price_written_on_one_replica_is_read_at_once_on_the_other() {
         let (writer, reader) = (replicas[round % 2], replicas[(round + 1) % 2]);
         // Both hold the current price in memory...
         for replica in replicas {
-            assert_eq!(read(replica, &path).await["price"]["amount"], current);
+            assert_eq!(read(replica, id).await.price.amount(), current);
         }
         // ...one of them takes a new one...
-        let (status, body) = writer
-            .call(
-                Method::PATCH,
-                &path,
-                Some(&owner.token),
-                Some(json!({"price": {"amount": amount, "currency": "EUR"}})),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
+        client(writer)
+            .update_product(Some(&owner.token), id, &UpdateProduct::price(amount))
+            .await
+            .expect_ok();
         // ...and the other shows it on the very next read.
         assert_eq!(
-            read(reader, &path).await["price"]["amount"],
+            read(reader, id).await.price.amount(),
             amount,
             "a read on the other replica right after the write"
         );
@@ -113,10 +104,10 @@ async fn a_replica_that_never_acknowledges_delays_a_write_by_a_lease_but_does_no
     let fleet = Harness::start().await;
     let (owner, vendor_id) = fleet.vendor_owner("Ada").await;
     let product = fleet
-        .product(&owner, vendor_id, product_body("MUG-1"))
+        .product(&owner, vendor_id, &product_body("MUG-1"))
         .await;
-    let path = format!("/api/products/{}", product.id);
-    until_served_from_memory(&fleet.vendor, &path).await;
+    let id = product.id;
+    until_served_from_memory(&fleet.vendor, id).await;
 
     // A subscriber that receives every change and never answers, as a wedged replica.
     let client = redis::Client::open(fleet.env.config(Service::Vendor).redis_url).unwrap();
@@ -126,15 +117,12 @@ async fn a_replica_that_never_acknowledges_delays_a_write_by_a_lease_but_does_no
         .await
         .unwrap();
 
-    let (status, body) = fleet
-        .patch(
-            &path,
-            &owner.token,
-            json!({"price": {"amount": 4242, "currency": "EUR"}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(read(&fleet.vendor, &path).await["price"]["amount"], 4242);
+    fleet
+        .client()
+        .update_product(Some(&owner.token), id, &UpdateProduct::price(4242))
+        .await
+        .expect_ok();
+    assert_eq!(read(&fleet.vendor, id).await.price.amount(), 4242);
     let change = silent
         .on_message()
         .next()
