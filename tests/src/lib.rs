@@ -230,7 +230,7 @@ impl Fleet {
             .api
             .vendor
             .create_vendor(
-                &owner.token,
+                Some(&owner.token),
                 &CreateVendor {
                     name: name.into(),
                     email: owner.email.clone(),

@@ -86,7 +86,7 @@ async fn a_listed_product_becomes_stock_and_changes_flow_between_vendor_and_inve
     let vendor = f
         .vendor
         .create_vendor(
-            &owner.access_token,
+            Some(&owner.access_token),
             &CreateVendor {
                 name: "Tea House".into(),
                 email: "tea@shop.test".into(),
@@ -124,7 +124,7 @@ async fn a_listed_product_becomes_stock_and_changes_flow_between_vendor_and_inve
     // A change reaches the catalog read at once and the stock item eventually.
     f.vendor
         .update_product(
-            &owner.access_token,
+            Some(&owner.access_token),
             product.id,
             &json!({"price": {"amount": 990, "currency": "EUR"}, "name": "Sencha Superior",
                     "low_stock_threshold": 8}),
