@@ -54,6 +54,25 @@ pub fn assert_problem(status: StatusCode, body: &Value, expected: StatusCode, fi
     Problem::from_parts(status, "", body.clone()).assert(expected, field);
 }
 
+/// The payloads of the `E` events in the outbox of the schema `pool` works in, oldest
+/// first, read as the catalog's type (a payload that is not one fails the test).
+pub async fn outbox_events<E: mp_events::Event>(pool: &sqlx::PgPool) -> Vec<E> {
+    let payloads: Vec<Value> = sqlx::query_scalar(
+        "select envelope -> 'payload' from outbox where event_type = $1 order by seq",
+    )
+    .bind(E::TYPE)
+    .fetch_all(pool)
+    .await
+    .expect("outbox readable");
+    payloads
+        .into_iter()
+        .map(|p| {
+            serde_json::from_value(p.clone())
+                .unwrap_or_else(|e| panic!("a {} payload: {e}: {p}", E::TYPE))
+        })
+        .collect()
+}
+
 /// Every outbox row of the schema `pool` works in, oldest first: (type, envelope).
 pub async fn outbox(pool: &sqlx::PgPool) -> Vec<(String, Value)> {
     sqlx::query_as("select event_type, envelope from outbox order by seq")

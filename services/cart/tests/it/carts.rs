@@ -2,7 +2,7 @@
 //! input and idle carts.
 
 use cart::events::PriceRefresh;
-use mp_events::catalog::VendorProductUpdated;
+use mp_events::catalog::{CartCreated, CartItemAdded, CartItemRemoved, VendorProductUpdated};
 use mp_events::{Currency, Envelope, EventHandler, Money, Service};
 use mp_test_support::api::assert_problem;
 use mp_test_support::clients::Expect;
@@ -80,9 +80,9 @@ async fn a_customer_has_one_open_cart_that_only_they_and_admins_see() {
         .await
         .expect_problem(StatusCode::UNAUTHORIZED, None);
 
-    let created = shop.events("cart.created").await;
+    let created = shop.events::<CartCreated>().await;
     assert_eq!(created.len(), 1, "one cart, one cart.created");
-    assert_eq!(created[0]["cart_id"], cart.id.to_string());
+    assert_eq!(created[0].cart_id, cart.id);
 }
 
 #[tokio::test]
@@ -124,9 +124,7 @@ async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
     .fetch_one(&shop.db)
     .await
     .unwrap();
-    let plate_added = shop.events("cart.item.added").await[2]["generation"]
-        .as_i64()
-        .unwrap();
+    let plate_added = shop.events::<CartItemAdded>().await[2].generation;
     assert!(
         renewed > plate_added,
         "renewed at {renewed}, plate at {plate_added}"
@@ -158,41 +156,25 @@ async fn adding_changing_and_removing_items_reserve_and_release_at_inventory() {
     );
     assert_eq!(shop.reserved(plate.id).await, 1);
 
-    let added = shop.events("cart.item.added").await;
-    let quantities: Vec<_> = added
-        .iter()
-        .map(|e| {
-            (
-                e["product_id"].as_str().unwrap().to_owned(),
-                e["quantity"].as_i64().unwrap(),
-            )
-        })
-        .collect();
+    let added = shop.events::<CartItemAdded>().await;
+    let quantities: Vec<_> = added.iter().map(|e| (e.product_id, e.quantity)).collect();
     assert_eq!(
         quantities,
-        [
-            (mug.id.to_string(), 2),
-            (mug.id.to_string(), 3),
-            (plate.id.to_string(), 1),
-            (mug.id.to_string(), 1),
-        ]
+        [(mug.id, 2), (mug.id, 3), (plate.id, 1), (mug.id, 1)]
     );
-    let removed = shop.events("cart.item.removed").await;
+    let removed = shop.events::<CartItemRemoved>().await;
     assert_eq!(removed.len(), 1);
-    assert_eq!(removed[0]["product_id"], mug.id.to_string());
-    assert_eq!(removed[0]["cart_id"], cart_id.to_string());
+    assert_eq!(removed[0].product_id, mug.id);
+    assert_eq!(removed[0].cart_id, cart_id);
     // Each change carries the generation of the reservation it made, growing; the
     // removal names the last one the line held (the PATCH's).
-    let generations: Vec<i64> = added
-        .iter()
-        .map(|e| e["generation"].as_i64().unwrap())
-        .collect();
+    let generations: Vec<i64> = added.iter().map(|e| e.generation).collect();
     assert!(generations[0] > 0, "{generations:?}");
     assert!(
         generations.windows(2).all(|w| w[0] < w[1]),
         "{generations:?}"
     );
-    assert_eq!(removed[0]["generation"], generations[3]);
+    assert_eq!(removed[0].generation, generations[3]);
 }
 
 #[tokio::test]
@@ -450,9 +432,9 @@ async fn an_idle_cart_is_abandoned_and_its_reservations_released() {
     .await;
     let busy = shop.cart(&other, busy_cart).await;
     assert_eq!(busy.status, "open", "a cart in use stays open");
-    let removed = shop.events("cart.item.removed").await;
+    let removed = shop.events::<CartItemRemoved>().await;
     assert_eq!(removed.len(), 1);
-    assert_eq!(removed[0]["product_id"], mug.id.to_string());
+    assert_eq!(removed[0].product_id, mug.id);
 
     let problem = shop
         .add(&token, cart_id, mug.id, 1)
@@ -533,7 +515,7 @@ async fn concurrent_opens_give_one_cart() {
         .count();
     assert_eq!(created, 1, "{results:?}");
     assert!(results.iter().all(|r| r.body.id == results[0].body.id));
-    assert_eq!(shop.events("cart.created").await.len(), 1);
+    assert_eq!(shop.events::<CartCreated>().await.len(), 1);
 }
 
 #[tokio::test]
@@ -595,6 +577,6 @@ async fn an_unreachable_inventory_is_a_503_and_changes_nothing() {
         .await
         .expect_problem(StatusCode::SERVICE_UNAVAILABLE, None);
     assert!(shop.cart(&token, cart_id).await.items.is_empty());
-    assert!(shop.events("cart.item.added").await.is_empty());
+    assert!(shop.events::<CartItemAdded>().await.is_empty());
     assert_eq!(shop.reserved(mug.id).await, 0);
 }

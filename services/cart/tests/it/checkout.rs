@@ -3,15 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use mp_events::catalog::ShippingAddress;
+use mp_events::catalog::{CartCheckout, ShippingAddress};
 use mp_events::{Currency, Money};
 use mp_test_support::clients::Expect;
+use mp_test_support::clients::cart::Checkout;
 use mp_test_support::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-use mp_test_support::clients::cart::Checkout;
 
 use crate::harness::{Harness, Options, WAIT, checkout_body};
 
@@ -85,16 +84,16 @@ async fn checkout_is_accepted_once_and_the_same_key_replays_it() {
         assert_eq!(counted, 1.0, "cart_checkouts_total{{outcome={outcome:?}}}");
     }
 
-    let checkouts = shop.events("cart.checkout").await;
+    let checkouts = shop.events::<CartCheckout>().await;
     assert_eq!(checkouts.len(), 1, "one checkout event for one order");
     let event = &checkouts[0];
-    assert_eq!(event["order_id"], order_id.to_string());
-    assert_eq!(event["customer_id"], customer_id.to_string());
-    assert_eq!(event["items"][0]["quantity"], 2);
-    assert_eq!(event["subtotal"]["amount"], 2598);
-    assert_eq!(event["tax"]["amount"], 520);
-    assert_eq!(event["total"]["amount"], 3118);
-    assert_eq!(event["shipping_address"]["country"], "GB");
+    assert_eq!(event.order_id, order_id);
+    assert_eq!(event.customer_id, customer_id);
+    assert_eq!(event.items[0].quantity, 2);
+    assert_eq!(event.subtotal, Money::new(2598, Currency::EUR));
+    assert_eq!(event.tax, Money::new(520, Currency::EUR));
+    assert_eq!(event.total, Money::new(3118, Currency::EUR));
+    assert_eq!(event.shipping_address.country, "GB");
 
     // The token went to the order service only: no trace of it in any stored event.
     for (event_type, envelope) in shop.outbox().await {
@@ -157,7 +156,7 @@ async fn concurrent_checkouts_with_one_key_make_one_order() {
         .await
         .expect_ok();
     assert!(orders.contains(&replay.body.order_id));
-    assert_eq!(shop.events("cart.checkout").await.len(), 1);
+    assert_eq!(shop.events::<CartCheckout>().await.len(), 1);
 }
 
 #[tokio::test]
@@ -233,7 +232,7 @@ async fn lines_that_cannot_be_held_any_more_are_named_and_the_cart_stays_open() 
     assert_eq!(lines[0]["product_id"], last.id.to_string());
     assert_eq!(lines[0]["available"], 0);
     assert_eq!(shop.cart(&token, cart_id).await.status, "open");
-    assert!(shop.events("cart.checkout").await.is_empty());
+    assert!(shop.events::<CartCheckout>().await.is_empty());
 
     // Without the line, the same key and body go through.
     shop.client
@@ -243,10 +242,10 @@ async fn lines_that_cannot_be_held_any_more_are_named_and_the_cart_stays_open() 
     shop.checkout(&token, cart_id, Some("k"), &body)
         .await
         .expect_ok();
-    let checkouts = shop.events("cart.checkout").await;
+    let checkouts = shop.events::<CartCheckout>().await;
     assert_eq!(checkouts.len(), 1);
-    assert_eq!(checkouts[0]["items"].as_array().unwrap().len(), 1);
-    assert_eq!(checkouts[0]["items"][0]["product_id"], mug.to_string());
+    assert_eq!(checkouts[0].items.len(), 1);
+    assert_eq!(checkouts[0].items[0].product_id, mug);
 }
 
 #[tokio::test]
@@ -314,7 +313,7 @@ async fn bad_checkout_input_is_problem_json_and_changes_nothing() {
         .expect_problem(StatusCode::CONFLICT, None);
 
     assert_eq!(shop.cart(&token, cart_id).await.status, "open");
-    assert!(shop.events("cart.checkout").await.is_empty());
+    assert!(shop.events::<CartCheckout>().await.is_empty());
     let stored: i64 =
         sqlx::query_scalar("select count(*) from checkout_requests where status = 'done'")
             .fetch_one(&shop.db)
@@ -369,12 +368,7 @@ async fn a_checkout_while_the_saga_is_busy_is_a_503_with_retry_after_and_changes
     let cart = shop.cart(&token, cart_id).await;
     assert_eq!(cart.status, "open");
     assert_eq!(cart.items.len(), 1);
-    assert!(
-        shop.outbox()
-            .await
-            .iter()
-            .all(|(event_type, _)| event_type != "cart.checkout")
-    );
+    assert!(shop.events::<CartCheckout>().await.is_empty());
 }
 
 /// The vendor changes a line's price after it was added: the checkout is refused once
@@ -488,13 +482,7 @@ async fn a_retry_that_takes_over_a_slow_request_after_its_lease_gets_the_same_20
     let (a, b) = (first.await.unwrap(), second.await.unwrap());
     let (a, b) = (a.expect_ok(), b.expect_ok());
     assert_eq!(a.body.order_id, b.body.order_id, "one order");
-    let checkouts = shop
-        .outbox()
-        .await
-        .into_iter()
-        .filter(|(event_type, _)| event_type == "cart.checkout")
-        .count();
-    assert_eq!(checkouts, 1);
+    assert_eq!(shop.events::<CartCheckout>().await.len(), 1);
 }
 
 /// The cart is abandoned (idle) while a checkout re-reserves its lines; the checkout

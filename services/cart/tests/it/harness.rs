@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use mp_events::{Currency, Service};
-use mp_test_support::api::{Tokens, outbox};
+use mp_events::{Currency, Event, Service};
+use mp_test_support::api::{Tokens, outbox, outbox_events};
 use mp_test_support::clients::cart::{AddItem, Cart, CartApi, Checkout, CheckoutAccepted};
 use mp_test_support::clients::{ApiResult, Expect, Reply};
 use mp_test_support::{TestEnv, TestService, eventually};
@@ -287,13 +287,9 @@ impl Harness {
         outbox(&self.db).await
     }
 
-    pub async fn events(&self, event_type: &str) -> Vec<Value> {
-        self.outbox()
-            .await
-            .into_iter()
-            .filter(|(t, _)| t == event_type)
-            .map(|(_, e)| e["payload"].clone())
-            .collect()
+    /// The cart's `E` events, oldest first.
+    pub async fn events<E: Event>(&self) -> Vec<E> {
+        outbox_events(&self.db).await
     }
 }
 
