@@ -2,7 +2,7 @@
 
 use futures::future::join_all;
 use mp_events::Service;
-use mp_events::catalog::OrderStatus;
+use mp_events::catalog::{InventoryLowStock, InventoryUpdated, OrderStatus};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -32,31 +32,28 @@ async fn low_stock_fires_once_per_crossing_and_restocking_rearms_it() {
         assert_eq!(body.stock.on_hand, on_hand);
         assert_eq!(body.movement.delta, delta);
         assert_eq!(body.movement.on_hand_after, on_hand);
-        alerts_after.push(h.outbox("inventory.low_stock").await.len());
+        alerts_after.push(h.events::<InventoryLowStock>().await.len());
     }
     // Crossings at 3 (down from 4), at 3 again after a restock to 5, and at 3 after 4.
     assert_eq!(alerts_after, vec![0, 1, 1, 1, 1, 2, 2, 3]);
-    let alert = &h.outbox("inventory.low_stock").await[0];
-    assert_eq!(alert["product_id"], p.to_string());
-    assert_eq!(alert["vendor_id"], vendor.to_string());
-    assert_eq!(alert["available"], 3);
-    assert_eq!(alert["low_stock_threshold"], 3);
-    assert!(alert["sku"].as_str().unwrap().starts_with("SKU-"));
+    let alert = &h.events::<InventoryLowStock>().await[0];
+    assert_eq!((alert.product_id, alert.vendor_id), (p, vendor));
+    assert_eq!((alert.available, alert.low_stock_threshold), (3, 3));
+    assert!(alert.sku.starts_with("SKU-"), "{alert:?}");
 
     // A commit crosses too.
     let q = h.product(vendor, 5, 2).await;
     let order = order_created(Uuid::now_v7(), vec![line(q, 3)]);
     h.publish(Service::Order, order.clone()).await;
-    let alerts = h.wait_outbox("inventory.low_stock", 4).await;
-    assert_eq!(alerts[3]["product_id"], q.to_string());
-    assert_eq!(alerts[3]["available"], 2);
+    let alerts = h.wait_events::<InventoryLowStock>(4).await;
+    assert_eq!((alerts[3].product_id, alerts[3].available), (q, 2));
     // Its release re-arms (5 > 2) without alerting.
     h.publish(
         Service::Order,
         order_updated(&order, OrderStatus::Cancelled),
     )
     .await;
-    h.wait_outbox("inventory.updated", 10).await;
+    h.wait_events::<InventoryUpdated>(10).await;
     assert_eq!(h.on_hand(q).await, 5);
     let armed: bool =
         sqlx::query_scalar("select low_stock_armed from stock_items where product_id = $1")
@@ -65,7 +62,7 @@ async fn low_stock_fires_once_per_crossing_and_restocking_rearms_it() {
             .await
             .unwrap();
     assert!(armed);
-    assert_eq!(h.outbox("inventory.low_stock").await.len(), 4);
+    assert_eq!(h.events::<InventoryLowStock>().await.len(), 4);
     h.assert_ledger_matches().await;
 }
 
@@ -258,7 +255,7 @@ async fn bad_adjustments_are_problems_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(movements, 1, "only the initial stock");
-    assert!(h.outbox("inventory.updated").await.is_empty());
+    assert!(h.events::<InventoryUpdated>().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,11 +277,8 @@ async fn on_hand_always_equals_the_sum_of_the_ledger() {
     for problem in adjusted.iter().filter_map(|r| r.as_ref().err()) {
         problem.assert(StatusCode::CONFLICT, None);
     }
-    h.wait_outbox(
-        "inventory.updated",
-        adjusted.iter().filter(|r| r.is_ok()).count() + 10,
-    )
-    .await;
+    h.wait_events::<InventoryUpdated>(adjusted.iter().filter(|r| r.is_ok()).count() + 10)
+        .await;
 
     h.assert_ledger_matches().await;
     let (on_hand, sum): (i64, i64) = sqlx::query_as(

@@ -9,23 +9,24 @@ use futures::future::join_all;
 use inventory::db::Reservation;
 use inventory::store::{Attempt, Reserve, Rows, TOMBSTONE_MS};
 use mp_events::Service;
-use mp_events::catalog::{OrderCreated, OrderStatus};
+use mp_events::catalog::{
+    InventoryCreated, InventoryUpdated, OrderCreated, OrderStatus, Shortage, StockChange,
+};
 use mp_test_support::clients::Expect;
 use mp_test_support::clients::inventory::InventoryApi;
 use mp_test_support::eventually;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::harness::{Harness, WAIT, line, order_created, order_updated, settings};
 
 /// The `inventory.updated` event inventory published for `order`.
-async fn outcome(h: &Harness, order: &OrderCreated) -> Value {
+async fn outcome(h: &Harness, order: &OrderCreated) -> InventoryUpdated {
     eventually("inventory.updated for the order", WAIT, || async {
-        h.outbox("inventory.updated")
+        h.events::<InventoryUpdated>()
             .await
             .into_iter()
-            .find(|e| e["order_id"] == order.order_id.to_string())
+            .find(|e| e.order_id == Some(order.order_id))
     })
     .await
 }
@@ -60,10 +61,14 @@ async fn an_order_whose_reservation_lapsed_cannot_take_stock_another_cart_holds(
     let order_b = order_created(b, vec![line(p, 3)]);
     h.publish(Service::Order, order_b.clone()).await;
     let event = outcome(&h, &order_b).await;
-    assert_eq!(event["change"], "order_rejected");
+    assert_eq!(event.change, StockChange::OrderRejected);
     assert_eq!(
-        event["shortages"],
-        json!([{"product_id": p, "requested": 3, "available": 0}])
+        event.shortages,
+        [Shortage {
+            product_id: p,
+            requested: 3,
+            available: 0
+        }]
     );
     assert_eq!(h.on_hand(p).await, 3);
 
@@ -71,7 +76,7 @@ async fn an_order_whose_reservation_lapsed_cannot_take_stock_another_cart_holds(
     let order_a = order_created(a, vec![line(p, 3)]);
     h.publish(Service::Order, order_a.clone()).await;
     let event = outcome(&h, &order_a).await;
-    assert_eq!(event["change"], "order_committed");
+    assert_eq!(event.change, StockChange::OrderCommitted);
     assert_eq!(h.on_hand(p).await, 0);
     h.assert_ledger_matches().await;
 }
@@ -174,26 +179,19 @@ async fn every_published_stock_level_carries_a_higher_version_of_the_item() {
         order_updated(&order, OrderStatus::Cancelled),
     )
     .await;
-    let updated = h.wait_outbox("inventory.updated", 4).await;
-    let created = h.wait_outbox("inventory.created", 1).await;
+    let updated = h.wait_events::<InventoryUpdated>(4).await;
+    let created = h.wait_events::<InventoryCreated>(1).await;
 
-    let mut versions = vec![created[0]["level"]["version"].as_i64().unwrap()];
-    versions.extend(
-        updated
-            .iter()
-            .map(|e| e["levels"][0]["version"].as_i64().unwrap()),
-    );
-    let changes: Vec<&str> = updated
-        .iter()
-        .map(|e| e["change"].as_str().unwrap())
-        .collect();
+    let mut versions = vec![created[0].level.version];
+    versions.extend(updated.iter().map(|e| e.levels[0].version));
+    let changes: Vec<StockChange> = updated.iter().map(|e| e.change).collect();
     assert_eq!(
         changes,
         [
-            "adjustment",
-            "adjustment",
-            "order_committed",
-            "order_released"
+            StockChange::Adjustment,
+            StockChange::Adjustment,
+            StockChange::OrderCommitted,
+            StockChange::OrderReleased
         ]
     );
     assert!(
@@ -213,18 +211,14 @@ async fn every_published_stock_level_carries_a_higher_version_of_the_item() {
 
     // A product listed with no stock is a version too, and its first stock a later one.
     let empty = h.product(vendor, 0, 0).await;
-    let created = h.wait_outbox("inventory.created", 2).await;
-    assert_eq!(created[1]["level"]["product_id"], empty.to_string());
-    let first = created[1]["level"]["version"].as_i64().unwrap();
+    let created = h.wait_events::<InventoryCreated>(2).await;
+    assert_eq!(created[1].level.product_id, empty);
+    let first = created[1].level.version;
     assert!(first > 0, "created at version {first}");
     let adjusted = h.adjust(&member, empty, 4).await.expect_ok();
-    let updated = h.wait_outbox("inventory.updated", 5).await;
-    assert_eq!(
-        updated[4]["levels"][0]["product_id"],
-        empty.to_string(),
-        "{adjusted:?}"
-    );
-    assert!(updated[4]["levels"][0]["version"].as_i64().unwrap() > first);
+    let updated = h.wait_events::<InventoryUpdated>(5).await;
+    assert_eq!(updated[4].levels[0].product_id, empty, "{adjusted:?}");
+    assert!(updated[4].levels[0].version > first);
 }
 
 /// What one cart did in the concurrent test.
@@ -319,7 +313,7 @@ async fn two_processes_fifty_carts_and_a_redis_flush_never_oversell_nor_lose_a_r
     // Every cart that ordered what it held got it, flush or not.
     for order in carts.iter().filter_map(|c| c.order.as_ref()) {
         let event = outcome(&h, order).await;
-        assert_eq!(event["change"], "order_committed", "{event}");
+        assert_eq!(event.change, StockChange::OrderCommitted, "{event:?}");
     }
 
     // The reservations still held are all in the rebuilt mirror.
@@ -347,8 +341,8 @@ async fn two_processes_fifty_carts_and_a_redis_flush_never_oversell_nor_lose_a_r
     join_all(orders.iter().map(|o| h.publish(Service::Order, o.clone()))).await;
     for order in &orders {
         assert_eq!(
-            outcome(&h, order).await["change"],
-            "order_committed",
+            outcome(&h, order).await.change,
+            StockChange::OrderCommitted,
             "a cart that held stock commits"
         );
     }

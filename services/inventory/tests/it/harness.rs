@@ -7,14 +7,13 @@ use std::time::{Duration, Instant};
 use inventory::{Config, Settings};
 use mp_events::catalog::{LineItem, OrderCreated, OrderStatus, OrderUpdated, VendorProductCreated};
 use mp_events::{Broker, Currency, Envelope, Event, Money, Service};
-use mp_test_support::api::Tokens;
+use mp_test_support::api::{Tokens, outbox_events};
 use mp_test_support::client::Api;
 use mp_test_support::clients::inventory::{
     Adjusted, Adjustment, InventoryApi, Reservation, Reserve, Stock,
 };
 use mp_test_support::clients::{ApiResult, Expect, Reply};
 use mp_test_support::{TestEnv, TestService, eventually};
-use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -201,21 +200,15 @@ impl Harness {
         self.client.adjust(token, product_id, &adjustment).await
     }
 
-    /// Payloads of the events of `event_type` in the service's outbox, oldest first.
-    pub async fn outbox(&self, event_type: &str) -> Vec<Value> {
-        sqlx::query_scalar(
-            "select envelope -> 'payload' from outbox where event_type = $1 order by seq",
-        )
-        .bind(event_type)
-        .fetch_all(&self.db)
-        .await
-        .unwrap()
+    /// The service's `E` events, oldest first.
+    pub async fn events<E: Event>(&self) -> Vec<E> {
+        outbox_events(&self.db).await
     }
 
-    /// Waits until the outbox holds at least `n` events of `event_type`.
-    pub async fn wait_outbox(&self, event_type: &str, n: usize) -> Vec<Value> {
-        eventually(&format!("{n} {event_type} event(s)"), WAIT, || async {
-            let events = self.outbox(event_type).await;
+    /// Waits until the outbox holds at least `n` `E` events.
+    pub async fn wait_events<E: Event>(&self, n: usize) -> Vec<E> {
+        eventually(&format!("{n} {} event(s)", E::TYPE), WAIT, || async {
+            let events = self.events::<E>().await;
             (events.len() >= n).then_some(events)
         })
         .await

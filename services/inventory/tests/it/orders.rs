@@ -2,24 +2,23 @@
 //! each exactly once, and never more sold than there is.
 
 use futures::future::join_all;
-use mp_events::catalog::{OrderCreated, OrderStatus};
+use mp_events::catalog::{InventoryUpdated, OrderCreated, OrderStatus, Shortage, StockChange};
 use mp_events::{Envelope, Service};
 use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::harness::{Harness, WAIT, line, order_created, order_updated};
 
-async fn order_events(h: &Harness, order: &OrderCreated) -> Vec<Value> {
-    h.outbox("inventory.updated")
+async fn order_events(h: &Harness, order: &OrderCreated) -> Vec<InventoryUpdated> {
+    h.events::<InventoryUpdated>()
         .await
         .into_iter()
-        .filter(|e| e["order_id"] == order.order_id.to_string())
+        .filter(|e| e.order_id == Some(order.order_id))
         .collect()
 }
 
-async fn wait_order_events(h: &Harness, order: &OrderCreated, n: usize) -> Vec<Value> {
+async fn wait_order_events(h: &Harness, order: &OrderCreated, n: usize) -> Vec<InventoryUpdated> {
     eventually("inventory.updated for the order", WAIT, || async {
         let events = order_events(h, order).await;
         (events.len() >= n).then_some(events)
@@ -70,24 +69,13 @@ async fn an_order_commits_its_stock_once_with_ledger_rows_and_clears_its_reserva
     let envelope = Envelope::new(Service::Order, order.clone());
     h.publish_envelope(&envelope).await;
     let events = wait_order_events(&h, &order, 1).await;
-    assert_eq!(events[0]["change"], "order_committed");
-    assert_eq!(events[0]["shortages"], json!([]));
-    let levels = events[0]["levels"].as_array().unwrap();
+    assert_eq!(events[0].change, StockChange::OrderCommitted);
+    assert_eq!(events[0].shortages, []);
+    let levels = &events[0].levels;
     assert_eq!(levels.len(), 2);
-    let level = |p: Uuid| {
-        levels
-            .iter()
-            .find(|l| l["product_id"] == p.to_string())
-            .unwrap()
-    };
-    assert_eq!(
-        (level(p1)["on_hand"].clone(), level(p1)["reserved"].clone()),
-        (json!(7), json!(2))
-    );
-    assert_eq!(
-        (level(p2)["on_hand"].clone(), level(p2)["available"].clone()),
-        (json!(0), json!(0))
-    );
+    let level = |p: Uuid| levels.iter().find(|l| l.product_id == p).unwrap();
+    assert_eq!((level(p1).on_hand, level(p1).reserved), (7, 2));
+    assert_eq!((level(p2).on_hand, level(p2).available), (0, 0));
 
     let mut movements = order_movements(&h, &order).await;
     movements.sort();
@@ -138,14 +126,22 @@ async fn an_order_with_a_short_line_is_rejected_and_changes_nothing() {
     );
     h.publish(Service::Order, order.clone()).await;
     let events = wait_order_events(&h, &order, 1).await;
-    assert_eq!(events[0]["change"], "order_rejected");
-    let mut shortages = events[0]["shortages"].as_array().unwrap().clone();
-    shortages.sort_by_key(|s| s["product_id"].as_str().unwrap().to_owned());
+    assert_eq!(events[0].change, StockChange::OrderRejected);
+    let mut shortages = events[0].shortages.clone();
+    shortages.sort_by_key(|s| s.product_id);
     let mut expected = vec![
-        json!({"product_id": p2, "requested": 3, "available": 1}),
-        json!({"product_id": unknown, "requested": 1, "available": 0}),
+        Shortage {
+            product_id: p2,
+            requested: 3,
+            available: 1,
+        },
+        Shortage {
+            product_id: unknown,
+            requested: 1,
+            available: 0,
+        },
     ];
-    expected.sort_by_key(|s| s["product_id"].as_str().unwrap().to_owned());
+    expected.sort_by_key(|s| s.product_id);
     assert_eq!(shortages, expected);
 
     assert_eq!((h.on_hand(p1).await, h.on_hand(p2).await), (10, 1));
@@ -180,8 +176,8 @@ async fn a_cancelled_order_gets_its_committed_stock_back_once() {
     );
     h.publish_envelope(&cancelled).await;
     let events = wait_order_events(&h, &order, 2).await;
-    assert_eq!(events[1]["change"], "order_released");
-    assert_eq!(events[1]["levels"][0]["on_hand"], 10);
+    assert_eq!(events[1].change, StockChange::OrderReleased);
+    assert_eq!(events[1].levels[0].on_hand, 10);
     assert_eq!(h.on_hand(p).await, 10);
 
     // Again, and as another status: released once only.
@@ -260,15 +256,12 @@ async fn concurrent_orders_never_sell_more_than_is_on_hand() {
         })
         .collect();
     join_all(orders.iter().map(|o| h.publish(Service::Order, o.clone()))).await;
-    let events = h.wait_outbox("inventory.updated", 20).await;
-    let committed = events
-        .iter()
-        .filter(|e| e["change"] == "order_committed")
-        .count();
-    let rejected = events
-        .iter()
-        .filter(|e| e["change"] == "order_rejected")
-        .count();
+    let events = h.wait_events::<InventoryUpdated>(20).await;
+    let count = |change| events.iter().filter(|e| e.change == change).count();
+    let (committed, rejected) = (
+        count(StockChange::OrderCommitted),
+        count(StockChange::OrderRejected),
+    );
     println!("20 concurrent orders on stock 5: {committed} committed, {rejected} rejected");
     assert_eq!((committed, rejected), (5, 15));
     assert_eq!((h.on_hand(p1).await, h.on_hand(p2).await), (0, 2));

@@ -2,7 +2,7 @@
 //! transaction is held open at the point that matters while the competing one runs
 //! until PostgreSQL reports it blocked, then the first commits.
 
-use mp_events::catalog::{OrderCreated, OrderStatus};
+use mp_events::catalog::{InventoryUpdated, OrderCreated, OrderStatus, StockChange};
 use mp_events::{Envelope, EventHandler, Service};
 use mp_test_support::clients::Expect;
 use mp_test_support::pg::{backend_pid, wait_until_blocked};
@@ -116,19 +116,23 @@ async fn a_commit_racing_an_uncommitted_cancel_takes_no_stock() {
 
 /// Commits `order` through the handler in a transaction of its own; the change it
 /// published (`order_committed` or `order_rejected`).
-async fn commit(h: &Harness, inventory: &inventory::Inventory, order: &OrderCreated) -> String {
+async fn commit(
+    h: &Harness,
+    inventory: &inventory::Inventory,
+    order: &OrderCreated,
+) -> StockChange {
     let mut tx = h.db.begin().await.unwrap();
     inventory::events::CommitOrder(inventory.clone())
         .handle(&mut tx, &Envelope::new(Service::Order, order.clone()))
         .await
         .expect("the commit");
     tx.commit().await.unwrap();
-    h.outbox("inventory.updated")
+    h.events::<InventoryUpdated>()
         .await
         .into_iter()
         .rev()
-        .find(|e| e["order_id"] == order.order_id.to_string())
-        .map(|e| e["change"].as_str().unwrap_or_default().to_owned())
+        .find(|e| e.order_id == Some(order.order_id))
+        .map(|e| e.change)
         .expect("an inventory.updated for the order")
 }
 
@@ -151,8 +155,14 @@ async fn reservations_above_the_stock_after_an_adjustment_still_let_the_first_th
 
     let order_a = order_created(a, vec![line(product, 3)]);
     let order_b = order_created(b, vec![line(product, 2)]);
-    assert_eq!(commit(&h, &inventory, &order_a).await, "order_rejected");
-    assert_eq!(commit(&h, &inventory, &order_b).await, "order_committed");
+    assert_eq!(
+        commit(&h, &inventory, &order_a).await,
+        StockChange::OrderRejected
+    );
+    assert_eq!(
+        commit(&h, &inventory, &order_b).await,
+        StockChange::OrderCommitted
+    );
     assert_eq!(h.on_hand(product).await, 0);
     h.assert_ledger_matches().await;
 }
@@ -182,8 +192,14 @@ async fn reservations_granted_by_a_stale_mirror_still_let_the_first_that_fits_co
 
     let order_c = order_created(c, vec![line(product, 4)]);
     let order_d = order_created(d, vec![line(product, 1)]);
-    assert_eq!(commit(&h, &inventory, &order_c).await, "order_rejected");
-    assert_eq!(commit(&h, &inventory, &order_d).await, "order_committed");
+    assert_eq!(
+        commit(&h, &inventory, &order_c).await,
+        StockChange::OrderRejected
+    );
+    assert_eq!(
+        commit(&h, &inventory, &order_d).await,
+        StockChange::OrderCommitted
+    );
     assert_eq!(
         h.on_hand(product).await,
         1,

@@ -7,6 +7,7 @@
 
 use futures::future::join_all;
 use mp_events::Service;
+use mp_events::catalog::{InventoryUpdated, StockChange};
 use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
 use redis::AsyncCommands;
@@ -90,15 +91,14 @@ async fn after_redis_loses_its_data_reservations_come_back_and_commits_never_ove
         .map(|(&cart, quantity)| order_created(cart, vec![line(p, quantity)]))
         .collect();
     join_all(orders.iter().map(|o| h.publish(Service::Order, o.clone()))).await;
-    let events = h.wait_outbox("inventory.updated", 4).await;
-    let committed: Vec<&str> = events
+    let events = h.wait_events::<InventoryUpdated>(4).await;
+    let mut committed: Vec<Uuid> = events
         .iter()
-        .filter(|e| e["change"] == "order_committed")
-        .map(|e| e["order_id"].as_str().unwrap())
+        .filter(|e| e.change == StockChange::OrderCommitted)
+        .filter_map(|e| e.order_id)
         .collect();
-    let mut expected: Vec<String> = orders[..3].iter().map(|o| o.order_id.to_string()).collect();
+    let mut expected: Vec<Uuid> = orders[..3].iter().map(|o| o.order_id).collect();
     expected.sort();
-    let mut committed: Vec<String> = committed.into_iter().map(str::to_owned).collect();
     committed.sort();
     assert_eq!(
         committed, expected,

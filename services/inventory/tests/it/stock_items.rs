@@ -1,7 +1,7 @@
 //! Stock items from vendor events: creation with the initial stock, revisions, and
 //! events that arrive out of order or twice.
 
-use mp_events::catalog::VendorProductUpdated;
+use mp_events::catalog::{InventoryCreated, VendorProductUpdated};
 use mp_events::{Envelope, Service};
 use mp_test_support::eventually;
 use uuid::Uuid;
@@ -81,14 +81,13 @@ async fn a_product_created_event_makes_a_stock_item_with_its_initial_stock() {
     .unwrap();
     assert_eq!(movements, vec![("initial_stock".to_owned(), 12, 12)]);
 
-    let created = h.wait_outbox("inventory.created", 10).await;
+    let created = h.wait_events::<InventoryCreated>(10).await;
     let last = created
         .iter()
-        .find(|e| e["level"]["product_id"] == product_id.to_string())
+        .find(|e| e.level.product_id == product_id)
         .expect("inventory.created for the product");
-    assert_eq!(last["level"]["on_hand"], 12);
-    assert_eq!(last["level"]["available"], 12);
-    assert_eq!(last["low_stock_threshold"], 3);
+    assert_eq!((last.level.on_hand, last.level.available), (12, 12));
+    assert_eq!(last.low_stock_threshold, 3);
     h.assert_ledger_matches().await;
 }
 
@@ -147,6 +146,6 @@ async fn an_update_that_overtakes_its_create_does_no_harm() {
     .await
     .unwrap();
     assert_eq!(initial, 1);
-    assert_eq!(h.outbox("inventory.created").await.len(), 1);
+    assert_eq!(h.events::<InventoryCreated>().await.len(), 1);
     h.assert_ledger_matches().await;
 }
