@@ -2,13 +2,13 @@
 //! method hand-off; bad input everywhere.
 
 use mp_events::Service;
+use mp_events::catalog::{OrderShipped, OrderStatus, OrderUpdated};
+use mp_test_support::clients::order::{Order, OrderPage, Ship};
+use mp_test_support::clients::{ApiResult, Expect};
 use mp_test_support::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-use mp_test_support::clients::order::{Order, OrderPage, Ship};
-use mp_test_support::clients::{ApiResult, Expect};
 
 use crate::harness::{Checkout, Harness, WAIT};
 
@@ -97,13 +97,13 @@ async fn a_two_vendor_order_ships_per_vendor_and_only_then_can_be_delivered() {
 
     let body = ship(&h, &c, &m2, Ship::new("UPS", "B1")).await.expect_ok();
     assert_eq!(body.status, "shipped");
-    let shipped = h.events("order.shipped", c.order_id).await;
+    let shipped = h.events::<OrderShipped>(c.order_id).await;
     assert_eq!(shipped.len(), 2);
-    assert_eq!(shipped[0]["vendor_id"], v1.to_string());
-    assert_eq!(shipped[0]["order_shipped"], false);
-    assert_eq!(shipped[1]["order_shipped"], true);
-    assert_eq!(shipped[1]["items"].as_array().unwrap().len(), 1);
-    assert_eq!(shipped[1]["tracking_number"], "B1");
+    assert_eq!(shipped[0].vendor_id, v1);
+    assert!(!shipped[0].order_shipped, "the first of two vendors ships");
+    assert!(shipped[1].order_shipped, "the last one ships the order");
+    assert_eq!(shipped[1].items.len(), 1);
+    assert_eq!(shipped[1].tracking_number, "B1");
 
     let body = h
         .client()
@@ -561,10 +561,10 @@ async fn concurrent_cancels_of_one_order_let_exactly_one_win() {
     );
     assert_eq!(h.successful(c.order_id, "refund").await, 1);
     assert_eq!(
-        h.events("order.updated", c.order_id)
+        h.events::<OrderUpdated>(c.order_id)
             .await
             .iter()
-            .filter(|e| e["status"] == "cancelled")
+            .filter(|e| e.status == OrderStatus::Cancelled)
             .count(),
         1
     );

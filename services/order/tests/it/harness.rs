@@ -5,16 +5,18 @@
 
 use std::time::Duration;
 
-use mp_events::catalog::{CartCheckout, LineItem, ShippingAddress, VendorProductCreated};
+use mp_events::catalog::{
+    CartCheckout, LineItem, OrderCreated, OrderShipped, OrderUpdated, ShippingAddress,
+    VendorProductCreated,
+};
 use mp_events::{Broker, Currency, Envelope, Event, Money, Service};
-use mp_test_support::api::Tokens;
+use mp_test_support::api::{Tokens, outbox_events};
 use mp_test_support::client::Api;
 use mp_test_support::clients::inventory::{InventoryApi, Reservation, Reserve};
 use mp_test_support::clients::order::{Order, OrderApi, PaymentMethod};
 use mp_test_support::clients::{ApiResult, Expect, Reply};
 use mp_test_support::{TestEnv, TestService, eventually};
 use order::{Config, GatewayKind, Settings};
-use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -38,6 +40,22 @@ pub fn settings() -> Settings {
         payment_method_ttl_hours: 24,
     }
 }
+
+/// An event about one order.
+pub trait OfOrder {
+    fn order_id(&self) -> Uuid;
+}
+
+macro_rules! of_order {
+    ($($event:ty),+) => {$(
+        impl OfOrder for $event {
+            fn order_id(&self) -> Uuid {
+                self.order_id
+            }
+        }
+    )+};
+}
+of_order!(OrderCreated, OrderUpdated, OrderShipped);
 
 pub struct Harness {
     // The services first: they stop before the environment drops its schemas.
@@ -319,17 +337,13 @@ impl Harness {
             .count()
     }
 
-    /// Payloads of the order service's outbox events of `event_type` for the order.
-    pub async fn events(&self, event_type: &str, order_id: Uuid) -> Vec<Value> {
-        sqlx::query_scalar(
-            "select envelope -> 'payload' from outbox
-             where event_type = $1 and envelope -> 'payload' ->> 'order_id' = $2 order by seq",
-        )
-        .bind(event_type)
-        .bind(order_id.to_string())
-        .fetch_all(&self.db)
-        .await
-        .unwrap()
+    /// The order service's `E` events of the order, oldest first.
+    pub async fn events<E: Event + OfOrder>(&self, order_id: Uuid) -> Vec<E> {
+        outbox_events::<E>(&self.db)
+            .await
+            .into_iter()
+            .filter(|e| e.order_id() == order_id)
+            .collect()
     }
 
     pub async fn on_hand(&self, product_id: Uuid) -> i64 {

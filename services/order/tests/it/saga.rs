@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mp_events::catalog::OrderCreated;
+use mp_events::catalog::{OrderCreated, OrderStatus, OrderUpdated};
 use mp_events::{Envelope, Service};
 use mp_test_support::clients::Expect;
 use mp_test_support::eventually;
@@ -36,14 +36,14 @@ async fn a_paid_order_is_confirmed_once_inventory_commits_its_stock() {
         0,
         "the reservation became a sale"
     );
-    assert_eq!(h.events("order.created", c.order_id).await.len(), 1);
-    let updates: Vec<String> = h
-        .events("order.updated", c.order_id)
+    assert_eq!(h.events::<OrderCreated>(c.order_id).await.len(), 1);
+    let updates: Vec<OrderStatus> = h
+        .events::<OrderUpdated>(c.order_id)
         .await
         .iter()
-        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .map(|e| e.status)
         .collect();
-    assert_eq!(updates, ["paid", "confirmed"]);
+    assert_eq!(updates, [OrderStatus::Paid, OrderStatus::Confirmed]);
     // The token is gone once the charge ended.
     let tokens: i64 = sqlx::query_scalar("select count(*) from payment_methods")
         .fetch_one(&h.db)
@@ -75,7 +75,7 @@ async fn a_declined_card_fails_the_order_releases_the_stock_and_charges_nothing(
         "{order:?}"
     );
     assert_eq!(h.successful(c.order_id, "charge").await, 0);
-    assert!(h.events("order.created", c.order_id).await.is_empty());
+    assert!(h.events::<OrderCreated>(c.order_id).await.is_empty());
     eventually("the reservation to be released", WAIT, || async {
         (h.reservations(c.cart_id).await == 0).then_some(())
     })
@@ -285,8 +285,8 @@ async fn an_order_whose_stock_never_comes_is_listed_as_stuck_then_compensated() 
     let order = h.wait_settled(&c).await;
     assert_eq!(order.status, "rejected");
     assert_eq!(h.successful(c.order_id, "refund").await, 1);
-    let last = h.events("order.updated", c.order_id).await;
-    assert_eq!(last.last().unwrap()["status"], "rejected");
+    let last = h.events::<OrderUpdated>(c.order_id).await;
+    assert_eq!(last.last().unwrap().status, OrderStatus::Rejected);
     eventually(
         "the stuck gauge to fall",
         Duration::from_secs(10),
