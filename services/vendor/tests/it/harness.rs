@@ -9,7 +9,6 @@ use mp_test_support::clients::Expect;
 use mp_test_support::clients::customer::{CustomerApi, Register};
 use mp_test_support::clients::vendor::{CreateProduct, CreateVendor, Product, VendorApi};
 use mp_test_support::{TestEnv, TestService, eventually};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -136,17 +135,9 @@ impl Harness {
         mp_test_support::api::outbox(&self.vendor_db().await).await
     }
 
-    /// The payloads of the `event_type` events in the vendor's outbox, oldest first.
-    pub async fn events<E: DeserializeOwned>(&self, event_type: &str) -> Vec<E> {
-        self.outbox()
-            .await
-            .into_iter()
-            .filter(|(t, _)| t == event_type)
-            .map(|(_, envelope)| {
-                let envelope: Envelope<E> = serde_json::from_value(envelope).unwrap();
-                envelope.payload
-            })
-            .collect()
+    /// The vendor's `E` events, oldest first.
+    pub async fn events<E: Event>(&self) -> Vec<E> {
+        mp_test_support::api::outbox_events(&self.vendor_db().await).await
     }
 
     /// Publishes an event on this environment's exchange, as its publisher would.

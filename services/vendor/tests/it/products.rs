@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mp_common::redis::RedisKeys;
 use mp_events::catalog::{VendorProductCreated, VendorProductUpdated};
-use mp_events::{Currency, Money, Service};
+use mp_events::{Currency, Event, Money, Service};
 use mp_test_support::client::Problem;
 use mp_test_support::clients::Expect;
 use mp_test_support::clients::vendor::{CreateProduct, Product, UpdateProduct};
@@ -145,8 +145,14 @@ async fn an_update_bumps_the_revision_and_publishes_the_whole_new_state() {
     assert_eq!(hidden.revision, 3);
     assert!(!hidden.active);
 
-    let payloads: Vec<Value> = fleet.events("vendor.product.updated").await;
-    let updates: Vec<VendorProductUpdated> = fleet.events("vendor.product.updated").await;
+    let payloads: Vec<Value> = fleet
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == VendorProductUpdated::TYPE)
+        .map(|(_, envelope)| envelope["payload"].clone())
+        .collect();
+    let updates = fleet.events::<VendorProductUpdated>().await;
     assert_eq!(updates.len(), 2);
     let whole = VendorProductUpdated {
         product_id: product.id,

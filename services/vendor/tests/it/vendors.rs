@@ -231,7 +231,7 @@ async fn only_members_and_admins_may_change_a_vendor() {
         .update_vendor(Some(&admin.token), vendor_id, &name("Curated"))
         .await
         .expect_ok();
-    let updates: Vec<VendorUpdated> = fleet.events("vendor.updated").await;
+    let updates = fleet.events::<VendorUpdated>().await;
     assert_eq!(
         updates.len(),
         2,
