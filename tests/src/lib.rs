@@ -215,7 +215,7 @@ impl Fleet {
 
     /// Logs in again (a new token carries memberships granted since).
     pub async fn login(&self, id: Uuid, email: &str) -> User {
-        let tokens = login(&self.customer, email).await;
+        let tokens = self.api.customer.login(email, PASSWORD).await.expect_ok();
         User {
             id,
             email: email.to_owned(),

@@ -20,6 +20,31 @@ fn json_lines() -> (Captured, LogFlush, impl Subscriber + Send + Sync) {
     (sink, guard, subscriber)
 }
 
+/// Each line of `text` as a JSON object without its `timestamp`, and that timestamp,
+/// which must be RFC 3339 in UTC.
+fn lines(text: &str) -> Vec<(chrono::DateTime<chrono::FixedOffset>, serde_json::Value)> {
+    text.lines()
+        .map(|line| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let at = v
+                .as_object_mut()
+                .and_then(|o| o.remove("timestamp"))
+                .unwrap_or_else(|| panic!("no timestamp: {line}"));
+            let at = at.as_str().unwrap_or_default();
+            assert!(at.ends_with('Z'), "{line}");
+            let at =
+                chrono::DateTime::parse_from_rfc3339(at).unwrap_or_else(|e| panic!("{e}: {line}"));
+            (at, v)
+        })
+        .collect()
+}
+
+/// [`lines`] without the timestamps.
+fn objects(text: &str) -> Vec<serde_json::Value> {
+    lines(text).into_iter().map(|(_, v)| v).collect()
+}
+
 /// Runs `fut` to completion as the handling of a request with `fields`.
 fn in_a_request(fields: RequestFields, fut: impl Future<Output = ()>) {
     tokio::runtime::Builder::new_current_thread()
@@ -47,27 +72,21 @@ fn a_requests_fields_are_the_span_of_its_lines() {
     });
     drop(guard);
     let out = sink.text();
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
+    let lines = lines(&out);
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].get("span").is_none(), "{out}");
-    assert_eq!(lines[1]["message"], "in a request");
+    assert!(lines[0].1.get("span").is_none(), "{out}");
+    assert_eq!(lines[1].1["message"], "in a request");
     assert_eq!(
-        lines[1]["span"],
+        lines[1].1["span"],
         serde_json::json!({"service": "vendor", "method": "GET", "route": "/x/{id}",
             "correlation_id": "c-1", "trace_id": "t\"1", "name": "http"})
     );
     assert_eq!(
-        lines[2]["span"],
+        lines[2].1["span"],
         serde_json::json!({"step": 2, "name": "own"})
     );
-    for line in &lines {
-        let at = line["timestamp"].as_str().unwrap();
-        assert!(at.ends_with('Z'), "{line}");
-        let age = chrono::Utc::now()
-            .signed_duration_since(chrono::DateTime::parse_from_rfc3339(at).unwrap());
+    for (at, line) in &lines {
+        let age = chrono::Utc::now().signed_duration_since(at);
         assert!(
             age >= chrono::TimeDelta::zero() && age < chrono::TimeDelta::minutes(10),
             "{line}"
@@ -92,19 +111,9 @@ fn the_access_line_is_the_line_tracing_gives_for_the_same_event() {
     });
     drop(guard);
     let traced = sink.text();
-    let without_time = |text: &str| -> Vec<serde_json::Value> {
-        text.lines()
-            .map(|l| {
-                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{l}");
-                v.as_object_mut().unwrap().remove("timestamp");
-                v
-            })
-            .collect()
-    };
-    let traced_lines = without_time(&traced);
+    let traced_lines = objects(&traced);
     assert_eq!(traced_lines.len(), 2, "{traced}");
-    assert_eq!(without_time(&direct), traced_lines, "{direct}\n{traced}");
+    assert_eq!(objects(&direct), traced_lines, "{direct}\n{traced}");
     assert_eq!(traced_lines[1]["level"], "ERROR");
     assert_eq!(traced_lines[0]["span"]["correlation_id"], "c\"1");
 }
@@ -185,24 +194,6 @@ fn lines_are_tracing_subscribers_json_lines() {
         .finish();
     tracing::subscriber::with_default(subscriber, every_kind_of_line);
 
-    let objects = |text: &str| -> Vec<serde_json::Value> {
-        text.lines()
-            .map(|line| {
-                let mut v: serde_json::Value =
-                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-                let at = v
-                    .as_object_mut()
-                    .and_then(|o| o.remove("timestamp"))
-                    .unwrap_or_else(|| panic!("no timestamp: {line}"));
-                let at = at.as_str().unwrap_or_default();
-                assert!(
-                    chrono::DateTime::parse_from_rfc3339(at).is_ok() && at.ends_with('Z'),
-                    "{line}"
-                );
-                v
-            })
-            .collect()
-    };
     let (ours, theirs) = (objects(&ours.text()), objects(&theirs.text()));
     assert_eq!(ours.len(), 9);
     assert_eq!(ours.len(), theirs.len());

@@ -285,7 +285,7 @@ mod tests {
             t.join().unwrap();
         }
         drop(guard);
-        let out = String::from_utf8(lock(&sink.0).clone()).unwrap();
+        let out = sink.text();
         let mut next = [0usize; 4];
         for line in out.lines() {
             let mut parts = line.split(' ');

@@ -116,9 +116,12 @@ pub fn parse_sku(raw: &str) -> Result<String, String> {
 
 pub use mp_common::contact::{parse_email, parse_phone};
 
-/// A price as a request writes it, not checked yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A price as a request writes it, not checked yet: its amount any whole JSON number
+/// (`1999` or `1999.0`, as JSON Schema's `integer` allows), its currency any text.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PriceInput {
+    #[serde(deserialize_with = "mp_common::serde_ext::integer")]
     pub amount: i64,
     pub currency: String,
 }

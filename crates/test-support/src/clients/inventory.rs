@@ -5,6 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::Page;
 use crate::client::{Api, ApiResult, Reply};
 
 /// A product's stock figures.
@@ -35,13 +36,6 @@ pub struct Movement {
     pub actor_id: Option<Uuid>,
     pub on_hand_after: i64,
     pub created_at: DateTime<Utc>,
-}
-
-/// A page of the ledger, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct MovementPage {
-    pub items: Vec<Movement>,
-    pub next_cursor: Option<String>,
 }
 
 /// `POST /api/inventory/{product_id}/adjustments`.
@@ -130,7 +124,7 @@ impl InventoryApi {
         token: &str,
         product_id: Uuid,
         query: &str,
-    ) -> ApiResult<MovementPage> {
+    ) -> ApiResult<Page<Movement>> {
         self.0
             .get(
                 &format!("/api/inventory/{product_id}/movements{query}"),

@@ -21,6 +21,13 @@ pub use crate::client::{ApiResult, Expect, Reply};
 
 use serde::{Deserialize, Serialize};
 
+/// A page of a list: its items and the cursor of the next page (`None` on the last).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
 /// Where an order is shipped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Address {

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::Page;
 use crate::client::{Api, ApiResult};
 
 /// One email or SMS and where its delivery stands.
@@ -29,20 +30,13 @@ pub struct Notification {
     pub sent_at: Option<DateTime<Utc>>,
 }
 
-/// A page of notifications, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct NotificationPage {
-    pub items: Vec<Notification>,
-    pub next_cursor: Option<String>,
-}
-
 /// The notification service's API.
 #[derive(Debug, Clone)]
 pub struct NotificationApi(pub Api);
 
 impl NotificationApi {
     /// `GET /api/notifications{query}` (`""`, or `"?channel=sms&limit=1"`).
-    pub async fn list(&self, token: &str, query: &str) -> ApiResult<NotificationPage> {
+    pub async fn list(&self, token: &str, query: &str) -> ApiResult<Page<Notification>> {
         self.0
             .get(&format!("/api/notifications{query}"), Some(token))
             .await

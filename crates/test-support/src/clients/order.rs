@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::Address;
+use super::{Address, Page};
 use crate::client::{Api, ApiResult};
 
 /// One line of an order.
@@ -98,13 +98,6 @@ pub struct OrderSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A page of orders, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct OrderPage {
-    pub items: Vec<OrderSummary>,
-    pub next_cursor: Option<String>,
-}
-
 /// An order the saga has waited on for too long.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StuckOrder {
@@ -114,13 +107,6 @@ pub struct StuckOrder {
     pub waiting_on: String,
     pub waiting_since: DateTime<Utc>,
     pub total: Money,
-}
-
-/// A page of stuck orders.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct StuckOrderPage {
-    pub items: Vec<StuckOrder>,
-    pub next_cursor: Option<String>,
 }
 
 /// `POST /api/orders/{id}/ship`.
@@ -165,7 +151,7 @@ pub struct OrderApi(pub Api);
 
 impl OrderApi {
     /// `GET /api/orders{query}` (`""`, or `"?status=confirmed&limit=2"`).
-    pub async fn list(&self, token: &str, query: &str) -> ApiResult<OrderPage> {
+    pub async fn list(&self, token: &str, query: &str) -> ApiResult<Page<OrderSummary>> {
         self.0
             .get(&format!("/api/orders{query}"), Some(token))
             .await
@@ -222,7 +208,7 @@ impl OrderApi {
     }
 
     /// `GET /api/admin/orders/stuck{query}`.
-    pub async fn stuck(&self, token: &str, query: &str) -> ApiResult<StuckOrderPage> {
+    pub async fn stuck(&self, token: &str, query: &str) -> ApiResult<Page<StuckOrder>> {
         self.0
             .get(&format!("/api/admin/orders/stuck{query}"), Some(token))
             .await

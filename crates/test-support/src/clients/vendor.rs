@@ -6,6 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::Page;
 use crate::client::{Api, ApiResult};
 
 /// `POST /api/vendors`.
@@ -48,13 +49,6 @@ pub struct Member {
     /// `owner` or `member`.
     pub role: String,
     pub created_at: DateTime<Utc>,
-}
-
-/// A page of a vendor's members.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct MemberPage {
-    pub items: Vec<Member>,
-    pub next_cursor: Option<String>,
 }
 
 /// `POST /api/vendors/{id}/members`.
@@ -163,13 +157,6 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A page of products.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ProductPage {
-    pub items: Vec<Product>,
-    pub next_cursor: Option<String>,
-}
-
 /// The vendor service's API.
 #[derive(Debug, Clone)]
 pub struct VendorApi(pub Api);
@@ -224,7 +211,7 @@ impl VendorApi {
         token: &str,
         vendor_id: Uuid,
         query: &str,
-    ) -> ApiResult<MemberPage> {
+    ) -> ApiResult<Page<Member>> {
         self.0
             .get(
                 &format!("/api/vendors/{vendor_id}/members{query}"),
@@ -277,7 +264,7 @@ impl VendorApi {
         token: &str,
         vendor_id: Uuid,
         query: &str,
-    ) -> ApiResult<ProductPage> {
+    ) -> ApiResult<Page<Product>> {
         self.0
             .get(
                 &format!("/api/vendors/{vendor_id}/products{query}"),
@@ -314,7 +301,7 @@ impl VendorApi {
     }
 
     /// `GET /api/products{query}`: the public catalog.
-    pub async fn catalog(&self, query: &str) -> ApiResult<ProductPage> {
+    pub async fn catalog(&self, query: &str) -> ApiResult<Page<Product>> {
         self.0.get(&format!("/api/products{query}"), None).await
     }
 }

@@ -3,13 +3,14 @@
 use mp_events::Service;
 use mp_events::catalog::OrderStatus;
 use mp_test_support::clients::Expect;
-use mp_test_support::clients::notification::NotificationPage;
+use mp_test_support::clients::Page;
+use mp_test_support::clients::notification::Notification;
 use reqwest::StatusCode;
 use uuid::Uuid;
 
 use crate::harness::{Harness, order_updated};
 
-fn ids(page: &NotificationPage) -> Vec<Uuid> {
+fn ids(page: &Page<Notification>) -> Vec<Uuid> {
     page.items.iter().map(|i| i.id).collect()
 }
 

@@ -3,8 +3,8 @@
 
 use mp_events::Service;
 use mp_events::catalog::{OrderShipped, OrderStatus, OrderUpdated};
-use mp_test_support::clients::order::{Order, OrderPage, Ship};
-use mp_test_support::clients::{ApiResult, Expect};
+use mp_test_support::clients::order::{Order, OrderSummary, Ship};
+use mp_test_support::clients::{ApiResult, Expect, Page};
 use mp_test_support::eventually;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -213,7 +213,8 @@ async fn lists_show_own_orders_vendor_orders_and_all_to_admins_page_by_page() {
     let declined = h.checkout(&[(p1, v1, 1)], "tok_declined").await;
     h.wait_status(&declined, "payment_failed").await;
 
-    let ids = |page: &OrderPage| -> Vec<Uuid> { page.items.iter().map(|o| o.id).collect() };
+    let ids =
+        |page: &Page<OrderSummary>| -> Vec<Uuid> { page.items.iter().map(|o| o.id).collect() };
     let list = |token: String, query: String| {
         let h = &h;
         async move { h.client().list(&token, &query).await.expect_ok() }

@@ -1,42 +1,26 @@
 //! A price in a request body: a JSON object only (`mp_common::serde_ext::object`, so an
-//! error inside names `price.amount`), whose amount is any whole JSON number (`1999` or
-//! `1999.0`, as JSON Schema's `integer` allows: `mp_common::serde_ext::integer`).
+//! error inside names `price.amount`), read as a [`PriceInput`].
 
 use mp_common::serde_ext;
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 
 use crate::domain::PriceInput;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Price {
-    #[serde(deserialize_with = "serde_ext::integer")]
-    amount: i64,
-    currency: String,
-}
-
-impl From<Price> for PriceInput {
-    fn from(p: Price) -> Self {
-        PriceInput {
-            amount: p.amount,
-            currency: p.currency,
-        }
-    }
-}
 
 /// A price: a JSON object only. Its rules are checked by the catalog with the other
 /// fields' (`domain::parse_price`), so one answer lists every fault.
 pub fn price<'de, D: Deserializer<'de>>(d: D) -> Result<PriceInput, D::Error> {
-    serde_ext::object::<D, Price>(d).map(PriceInput::from)
+    serde_ext::object::<D, PriceInput>(d)
 }
 
 /// [`price`], or `null` (`None`). Use with `#[serde(default, deserialize_with = ...)]`.
 pub fn optional_price<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PriceInput>, D::Error> {
-    serde_ext::optional_object::<D, Price>(d).map(|p| p.map(PriceInput::from))
+    serde_ext::optional_object::<D, PriceInput>(d)
 }
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize;
+
     use super::*;
 
     #[derive(Debug, Deserialize)]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::Utc;
 use mp_events::catalog::{InventoryCreated, InventoryUpdated, StockChange, StockLevel};
 use mp_events::{Currency, Envelope, Service};
-use mp_test_support::clients::vendor::{CreateProduct, ProductPage, UpdateProduct};
-use mp_test_support::clients::{ApiResult, Expect};
+use mp_test_support::clients::vendor::{CreateProduct, Product, UpdateProduct};
+use mp_test_support::clients::{ApiResult, Expect, Page};
 use mp_test_support::eventually;
 use reqwest::StatusCode;
 use uuid::Uuid;
@@ -17,7 +17,7 @@ use crate::harness::{Harness, User, product_body};
 
 /// Follows `next_cursor` from the page `first` asks for (`"?limit=2"`) to the end,
 /// reading each page with `page`; returns the ids in order.
-async fn walk(first: &str, page: impl AsyncFn(String) -> ApiResult<ProductPage>) -> Vec<Uuid> {
+async fn walk(first: &str, page: impl AsyncFn(String) -> ApiResult<Page<Product>>) -> Vec<Uuid> {
     let mut ids = Vec::new();
     let mut query = first.to_owned();
     let sep = if first.contains('?') { '&' } else { '?' };
@@ -40,7 +40,7 @@ async fn list(fleet: &Harness, user: &User, vendor_id: Uuid, sku: &str, name: &s
 }
 
 /// The ids of a page's products.
-fn ids(page: &ProductPage) -> HashSet<Uuid> {
+fn ids(page: &Page<Product>) -> HashSet<Uuid> {
     page.items.iter().map(|p| p.id).collect()
 }
 
